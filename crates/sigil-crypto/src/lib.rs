@@ -1,0 +1,41 @@
+//! Sans-IO threshold protocols and scheme types for Sigil.
+//!
+//! Every protocol here is one `async fn` over a [`round_based::Mpc`] party:
+//! a `Stream` of incoming and a `Sink` of outgoing messages. The crate never
+//! touches a socket, a file or a clock, so the same code runs in the
+//! in-process simulation of the tests and over mTLS gRPC in `sigil-node`.
+//!
+//! What the transport must guarantee (as `round-based` documents):
+//! - messages are authenticated (the node checks the peer's certificate);
+//! - point-to-point messages are private (mTLS);
+//! - broadcast is *not* required to be reliable: the DKG adds an echo of the
+//!   hash of all round-1 packages to its round-2 messages and aborts on a
+//!   mismatch (see [`frost::dkg`]).
+//!
+//! Party indices `i` are 0-based `u16` positions in a session's ordered party
+//! list. FROST's 1-based [`frost_core::Identifier`] is derived in exactly one
+//! place, [`frost::identifier`].
+//!
+//! Schemes:
+//!
+//! | scheme | crate | public key | signature |
+//! |---|---|---|---|
+//! | `frost-ed25519` | `frost-ed25519` (RFC 9591 §6.1) | 32 bytes | 64 bytes, RFC 8032 |
+//! | `frost-secp256k1-tr` | `frost-secp256k1-tr` (BIP-340 / Taproot) | 32 bytes x-only | 64 bytes, BIP-340 |
+//! | `frost-p256` | `frost-p256` (RFC 9591 §6.4) | 33 bytes SEC1 compressed | 65 bytes, `R` compressed `\|\| z` |
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod frost;
+pub mod scheme;
+
+pub use error::Error;
+pub use scheme::Scheme;
+
+/// 0-based index of a party within a session's ordered party list.
+pub type PartyIndex = u16;
+
+/// A session identifier: 32 random bytes chosen by the coordinator, bound
+/// into the protocol transcript and never reused.
+pub type SessionId = [u8; 32];

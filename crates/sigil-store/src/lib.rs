@@ -1,0 +1,124 @@
+//! Sigil's storage: one [`Store`] trait, an embedded SQLite implementation
+//! ([`SqliteStore`]), and sealing of every secret record ([`seal`]).
+//!
+//! Secret material (key shares) is written only sealed (AES-256-GCM, see
+//! [`seal`]); public material (public key packages, metadata) is written in
+//! the clear. A store remembers a sealed canary record, so opening it with
+//! the wrong master key is a clear error ([`StoreError::WrongMasterKey`])
+//! rather than garbage later.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod conformance;
+pub mod seal;
+mod sqlite;
+
+pub use seal::{MasterKey, RecordId, Sealer};
+pub use sqlite::SqliteStore;
+use zeroize::Zeroizing;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The master key is malformed.
+    #[error("invalid master key: {0}")]
+    InvalidMasterKey(String),
+    /// The master key does not open this store's records.
+    #[error("the master key does not match this store ({0}); refusing to start")]
+    WrongMasterKey(String),
+    /// Sealing failed.
+    #[error("seal: {0}")]
+    Seal(String),
+    /// A sealed record failed to open (tampered, moved or foreign).
+    #[error("unseal: {0}")]
+    Unseal(String),
+    /// A record already exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored row does not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Lifecycle state of a key on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// DKG finished here but the coordinator has not confirmed that every
+    /// party finished; not listed and not usable for signing.
+    Pending,
+    /// Confirmed by the coordinator; usable.
+    Active,
+}
+
+impl KeyStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Pending => "pending",
+            KeyStatus::Active => "active",
+        }
+    }
+}
+
+/// Public metadata of a key, the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Key id (a UUID string chosen by the coordinator).
+    pub key_id: String,
+    /// Scheme name (`frost-ed25519`, ...).
+    pub scheme: String,
+    /// Signers needed, `t`.
+    pub threshold: u16,
+    /// Node ids holding a share, in key order (key-level party index =
+    /// position in this list).
+    pub parties: Vec<u16>,
+    /// The group public key in the scheme's standard encoding.
+    pub public_key: Vec<u8>,
+    /// The scheme's public key package (group key and verifying shares),
+    /// serialized by the protocol crate.
+    pub public_package: Vec<u8>,
+    /// Share generation; 0 after DKG.
+    pub epoch: u32,
+    /// Optional user label (at most 128 characters, checked by the API).
+    pub label: Option<String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Lifecycle state on this node.
+    pub status: KeyStatus,
+}
+
+/// The storage of one node.
+///
+/// Every implementation must pass [`conformance::run_all`].
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a key's metadata and, if this node holds one, its secret share
+    /// (`share` in plaintext; the store seals it as record
+    /// `("key_share", key_id, party, epoch)`), in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the key id exists.
+    async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError>;
+
+    /// Marks a pending key active. Returns whether the key exists.
+    async fn activate_key(&self, key_id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes a key that is still pending (nothing half-made is kept).
+    async fn delete_pending_key(&self, key_id: &str) -> Result<(), StoreError>;
+
+    /// One key's metadata, whatever its status.
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Every active key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// This node's secret share of `key_id` at `epoch`, unsealed.
+    ///
+    /// # Errors
+    /// [`StoreError::Unseal`] if the sealed record fails authentication.
+    async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+}

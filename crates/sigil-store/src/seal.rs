@@ -1,0 +1,200 @@
+//! Sealing of secret records: AES-256-GCM under a data key derived from the
+//! node's master key.
+//!
+//! - data key = HKDF-SHA-256(ikm = master key, salt = `"sigil/store/v1"`,
+//!   info = `"data-key"`), 32 bytes (RFC 5869);
+//! - a fresh random 96-bit nonce per record (NIST SP 800-38D §8.2.2: random
+//!   nonces are safe well below 2^32 records per key);
+//! - associated data = the record's identity ([`RecordId`]), so a sealed
+//!   blob moved to another row (another key, party, epoch or kind) fails to
+//!   open;
+//! - stored form: `nonce (12 bytes) || ciphertext || tag (16 bytes)`.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use rand::RngCore;
+use sha2::Sha256;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::StoreError;
+
+/// The node's 32-byte master key. Secret: zeroized on drop, never printed.
+#[derive(Clone, Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct MasterKey([u8; 32]);
+
+impl MasterKey {
+    /// Wraps 32 raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        MasterKey(bytes)
+    }
+
+    /// Parses 64 hex characters (surrounding whitespace ignored), as in
+    /// `SIGIL_MASTER_KEY` or a key file.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidMasterKey`] if the text is not 64 hex characters.
+    pub fn from_hex(text: &str) -> Result<Self, StoreError> {
+        let mut raw = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), raw.as_mut())
+            .map_err(|_| StoreError::InvalidMasterKey("expected 64 hex characters (32 bytes)".into()))?;
+        Ok(MasterKey(*raw))
+    }
+
+    /// A fresh random master key.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        MasterKey(bytes)
+    }
+
+    /// The key as 64 hex characters, for writing a new key file.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// The identity of a sealed record, bound in as AES-GCM associated data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordId<'a> {
+    /// What the record holds (`"key_share"`, `"canary"`, ...).
+    pub kind: &'a str,
+    /// The key the record belongs to (empty for node-wide records).
+    pub key_id: &'a str,
+    /// The party (node id) that owns the record.
+    pub party: u16,
+    /// The share generation of the key.
+    pub epoch: u32,
+}
+
+impl RecordId<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let mut ad = Vec::with_capacity(32 + self.kind.len() + self.key_id.len());
+        ad.extend_from_slice(b"sigil/v1");
+        for part in [self.kind.as_bytes(), self.key_id.as_bytes()] {
+            ad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            ad.extend_from_slice(part);
+        }
+        ad.extend_from_slice(&self.party.to_be_bytes());
+        ad.extend_from_slice(&self.epoch.to_be_bytes());
+        ad
+    }
+}
+
+const NONCE_LEN: usize = 12;
+
+/// Seals and opens records under the data key of one master key.
+pub struct Sealer {
+    cipher: Aes256Gcm,
+}
+
+impl Sealer {
+    /// Derives the data key from `master`.
+    pub fn new(master: &MasterKey) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(b"sigil/store/v1"), &master.0);
+        let mut data_key = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA-256's 255 * 32 byte limit.
+        if hk.expand(b"data-key", data_key.as_mut()).is_err() {
+            unreachable!("HKDF output length is valid");
+        }
+        let cipher = Aes256Gcm::new(data_key.as_ref().into());
+        Sealer { cipher }
+    }
+
+    /// Seals `plaintext` as record `id`: `nonce || ciphertext || tag`.
+    ///
+    /// # Errors
+    /// [`StoreError::Seal`] if encryption fails (it does not for inputs
+    /// below 64 GiB).
+    pub fn seal(&self, id: &RecordId<'_>, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let aad = id.associated_data();
+        let ct = self
+            .cipher
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: &aad })
+            .map_err(|_| StoreError::Seal("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Opens a record sealed by [`Sealer::seal`] under the same identity.
+    ///
+    /// # Errors
+    /// [`StoreError::Unseal`] if the blob is truncated, was tampered with,
+    /// belongs to another record, or was sealed under another master key.
+    pub fn open(&self, id: &RecordId<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        if sealed.len() < NONCE_LEN + 16 {
+            return Err(StoreError::Unseal(format!("{} record of {} is truncated", id.kind, id.key_id)));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| StoreError::Unseal("nonce length".into()))?;
+        let aad = id.associated_data();
+        self.cipher
+            .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| {
+                StoreError::Unseal(format!(
+                    "{} record of key {:?} (party {}, epoch {}) failed authentication: tampered, moved, or sealed under another master key",
+                    id.kind, id.key_id, id.party, id.epoch
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(key_id: &str) -> RecordId<'_> {
+        RecordId { kind: "key_share", key_id, party: 1, epoch: 0 }
+    }
+
+    #[test]
+    fn seal_round_trip_and_fresh_nonce() -> Result<(), StoreError> {
+        let sealer = Sealer::new(&MasterKey::generate());
+        let a = sealer.seal(&id("k1"), b"secret share")?;
+        let b = sealer.seal(&id("k1"), b"secret share")?;
+        assert_ne!(a, b, "each seal uses a fresh nonce");
+        assert_eq!(sealer.open(&id("k1"), &a)?.as_slice(), b"secret share");
+        assert!(!a.windows(6).any(|w| w == b"secret"), "plaintext must not appear");
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_key_tamper_and_moved_record_fail() -> Result<(), StoreError> {
+        let sealer = Sealer::new(&MasterKey::generate());
+        let sealed = sealer.seal(&id("k1"), b"secret share")?;
+        assert!(Sealer::new(&MasterKey::generate()).open(&id("k1"), &sealed).is_err());
+        assert!(sealer.open(&id("k2"), &sealed).is_err(), "bound to its key id");
+        let other_epoch = RecordId { epoch: 1, ..id("k1") };
+        assert!(sealer.open(&other_epoch, &sealed).is_err(), "bound to its epoch");
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            if let Some(b) = t.get_mut(i) {
+                *b ^= 0x01;
+            }
+            assert!(sealer.open(&id("k1"), &t).is_err(), "flip at byte {i} detected");
+        }
+        assert!(sealer.open(&id("k1"), sealed.get(..10).unwrap_or_default()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn master_key_parsing() {
+        assert!(MasterKey::from_hex(&"ab".repeat(32)).is_ok());
+        assert!(MasterKey::from_hex("abcd").is_err());
+        assert!(MasterKey::from_hex(&"zz".repeat(32)).is_err());
+        assert_eq!(format!("{:?}", MasterKey::generate()), "MasterKey(<redacted>)");
+    }
+}

@@ -1,0 +1,274 @@
+//! The embedded SQLite store (sqlx), WAL journal with `synchronous = FULL`
+//! so a committed key survives `kill -9` and power loss.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use zeroize::Zeroizing;
+
+use crate::{KeyRecord, KeyStatus, MasterKey, RecordId, Sealer, Store, StoreError};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id         TEXT PRIMARY KEY,
+    scheme         TEXT NOT NULL,
+    threshold      INTEGER NOT NULL,
+    parties        TEXT NOT NULL,
+    public_key     BLOB NOT NULL,
+    public_package BLOB NOT NULL,
+    epoch          INTEGER NOT NULL,
+    label          TEXT,
+    created_at     INTEGER NOT NULL,
+    status         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS key_shares (
+    key_id  TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    party   INTEGER NOT NULL,
+    epoch   INTEGER NOT NULL,
+    sealed  BLOB NOT NULL,
+    PRIMARY KEY (key_id, party, epoch)
+);
+"#;
+
+const CANARY: &[u8] = b"sigil store canary v1";
+
+/// SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    pool: SqlitePool,
+    sealer: Sealer,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and checks that
+    /// `master` opens its records.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongMasterKey`] if the store was created under another
+    /// master key; [`StoreError::Database`] if the file cannot be opened.
+    pub async fn open(path: &Path, master: &MasterKey) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        let store = SqliteStore { pool, sealer: Sealer::new(master) };
+        store.check_canary().await?;
+        Ok(store)
+    }
+
+    async fn check_canary(&self) -> Result<(), StoreError> {
+        let id = RecordId { kind: "canary", key_id: "", party: 0, epoch: 0 };
+        let row = sqlx::query("SELECT value FROM meta WHERE name = 'canary'")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => {
+                let sealed: Vec<u8> = row.try_get("value")?;
+                match self.sealer.open(&id, &sealed) {
+                    Ok(v) if v.as_slice() == CANARY => Ok(()),
+                    _ => Err(StoreError::WrongMasterKey("the canary record does not open".into())),
+                }
+            }
+            None => {
+                let sealed = self.sealer.seal(&id, CANARY)?;
+                sqlx::query("INSERT INTO meta (name, value) VALUES ('canary', ?)")
+                    .bind(sealed)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Overwrites the sealed share of a key with raw bytes. For tests of
+    /// tamper detection only.
+    #[doc(hidden)]
+    pub async fn corrupt_share_for_tests(&self, key_id: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE key_shares SET sealed = ? WHERE key_id = ?")
+            .bind(sealed)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The raw sealed share of a key, for tests.
+    #[doc(hidden)]
+    pub async fn raw_share_for_tests(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT sealed FROM key_shares WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("sealed")?),
+            None => None,
+        })
+    }
+}
+
+fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
+    let parties: String = row.try_get("parties")?;
+    let parties: Vec<u16> =
+        serde_json::from_str(&parties).map_err(|e| StoreError::Corrupt(format!("parties: {e}")))?;
+    let status: String = row.try_get("status")?;
+    let status = match status.as_str() {
+        "pending" => KeyStatus::Pending,
+        "active" => KeyStatus::Active,
+        other => return Err(StoreError::Corrupt(format!("status {other:?}"))),
+    };
+    let threshold: i64 = row.try_get("threshold")?;
+    let epoch: i64 = row.try_get("epoch")?;
+    Ok(KeyRecord {
+        key_id: row.try_get("key_id")?,
+        scheme: row.try_get("scheme")?,
+        threshold: u16::try_from(threshold).map_err(|_| StoreError::Corrupt("threshold".into()))?,
+        parties,
+        public_key: row.try_get("public_key")?,
+        public_package: row.try_get("public_package")?,
+        epoch: u32::try_from(epoch).map_err(|_| StoreError::Corrupt("epoch".into()))?,
+        label: row.try_get("label")?,
+        created_at: row.try_get("created_at")?,
+        status,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError> {
+        let parties = serde_json::to_string(&key.parties).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at, status)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key_id) DO NOTHING",
+        )
+        .bind(&key.key_id)
+        .bind(&key.scheme)
+        .bind(i64::from(key.threshold))
+        .bind(parties)
+        .bind(&key.public_key)
+        .bind(&key.public_package)
+        .bind(i64::from(key.epoch))
+        .bind(&key.label)
+        .bind(key.created_at)
+        .bind(key.status.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("key {} exists", key.key_id)));
+        }
+        if let Some(share) = share {
+            let id = RecordId { kind: "key_share", key_id: &key.key_id, party, epoch: key.epoch };
+            let sealed = self.sealer.seal(&id, share)?;
+            sqlx::query("INSERT INTO key_shares (key_id, party, epoch, sealed) VALUES (?, ?, ?, ?)")
+                .bind(&key.key_id)
+                .bind(i64::from(party))
+                .bind(i64::from(key.epoch))
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn activate_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE keys SET status = 'active' WHERE key_id = ?")
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_pending_key(&self, key_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM keys WHERE key_id = ? AND status = 'pending'")
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM keys WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM keys WHERE status = 'active' ORDER BY created_at, key_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let row = sqlx::query("SELECT sealed FROM key_shares WHERE key_id = ? AND party = ? AND epoch = ?")
+            .bind(key_id)
+            .bind(i64::from(party))
+            .bind(i64::from(epoch))
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        let id = RecordId { kind: "key_share", key_id, party, epoch };
+        self.sealer.open(&id, &sealed).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_passes_conformance() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("a.db"), &MasterKey::generate()).await?;
+        crate::conformance::run_all(&store).await
+    }
+
+    #[tokio::test]
+    async fn wrong_master_key_is_rejected_and_keys_survive_reopen() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("b.db");
+        let master = MasterKey::generate();
+        {
+            let store = SqliteStore::open(&path, &master).await?;
+            store.put_key(&crate::conformance::sample_key("k1"), 3, Some(b"share")).await?;
+            store.pool.close().await;
+        }
+        match SqliteStore::open(&path, &MasterKey::generate()).await {
+            Err(StoreError::WrongMasterKey(_)) => {}
+            Err(e) => panic!("expected WrongMasterKey, got {e}"),
+            Ok(_) => panic!("a wrong master key must be refused"),
+        }
+        let store = SqliteStore::open(&path, &master).await?;
+        let share = store.get_share("k1", 3, 0).await?;
+        assert_eq!(share.as_deref().map(|s| s.as_slice()), Some(&b"share"[..]));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn tampered_share_is_rejected() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = SqliteStore::open(&dir.path().join("c.db"), &MasterKey::generate()).await?;
+        store.put_key(&crate::conformance::sample_key("k1"), 1, Some(b"share")).await?;
+        let mut raw = store.raw_share_for_tests("k1").await?.unwrap_or_default();
+        assert!(!raw.windows(5).any(|w| w == b"share"), "share is sealed at rest");
+        if let Some(b) = raw.last_mut() {
+            *b ^= 0x80;
+        }
+        store.corrupt_share_for_tests("k1", &raw).await?;
+        assert!(matches!(store.get_share("k1", 1, 0).await, Err(StoreError::Unseal(_))));
+        Ok(())
+    }
+}
