@@ -1,1 +1,240 @@
-fn main() {}
+//! `sigil`: run a node or a local dev cluster, manage certificates, talk to
+//! the REST API, and benchmark.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod client;
+mod dev;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Sigil: threshold key management and signing.
+#[derive(Parser)]
+#[command(name = "sigil", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where the REST API is and how to authenticate.
+#[derive(Args, Clone, Debug)]
+pub struct ApiArgs {
+    /// Base URL of a node's REST API.
+    #[arg(
+        long,
+        env = "SIGIL_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub url: String,
+    /// API key (sent as X-API-Key).
+    #[arg(long, env = "SIGIL_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node (party) of a cluster.
+    Node {
+        /// TOML configuration; every setting can also come from SIGIL_* env.
+        #[arg(long, env = "SIGIL_CONFIG")]
+        config: PathBuf,
+    },
+    /// Certificates of a cluster.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+    /// Start a local cluster of node processes on loopback (the embedded default).
+    Dev(dev::DevArgs),
+    /// Keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Sign a message with a key.
+    Sign {
+        /// Key id.
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        msg: client::MessageArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Verify a signature locally with an ordinary single-key verifier
+    /// (the public key is fetched from the API, or given with --public-key).
+    Verify {
+        /// Key id (to fetch the public key and scheme).
+        #[arg(long)]
+        key: Option<String>,
+        /// Scheme, when --public-key is given.
+        #[arg(long)]
+        scheme: Option<String>,
+        /// Public key hex, instead of fetching it.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Signature, hex.
+        #[arg(long)]
+        signature: String,
+        #[command(flatten)]
+        msg: client::MessageArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a CA and one certificate per node (node-<id>.pem/.key) in DIR.
+    Init {
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Number of nodes (ids 0..N).
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key by distributed key generation.
+    Create {
+        /// frost-ed25519, frost-secp256k1-tr or frost-p256.
+        #[arg(long, default_value = "frost-ed25519")]
+        scheme: String,
+        /// Signers needed.
+        #[arg(long, default_value_t = 2)]
+        threshold: u16,
+        /// Node ids that get a share (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        parties: Option<Vec<u16>>,
+        /// Label.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List keys.
+    List,
+    /// Show one key.
+    Get {
+        /// Key id.
+        key: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Node { config } => {
+            init_tracing();
+            sigil_node::api::init_metrics();
+            match sigil_node::NodeConfig::load(&config) {
+                Ok(cfg) => sigil_node::run(cfg, shutdown_signal()).await,
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::Certs {
+            cmd: CertsCmd::Init { dir, nodes },
+        } => {
+            let ids: Vec<u16> = (0..nodes).collect();
+            match sigil_node::certs::init(&dir, &ids) {
+                Ok(true) => {
+                    println!(
+                        "created CA and {nodes} node certificates in {}",
+                        dir.display()
+                    );
+                    Ok(())
+                }
+                Ok(false) => {
+                    println!("{} already holds a CA; left unchanged", dir.display());
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::Dev(args) => dev::run(args).await,
+        Cmd::Keys { cmd, api } => {
+            let c = client::Client::new(&api);
+            match cmd {
+                KeysCmd::Create {
+                    scheme,
+                    threshold,
+                    parties,
+                    label,
+                } => c
+                    .create_key(&scheme, threshold, parties, label)
+                    .await
+                    .map(|v| client::print_json(&v)),
+                KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
+                KeysCmd::Get { key } => c
+                    .get(&format!("/v1/keys/{key}"))
+                    .await
+                    .map(|v| client::print_json(&v)),
+            }
+        }
+        Cmd::Sign { key, msg, api } => match msg.bytes() {
+            Ok(m) => client::Client::new(&api)
+                .sign(&key, &m)
+                .await
+                .map(|v| client::print_json(&v)),
+            Err(e) => Err(e),
+        },
+        Cmd::Verify {
+            key,
+            scheme,
+            public_key,
+            signature,
+            msg,
+            api,
+        } => client::verify(&api, key, scheme, public_key, &signature, &msg).await,
+        Cmd::Bench { cmd } => bench::run(cmd).await,
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

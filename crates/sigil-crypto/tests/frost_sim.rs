@@ -1,7 +1,12 @@
 //! In-process simulations of FROST DKG and signing for every scheme, over the
 //! (t, n) matrix of the issue, with cheating parties, and the RFC 9591 test
 //! vectors run through our signing protocol.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::collections::BTreeMap;
 
@@ -39,7 +44,12 @@ where
         .collect()
 }
 
-async fn run_sign<C: Ciphersuite + Send + 'static>(keys: &Keys<C>, signers: &[u16], msg: &[u8], seed: u64) -> Vec<Result<Option<frost_core::Signature<C>>, Error>>
+async fn run_sign<C: Ciphersuite + Send + 'static>(
+    keys: &Keys<C>,
+    signers: &[u16],
+    msg: &[u8],
+    seed: u64,
+) -> Vec<Result<Option<frost_core::Signature<C>>, Error>>
 where
     sign::Msg<C>: Unpin,
 {
@@ -108,18 +118,31 @@ async fn ed25519_signatures_pass_dalek_strict_and_bip340_passes_k256() {
     let keys = run_dkg::<frost_ed25519::Ed25519Sha512>(2, 3, 99).await;
     let res = run_sign(&keys, &[0, 2], b"hello", 1).await;
     let sig = res[0].clone().unwrap().unwrap();
-    let pk: [u8; 32] = keys[0].1.verifying_key().serialize().unwrap().try_into().unwrap();
+    let pk: [u8; 32] = keys[0]
+        .1
+        .verifying_key()
+        .serialize()
+        .unwrap()
+        .try_into()
+        .unwrap();
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
     let sig: [u8; 64] = sig.serialize().unwrap().try_into().unwrap();
-    vk.verify_strict(b"hello", &ed25519_dalek::Signature::from_bytes(&sig)).unwrap();
+    vk.verify_strict(b"hello", &ed25519_dalek::Signature::from_bytes(&sig))
+        .unwrap();
 
     let keys = run_dkg::<frost_secp256k1_tr::Secp256K1Sha256TR>(2, 3, 98).await;
     let res = run_sign(&keys, &[1, 2], b"taproot", 2).await;
     let sig = res[0].clone().unwrap().unwrap().serialize().unwrap();
     assert_eq!(sig.len(), 64);
-    let xonly = Scheme::FrostSecp256k1Tr.public_key(&keys[0].1.serialize().unwrap()).unwrap();
+    let xonly = Scheme::FrostSecp256k1Tr
+        .public_key(&keys[0].1.serialize().unwrap())
+        .unwrap();
     let vk = k256::schnorr::VerifyingKey::from_bytes(&xonly).unwrap();
-    vk.verify_raw(b"taproot", &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap()).unwrap();
+    vk.verify_raw(
+        b"taproot",
+        &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap(),
+    )
+    .unwrap();
 }
 
 /// Party `bad` corrupts the share it sends to every other party in DKG
@@ -132,7 +155,9 @@ async fn dkg_bad_share_names_the_culprit() {
     let out = async_env::run(n, |i, party| async move {
         let mut rng = StdRng::seed_from_u64(u64::from(i));
         if i != bad {
-            return dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng).await.map(|_| ());
+            return dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng)
+                .await
+                .map(|_| ());
         }
         // The cheater: replace each round-2 share by a share of another DKG.
         let party = party.map_delivery(|d| {
@@ -142,15 +167,23 @@ async fn dkg_bad_share_names_the_culprit() {
                     dkg::Msg::Round2(mut r2) => {
                         let bogus: SigningShare<C> = SigningShare::deserialize(&[3u8; 32]).unwrap();
                         r2.package = frost_core::keys::dkg::round2::Package::new(bogus);
-                        Outgoing { recipient: m.recipient, msg: dkg::Msg::Round2(r2) }
+                        Outgoing {
+                            recipient: m.recipient,
+                            msg: dkg::Msg::Round2(r2),
+                        }
                     }
-                    other => Outgoing { recipient: m.recipient, msg: other },
+                    other => Outgoing {
+                        recipient: m.recipient,
+                        msg: other,
+                    },
                 })
             });
             (incoming, Box::pin(outgoing))
         });
         let party = MpcParty::connected(party.delivery);
-        dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng).await.map(|_| ())
+        dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng)
+            .await
+            .map(|_| ())
     })
     .await
     .into_vec();
@@ -159,7 +192,9 @@ async fn dkg_bad_share_names_the_culprit() {
             continue;
         }
         match r {
-            Err(e @ Error::InvalidSecretShare { .. }) => assert_eq!(e.culprits(), vec![bad], "party {i}"),
+            Err(e @ Error::InvalidSecretShare { .. }) => {
+                assert_eq!(e.culprits(), vec![bad], "party {i}")
+            }
             other => panic!("party {i}: expected InvalidSecretShare naming {bad}, got {other:?}"),
         }
     }
@@ -185,10 +220,18 @@ async fn sign_bad_share_names_the_culprit() {
                 let outgoing = outgoing.with(|m: Outgoing<sign::Msg<C>>| async move {
                     Ok::<_, tokio::sync::broadcast::error::SendError<()>>(match m.msg {
                         sign::Msg::Round2(_) => {
-                            let z = frost_core::round2::SignatureShare::<C>::deserialize(&[1u8; 32]).unwrap();
-                            Outgoing { recipient: m.recipient, msg: sign::Msg::Round2(sign::Round2(z)) }
+                            let z =
+                                frost_core::round2::SignatureShare::<C>::deserialize(&[1u8; 32])
+                                    .unwrap();
+                            Outgoing {
+                                recipient: m.recipient,
+                                msg: sign::Msg::Round2(sign::Round2(z)),
+                            }
                         }
-                        other => Outgoing { recipient: m.recipient, msg: other },
+                        other => Outgoing {
+                            recipient: m.recipient,
+                            msg: other,
+                        },
                     })
                 });
                 (incoming, Box::pin(outgoing))
@@ -210,11 +253,15 @@ fn bad_parameters_are_errors_not_panics() {
     futures::executor::block_on(async {
         let r = async_env::run(3u16, |i, party| async move {
             let mut rng = StdRng::seed_from_u64(0);
-            dkg::run::<frost_ed25519::Ed25519Sha512, _, _>(party, &[0; 32], i, 3, 1, &mut rng).await.map(|_| ())
+            dkg::run::<frost_ed25519::Ed25519Sha512, _, _>(party, &[0; 32], i, 3, 1, &mut rng)
+                .await
+                .map(|_| ())
         })
         .await
         .into_vec();
-        assert!(r.iter().all(|x| matches!(x, Err(Error::InvalidParameters(_)))));
+        assert!(r
+            .iter()
+            .all(|x| matches!(x, Err(Error::InvalidParameters(_)))));
     });
     assert!("frost-ed448".parse::<Scheme>().is_err());
     assert_eq!("frost-p256".parse::<Scheme>().unwrap(), Scheme::FrostP256);
@@ -247,11 +294,16 @@ where
     sign::Msg<C>: Unpin,
 {
     let path = format!("{}/tests/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let hx = |s: &serde_json::Value| hex::decode(s.as_str().unwrap()).unwrap();
     let inputs = &v["inputs"];
     let verifying_key = VerifyingKey::<C>::deserialize(&hx(&inputs["verifying_key_key"])).unwrap();
-    let min_signers = inputs["share_polynomial_coefficients"].as_array().unwrap().len() as u16 + 1;
+    let min_signers = inputs["share_polynomial_coefficients"]
+        .as_array()
+        .unwrap()
+        .len() as u16
+        + 1;
     let mut key_packages = BTreeMap::new();
     let mut verifying_shares = BTreeMap::new();
     for s in inputs["participant_shares"].as_array().unwrap() {
@@ -260,10 +312,18 @@ where
         let share = SigningShare::<C>::deserialize(&hx(&s["participant_share"])).unwrap();
         let vs = VerifyingShare::<C>::from(share);
         verifying_shares.insert(id, vs);
-        key_packages.insert(id_num - 1, KeyPackage::new(id, share, vs, verifying_key, min_signers));
+        key_packages.insert(
+            id_num - 1,
+            KeyPackage::new(id, share, vs, verifying_key, min_signers),
+        );
     }
     let pkp = PublicKeyPackage::new(verifying_shares, verifying_key, Some(min_signers));
-    let signers: Vec<u16> = inputs["participant_list"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u16 - 1).collect();
+    let signers: Vec<u16> = inputs["participant_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u16 - 1)
+        .collect();
     let mut randomness = BTreeMap::new();
     for o in v["round_one_outputs"]["outputs"].as_array().unwrap() {
         let mut r = hx(&o["hiding_nonce_randomness"]);
@@ -282,7 +342,11 @@ where
     .await
     .into_vec();
     let sig = out[0].clone().unwrap().unwrap();
-    assert_eq!(hex::encode(sig.serialize().unwrap()), hex::encode(expected), "{file}");
+    assert_eq!(
+        hex::encode(sig.serialize().unwrap()),
+        hex::encode(expected),
+        "{file}"
+    );
 }
 
 #[tokio::test]

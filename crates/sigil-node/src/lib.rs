@@ -1,1 +1,835 @@
-//! placeholder
+//! The Sigil node: one party of the cluster.
+//!
+//! - [`peer`]: gRPC `sigil.peer.v1.Peer` over mutual TLS; a node accepts
+//!   protocol messages only from the node its certificate names
+//!   ([`session`] lists the acceptance rules).
+//! - [`Node::create_key`] / [`Node::sign`]: the node that takes an API
+//!   request coordinates it: picks the parties, proposes the session to
+//!   them (`RunSession`), runs its own part and returns the result.
+//! - [`api`]: the REST API (axum) with its OpenAPI document.
+//! - Storage: [`sigil_store`], shares sealed under the node's master key.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod certs;
+pub mod config;
+pub mod error;
+pub mod peer;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::RngCore;
+use sigil_crypto::frost::{dkg, sign};
+use sigil_crypto::scheme::frost_core;
+use sigil_crypto::{with_ciphersuite, Scheme, SessionId};
+use sigil_proto::peer::session_proposal::Kind;
+use sigil_proto::peer::{
+    DkgProposal, FinalizeKeyRequest, KeyMeta, SessionOutcome, SessionProposal, SignProposal,
+};
+use sigil_store::{KeyRecord, KeyStatus, MasterKey, SqliteStore, Store};
+use tokio::time::Instant;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use zeroize::Zeroizing;
+
+pub use config::NodeConfig;
+use error::{ApiError, SessionError};
+use peer::{status_session_error, PeerClients, PeerService};
+use session::{SessionSpec, Sessions};
+
+/// Largest message a sign request may carry, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// How long a node that failed to answer is tried last, in milliseconds.
+const DOWN_PENALTY_MS: u64 = 5_000;
+
+/// A running node's shared state.
+pub struct Node {
+    /// The configuration it started with.
+    pub cfg: NodeConfig,
+    store: Arc<dyn Store>,
+    /// Sessions this node has agreed to.
+    pub sessions: Sessions,
+    peers: PeerClients,
+    down: Mutex<HashMap<u16, Instant>>,
+    api_key_hash: [u8; 32],
+}
+
+/// A signature made by the cluster.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The signature in the scheme's standard encoding.
+    pub signature: Vec<u8>,
+    /// Node ids that signed, aggregator first.
+    pub signers: Vec<u16>,
+}
+
+fn random_session_id() -> SessionId {
+    let mut id = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    id
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn internal(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Internal(e.to_string())
+}
+
+/// Reads the master key from `SIGIL_MASTER_KEY` or the configured file.
+///
+/// # Errors
+/// Neither is set, the file cannot be read, or the key is malformed.
+pub fn load_master_key(cfg: &NodeConfig) -> anyhow::Result<MasterKey> {
+    if let Ok(hex) = std::env::var("SIGIL_MASTER_KEY") {
+        return Ok(MasterKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("SIGIL_MASTER_KEY: {e}"))?);
+    }
+    let path = cfg
+        .master_key_file
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no master key: set SIGIL_MASTER_KEY or master_key_file"))?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))?,
+    );
+    MasterKey::from_hex(&text)
+        .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
+}
+
+/// Starts a node and serves until `shutdown` resolves.
+///
+/// # Errors
+/// Start-up failures: configuration, certificates, a store that does not
+/// open (wrong master key), ports in use.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let master = load_master_key(&cfg)?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let store = SqliteStore::open(&cfg.data_dir.join("node.db"), &master).await?;
+    drop(master);
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let ca = Certificate::from_pem(read(&cfg.tls.ca_cert)?);
+    let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
+    let peers = PeerClients::new(&cfg, &ca, &identity)?;
+    let mut api_key_hash = [0u8; 32];
+    hex::decode_to_slice(&cfg.api_key_sha256, &mut api_key_hash)?;
+    let node = Arc::new(Node {
+        cfg: cfg.clone(),
+        store: Arc::new(store),
+        sessions: Sessions::default(),
+        peers,
+        down: Mutex::new(HashMap::new()),
+        api_key_hash,
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let peer_listener = tokio::net::TcpListener::bind(cfg.listen_peer)
+        .await
+        .map_err(|e| anyhow::anyhow!("peer listener {}: {e}", cfg.listen_peer))?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.listen_http)
+        .await
+        .map_err(|e| anyhow::anyhow!("http listener {}: {e}", cfg.listen_http))?;
+    let grpc = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
+        .tcp_nodelay(true)
+        .add_service(
+            sigil_proto::peer::peer_server::PeerServer::new(PeerService::new(node.clone()))
+                .max_decoding_message_size(16 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(tokio_stream_listener(peer_listener), wait(stop_rx.clone()));
+    let app = api::router(node.clone());
+    let http = axum::serve(http_listener, app).with_graceful_shutdown(wait(stop_rx.clone()));
+    tracing::info!(node = cfg.node_id, http = %cfg.listen_http, peer = %cfg.listen_peer, "node started");
+    let (g, h) = tokio::join!(grpc, http);
+    g?;
+    h?;
+    tracing::info!(node = cfg.node_id, "node stopped");
+    Ok(())
+}
+
+fn tokio_stream_listener(
+    l: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(l, |l| async move {
+        let r = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((r, l))
+    })
+}
+
+/// What the coordinator learned from a finished session.
+struct Outcomes {
+    by_party: Vec<Option<SessionOutcome>>,
+}
+
+impl Node {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.session_timeout_ms)
+    }
+
+    /// Whether `presented` is the API key (SHA-256 compared in constant
+    /// time).
+    pub fn api_key_ok(&self, presented: &[u8]) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let h = sha2::Sha256::digest(presented);
+        let h: [u8; 32] = h.into();
+        h.ct_eq(&self.api_key_hash).into()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn mark_down(&self, node: u16) {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, Instant::now());
+    }
+
+    fn recently_down(&self, node: u16) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(DOWN_PENALTY_MS))
+    }
+
+    // ----- participant side -------------------------------------------------
+
+    /// Runs this node's part of a session proposed by `caller`.
+    ///
+    /// # Errors
+    /// [`SessionError::Invalid`] for a proposal this node cannot accept,
+    /// or the session's failure.
+    pub async fn participate(
+        &self,
+        caller: u16,
+        p: SessionProposal,
+    ) -> Result<SessionOutcome, SessionError> {
+        if p.coordinator != u32::from(caller) {
+            return Err(SessionError::Invalid(format!(
+                "proposal claims coordinator {} but comes from node {caller}",
+                p.coordinator
+            )));
+        }
+        let (spec, kind) = self.check_proposal(p)?;
+        self.run_part(spec, kind).await
+    }
+
+    fn check_proposal(&self, p: SessionProposal) -> Result<(SessionSpec, Kind), SessionError> {
+        let id: SessionId = p
+            .session_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| SessionError::Invalid("session_id must be 32 bytes".into()))?;
+        let mut parties = Vec::with_capacity(p.parties.len());
+        for &x in &p.parties {
+            let x = u16::try_from(x)
+                .map_err(|_| SessionError::Invalid(format!("party {x} out of range")))?;
+            if !self.cfg.nodes.iter().any(|n| n.id == x) {
+                return Err(SessionError::Invalid(format!(
+                    "party {x} is not a node of this cluster"
+                )));
+            }
+            if parties.contains(&x) {
+                return Err(SessionError::Invalid(format!("party {x} listed twice")));
+            }
+            parties.push(x);
+        }
+        let me = parties
+            .iter()
+            .position(|&x| x == self.cfg.node_id)
+            .and_then(|i| u16::try_from(i).ok())
+            .ok_or_else(|| {
+                SessionError::Invalid("this node is not a party of the session".into())
+            })?;
+        let budget = Duration::from_millis(u64::from(p.deadline_ms)).min(self.timeout());
+        let kind = p
+            .kind
+            .ok_or_else(|| SessionError::Invalid("proposal has no kind".into()))?;
+        let expects = match &kind {
+            Kind::Dkg(_) => dkg::expects,
+            Kind::Sign(_) => sign::expects,
+        };
+        let spec = SessionSpec {
+            id,
+            parties: parties.into(),
+            me,
+            expects,
+            deadline: Instant::now() + budget,
+        };
+        Ok((spec, kind))
+    }
+
+    async fn run_part(
+        &self,
+        spec: SessionSpec,
+        kind: Kind,
+    ) -> Result<SessionOutcome, SessionError> {
+        match kind {
+            Kind::Dkg(d) => self.dkg_part(spec, d).await,
+            Kind::Sign(s) => self.sign_part(spec, s).await,
+        }
+    }
+
+    async fn dkg_part(
+        &self,
+        spec: SessionSpec,
+        d: DkgProposal,
+    ) -> Result<SessionOutcome, SessionError> {
+        let scheme: Scheme = d
+            .scheme
+            .parse()
+            .map_err(|e: sigil_crypto::Error| SessionError::Invalid(e.to_string()))?;
+        let n = u16::try_from(spec.parties.len())
+            .map_err(|_| SessionError::Invalid("too many parties".into()))?;
+        let t = u16::try_from(d.threshold)
+            .map_err(|_| SessionError::Invalid("threshold out of range".into()))?;
+        if t < scheme.min_threshold() || t > n {
+            return Err(SessionError::Invalid(format!(
+                "threshold {t} must be within 2..={n}"
+            )));
+        }
+        if d.key_id.is_empty() || d.key_id.len() > 64 {
+            return Err(SessionError::Invalid(
+                "key_id must be 1 to 64 characters".into(),
+            ));
+        }
+        if self
+            .store
+            .get_key(&d.key_id)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            return Err(SessionError::Invalid(format!("key {} exists", d.key_id)));
+        }
+        let parties: Vec<u16> = spec.parties.to_vec();
+        let (me, sid) = (spec.me, spec.id);
+        let (key_package, public_package) = with_ciphersuite!(scheme, C => {
+            let out = session::run::<dkg::Msg<C>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
+                let mut rng = rand::rngs::OsRng;
+                dkg::run::<C, _, _>(party, &sid, me, n, t, &mut rng).await
+            })
+            .await?;
+            (
+                Zeroizing::new(out.key_package.serialize().map_err(internal)?),
+                out.public_key_package.serialize().map_err(internal)?,
+            )
+        });
+        let record = KeyRecord {
+            key_id: d.key_id.clone(),
+            scheme: scheme.as_str().to_string(),
+            threshold: t,
+            parties,
+            public_key: scheme.public_key(&public_package).map_err(internal)?,
+            public_package: public_package.clone(),
+            epoch: 0,
+            label: (!d.label.is_empty()).then(|| d.label.clone()),
+            created_at: now_unix(),
+            status: KeyStatus::Pending,
+        };
+        self.store
+            .put_key(&record, self.cfg.node_id, Some(&key_package))
+            .await
+            .map_err(internal)?;
+        Ok(SessionOutcome {
+            public_key_package: public_package,
+            signature: Vec::new(),
+        })
+    }
+
+    async fn sign_part(
+        &self,
+        spec: SessionSpec,
+        s: SignProposal,
+    ) -> Result<SessionOutcome, SessionError> {
+        if s.message.len() > MAX_MESSAGE_BYTES {
+            return Err(SessionError::Invalid(format!(
+                "message longer than {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        let key = self
+            .store
+            .get_key(&s.key_id)
+            .await
+            .map_err(internal)?
+            .filter(|k| k.status == KeyStatus::Active)
+            .ok_or_else(|| SessionError::Unavailable {
+                nodes: vec![self.cfg.node_id],
+                reason: format!(
+                    "key {} is not active on node {}",
+                    s.key_id, self.cfg.node_id
+                ),
+            })?;
+        if key.epoch != s.epoch {
+            return Err(SessionError::Invalid(format!(
+                "key epoch is {}, proposal says {}",
+                key.epoch, s.epoch
+            )));
+        }
+        let mut signers = Vec::with_capacity(spec.parties.len());
+        for node in spec.parties.iter() {
+            let k = key
+                .parties
+                .iter()
+                .position(|x| x == node)
+                .and_then(|k| u16::try_from(k).ok())
+                .ok_or_else(|| {
+                    SessionError::Invalid(format!(
+                        "node {node} holds no share of key {}",
+                        key.key_id
+                    ))
+                })?;
+            signers.push(k);
+        }
+        if signers.len() < usize::from(key.threshold) {
+            return Err(SessionError::Invalid(format!(
+                "{} signers, key needs {}",
+                signers.len(),
+                key.threshold
+            )));
+        }
+        let share = self
+            .store
+            .get_share(&key.key_id, self.cfg.node_id, key.epoch)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                SessionError::Invalid(format!("no share of key {} on this node", key.key_id))
+            })?;
+        let scheme: Scheme = key.scheme.parse().map_err(internal)?;
+        let me = spec.me;
+        let message = s.message;
+        let signature = with_ciphersuite!(scheme, C => {
+            let kp = frost_core_key_package::<C>(&share)?;
+            let pkp = frost_core::keys::PublicKeyPackage::<C>::deserialize(&key.public_package).map_err(internal)?;
+            let sig = session::run::<sign::Msg<C>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
+                let mut rng = rand::rngs::OsRng;
+                sign::run::<C, _, _>(party, me, &signers, &kp, &pkp, &message, &mut rng).await
+            })
+            .await?;
+            match sig {
+                Some(sig) => sig.serialize().map_err(internal)?,
+                None => Vec::new(),
+            }
+        });
+        Ok(SessionOutcome {
+            public_key_package: Vec::new(),
+            signature,
+        })
+    }
+
+    /// Commits or abandons a key after its DKG.
+    ///
+    /// # Errors
+    /// Malformed metadata or a storage failure.
+    pub async fn finalize_key(&self, r: FinalizeKeyRequest) -> Result<(), SessionError> {
+        let meta = r
+            .key
+            .ok_or_else(|| SessionError::Invalid("no key".into()))?;
+        if !r.commit {
+            return self
+                .store
+                .delete_pending_key(&meta.key_id)
+                .await
+                .map_err(internal);
+        }
+        if self
+            .store
+            .get_key(&meta.key_id)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            self.store
+                .activate_key(&meta.key_id)
+                .await
+                .map_err(internal)?;
+            return Ok(());
+        }
+        // Not a party: keep the public metadata so this node can coordinate.
+        let parties = meta
+            .parties
+            .iter()
+            .map(|&p| {
+                u16::try_from(p).map_err(|_| SessionError::Invalid("party out of range".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let record = KeyRecord {
+            key_id: meta.key_id,
+            scheme: meta.scheme,
+            threshold: u16::try_from(meta.threshold)
+                .map_err(|_| SessionError::Invalid("threshold".into()))?,
+            parties,
+            public_key: meta.public_key,
+            public_package: meta.public_key_package,
+            epoch: meta.epoch,
+            label: (!meta.label.is_empty()).then_some(meta.label),
+            created_at: meta.created_at,
+            status: KeyStatus::Active,
+        };
+        self.store
+            .put_key(&record, self.cfg.node_id, None)
+            .await
+            .map_err(internal)
+    }
+
+    // ----- coordinator side -------------------------------------------------
+
+    /// Proposes a session to `parties` and runs our own part if we are one.
+    /// Waits for every party (`all = true`) or only for party 0's outcome.
+    async fn coordinate(
+        &self,
+        parties: &[u16],
+        kind: Kind,
+        all: bool,
+    ) -> Result<Outcomes, SessionError> {
+        let budget = self.timeout();
+        let proposal = SessionProposal {
+            session_id: random_session_id().to_vec(),
+            coordinator: u32::from(self.cfg.node_id),
+            parties: parties.iter().map(|&p| u32::from(p)).collect(),
+            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
+            kind: Some(kind),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (i, &node) in parties.iter().enumerate() {
+            if node == self.cfg.node_id {
+                continue;
+            }
+            let Some(mut client) = self.peers.client(node) else {
+                return Err(SessionError::Unavailable {
+                    nodes: vec![node],
+                    reason: "not a configured peer".into(),
+                });
+            };
+            let mut req = tonic::Request::new(proposal.clone());
+            req.set_timeout(budget + Duration::from_millis(500));
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .run_session(req)
+                    .await
+                    .map(tonic::Response::into_inner);
+                let _ = tx.send((i, node, r));
+            }));
+        }
+        drop(tx);
+        let abort_all =
+            |tasks: &Vec<tokio::task::JoinHandle<()>>| tasks.iter().for_each(|t| t.abort());
+
+        let mut by_party: Vec<Option<SessionOutcome>> = vec![None; parties.len()];
+        let is_party = parties.contains(&self.cfg.node_id);
+        let mut local_pending = is_party;
+        let local = async {
+            if !is_party {
+                return futures::future::pending().await;
+            }
+            let (spec, kind) = self.check_proposal(proposal.clone())?;
+            self.run_part(spec, kind).await
+        };
+        tokio::pin!(local);
+        let my_index = parties.iter().position(|&p| p == self.cfg.node_id);
+        let mut remote_left = tasks.len();
+        let mut first_error: Option<SessionError> = None;
+        loop {
+            let done = if all {
+                by_party.iter().all(Option::is_some)
+            } else {
+                by_party.first().is_some_and(Option::is_some)
+            };
+            if done {
+                return Ok(Outcomes { by_party });
+            }
+            if !local_pending && remote_left == 0 {
+                break;
+            }
+            tokio::select! {
+                r = &mut local, if local_pending => {
+                    local_pending = false;
+                    match r {
+                        Ok(o) => {
+                            if let Some(slot) = my_index.and_then(|i| by_party.get_mut(i)) {
+                                *slot = Some(o);
+                            }
+                        }
+                        Err(e) => {
+                            abort_all(&tasks);
+                            return Err(e);
+                        }
+                    }
+                }
+                Some((i, node, r)) = rx.recv(), if remote_left > 0 => {
+                    remote_left -= 1;
+                    match r {
+                        Ok(o) => {
+                            if let Some(slot) = by_party.get_mut(i) {
+                                *slot = Some(o);
+                            }
+                        }
+                        Err(status) => {
+                            let e = status_session_error(node, &status);
+                            if matches!(e, SessionError::Unavailable { .. }) {
+                                // A party that cannot take part: stop now so the
+                                // caller can pick other signers.
+                                abort_all(&tasks);
+                                return Err(e);
+                            }
+                            // Protocol errors and timeouts: our own part will
+                            // fail or finish too; remember the remote view.
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        abort_all(&tasks);
+        Err(first_error
+            .unwrap_or_else(|| SessionError::Internal("session ended without an outcome".into())))
+    }
+
+    /// Creates a key by DKG among `parties` (default: every node).
+    ///
+    /// # Errors
+    /// [`ApiError`] 400 for bad parameters; the session's failure otherwise
+    /// (nothing is kept: pending shares are deleted).
+    pub async fn create_key(
+        &self,
+        scheme: Scheme,
+        threshold: u16,
+        parties: Option<Vec<u16>>,
+        label: Option<String>,
+    ) -> Result<KeyRecord, ApiError> {
+        let cluster = self.cfg.node_ids();
+        let parties = match parties {
+            None => cluster.clone(),
+            Some(p) => {
+                let mut sorted = p.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != p.len() {
+                    return Err(ApiError::bad_request("parties: duplicate node id"));
+                }
+                if let Some(x) = p.iter().find(|x| !cluster.contains(x)) {
+                    return Err(ApiError::bad_request(format!(
+                        "parties: node {x} is not in the cluster {cluster:?}"
+                    )));
+                }
+                p
+            }
+        };
+        let n = parties.len();
+        if threshold < scheme.min_threshold() || usize::from(threshold) > n {
+            return Err(ApiError::bad_request(format!(
+                "threshold must be within {}..={n} for {scheme} with {n} parties, got {threshold}",
+                scheme.min_threshold()
+            )));
+        }
+        if let Some(l) = &label {
+            if l.chars().count() > 128 {
+                return Err(ApiError::bad_request("label longer than 128 characters"));
+            }
+        }
+        let key_id = uuid::Uuid::new_v4().to_string();
+        let kind = Kind::Dkg(DkgProposal {
+            key_id: key_id.clone(),
+            scheme: scheme.as_str().into(),
+            threshold: u32::from(threshold),
+            label: label.clone().unwrap_or_default(),
+        });
+        let started = Instant::now();
+        let result = self.coordinate(&parties, kind, true).await.and_then(|o| {
+            let mut packages = o
+                .by_party
+                .into_iter()
+                .map(|x| x.map(|o| o.public_key_package).unwrap_or_default());
+            let first = packages.next().unwrap_or_default();
+            if first.is_empty() || packages.any(|p| p != first) {
+                return Err(SessionError::Protocol {
+                    culprits: vec![],
+                    reason: "parties finished the DKG with different public keys".into(),
+                });
+            }
+            Ok(first)
+        });
+        let meta = |public_key: Vec<u8>, public_package: Vec<u8>| KeyMeta {
+            key_id: key_id.clone(),
+            scheme: scheme.as_str().into(),
+            threshold: u32::from(threshold),
+            parties: parties.iter().map(|&p| u32::from(p)).collect(),
+            public_key,
+            public_key_package: public_package,
+            epoch: 0,
+            label: label.clone().unwrap_or_default(),
+            created_at: now_unix(),
+        };
+        let public_package = match result {
+            Ok(p) => p,
+            Err(e) => {
+                self.finalize_everywhere(&parties, meta(vec![], vec![]), false)
+                    .await;
+                tracing::warn!(key_id, error = %e, "key generation failed");
+                return Err(e.into());
+            }
+        };
+        let public_key = scheme
+            .public_key(&public_package)
+            .map_err(ApiError::internal)?;
+        self.finalize_everywhere(&cluster, meta(public_key, public_package), true)
+            .await;
+        metrics::histogram!("sigil_dkg_seconds", "scheme" => scheme.as_str())
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(key_id, %scheme, threshold, ?parties, "key created");
+        self.store
+            .get_key(&key_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("created key missing from the local store"))
+    }
+
+    async fn finalize_everywhere(&self, nodes: &[u16], meta: KeyMeta, commit: bool) {
+        let req = FinalizeKeyRequest {
+            key: Some(meta),
+            commit,
+        };
+        let calls = nodes.iter().map(|&node| {
+            let req = req.clone();
+            async move {
+                let r = if node == self.cfg.node_id {
+                    self.finalize_key(req).await.map_err(|e| e.to_string())
+                } else if let Some(mut c) = self.peers.client(node) {
+                    let mut r = tonic::Request::new(req);
+                    r.set_timeout(Duration::from_secs(5));
+                    c.finalize_key(r)
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| s.message().to_string())
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = r {
+                    tracing::warn!(node, commit, error = %e, "could not finalize key on node");
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// The active key `key_id`.
+    ///
+    /// # Errors
+    /// 404 if unknown here.
+    pub async fn active_key(&self, key_id: &str) -> Result<KeyRecord, ApiError> {
+        self.store
+            .get_key(key_id)
+            .await?
+            .filter(|k| k.status == KeyStatus::Active)
+            .ok_or_else(|| ApiError::not_found(format!("no key {key_id:?}")))
+    }
+
+    /// Signs `message` with key `key_id`: picks `t` signers (this node
+    /// first when it holds a share, nodes that failed recently last), and
+    /// if a signer turns out unreachable, tries another set until the
+    /// deadline.
+    ///
+    /// # Errors
+    /// 404 for an unknown key, 400 for a long message, 503 naming the
+    /// unreachable nodes when fewer than `t` can sign, 504 naming the
+    /// silent ones at the deadline, 502 naming culprits.
+    pub async fn sign(&self, key_id: &str, message: Vec<u8>) -> Result<Signed, ApiError> {
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "message longer than {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        let key = self.active_key(key_id).await?;
+        let deadline = Instant::now() + self.timeout();
+        let mut excluded: Vec<u16> = Vec::new();
+        let mut last_reason = String::new();
+        loop {
+            let mut candidates: Vec<u16> = key
+                .parties
+                .iter()
+                .copied()
+                .filter(|p| !excluded.contains(p))
+                .collect();
+            candidates.sort_by_key(|&p| (p != self.cfg.node_id, self.recently_down(p), p));
+            if candidates.len() < usize::from(key.threshold) {
+                return Err(SessionError::Unavailable {
+                    nodes: excluded,
+                    reason: format!(
+                        "fewer than {} signers reachable; last error: {last_reason}",
+                        key.threshold
+                    ),
+                }
+                .into());
+            }
+            let signers: Vec<u16> = candidates
+                .into_iter()
+                .take(usize::from(key.threshold))
+                .collect();
+            let kind = Kind::Sign(SignProposal {
+                key_id: key.key_id.clone(),
+                message: message.clone(),
+                epoch: key.epoch,
+            });
+            match self.coordinate(&signers, kind, false).await {
+                Ok(o) => {
+                    let signature = o
+                        .by_party
+                        .into_iter()
+                        .next()
+                        .flatten()
+                        .map(|o| o.signature)
+                        .unwrap_or_default();
+                    if signature.is_empty() {
+                        return Err(ApiError::internal("aggregator returned no signature"));
+                    }
+                    return Ok(Signed { signature, signers });
+                }
+                Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
+                    tracing::info!(?nodes, %reason, "signer unavailable, choosing another signer set");
+                    for n in nodes {
+                        self.mark_down(n);
+                        if !excluded.contains(&n) {
+                            excluded.push(n);
+                        }
+                    }
+                    last_reason = reason;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn frost_core_key_package<C: frost_core::Ciphersuite>(
+    bytes: &[u8],
+) -> Result<frost_core::keys::KeyPackage<C>, SessionError> {
+    frost_core::keys::KeyPackage::<C>::deserialize(bytes).map_err(internal)
+}

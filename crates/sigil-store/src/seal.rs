@@ -36,8 +36,9 @@ impl MasterKey {
     /// [`StoreError::InvalidMasterKey`] if the text is not 64 hex characters.
     pub fn from_hex(text: &str) -> Result<Self, StoreError> {
         let mut raw = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), raw.as_mut())
-            .map_err(|_| StoreError::InvalidMasterKey("expected 64 hex characters (32 bytes)".into()))?;
+        hex::decode_to_slice(text.trim(), raw.as_mut()).map_err(|_| {
+            StoreError::InvalidMasterKey("expected 64 hex characters (32 bytes)".into())
+        })?;
         Ok(MasterKey(*raw))
     }
 
@@ -118,7 +119,13 @@ impl Sealer {
         let aad = id.associated_data();
         let ct = self
             .cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| StoreError::Seal("encryption failed".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
@@ -133,7 +140,10 @@ impl Sealer {
     /// belongs to another record, or was sealed under another master key.
     pub fn open(&self, id: &RecordId<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         if sealed.len() < NONCE_LEN + 16 {
-            return Err(StoreError::Unseal(format!("{} record of {} is truncated", id.kind, id.key_id)));
+            return Err(StoreError::Unseal(format!(
+                "{} record of {} is truncated",
+                id.kind, id.key_id
+            )));
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce
@@ -157,7 +167,12 @@ mod tests {
     use super::*;
 
     fn id(key_id: &str) -> RecordId<'_> {
-        RecordId { kind: "key_share", key_id, party: 1, epoch: 0 }
+        RecordId {
+            kind: "key_share",
+            key_id,
+            party: 1,
+            epoch: 0,
+        }
     }
 
     #[test]
@@ -167,7 +182,10 @@ mod tests {
         let b = sealer.seal(&id("k1"), b"secret share")?;
         assert_ne!(a, b, "each seal uses a fresh nonce");
         assert_eq!(sealer.open(&id("k1"), &a)?.as_slice(), b"secret share");
-        assert!(!a.windows(6).any(|w| w == b"secret"), "plaintext must not appear");
+        assert!(
+            !a.windows(6).any(|w| w == b"secret"),
+            "plaintext must not appear"
+        );
         Ok(())
     }
 
@@ -175,18 +193,34 @@ mod tests {
     fn wrong_key_tamper_and_moved_record_fail() -> Result<(), StoreError> {
         let sealer = Sealer::new(&MasterKey::generate());
         let sealed = sealer.seal(&id("k1"), b"secret share")?;
-        assert!(Sealer::new(&MasterKey::generate()).open(&id("k1"), &sealed).is_err());
-        assert!(sealer.open(&id("k2"), &sealed).is_err(), "bound to its key id");
-        let other_epoch = RecordId { epoch: 1, ..id("k1") };
-        assert!(sealer.open(&other_epoch, &sealed).is_err(), "bound to its epoch");
+        assert!(Sealer::new(&MasterKey::generate())
+            .open(&id("k1"), &sealed)
+            .is_err());
+        assert!(
+            sealer.open(&id("k2"), &sealed).is_err(),
+            "bound to its key id"
+        );
+        let other_epoch = RecordId {
+            epoch: 1,
+            ..id("k1")
+        };
+        assert!(
+            sealer.open(&other_epoch, &sealed).is_err(),
+            "bound to its epoch"
+        );
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
             if let Some(b) = t.get_mut(i) {
                 *b ^= 0x01;
             }
-            assert!(sealer.open(&id("k1"), &t).is_err(), "flip at byte {i} detected");
+            assert!(
+                sealer.open(&id("k1"), &t).is_err(),
+                "flip at byte {i} detected"
+            );
         }
-        assert!(sealer.open(&id("k1"), sealed.get(..10).unwrap_or_default()).is_err());
+        assert!(sealer
+            .open(&id("k1"), sealed.get(..10).unwrap_or_default())
+            .is_err());
         Ok(())
     }
 
@@ -195,6 +229,9 @@ mod tests {
         assert!(MasterKey::from_hex(&"ab".repeat(32)).is_ok());
         assert!(MasterKey::from_hex("abcd").is_err());
         assert!(MasterKey::from_hex(&"zz".repeat(32)).is_err());
-        assert_eq!(format!("{:?}", MasterKey::generate()), "MasterKey(<redacted>)");
+        assert_eq!(
+            format!("{:?}", MasterKey::generate()),
+            "MasterKey(<redacted>)"
+        );
     }
 }

@@ -58,15 +58,26 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        let store = SqliteStore { pool, sealer: Sealer::new(master) };
+        let store = SqliteStore {
+            pool,
+            sealer: Sealer::new(master),
+        };
         store.check_canary().await?;
         Ok(store)
     }
 
     async fn check_canary(&self) -> Result<(), StoreError> {
-        let id = RecordId { kind: "canary", key_id: "", party: 0, epoch: 0 };
+        let id = RecordId {
+            kind: "canary",
+            key_id: "",
+            party: 0,
+            epoch: 0,
+        };
         let row = sqlx::query("SELECT value FROM meta WHERE name = 'canary'")
             .fetch_optional(&self.pool)
             .await?;
@@ -75,7 +86,9 @@ impl SqliteStore {
                 let sealed: Vec<u8> = row.try_get("value")?;
                 match self.sealer.open(&id, &sealed) {
                     Ok(v) if v.as_slice() == CANARY => Ok(()),
-                    _ => Err(StoreError::WrongMasterKey("the canary record does not open".into())),
+                    _ => Err(StoreError::WrongMasterKey(
+                        "the canary record does not open".into(),
+                    )),
                 }
             }
             None => {
@@ -92,7 +105,11 @@ impl SqliteStore {
     /// Overwrites the sealed share of a key with raw bytes. For tests of
     /// tamper detection only.
     #[doc(hidden)]
-    pub async fn corrupt_share_for_tests(&self, key_id: &str, sealed: &[u8]) -> Result<(), StoreError> {
+    pub async fn corrupt_share_for_tests(
+        &self,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE key_shares SET sealed = ? WHERE key_id = ?")
             .bind(sealed)
             .bind(key_id)
@@ -143,8 +160,14 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> 
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError> {
-        let parties = serde_json::to_string(&key.parties).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn put_key(
+        &self,
+        key: &KeyRecord,
+        party: u16,
+        share: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let parties =
+            serde_json::to_string(&key.parties).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at, status)
@@ -166,15 +189,22 @@ impl Store for SqliteStore {
             return Err(StoreError::Conflict(format!("key {} exists", key.key_id)));
         }
         if let Some(share) = share {
-            let id = RecordId { kind: "key_share", key_id: &key.key_id, party, epoch: key.epoch };
+            let id = RecordId {
+                kind: "key_share",
+                key_id: &key.key_id,
+                party,
+                epoch: key.epoch,
+            };
             let sealed = self.sealer.seal(&id, share)?;
-            sqlx::query("INSERT INTO key_shares (key_id, party, epoch, sealed) VALUES (?, ?, ?, ?)")
-                .bind(&key.key_id)
-                .bind(i64::from(party))
-                .bind(i64::from(key.epoch))
-                .bind(sealed)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO key_shares (key_id, party, epoch, sealed) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&key.key_id)
+            .bind(i64::from(party))
+            .bind(i64::from(key.epoch))
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -205,22 +235,35 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM keys WHERE status = 'active' ORDER BY created_at, key_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM keys WHERE status = 'active' ORDER BY created_at, key_id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let row = sqlx::query("SELECT sealed FROM key_shares WHERE key_id = ? AND party = ? AND epoch = ?")
-            .bind(key_id)
-            .bind(i64::from(party))
-            .bind(i64::from(epoch))
-            .fetch_optional(&self.pool)
-            .await?;
+    async fn get_share(
+        &self,
+        key_id: &str,
+        party: u16,
+        epoch: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sealed FROM key_shares WHERE key_id = ? AND party = ? AND epoch = ?",
+        )
+        .bind(key_id)
+        .bind(i64::from(party))
+        .bind(i64::from(epoch))
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Vec<u8> = row.try_get("sealed")?;
-        let id = RecordId { kind: "key_share", key_id, party, epoch };
+        let id = RecordId {
+            kind: "key_share",
+            key_id,
+            party,
+            epoch,
+        };
         self.sealer.open(&id, &sealed).map(Some)
     }
 }
@@ -243,7 +286,9 @@ mod tests {
         let master = MasterKey::generate();
         {
             let store = SqliteStore::open(&path, &master).await?;
-            store.put_key(&crate::conformance::sample_key("k1"), 3, Some(b"share")).await?;
+            store
+                .put_key(&crate::conformance::sample_key("k1"), 3, Some(b"share"))
+                .await?;
             store.pool.close().await;
         }
         match SqliteStore::open(&path, &MasterKey::generate()).await {
@@ -261,14 +306,22 @@ mod tests {
     async fn tampered_share_is_rejected() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let store = SqliteStore::open(&dir.path().join("c.db"), &MasterKey::generate()).await?;
-        store.put_key(&crate::conformance::sample_key("k1"), 1, Some(b"share")).await?;
+        store
+            .put_key(&crate::conformance::sample_key("k1"), 1, Some(b"share"))
+            .await?;
         let mut raw = store.raw_share_for_tests("k1").await?.unwrap_or_default();
-        assert!(!raw.windows(5).any(|w| w == b"share"), "share is sealed at rest");
+        assert!(
+            !raw.windows(5).any(|w| w == b"share"),
+            "share is sealed at rest"
+        );
         if let Some(b) = raw.last_mut() {
             *b ^= 0x80;
         }
         store.corrupt_share_for_tests("k1", &raw).await?;
-        assert!(matches!(store.get_share("k1", 1, 0).await, Err(StoreError::Unseal(_))));
+        assert!(matches!(
+            store.get_share("k1", 1, 0).await,
+            Err(StoreError::Unseal(_))
+        ));
         Ok(())
     }
 }

@@ -1,0 +1,286 @@
+//! `sigil bench`: load a running cluster through its REST API and compare
+//! with the in-process floor (the same protocol, one process, no network).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use round_based::sim::async_env;
+use sigil_crypto::frost::{dkg, sign};
+use sigil_crypto::scheme::frost_core;
+use sigil_crypto::{with_ciphersuite, Scheme};
+
+use crate::client::Client;
+
+/// Benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// DKG and signing through the REST API of a running cluster, with the
+    /// in-process floor beside it.
+    Sign(SignArgs),
+}
+
+/// Options of `sigil bench sign`.
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Node URLs; requests go round-robin (repeat the flag, or comma-separate).
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7070,http://127.0.0.1:7071,http://127.0.0.1:7072"
+    )]
+    pub urls: Vec<String>,
+    /// API key.
+    #[arg(long, env = "SIGIL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Scheme.
+    #[arg(long, default_value = "frost-ed25519")]
+    pub scheme: String,
+    /// Threshold of the benchmark key.
+    #[arg(long, default_value_t = 2)]
+    pub threshold: u16,
+    /// Signing requests in the concurrent phase.
+    #[arg(short = 'n', long, default_value_t = 5000)]
+    pub requests: usize,
+    /// Concurrency of the concurrent phase.
+    #[arg(short = 'c', long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Sequential signing requests (latency at concurrency 1).
+    #[arg(long, default_value_t = 500)]
+    pub sequential: usize,
+    /// Keys created to time the DKG.
+    #[arg(long, default_value_t = 30)]
+    pub dkg: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 32)]
+    pub message_bytes: usize,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+struct Row {
+    what: String,
+    count: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    per_sec: f64,
+}
+
+fn row(what: impl Into<String>, h: &Histogram<u64>, wall: Duration) -> Row {
+    Row {
+        what: what.into(),
+        count: usize::try_from(h.len()).unwrap_or(0),
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        per_sec: h.len() as f64 / wall.as_secs_f64().max(1e-9),
+    }
+}
+
+fn hist() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow!("{e}"))
+}
+
+async fn load(
+    clients: &[Client],
+    key: &str,
+    n: usize,
+    c: usize,
+    msg_len: usize,
+    scheme: Scheme,
+    public_key: &[u8],
+) -> anyhow::Result<(Histogram<u64>, Duration)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c.max(1) {
+        let next = next.clone();
+        let clients = clients.to_vec();
+        let key = key.to_string();
+        let public_key = public_key.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist()?;
+            let mut rng = StdRng::from_entropy();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let mut msg = vec![0u8; msg_len];
+                rng.fill_bytes(&mut msg);
+                let client = &clients[i % clients.len()];
+                let t = Instant::now();
+                let v = client.sign(&key, &msg).await?;
+                h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+                if i < 20 {
+                    // Check a sample with the independent verifier.
+                    let sig = hex::decode(v["signature"].as_str().unwrap_or_default())?;
+                    scheme
+                        .verify(&public_key, &msg, &sig)
+                        .map_err(|e| anyhow!("bad signature: {e}"))?;
+                }
+            }
+            anyhow::Ok(h)
+        }));
+    }
+    let mut total = hist()?;
+    for t in tasks {
+        total.add(t.await??)?;
+    }
+    Ok((total, start.elapsed()))
+}
+
+/// In-process floor: `count` DKGs and signatures of `scheme`, all parties
+/// in one process over `round_based`'s simulated network.
+async fn floor(scheme: Scheme, t: u16, n: u16, count: usize) -> anyhow::Result<(Row, Row)> {
+    with_ciphersuite!(scheme, C => {
+        let mut h_dkg = hist()?;
+        let mut h_sign = hist()?;
+        let mut keys = Vec::new();
+        let start = Instant::now();
+        for k in 0..count.min(50) {
+            let sid = [k as u8; 32];
+            let t0 = Instant::now();
+            let out = async_env::run(n, |i, party| async move {
+                let mut rng = StdRng::from_entropy();
+                dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng).await
+            })
+            .await
+            .into_vec();
+            h_dkg.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            keys = out.into_iter().collect::<Result<Vec<_>, _>>()?;
+        }
+        let dkg_wall = start.elapsed();
+        let signers: Vec<u16> = (0..t).collect();
+        let start = Instant::now();
+        for _ in 0..count {
+            let t0 = Instant::now();
+            let out = async_env::run(t, |i, party| {
+                let o = &keys[usize::from(i)];
+                let (kp, pkp): (frost_core::keys::KeyPackage<C>, frost_core::keys::PublicKeyPackage<C>) =
+                    (o.key_package.clone(), o.public_key_package.clone());
+                let signers = signers.clone();
+                async move {
+                    let mut rng = StdRng::from_entropy();
+                    sign::run::<C, _, _>(party, i, &signers, &kp, &pkp, b"floor", &mut rng).await
+                }
+            })
+            .await
+            .into_vec();
+            h_sign.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            anyhow::ensure!(out.iter().all(Result::is_ok), "floor signing failed");
+        }
+        let sign_wall = start.elapsed();
+        Ok((
+            row(format!("in-process DKG {t}-of-{n} (all parties, one process)"), &h_dkg, dkg_wall),
+            row(format!("in-process sign {t}-of-{n} (all signers, one process)"), &h_sign, sign_wall),
+        ))
+    })
+}
+
+/// Runs a benchmark.
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    let BenchCmd::Sign(a) = cmd;
+    let scheme: Scheme = a.scheme.parse()?;
+    let clients: Vec<Client> = a
+        .urls
+        .iter()
+        .map(|u| Client::with_url(u, a.api_key.clone()))
+        .collect();
+    let first = clients.first().ok_or_else(|| anyhow!("no --url"))?;
+    let health = first
+        .get("/health")
+        .await
+        .context("is the cluster running? (sigil dev)")?;
+    let n_nodes = u16::try_from(health["nodes"].as_u64().unwrap_or(3)).unwrap_or(3);
+    let mut rows = Vec::new();
+
+    // DKG, sequential, round-robin over the nodes.
+    let mut h = hist()?;
+    let start = Instant::now();
+    let mut key = None;
+    for i in 0..a.dkg.max(1) {
+        let t = Instant::now();
+        let v = clients[i % clients.len()]
+            .create_key(&a.scheme, a.threshold, None, Some("bench".into()))
+            .await?;
+        h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+        key = Some(v);
+    }
+    rows.push(row(
+        format!("REST DKG {}-of-{n_nodes} {scheme}", a.threshold),
+        &h,
+        start.elapsed(),
+    ));
+    let key = key.ok_or_else(|| anyhow!("no key"))?;
+    let key_id = key["key_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no key_id"))?
+        .to_string();
+    let public_key = hex::decode(key["public_key"].as_str().unwrap_or_default())?;
+
+    // Warm-up (connections), then latency at concurrency 1, then load.
+    load(
+        &clients,
+        &key_id,
+        50,
+        4,
+        a.message_bytes,
+        scheme,
+        &public_key,
+    )
+    .await?;
+    let (h, wall) = load(
+        &clients,
+        &key_id,
+        a.sequential,
+        1,
+        a.message_bytes,
+        scheme,
+        &public_key,
+    )
+    .await?;
+    rows.push(row(
+        format!("REST sign {}-of-{n_nodes}, concurrency 1", a.threshold),
+        &h,
+        wall,
+    ));
+    let (h, wall) = load(
+        &clients,
+        &key_id,
+        a.requests,
+        a.concurrency,
+        a.message_bytes,
+        scheme,
+        &public_key,
+    )
+    .await?;
+    rows.push(row(
+        format!(
+            "REST sign {}-of-{n_nodes}, concurrency {}",
+            a.threshold, a.concurrency
+        ),
+        &h,
+        wall,
+    ));
+
+    let (fd, fs) = floor(scheme, a.threshold, n_nodes, 500).await?;
+    rows.push(fd);
+    rows.push(fs);
+
+    println!("| what | count | p50 ms | p99 ms | per second |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.0} |",
+            r.what, r.count, r.p50_ms, r.p99_ms, r.per_sec
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! A small REST client for the commands `keys`, `sign`, `verify`, `bench`.
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+use sigil_crypto::Scheme;
+
+use crate::ApiArgs;
+
+/// The message to sign or verify.
+#[derive(Args, Clone, Debug)]
+#[group(required = true, multiple = false)]
+pub struct MessageArgs {
+    /// Message as hex.
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Message as UTF-8 text.
+    #[arg(long)]
+    pub text: Option<String>,
+}
+
+impl MessageArgs {
+    /// The message bytes.
+    pub fn bytes(&self) -> anyhow::Result<Vec<u8>> {
+        match (&self.message, &self.text) {
+            (Some(h), _) => hex::decode(h.trim()).context("--message must be hex"),
+            (None, Some(t)) => Ok(t.as_bytes().to_vec()),
+            (None, None) => bail!("give --message HEX or --text TEXT"),
+        }
+    }
+}
+
+/// Prints a JSON value, pretty.
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// REST client bound to one node.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// A client for `api`.
+    pub fn new(api: &ApiArgs) -> Self {
+        Self::with_url(&api.url, api.api_key.clone())
+    }
+
+    /// A client for `url`.
+    pub fn with_url(url: &str, api_key: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Client {
+            http,
+            url: url.trim_end_matches('/').to_string(),
+            api_key,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let req = match &self.api_key {
+            Some(k) => req.header("X-API-Key", k),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.url))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body["error"]["message"].as_str().unwrap_or("(no message)");
+            let code = body["error"]["code"].as_str().unwrap_or("");
+            bail!("{status} {code}: {msg}");
+        }
+        Ok(body)
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// POST JSON to a path.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+
+    /// Creates a key.
+    pub async fn create_key(
+        &self,
+        scheme: &str,
+        threshold: u16,
+        parties: Option<Vec<u16>>,
+        label: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let mut body = json!({"scheme": scheme, "threshold": threshold});
+        if let Some(p) = parties {
+            body["parties"] = json!(p);
+        }
+        if let Some(l) = label {
+            body["label"] = json!(l);
+        }
+        self.post("/v1/keys", &body).await
+    }
+
+    /// Signs a message.
+    pub async fn sign(&self, key: &str, message: &[u8]) -> anyhow::Result<Value> {
+        self.post(
+            &format!("/v1/keys/{key}/sign"),
+            &json!({"message": hex::encode(message)}),
+        )
+        .await
+    }
+}
+
+/// `sigil verify`.
+pub async fn verify(
+    api: &ApiArgs,
+    key: Option<String>,
+    scheme: Option<String>,
+    public_key: Option<String>,
+    signature: &str,
+    msg: &MessageArgs,
+) -> anyhow::Result<()> {
+    let (scheme, public_key) = match (key, scheme, public_key) {
+        (_, Some(s), Some(pk)) => (s, pk),
+        (Some(k), _, _) => {
+            let v = Client::new(api).get(&format!("/v1/keys/{k}")).await?;
+            let s = v["scheme"]
+                .as_str()
+                .ok_or_else(|| anyhow!("key has no scheme"))?
+                .to_string();
+            let pk = v["public_key"]
+                .as_str()
+                .ok_or_else(|| anyhow!("key has no public_key"))?
+                .to_string();
+            (s, pk)
+        }
+        _ => bail!("give --key ID, or --scheme and --public-key"),
+    };
+    let scheme: Scheme = scheme.parse()?;
+    let pk = hex::decode(public_key.trim()).context("public key must be hex")?;
+    let sig = hex::decode(signature.trim()).context("--signature must be hex")?;
+    scheme
+        .verify(&pk, &msg.bytes()?, &sig)
+        .map_err(|e| anyhow!("signature does NOT verify: {e}"))?;
+    println!("signature OK ({scheme})");
+    Ok(())
+}

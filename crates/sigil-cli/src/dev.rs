@@ -1,0 +1,240 @@
+//! `sigil dev`: a local cluster of real node processes on loopback.
+//!
+//! Layout of the data directory (reused on the next start, so keys stay):
+//! ```text
+//! certs/ca.pem, ca.key, node-<i>.pem, node-<i>.key
+//! api-key                      the API key (mode 0600)
+//! node-<i>/config.toml         rewritten at every start
+//! node-<i>/master.key          the node's master key (mode 0600)
+//! node-<i>/node.db             the node's SQLite store
+//! node-<i>/node.log            the node's log
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rand::RngCore;
+use sha2::Digest;
+use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
+use sigil_store::MasterKey;
+
+/// Options of `sigil dev`.
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// Threshold used in the printed example.
+    #[arg(long, default_value_t = 2)]
+    pub threshold: u16,
+    /// Data directory.
+    #[arg(long, default_value = "./.sigil-dev")]
+    pub data_dir: PathBuf,
+    /// REST port of node 0; node i serves on http-port + i.
+    #[arg(long, default_value_t = 7070)]
+    pub http_port: u16,
+    /// Peer (gRPC) port of node 0; default http-port + 100.
+    #[arg(long)]
+    pub peer_port: Option<u16>,
+    /// API key (default: generated once and kept in the data directory).
+    #[arg(long, env = "SIGIL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Session deadline in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+}
+
+fn api_key(args: &DevArgs) -> anyhow::Result<String> {
+    if let Some(k) = &args.api_key {
+        return Ok(k.clone());
+    }
+    let path = args.data_dir.join("api-key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        return Ok(k.trim().to_string());
+    }
+    let mut raw = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let k = format!("sk_dev_{}", hex::encode(raw));
+    sigil_node::certs::write_secret(&path, k.as_bytes())?;
+    Ok(k)
+}
+
+/// Writes the config of every node; returns their config paths.
+pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
+    anyhow::ensure!(
+        args.nodes >= 1 && args.nodes <= 64,
+        "--nodes must be within 1..=64"
+    );
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let ids: Vec<u16> = (0..args.nodes).collect();
+    let certs = data_dir.join("certs");
+    sigil_node::certs::init(&certs, &ids)?;
+    let key = api_key(args)?;
+    let api_key_sha256 = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let peer_base = args.peer_port.unwrap_or(args.http_port.saturating_add(100));
+    let nodes: Vec<NodeEntry> = ids
+        .iter()
+        .map(|&i| NodeEntry {
+            id: i,
+            peer_addr: format!("127.0.0.1:{}", peer_base + i),
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for &i in &ids {
+        let dir = data_dir.join(format!("node-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let mk = dir.join("master.key");
+        if !mk.exists() {
+            sigil_node::certs::write_secret(&mk, MasterKey::generate().to_hex().as_bytes())?;
+        }
+        let node_certs = sigil_node::certs::node_cert_paths(&certs, i);
+        let cfg = NodeConfig {
+            node_id: i,
+            data_dir: dir.clone(),
+            listen_http: format!("127.0.0.1:{}", args.http_port + i).parse()?,
+            listen_peer: format!("127.0.0.1:{}", peer_base + i).parse()?,
+            master_key_file: Some(mk),
+            api_key_sha256: api_key_sha256.clone(),
+            session_timeout_ms: args.session_timeout_ms,
+            max_body_bytes: 64 * 1024,
+            tls: TlsConfig {
+                ca_cert: sigil_node::certs::ca_cert_path(&certs),
+                cert: node_certs.cert,
+                key: node_certs.key,
+            },
+            nodes: nodes.clone(),
+        };
+        cfg.validate()?;
+        let path = dir.join("config.toml");
+        std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
+        paths.push(path);
+    }
+    Ok((paths, key))
+}
+
+async fn wait_healthy(url: &str, deadline: tokio::time::Instant) -> bool {
+    let http = reqwest::Client::new();
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{url}/health")).send().await {
+            if r.status().is_success() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs the dev cluster until Ctrl-C / SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let (configs, key) = prepare(&args)?;
+    let exe = std::env::current_exe()?;
+    // Environment the nodes must not inherit from the caller.
+    let mut children = Vec::new();
+    for (i, cfg) in configs.iter().enumerate() {
+        let dir = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(cfg)
+            .env_remove("SIGIL_MASTER_KEY")
+            .env_remove("SIGIL_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start node {i}"))?;
+        children.push(child);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for i in 0..args.nodes {
+        let url = format!("http://127.0.0.1:{}", args.http_port + i);
+        if !wait_healthy(&url, deadline).await {
+            let log = args.data_dir.join(format!("node-{i}")).join("node.log");
+            stop(&mut children).await;
+            bail!(
+                "node {i} did not become healthy at {url}; last log lines of {}:\n{}",
+                log.display(),
+                tail(&log, 20)
+            );
+        }
+    }
+    let url0 = format!("http://127.0.0.1:{}", args.http_port);
+    println!(
+        "Sigil dev cluster: {} nodes, data in {}",
+        args.nodes,
+        args.data_dir.display()
+    );
+    for i in 0..args.nodes {
+        println!("  node {i}: http://127.0.0.1:{}", args.http_port + i);
+    }
+    println!("API key: {key}");
+    println!();
+    println!("Try:");
+    println!("  export SIGIL_API_KEY={key}");
+    println!(
+        "  curl -s -X POST {url0}/v1/keys -H \"X-API-Key: $SIGIL_API_KEY\" -H 'content-type: application/json' \\\n       -d '{{\"scheme\":\"frost-ed25519\",\"threshold\":{}}}'",
+        args.threshold.min(args.nodes)
+    );
+    println!("Press Ctrl-C to stop.");
+    let mut exited = None;
+    tokio::select! {
+        _ = crate::shutdown_signal() => {}
+        i = watch_children(&mut children) => { exited = Some(i); }
+    }
+    stop(&mut children).await;
+    if let Some(i) = exited {
+        bail!(
+            "node {i} exited; see {}",
+            args.data_dir.join(format!("node-{i}/node.log")).display()
+        );
+    }
+    println!("stopped");
+    Ok(())
+}
+
+async fn watch_children(children: &mut [tokio::process::Child]) -> usize {
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if let Ok(Some(_)) = c.try_wait() {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stop(children: &mut [tokio::process::Child]) {
+    for c in children.iter() {
+        if let Some(pid) = c.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+    for c in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(5), c.wait())
+            .await
+            .is_err()
+        {
+            let _ = c.kill().await;
+        }
+    }
+}

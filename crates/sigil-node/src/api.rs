@@ -1,0 +1,327 @@
+//! The REST API (axum). JSON in and out; errors as
+//! `{"error": {"code", "message", "nodes"?}}` with a 4xx/5xx status.
+//! Every `/v1` route needs `X-API-Key`; `/health`, `/metrics` and
+//! `/openapi.json` do not. The OpenAPI document is at `/openapi.json`.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sigil_crypto::Scheme;
+use sigil_store::KeyRecord;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::Node;
+
+/// `POST /v1/keys` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// `frost-ed25519`, `frost-secp256k1-tr` or `frost-p256`.
+    #[schema(example = "frost-ed25519")]
+    pub scheme: String,
+    /// Signers needed, `t`: 2 <= t <= number of parties.
+    #[schema(example = 2)]
+    pub threshold: u16,
+    /// Node ids that get a share (default: every node).
+    #[serde(default)]
+    pub parties: Option<Vec<u16>>,
+    /// Free text, at most 128 characters.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A key as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    /// Key id (UUID).
+    pub key_id: String,
+    /// Scheme name.
+    pub scheme: String,
+    /// Group public key, hex, in the scheme's standard encoding: Ed25519
+    /// 32 bytes; BIP-340 x-only 32 bytes; P-256 SEC1 compressed 33 bytes.
+    pub public_key: String,
+    /// The public key as PEM SubjectPublicKeyInfo (for secp256k1 the even-y
+    /// point of the x-only key).
+    pub public_key_pem: Option<String>,
+    /// Signers needed.
+    pub threshold: u16,
+    /// Node ids holding shares.
+    pub parties: Vec<u16>,
+    /// Share generation (0 after DKG).
+    pub epoch: u32,
+    /// Label, if any.
+    pub label: Option<String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+impl KeyView {
+    fn from_record(k: &KeyRecord) -> Self {
+        let pem = k
+            .scheme
+            .parse::<Scheme>()
+            .ok()
+            .and_then(|s| s.public_key_pem(&k.public_key).ok());
+        KeyView {
+            key_id: k.key_id.clone(),
+            scheme: k.scheme.clone(),
+            public_key: hex::encode(&k.public_key),
+            public_key_pem: pem,
+            threshold: k.threshold,
+            parties: k.parties.clone(),
+            epoch: k.epoch,
+            label: k.label.clone(),
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// `GET /v1/keys` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    /// Active keys, oldest first.
+    pub keys: Vec<KeyView>,
+}
+
+/// `POST /v1/keys/{key_id}/sign` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The message, hex (at most 16 KiB once decoded). FROST schemes sign
+    /// the message itself (no pre-hash).
+    #[schema(example = "68656c6c6f")]
+    pub message: String,
+}
+
+/// `POST /v1/keys/{key_id}/sign` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignResponse {
+    /// Key id.
+    pub key_id: String,
+    /// Scheme name.
+    pub scheme: String,
+    /// Signature, hex: Ed25519 64 bytes (RFC 8032); BIP-340 64 bytes;
+    /// FROST(P-256) 65 bytes (`R` compressed `||` `z`).
+    pub signature: String,
+    /// Node ids that signed, aggregator first.
+    pub signers: Vec<u16>,
+}
+
+/// `GET /health` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the node serves.
+    pub status: String,
+    /// This node's id.
+    pub node_id: u16,
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Sessions running now.
+    pub active_sessions: usize,
+    /// Software version.
+    pub version: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sigil",
+        description = "Threshold key management and signing. Authenticate with the X-API-Key header."
+    ),
+    paths(health, create_key, list_keys, get_key, sign),
+    components(schemas(
+        CreateKeyRequest,
+        KeyView,
+        KeyList,
+        SignRequest,
+        SignResponse,
+        Health,
+        ErrorBody
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// JSON extractor whose rejections are API errors (400, 413, 415).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => {
+                let status = rej.status();
+                let code = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    _ => "bad_request",
+                };
+                let status = if status.is_client_error() {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                Err(ApiError::new(status, code, rej.body_text()))
+            }
+        }
+    }
+}
+
+/// The router of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{key_id}", get(get_key))
+        .route("/v1/keys/{key_id}/sign", post(sign))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .merge(v1)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(node.cfg.max_body_bytes))
+        .with_state(node)
+}
+
+async fn require_api_key(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("x-api-key")
+        .is_some_and(|v| node.api_key_ok(v.as_bytes()));
+    if !ok {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+static PROMETHEUS: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    OnceLock::new();
+
+fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Installs the Prometheus recorder (call once at start-up).
+pub fn init_metrics() {
+    let _ = prometheus();
+}
+
+async fn metrics_text() -> Response {
+    match prometheus() {
+        Some(h) => h.render().into_response(),
+        None => ApiError::internal("metrics recorder not installed").into_response(),
+    }
+}
+
+/// Liveness and basic state. No authentication.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        node_id: node.cfg.node_id,
+        nodes: node.cfg.nodes.len(),
+        active_sessions: node.sessions.active_count(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// Creates a key by distributed key generation; no dealer, the private key
+/// never exists whole.
+#[utoipa::path(post, path = "/v1/keys", request_body = CreateKeyRequest,
+    responses(
+        (status = 201, body = KeyView),
+        (status = 400, body = ErrorBody, description = "unknown scheme, threshold out of range, bad parties"),
+        (status = 401, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "a party misbehaved; `nodes` names it"),
+        (status = 503, body = ErrorBody, description = "a party is unreachable; `nodes` names it"),
+        (status = 504, body = ErrorBody, description = "a party went silent; `nodes` names it")),
+    security(("api_key" = [])))]
+async fn create_key(
+    State(node): State<Arc<Node>>,
+    ApiJson(req): ApiJson<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<KeyView>), ApiError> {
+    let scheme: Scheme = req
+        .scheme
+        .parse()
+        .map_err(|e: sigil_crypto::Error| ApiError::bad_request(e.to_string()))?;
+    let key = node
+        .create_key(scheme, req.threshold, req.parties, req.label)
+        .await?;
+    Ok((StatusCode::CREATED, Json(KeyView::from_record(&key))))
+}
+
+/// Lists the active keys.
+#[utoipa::path(get, path = "/v1/keys", responses((status = 200, body = KeyList), (status = 401, body = ErrorBody)), security(("api_key" = [])))]
+async fn list_keys(State(node): State<Arc<Node>>) -> Result<Json<KeyList>, ApiError> {
+    let keys = node.store().list_keys().await?;
+    Ok(Json(KeyList {
+        keys: keys.iter().map(KeyView::from_record).collect(),
+    }))
+}
+
+/// One key, with its public key as PEM.
+#[utoipa::path(get, path = "/v1/keys/{key_id}", params(("key_id" = String, Path)),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn get_key(
+    State(node): State<Arc<Node>>,
+    Path(key_id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    let key = node.active_key(&key_id).await?;
+    Ok(Json(KeyView::from_record(&key)))
+}
+
+/// Signs a message with `t` of the key's parties. The signature verifies
+/// with the scheme's ordinary single-key verifier.
+#[utoipa::path(post, path = "/v1/keys/{key_id}/sign", params(("key_id" = String, Path)), request_body = SignRequest,
+    responses(
+        (status = 200, body = SignResponse),
+        (status = 400, body = ErrorBody, description = "message not hex or too long"),
+        (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn sign(
+    State(node): State<Arc<Node>>,
+    Path(key_id): Path<String>,
+    ApiJson(req): ApiJson<SignRequest>,
+) -> Result<Json<SignResponse>, ApiError> {
+    let message = hex::decode(req.message.trim())
+        .map_err(|e| ApiError::bad_request(format!("message must be hex: {e}")))?;
+    let key = node.active_key(&key_id).await?;
+    let signed = node.sign(&key_id, message).await?;
+    metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.clone()).increment(1);
+    Ok(Json(SignResponse {
+        key_id,
+        scheme: key.scheme,
+        signature: hex::encode(signed.signature),
+        signers: signed.signers,
+    }))
+}

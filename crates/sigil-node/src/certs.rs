@@ -1,0 +1,138 @@
+//! The cluster's certificates (rcgen): one CA, one certificate per node
+//! naming it as DNS SAN `node-<id>`, usable for both TLS server and client
+//! authentication. ECDSA P-256 keys, PKCS#8 PEM.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// The DNS name a node's certificate carries, and that peers dial.
+pub fn node_dns_name(id: u16) -> String {
+    format!("node-{id}")
+}
+
+/// The node id a certificate's DNS name `node-<id>` encodes.
+pub fn node_id_from_dns_name(name: &str) -> Option<u16> {
+    name.strip_prefix("node-")?.parse().ok()
+}
+
+/// Paths of one node's files inside a certificate directory.
+pub struct NodeCertPaths {
+    /// `node-<id>.pem`
+    pub cert: PathBuf,
+    /// `node-<id>.key` (secret, mode 0600)
+    pub key: PathBuf,
+}
+
+/// Path of the CA certificate inside `dir`.
+pub fn ca_cert_path(dir: &Path) -> PathBuf {
+    dir.join("ca.pem")
+}
+
+/// Paths of node `id`'s certificate and key inside `dir`.
+pub fn node_cert_paths(dir: &Path, id: u16) -> NodeCertPaths {
+    NodeCertPaths {
+        cert: dir.join(format!("node-{id}.pem")),
+        key: dir.join(format!("node-{id}.key")),
+    }
+}
+
+/// Creates `ca.pem`, `ca.key` and `node-<id>.pem/.key` for `ids` in `dir`,
+/// unless `ca.pem` exists there already (then nothing is changed and
+/// `false` is returned).
+///
+/// # Errors
+/// File-system or certificate-generation failures.
+pub fn init(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
+    if ca_cert_path(dir).exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "Sigil cluster CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key)?;
+    for &id in ids {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(vec![node_dns_name(id)])?;
+        p.distinguished_name
+            .push(DnType::CommonName, format!("sigil node {id}"));
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &ca_cert, &ca_key)?;
+        let paths = node_cert_paths(dir, id);
+        std::fs::write(&paths.cert, cert.pem())?;
+        write_secret(&paths.key, key.serialize_pem().as_bytes())?;
+    }
+    write_secret(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
+    std::fs::write(ca_cert_path(dir), ca_cert.pem())?;
+    Ok(true)
+}
+
+/// Writes a secret file readable by its owner only.
+///
+/// # Errors
+/// File-system failures.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The node id named by a DER certificate (first DNS SAN of the form
+/// `node-<id>`), if any.
+pub fn node_id_of_cert(der: &[u8]) -> Option<u16> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => node_id_from_dns_name(d),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_creates_certs_naming_nodes_and_is_idempotent() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        assert!(init(dir.path(), &[0, 1, 2])?);
+        assert!(
+            !init(dir.path(), &[0, 1, 2])?,
+            "second init keeps the existing CA"
+        );
+        let pem = std::fs::read_to_string(node_cert_paths(dir.path(), 2).cert)?;
+        let der = rustls_pemfile_der(&pem);
+        assert_eq!(node_id_of_cert(&der), Some(2));
+        assert_eq!(node_id_of_cert(b"garbage"), None);
+        Ok(())
+    }
+
+    fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+        let (_, p) =
+            x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap_or_else(|_| unreachable!());
+        p.contents
+    }
+}

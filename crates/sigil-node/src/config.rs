@@ -1,0 +1,136 @@
+//! Node configuration: a TOML file, every setting also from `SIGIL_*`
+//! environment variables (nested with `__`, e.g. `SIGIL_TLS__CERT`).
+//! Defaults live in this module only; [`NodeConfig::validate`] runs at
+//! start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// One node of the cluster as the others reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Node id (0-based); the node's certificate names it as DNS SAN
+    /// `node-<id>`.
+    pub id: u16,
+    /// `host:port` of the node's peer gRPC endpoint.
+    pub peer_addr: String,
+}
+
+/// Certificate files of the node (PEM).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// This node's certificate, issued by the cluster CA.
+    pub cert: PathBuf,
+    /// This node's private key (PKCS#8 PEM). Secret.
+    pub key: PathBuf,
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must appear in `nodes`.
+    pub node_id: u16,
+    /// Directory of the node's SQLite store (`node.db`).
+    pub data_dir: PathBuf,
+    /// Address of the REST API.
+    #[serde(default = "default_listen_http")]
+    pub listen_http: SocketAddr,
+    /// Address of the peer gRPC endpoint (mTLS).
+    pub listen_peer: SocketAddr,
+    /// File holding the 64-hex-character master key; used when
+    /// `SIGIL_MASTER_KEY` is not set.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// SHA-256 (64 hex characters) of the API key clients send as
+    /// `X-API-Key`. The key itself is never stored.
+    pub api_key_sha256: String,
+    /// Deadline of a protocol session, in milliseconds (default 10 000).
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Largest accepted REST request body, in bytes (default 65 536).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Certificate files.
+    pub tls: TlsConfig,
+    /// Every node of the cluster, this one included.
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn default_listen_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+fn default_session_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+impl NodeConfig {
+    /// Loads `path` (TOML) and overlays `SIGIL_*` environment variables.
+    ///
+    /// # Errors
+    /// A message naming the file or variable that does not parse.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let cfg: NodeConfig = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(
+                Env::prefixed("SIGIL_")
+                    .ignore(&["MASTER_KEY", "API_KEY"])
+                    .split("__"),
+            )
+            .extract()
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the configuration as a whole.
+    ///
+    /// # Errors
+    /// What is wrong, in one line.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.nodes.is_empty(),
+            "nodes: at least one node is required"
+        );
+        let mut ids: Vec<u16> = self.nodes.iter().map(|n| n.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        anyhow::ensure!(ids.len() == self.nodes.len(), "nodes: duplicate node id");
+        anyhow::ensure!(
+            ids.contains(&self.node_id),
+            "node_id {} is not in nodes",
+            self.node_id
+        );
+        anyhow::ensure!(
+            self.api_key_sha256.len() == 64 && hex::decode(&self.api_key_sha256).is_ok(),
+            "api_key_sha256 must be 64 hex characters"
+        );
+        anyhow::ensure!(
+            (100..=600_000).contains(&self.session_timeout_ms),
+            "session_timeout_ms must be within 100..=600000 (milliseconds)"
+        );
+        anyhow::ensure!(
+            self.max_body_bytes >= 1024,
+            "max_body_bytes must be at least 1024"
+        );
+        Ok(())
+    }
+
+    /// Node ids of the cluster, ascending.
+    pub fn node_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self.nodes.iter().map(|n| n.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+}

@@ -1,0 +1,179 @@
+//! Errors of sessions and of the API, and how they reach clients.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Why a session failed, with node ids (not party indices).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SessionError {
+    /// The protocol failed; `culprits` are the nodes it proves misbehaved.
+    #[error("protocol failed: {reason}{}", culprit_suffix(culprits))]
+    Protocol {
+        /// Node ids of the provably faulty parties (may be empty).
+        culprits: Vec<u16>,
+        /// The protocol's error.
+        reason: String,
+    },
+    /// The deadline passed while we waited for these nodes.
+    #[error("session deadline passed waiting for node(s) {missing:?} in round {round}")]
+    Timeout {
+        /// Round we were stuck in (0-based).
+        round: u16,
+        /// Node ids that sent nothing for that round.
+        missing: Vec<u16>,
+    },
+    /// These nodes could not be reached or refused the session.
+    #[error("node(s) {nodes:?} unavailable: {reason}")]
+    Unavailable {
+        /// Node ids.
+        nodes: Vec<u16>,
+        /// What happened.
+        reason: String,
+    },
+    /// The session request itself is invalid.
+    #[error("invalid session: {0}")]
+    Invalid(String),
+    /// Storage or another local failure.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+fn culprit_suffix(culprits: &[u16]) -> String {
+    if culprits.is_empty() {
+        String::new()
+    } else {
+        format!(" (culprits: node(s) {culprits:?})")
+    }
+}
+
+impl SessionError {
+    /// Every node this error names: culprits, silent or unreachable nodes.
+    pub fn nodes(&self) -> Vec<u16> {
+        match self {
+            SessionError::Protocol { culprits, .. } => culprits.clone(),
+            SessionError::Timeout { missing, .. } => missing.clone(),
+            SessionError::Unavailable { nodes, .. } => nodes.clone(),
+            SessionError::Invalid(_) | SessionError::Internal(_) => Vec::new(),
+        }
+    }
+}
+
+/// JSON error body: `{"error": {"code", "message", "nodes"?}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside [`ErrorBody`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`bad_request`, `not_found`,
+    /// `unauthorized`, `payload_too_large`, `party_timeout`,
+    /// `party_unavailable`, `protocol_failed`, `internal`).
+    pub code: &'static str,
+    /// Human-readable explanation; never contains secrets.
+    pub message: String,
+    /// Node ids the error names (culprits, silent or unreachable nodes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<u16>,
+}
+
+/// An API error: a status, a code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    nodes: Vec<u16>,
+}
+
+impl ApiError {
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+            nodes: vec![],
+        }
+    }
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            nodes: vec![],
+        }
+    }
+    /// 401 `unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or wrong X-API-Key".into(),
+            nodes: vec![],
+        }
+    }
+    /// 500 `internal`; the detail is logged, not returned.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error".into(),
+            nodes: vec![],
+        }
+    }
+    /// Any status with a code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            nodes: vec![],
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        let nodes = e.nodes();
+        let (status, code) = match &e {
+            SessionError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "protocol_failed"),
+            SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "party_timeout"),
+            SessionError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "party_unavailable")
+            }
+            SessionError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            SessionError::Internal(_) => return ApiError::internal(e),
+        };
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+            nodes,
+        }
+    }
+}
+
+impl From<sigil_store::StoreError> for ApiError {
+    fn from(e: sigil_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                nodes: self.nodes,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,234 @@
+//! Peer transport: gRPC `sigil.peer.v1.Peer` over mutual TLS.
+//!
+//! The service impl is thin: it learns the caller's node id from its client
+//! certificate and hands the request to [`crate::Node`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_proto::peer::peer_client::PeerClient;
+use sigil_proto::peer::peer_server::Peer;
+use sigil_proto::peer::{
+    DeliverAck, Envelope, FinalizeKeyRequest, FinalizeKeyResponse, SessionOutcome, SessionProposal,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Response, Status};
+
+use crate::certs::{node_dns_name, node_id_of_cert};
+use crate::config::NodeConfig;
+use crate::error::SessionError;
+use crate::Node;
+
+/// Lazily connected mTLS clients, one per other node.
+#[derive(Clone, Default)]
+pub struct PeerClients {
+    clients: Arc<HashMap<u16, PeerClient<Channel>>>,
+}
+
+impl PeerClients {
+    /// Builds a client for every node of `cfg` except this one. Nothing is
+    /// dialled until first use.
+    ///
+    /// # Errors
+    /// Unreadable certificate files or a malformed peer address.
+    pub fn new(cfg: &NodeConfig, ca: &Certificate, identity: &Identity) -> anyhow::Result<Self> {
+        let mut clients = HashMap::new();
+        for n in cfg.nodes.iter().filter(|n| n.id != cfg.node_id) {
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(ca.clone())
+                .identity(identity.clone())
+                .domain_name(node_dns_name(n.id));
+            let ep = Endpoint::from_shared(format!("https://{}", n.peer_addr))?
+                .tls_config(tls)?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_millis(1000))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            let client =
+                PeerClient::new(ep.connect_lazy()).max_decoding_message_size(16 * 1024 * 1024);
+            clients.insert(n.id, client);
+        }
+        Ok(PeerClients {
+            clients: Arc::new(clients),
+        })
+    }
+
+    /// The client for node `id`.
+    pub fn client(&self, id: u16) -> Option<PeerClient<Channel>> {
+        self.clients.get(&id).cloned()
+    }
+}
+
+/// Encodes a [`SessionError`] into a gRPC status (JSON in the details).
+pub fn session_status(e: &SessionError) -> Status {
+    let code = match e {
+        SessionError::Invalid(_) => tonic::Code::InvalidArgument,
+        SessionError::Unavailable { .. } => tonic::Code::FailedPrecondition,
+        SessionError::Timeout { .. } => tonic::Code::DeadlineExceeded,
+        SessionError::Protocol { .. } => tonic::Code::Aborted,
+        SessionError::Internal(_) => tonic::Code::Internal,
+    };
+    let details = serde_json::to_vec(&WireError::from(e)).unwrap_or_default();
+    Status::with_details(code, e.to_string(), details.into())
+}
+
+/// Decodes what [`session_status`] encoded; other statuses become
+/// `Unavailable` naming `node`.
+pub fn status_session_error(node: u16, s: &Status) -> SessionError {
+    if let Ok(w) = serde_json::from_slice::<WireError>(s.details()) {
+        return w.into();
+    }
+    SessionError::Unavailable {
+        nodes: vec![node],
+        reason: format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireError {
+    kind: String,
+    nodes: Vec<u16>,
+    round: u16,
+    message: String,
+}
+
+impl From<&SessionError> for WireError {
+    fn from(e: &SessionError) -> Self {
+        let (kind, message, round) = match e {
+            SessionError::Protocol { reason, .. } => ("protocol", reason.clone(), 0),
+            SessionError::Timeout { round, .. } => ("timeout", String::new(), *round),
+            SessionError::Unavailable { reason, .. } => ("unavailable", reason.clone(), 0),
+            SessionError::Invalid(m) => ("invalid", m.clone(), 0),
+            SessionError::Internal(_) => ("internal", "internal error".to_string(), 0),
+        };
+        WireError {
+            kind: kind.into(),
+            nodes: e.nodes(),
+            round,
+            message,
+        }
+    }
+}
+
+impl From<WireError> for SessionError {
+    fn from(w: WireError) -> Self {
+        match w.kind.as_str() {
+            "protocol" => SessionError::Protocol {
+                culprits: w.nodes,
+                reason: w.message,
+            },
+            "timeout" => SessionError::Timeout {
+                round: w.round,
+                missing: w.nodes,
+            },
+            "unavailable" => SessionError::Unavailable {
+                nodes: w.nodes,
+                reason: w.message,
+            },
+            "invalid" => SessionError::Invalid(w.message),
+            _ => SessionError::Internal(w.message),
+        }
+    }
+}
+
+/// The `sigil.peer.v1.Peer` service of a node.
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        PeerService { node }
+    }
+
+    /// The calling node's id, from its verified client certificate.
+    fn caller<T>(&self, req: &Request<T>) -> Result<u16, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let id = certs
+            .first()
+            .and_then(|c| node_id_of_cert(c.as_ref()))
+            .ok_or_else(|| Status::unauthenticated("the client certificate names no node"))?;
+        if !self.node.cfg.nodes.iter().any(|n| n.id == id) || id == self.node.cfg.node_id {
+            return Err(Status::permission_denied(format!(
+                "node {id} is not a peer of this cluster"
+            )));
+        }
+        Ok(id)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn run_session(
+        &self,
+        req: Request<SessionProposal>,
+    ) -> Result<Response<SessionOutcome>, Status> {
+        let caller = self.caller(&req)?;
+        self.node
+            .participate(caller, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| session_status(&e))
+    }
+
+    async fn deliver(&self, req: Request<Envelope>) -> Result<Response<DeliverAck>, Status> {
+        let caller = self.caller(&req)?;
+        let env = req.into_inner();
+        match self.node.sessions.route(caller, &env) {
+            Ok(()) => {
+                metrics::counter!("sigil_peer_messages_accepted_total").increment(1);
+                Ok(Response::new(DeliverAck {}))
+            }
+            Err(r) => {
+                metrics::counter!("sigil_peer_messages_rejected_total", "reason" => r.reason())
+                    .increment(1);
+                let sid = hex::encode(env.session_id.get(..8).unwrap_or_default());
+                match &r {
+                    crate::session::Reject::UnknownSession => {
+                        tracing::debug!(from = caller, session = %sid, round = env.round, "message for an unknown session")
+                    }
+                    other => tracing::warn!(
+                        from = caller,
+                        session = %sid,
+                        round = env.round,
+                        party = env.from,
+                        reason = other.reason(),
+                        detail = ?other,
+                        "dropped a peer message"
+                    ),
+                }
+                Err(match r {
+                    crate::session::Reject::UnknownSession => Status::not_found("unknown session"),
+                    crate::session::Reject::WrongSender => {
+                        Status::permission_denied("sender index does not match the certificate")
+                    }
+                    crate::session::Reject::UnexpectedRound => {
+                        Status::failed_precondition("message not expected")
+                    }
+                    crate::session::Reject::Duplicate => {
+                        Status::already_exists("duplicate message")
+                    }
+                    crate::session::Reject::Garbage(_) => {
+                        Status::invalid_argument("payload does not decode")
+                    }
+                })
+            }
+        }
+    }
+
+    async fn finalize_key(
+        &self,
+        req: Request<FinalizeKeyRequest>,
+    ) -> Result<Response<FinalizeKeyResponse>, Status> {
+        let _caller = self.caller(&req)?;
+        self.node
+            .finalize_key(req.into_inner())
+            .await
+            .map(|()| Response::new(FinalizeKeyResponse {}))
+            .map_err(|e| session_status(&e))
+    }
+}

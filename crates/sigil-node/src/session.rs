@@ -1,0 +1,391 @@
+//! Protocol sessions over the peer transport.
+//!
+//! A session is one run of one protocol by a fixed, ordered list of nodes.
+//! [`Sessions`] holds the sessions this node has agreed to; an incoming
+//! envelope is accepted only if
+//! 1. its session is registered here,
+//! 2. its `from` index names the node that the caller's certificate names,
+//! 3. the protocol expects a message of its kind (broadcast or p2p to us)
+//!    from that party in that round,
+//! 4. it is the first for `(round, from)`, and
+//! 5. its payload decodes to a message of that round.
+//!
+//! Anything else is refused with a gRPC status, logged (without payload)
+//! and counted in `sigil_peer_messages_rejected_total{reason}`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sigil_crypto::{PartyIndex, SessionId};
+use tokio::time::Instant;
+
+use crate::error::SessionError;
+use crate::peer::PeerClients;
+use sigil_proto::peer::Envelope;
+
+/// Which message a party expects: `(round, from, me, n) -> kind`.
+pub type ExpectFn = fn(u16, PartyIndex, PartyIndex, u16) -> Option<MessageType>;
+
+/// Why an envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// No such session here (yet): the sender may retry.
+    UnknownSession,
+    /// The `from` index does not belong to the calling node.
+    WrongSender,
+    /// The protocol expects no such message from that party in that round.
+    UnexpectedRound,
+    /// A message for this `(round, from)` was already accepted.
+    Duplicate,
+    /// The payload does not decode to a message of that round.
+    Garbage(String),
+}
+
+impl Reject {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::UnknownSession => "unknown_session",
+            Reject::WrongSender => "wrong_sender",
+            Reject::UnexpectedRound => "unexpected_round",
+            Reject::Duplicate => "duplicate",
+            Reject::Garbage(_) => "garbage",
+        }
+    }
+}
+
+type DeliverFn =
+    Box<dyn Fn(PartyIndex, u16, MessageType, &[u8]) -> Result<(), Reject> + Send + Sync>;
+
+/// One registered session.
+pub struct SessionEntry {
+    parties: Arc<[u16]>,
+    me: PartyIndex,
+    expects: ExpectFn,
+    seen: Mutex<HashSet<(u16, PartyIndex)>>,
+    deliver: DeliverFn,
+}
+
+impl SessionEntry {
+    fn n(&self) -> u16 {
+        u16::try_from(self.parties.len()).unwrap_or(u16::MAX)
+    }
+
+    /// Checks and hands one envelope to the protocol.
+    fn accept(&self, caller: u16, env: &Envelope) -> Result<(), Reject> {
+        let from = u16::try_from(env.from).map_err(|_| Reject::WrongSender)?;
+        if self.parties.get(usize::from(from)) != Some(&caller) {
+            return Err(Reject::WrongSender);
+        }
+        let round = u16::try_from(env.round).map_err(|_| Reject::UnexpectedRound)?;
+        let kind = match env.to {
+            None => MessageType::Broadcast,
+            Some(to) if to == u32::from(self.me) => MessageType::P2P,
+            Some(_) => return Err(Reject::UnexpectedRound),
+        };
+        if (self.expects)(round, from, self.me, self.n()) != Some(kind) {
+            return Err(Reject::UnexpectedRound);
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&(round, from)) {
+            return Err(Reject::Duplicate);
+        }
+        (self.deliver)(from, round, kind, &env.payload)?;
+        seen.insert((round, from));
+        Ok(())
+    }
+
+    /// Node ids we still wait for in the earliest incomplete round, and
+    /// that round.
+    fn missing(&self) -> (u16, Vec<u16>) {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for round in 0..16u16 {
+            let mut missing = Vec::new();
+            let mut any = false;
+            for from in 0..self.n() {
+                if (self.expects)(round, from, self.me, self.n()).is_some() {
+                    any = true;
+                    if !seen.contains(&(round, from)) {
+                        missing.extend(self.parties.get(usize::from(from)).copied());
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                return (round, missing);
+            }
+            if !any && round > 0 {
+                break;
+            }
+        }
+        (0, Vec::new())
+    }
+}
+
+/// The sessions this node has agreed to, and the ids it has used.
+#[derive(Default)]
+pub struct Sessions {
+    active: Mutex<HashMap<SessionId, Arc<SessionEntry>>>,
+    used: Mutex<(HashSet<SessionId>, VecDeque<SessionId>)>,
+}
+
+/// How many ended session ids are remembered to refuse replays.
+const REMEMBERED_SESSIONS: usize = 100_000;
+
+/// Unregisters a session when dropped.
+pub struct SessionGuard<'a> {
+    sessions: &'a Sessions,
+    id: SessionId,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.sessions
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Sessions {
+    fn register(
+        &self,
+        id: SessionId,
+        entry: Arc<SessionEntry>,
+    ) -> Result<SessionGuard<'_>, SessionError> {
+        {
+            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            if !used.0.insert(id) {
+                return Err(SessionError::Invalid("session id was already used".into()));
+            }
+            used.1.push_back(id);
+            if used.1.len() > REMEMBERED_SESSIONS {
+                if let Some(old) = used.1.pop_front() {
+                    used.0.remove(&old);
+                }
+            }
+        }
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, entry);
+        Ok(SessionGuard { sessions: self, id })
+    }
+
+    /// Routes one envelope from node `caller`.
+    ///
+    /// # Errors
+    /// The [`Reject`] reason.
+    pub fn route(&self, caller: u16, env: &Envelope) -> Result<(), Reject> {
+        let id: SessionId = env
+            .session_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| Reject::UnknownSession)?;
+        let entry = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or(Reject::UnknownSession)?;
+        entry.accept(caller, env)
+    }
+
+    /// Number of sessions running now.
+    pub fn active_count(&self) -> usize {
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The `round_based` delivery of a session: a stream of decoded incoming
+/// messages and a sink of outgoing ones.
+pub type SessionDelivery<M> = (
+    futures::stream::Map<
+        futures::channel::mpsc::UnboundedReceiver<Incoming<M>>,
+        fn(Incoming<M>) -> Result<Incoming<M>, Infallible>,
+    >,
+    futures::channel::mpsc::UnboundedSender<Outgoing<M>>,
+);
+
+/// Static description of one session.
+pub struct SessionSpec {
+    /// The session id.
+    pub id: SessionId,
+    /// Node ids in session order.
+    pub parties: Arc<[u16]>,
+    /// Our party index.
+    pub me: PartyIndex,
+    /// The protocol's message schedule.
+    pub expects: ExpectFn,
+    /// When the session must end.
+    pub deadline: Instant,
+}
+
+/// Runs `body`, our part of the session `spec`, over the peer transport:
+/// registers the session, sends what the protocol sends, feeds it what
+/// peers deliver, and fails at the deadline naming the silent parties.
+///
+/// # Errors
+/// [`SessionError::Protocol`] with culprits as node ids,
+/// [`SessionError::Timeout`] naming the nodes we wait for, or
+/// [`SessionError::Invalid`] for a reused session id.
+pub async fn run<M, T, F, Fut>(
+    sessions: &Sessions,
+    peers: &PeerClients,
+    spec: SessionSpec,
+    body: F,
+) -> Result<T, SessionError>
+where
+    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+    F: FnOnce(MpcParty<M, SessionDelivery<M>>) -> Fut,
+    Fut: Future<Output = Result<T, sigil_crypto::Error>>,
+{
+    let (in_tx, in_rx) = futures::channel::mpsc::unbounded::<Incoming<M>>();
+    let (out_tx, out_rx) = futures::channel::mpsc::unbounded::<Outgoing<M>>();
+    let next_id = AtomicU64::new(0);
+    let deliver: DeliverFn = Box::new(move |from, round, msg_type, payload| {
+        let msg: M = postcard::from_bytes(payload).map_err(|e| Reject::Garbage(e.to_string()))?;
+        if msg.round() != round {
+            return Err(Reject::Garbage(format!(
+                "payload is for round {}, envelope says {round}",
+                msg.round()
+            )));
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        in_tx
+            .unbounded_send(Incoming {
+                id,
+                sender: from,
+                msg_type,
+                msg,
+            })
+            .map_err(|_| Reject::UnknownSession)
+    });
+    let entry = Arc::new(SessionEntry {
+        parties: spec.parties.clone(),
+        me: spec.me,
+        expects: spec.expects,
+        seen: Mutex::new(HashSet::new()),
+        deliver,
+    });
+    let _guard = sessions.register(spec.id, entry.clone())?;
+    tokio::spawn(send_all(
+        peers.clone(),
+        spec.id,
+        spec.parties.clone(),
+        spec.me,
+        spec.deadline,
+        out_rx,
+    ));
+
+    let incoming = in_rx.map(Ok as fn(Incoming<M>) -> Result<Incoming<M>, Infallible>);
+    let party = MpcParty::connected((incoming, out_tx));
+    match tokio::time::timeout_at(spec.deadline, body(party)).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => {
+            let culprits = e
+                .culprits()
+                .iter()
+                .filter_map(|&i| spec.parties.get(usize::from(i)).copied())
+                .collect();
+            Err(SessionError::Protocol {
+                culprits,
+                reason: e.to_string(),
+            })
+        }
+        Err(_) => {
+            let (round, missing) = entry.missing();
+            Err(SessionError::Timeout { round, missing })
+        }
+    }
+}
+
+/// Sends every outgoing message of a session until the protocol drops its
+/// sink; each envelope is retried (the recipient may not have registered
+/// the session yet) until the deadline.
+async fn send_all<M>(
+    peers: PeerClients,
+    id: SessionId,
+    parties: Arc<[u16]>,
+    me: PartyIndex,
+    deadline: Instant,
+    mut out_rx: futures::channel::mpsc::UnboundedReceiver<Outgoing<M>>,
+) where
+    M: ProtocolMessage + Serialize + Send + 'static,
+{
+    while let Some(out) = out_rx.next().await {
+        let payload = match postcard::to_allocvec(&out.msg) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an outgoing protocol message");
+                continue;
+            }
+        };
+        let round = u32::from(out.msg.round());
+        let recipients: Vec<u16> = match out.recipient {
+            MessageDestination::AllParties => (0..u16::try_from(parties.len()).unwrap_or(0))
+                .filter(|&j| j != me)
+                .collect(),
+            MessageDestination::OneParty(j) => vec![j],
+        };
+        for j in recipients {
+            let Some(&node) = parties.get(usize::from(j)) else {
+                continue;
+            };
+            let env = Envelope {
+                session_id: id.to_vec(),
+                round,
+                from: u32::from(me),
+                to: out.recipient.is_p2p().then_some(u32::from(j)),
+                payload: payload.clone(),
+            };
+            let peers = peers.clone();
+            tokio::spawn(async move { deliver_with_retry(&peers, node, env, deadline).await });
+        }
+    }
+}
+
+async fn deliver_with_retry(peers: &PeerClients, node: u16, env: Envelope, deadline: Instant) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let Some(mut client) = peers.client(node) else {
+            tracing::warn!(node, "no peer client for node");
+            return;
+        };
+        let mut req = tonic::Request::new(env.clone());
+        req.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+        match client.deliver(req).await {
+            Ok(_) => return,
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Unknown
+                ) =>
+            {
+                if Instant::now() + backoff >= deadline {
+                    tracing::debug!(node, code = ?s.code(), "giving up delivering a message at the session deadline");
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(100));
+            }
+            Err(s) => {
+                tracing::warn!(node, code = ?s.code(), message = s.message(), "peer refused a protocol message");
+                return;
+            }
+        }
+    }
+}
