@@ -389,3 +389,149 @@ async fn deliver_with_retry(peers: &PeerClients, node: u16, env: Envelope, deadl
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigil_crypto::frost::sign;
+
+    /// A sign session of nodes [5, 7, 9] in which we are party 0 (node 5),
+    /// whose protocol accepts anything that decodes as a `u8`-round message.
+    fn entry(delivered: Arc<Mutex<Vec<(u16, u16)>>>) -> SessionEntry {
+        SessionEntry {
+            parties: vec![5u16, 7, 9].into(),
+            me: 0,
+            expects: sign::expects,
+            seen: Mutex::new(HashSet::new()),
+            deliver: Box::new(move |from, round, _kind, payload| {
+                if payload == b"garbage" {
+                    return Err(Reject::Garbage("does not decode".into()));
+                }
+                delivered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((from, round));
+                Ok(())
+            }),
+        }
+    }
+
+    fn env(round: u32, from: u32, to: Option<u32>, payload: &[u8]) -> Envelope {
+        Envelope {
+            session_id: vec![0; 32],
+            round,
+            from,
+            to,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn acceptance_rules() {
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let e = entry(delivered.clone());
+        // Node 7 is party 1: it may broadcast in round 0, send p2p in round 1.
+        assert_eq!(
+            e.accept(9, &env(0, 1, None, b"ok")),
+            Err(Reject::WrongSender),
+            "cert names node 9, claims party 1"
+        );
+        assert_eq!(
+            e.accept(7, &env(0, 7, None, b"ok")),
+            Err(Reject::WrongSender),
+            "index out of range"
+        );
+        assert_eq!(
+            e.accept(7, &env(0, 1, Some(0), b"ok")),
+            Err(Reject::UnexpectedRound),
+            "p2p in a broadcast round"
+        );
+        assert_eq!(
+            e.accept(7, &env(1, 1, None, b"ok")),
+            Err(Reject::UnexpectedRound),
+            "broadcast in a p2p round"
+        );
+        assert_eq!(
+            e.accept(7, &env(1, 1, Some(2), b"ok")),
+            Err(Reject::UnexpectedRound),
+            "p2p for another party"
+        );
+        assert_eq!(
+            e.accept(7, &env(5, 1, None, b"ok")),
+            Err(Reject::UnexpectedRound),
+            "no such round"
+        );
+        assert_eq!(
+            e.accept(7, &env(0, 1, None, b"garbage")),
+            Err(Reject::Garbage("does not decode".into()))
+        );
+        assert_eq!(
+            e.accept(7, &env(0, 1, None, b"ok")),
+            Ok(()),
+            "garbage did not use up the slot"
+        );
+        assert_eq!(e.accept(7, &env(0, 1, None, b"ok")), Err(Reject::Duplicate));
+        assert_eq!(e.accept(7, &env(1, 1, Some(0), b"ok")), Ok(()));
+        assert_eq!(
+            e.accept(5, &env(0, 0, None, b"ok")),
+            Err(Reject::UnexpectedRound),
+            "our own index"
+        );
+        assert_eq!(
+            delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_slice(),
+            &[(1, 0), (1, 1)]
+        );
+        // Node 9 (party 2) has sent nothing: it is what we wait for.
+        assert_eq!(e.missing(), (0, vec![9]));
+    }
+
+    #[test]
+    fn sessions_route_unknown_and_reused_ids() {
+        let sessions = Sessions::default();
+        let id = [3u8; 32];
+        assert_eq!(
+            sessions.route(
+                7,
+                &Envelope {
+                    session_id: id.to_vec(),
+                    ..env(0, 1, None, b"ok")
+                }
+            ),
+            Err(Reject::UnknownSession)
+        );
+        assert_eq!(
+            sessions.route(
+                7,
+                &Envelope {
+                    session_id: vec![1],
+                    ..env(0, 1, None, b"ok")
+                }
+            ),
+            Err(Reject::UnknownSession)
+        );
+        let guard = sessions.register(id, Arc::new(entry(Arc::default())));
+        assert!(guard.is_ok());
+        assert_eq!(
+            sessions.route(
+                7,
+                &Envelope {
+                    session_id: id.to_vec(),
+                    ..env(0, 1, None, b"ok")
+                }
+            ),
+            Ok(())
+        );
+        assert_eq!(sessions.active_count(), 1);
+        drop(guard);
+        assert_eq!(sessions.active_count(), 0);
+        assert!(
+            sessions
+                .register(id, Arc::new(entry(Arc::default())))
+                .is_err(),
+            "session ids are never reused"
+        );
+    }
+}

@@ -1,0 +1,579 @@
+//! End-to-end: real `sigil node` processes on loopback, driven through the
+//! REST API and, for the peer checks, a gRPC client holding a node
+//! certificate.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::Digest;
+use sigil_crypto::Scheme;
+use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
+
+const API_KEY: &str = "e2e-test-key";
+const SESSION_TIMEOUT_MS: u64 = 3000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    configs: Vec<PathBuf>,
+    http: Vec<u16>,
+    procs: Vec<Option<Child>>,
+    http_client: reqwest::Client,
+}
+
+impl Cluster {
+    fn new(n: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let ids: Vec<u16> = (0..n).collect();
+        sigil_node::certs::init(&certs, &ids).unwrap();
+        let http: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+        let peer: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+        let nodes: Vec<NodeEntry> = ids
+            .iter()
+            .map(|&i| NodeEntry {
+                id: i,
+                peer_addr: format!("127.0.0.1:{}", peer[usize::from(i)]),
+            })
+            .collect();
+        let mut configs = Vec::new();
+        for &i in &ids {
+            let nd = dir.path().join(format!("node-{i}"));
+            std::fs::create_dir_all(&nd).unwrap();
+            let mk = nd.join("master.key");
+            std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();
+            let c = sigil_node::certs::node_cert_paths(&certs, i);
+            let cfg = NodeConfig {
+                node_id: i,
+                data_dir: nd.clone(),
+                listen_http: format!("127.0.0.1:{}", http[usize::from(i)])
+                    .parse()
+                    .unwrap(),
+                listen_peer: format!("127.0.0.1:{}", peer[usize::from(i)])
+                    .parse()
+                    .unwrap(),
+                master_key_file: Some(mk),
+                api_key_sha256: hex::encode(sha2::Sha256::digest(API_KEY)),
+                session_timeout_ms: SESSION_TIMEOUT_MS,
+                max_body_bytes: 64 * 1024,
+                tls: TlsConfig {
+                    ca_cert: sigil_node::certs::ca_cert_path(&certs),
+                    cert: c.cert,
+                    key: c.key,
+                },
+                nodes: nodes.clone(),
+            };
+            let path = nd.join("config.toml");
+            std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+            configs.push(path);
+        }
+        let mut c = Cluster {
+            dir,
+            configs,
+            http,
+            procs: Vec::new(),
+            http_client: reqwest::Client::new(),
+        };
+        for i in 0..n {
+            let p = c.spawn(i, None);
+            c.procs.push(Some(p));
+        }
+        c
+    }
+
+    fn spawn(&self, i: u16, master_key_env: Option<&str>) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.{}.log", now_ms())))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
+        cmd.arg("node")
+            .arg("--config")
+            .arg(&self.configs[usize::from(i)]);
+        cmd.env_remove("SIGIL_MASTER_KEY")
+            .env_remove("SIGIL_API_KEY");
+        if let Some(k) = master_key_env {
+            cmd.env("SIGIL_MASTER_KEY", k);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn url(&self, i: u16) -> String {
+        format!("http://127.0.0.1:{}", self.http[usize::from(i)])
+    }
+
+    async fn wait_healthy(&self, i: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self
+                .http_client
+                .get(format!("{}/health", self.url(i)))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {i} not healthy");
+    }
+
+    fn kill9(&mut self, i: u16) {
+        if let Some(mut p) = self.procs[usize::from(i)].take() {
+            p.kill().unwrap(); // SIGKILL
+            p.wait().unwrap();
+        }
+    }
+
+    async fn restart(&mut self, i: u16) {
+        let p = self.spawn(i, None);
+        self.procs[usize::from(i)] = Some(p);
+        self.wait_healthy(i).await;
+    }
+
+    fn signal(&self, i: u16, sig: &str) {
+        let pid = self.procs[usize::from(i)].as_ref().unwrap().id();
+        assert!(Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    async fn call(
+        &self,
+        i: u16,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.url(i));
+        let mut req = match method {
+            "GET" => self.http_client.get(url),
+            _ => self
+                .http_client
+                .post(url)
+                .header("content-type", "application/json"),
+        };
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn api(&self, i: u16, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let b = if method == "GET" {
+            None
+        } else {
+            Some(body.to_string())
+        };
+        self.call(i, method, path, b, Some(API_KEY)).await
+    }
+
+    async fn create(&self, i: u16, scheme: &str, t: u16) -> Value {
+        let (s, v) = self
+            .api(
+                i,
+                "POST",
+                "/v1/keys",
+                json!({"scheme": scheme, "threshold": t}),
+            )
+            .await;
+        assert_eq!(s, 201, "create {scheme}: {v}");
+        v
+    }
+
+    async fn sign_ok(&self, i: u16, key: &Value, msg: &[u8]) -> Value {
+        let id = key["key_id"].as_str().unwrap();
+        let (s, v) = self
+            .api(
+                i,
+                "POST",
+                &format!("/v1/keys/{id}/sign"),
+                json!({"message": hex::encode(msg)}),
+            )
+            .await;
+        assert_eq!(s, 200, "sign via node {i}: {v}");
+        let scheme: Scheme = key["scheme"].as_str().unwrap().parse().unwrap();
+        let pk = hex::decode(key["public_key"].as_str().unwrap()).unwrap();
+        let sig = hex::decode(v["signature"].as_str().unwrap()).unwrap();
+        scheme.verify(&pk, msg, &sig).unwrap();
+        v
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().flatten() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+fn assert_error(status: u16, v: &Value, want_status: u16, what: &str) {
+    assert_eq!(status, want_status, "{what}: {v}");
+    assert!(
+        v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+        "{what}: JSON error body, got {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keys_sign_faults_and_restart() {
+    let mut c = Cluster::new(3);
+    for i in 0..3 {
+        c.wait_healthy(i).await;
+    }
+
+    // Every scheme: DKG, sign through two different coordinators, verify
+    // with the independent verifiers; ed25519 also with dalek directly.
+    let mut keys = Vec::new();
+    for scheme in Scheme::ALL {
+        let key = c.create(0, scheme.as_str(), 2).await;
+        assert_eq!(key["parties"], json!([0, 1, 2]));
+        assert!(key["public_key_pem"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN PUBLIC KEY"));
+        c.sign_ok(0, &key, b"hello from node 0").await;
+        c.sign_ok(2, &key, b"hello from node 2").await;
+        // The key is known on every node.
+        for i in 0..3 {
+            let (s, v) = c
+                .api(
+                    i,
+                    "GET",
+                    &format!("/v1/keys/{}", key["key_id"].as_str().unwrap()),
+                    json!(null),
+                )
+                .await;
+            assert_eq!(s, 200);
+            assert_eq!(v["public_key"], key["public_key"]);
+        }
+        keys.push(key);
+    }
+    let ed = keys[0].clone();
+    let sig = c.sign_ok(1, &ed, b"dalek").await;
+    let pk: [u8; 32] = hex::decode(ed["public_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let s: [u8; 64] = hex::decode(sig["signature"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&pk)
+        .unwrap()
+        .verify_strict(b"dalek", &ed25519_dalek::Signature::from_bytes(&s))
+        .unwrap();
+    // A 3-of-3 key and a key on a subset of the nodes.
+    let k33 = c.create(1, "frost-p256", 3).await;
+    c.sign_ok(2, &k33, b"all three").await;
+    let (s, sub) = c.api(0, "POST", "/v1/keys", json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [1, 2], "label": "subset"})).await;
+    assert_eq!(s, 201, "{sub}");
+    c.sign_ok(0, &sub, b"coordinator holds no share").await;
+
+    // Bad input: clear 4xx with a JSON body; the node stays healthy.
+    let (s, v) = c.call(0, "GET", "/v1/keys", None, None).await;
+    assert_error(s, &v, 401, "missing api key");
+    let (s, v) = c.call(0, "GET", "/v1/keys", None, Some("wrong")).await;
+    assert_error(s, &v, 401, "wrong api key");
+    let (s, v) = c
+        .call(
+            0,
+            "POST",
+            "/v1/keys",
+            Some("{not json".into()),
+            Some(API_KEY),
+        )
+        .await;
+    assert_error(s, &v, 400, "malformed json");
+    for (body, what) in [
+        (json!({"scheme": "rsa", "threshold": 2}), "unknown scheme"),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 0}),
+            "threshold 0",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 1}),
+            "threshold 1",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 4}),
+            "threshold > n",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0, 9]}),
+            "unknown party",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0, 0]}),
+            "duplicate party",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": -1}),
+            "negative threshold",
+        ),
+        (json!({"scheme": "frost-ed25519"}), "missing threshold"),
+    ] {
+        let (s, v) = c.api(0, "POST", "/v1/keys", body).await;
+        assert!(s == 400 || s == 422, "{what}: {s} {v}");
+        assert!(v["error"]["message"].is_string(), "{what}: {v}");
+    }
+    let ed_id = ed["key_id"].as_str().unwrap();
+    let (s, v) = c
+        .api(
+            0,
+            "POST",
+            &format!("/v1/keys/{ed_id}/sign"),
+            json!({"message": "not hex!"}),
+        )
+        .await;
+    assert_error(s, &v, 400, "non-hex message");
+    let (s, v) = c
+        .api(
+            0,
+            "POST",
+            "/v1/keys/no-such-key/sign",
+            json!({"message": "00"}),
+        )
+        .await;
+    assert_error(s, &v, 404, "unknown key (sign)");
+    let (s, v) = c.api(0, "GET", "/v1/keys/no-such-key", json!(null)).await;
+    assert_error(s, &v, 404, "unknown key (get)");
+    let huge = json!({"message": "00".repeat(200_000)}).to_string();
+    let (s, v) = c
+        .call(
+            0,
+            "POST",
+            &format!("/v1/keys/{ed_id}/sign"),
+            Some(huge),
+            Some(API_KEY),
+        )
+        .await;
+    assert_error(s, &v, 413, "oversized body");
+    let (s, v) = c
+        .api(
+            0,
+            "POST",
+            &format!("/v1/keys/{ed_id}/sign"),
+            json!({"message": "00".repeat(20_000)}),
+        )
+        .await;
+    assert_error(s, &v, 400, "message over 16 KiB");
+    let (s, _) = c.call(0, "GET", "/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    c.sign_ok(0, &ed, b"still healthy").await;
+
+    // Peer transport: no client certificate, a foreign CA, and envelopes
+    // for unknown sessions are refused; the refusals are counted.
+    peer_checks(&c).await;
+
+    // kill -9 one node: the others still sign with every key.
+    c.kill9(1);
+    for key in &keys {
+        c.sign_ok(0, key, b"node 1 is down").await;
+        c.sign_ok(2, key, b"node 1 is down").await;
+    }
+    // A key that needs node 1: a clear error naming it, within the deadline.
+    let t = Instant::now();
+    let (s, v) = c
+        .api(
+            0,
+            "POST",
+            &format!("/v1/keys/{}/sign", k33["key_id"].as_str().unwrap()),
+            json!({"message": "01"}),
+        )
+        .await;
+    assert_error(s, &v, 503, "3-of-3 with a node down");
+    assert_eq!(v["error"]["nodes"], json!([1]), "{v}");
+    assert!(t.elapsed() < Duration::from_millis(SESSION_TIMEOUT_MS + 2000));
+    let (s, v) = c
+        .api(
+            2,
+            "POST",
+            "/v1/keys",
+            json!({"scheme": "frost-ed25519", "threshold": 2}),
+        )
+        .await;
+    assert_error(s, &v, 503, "dkg with a node down");
+    assert_eq!(v["error"]["nodes"], json!([1]), "{v}");
+
+    // Restart it: the old keys sign again, coordinated by the restarted node.
+    c.restart(1).await;
+    for key in &keys {
+        c.sign_ok(1, key, b"node 1 is back").await;
+    }
+    c.sign_ok(1, &k33, b"all three again").await;
+    let (_, list) = c.api(1, "GET", "/v1/keys", json!(null)).await;
+    assert!(list["keys"].as_array().unwrap().len() >= 5, "{list}");
+
+    // A silent node (SIGSTOP): the session fails at its deadline naming it.
+    c.signal(2, "-STOP");
+    let t = Instant::now();
+    let (s, v) = c
+        .api(
+            1,
+            "POST",
+            &format!("/v1/keys/{}/sign", k33["key_id"].as_str().unwrap()),
+            json!({"message": "02"}),
+        )
+        .await;
+    let took = t.elapsed();
+    c.signal(2, "-CONT");
+    assert_error(s, &v, 504, "silent node");
+    assert_eq!(v["error"]["nodes"], json!([2]), "{v}");
+    assert!(
+        took < Duration::from_millis(SESSION_TIMEOUT_MS + 2000),
+        "took {took:?}"
+    );
+    c.sign_ok(2, &k33, b"resumed").await;
+
+    // A wrong master key is a clear start-up error.
+    c.kill9(0);
+    let mut p = c.spawn(0, Some(&"11".repeat(32)));
+    let status = p.wait().unwrap();
+    assert!(!status.success());
+    let logs: String = std::fs::read_dir(c.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("node-0."))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("master key does not match"), "{logs}");
+    c.restart(0).await;
+    c.sign_ok(0, &ed, b"right key again").await;
+}
+
+async fn peer_checks(c: &Cluster) {
+    use sigil_proto::peer::peer_client::PeerClient;
+    use sigil_proto::peer::Envelope;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&c.configs[2]).unwrap()).unwrap();
+    let peer0 = format!("https://{}", cfg.nodes[0].peer_addr);
+    let ca = Certificate::from_pem(std::fs::read(&cfg.tls.ca_cert).unwrap());
+    let env = Envelope {
+        session_id: vec![7; 32],
+        round: 0,
+        from: 0,
+        to: None,
+        payload: b"garbage".to_vec(),
+    };
+
+    // Without a client certificate the handshake fails.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .domain_name("node-0");
+    let r = async {
+        let ch = Endpoint::from_shared(peer0.clone())?
+            .tls_config(tls)?
+            .connect()
+            .await?;
+        PeerClient::new(ch)
+            .deliver(env.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .await;
+    assert!(
+        r.is_err(),
+        "a peer without a client certificate must be refused"
+    );
+
+    // A certificate from another CA is refused too.
+    let other = tempfile::tempdir().unwrap();
+    sigil_node::certs::init(other.path(), &[2]).unwrap();
+    let oc = sigil_node::certs::node_cert_paths(other.path(), 2);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .identity(Identity::from_pem(
+            std::fs::read(oc.cert).unwrap(),
+            std::fs::read(oc.key).unwrap(),
+        ))
+        .domain_name("node-0");
+    let r = async {
+        let ch = Endpoint::from_shared(peer0.clone())?
+            .tls_config(tls)?
+            .connect()
+            .await?;
+        PeerClient::new(ch)
+            .deliver(env.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .await;
+    assert!(r.is_err(), "a foreign certificate must be refused");
+
+    // Node 2's real certificate: garbage for an unknown session is NotFound.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .identity(Identity::from_pem(
+            std::fs::read(&cfg.tls.cert).unwrap(),
+            std::fs::read(&cfg.tls.key).unwrap(),
+        ))
+        .domain_name("node-0");
+    let ch = Endpoint::from_shared(peer0)
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = PeerClient::new(ch);
+    let e = client.deliver(env.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = client
+        .deliver(Envelope {
+            session_id: vec![1, 2, 3],
+            ..env
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let (_, metrics) = c.call(0, "GET", "/metrics", None, None).await;
+    let text = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.contains("sigil_peer_messages_rejected_total{reason=\"unknown_session\"}"),
+        "{text}"
+    );
+}
