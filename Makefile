@@ -1,0 +1,21 @@
+# The two front-door commands. Both work on a fresh machine with a Rust
+# toolchain; `setup` installs anything else the build needs.
+.PHONY: setup dev test bench clean-dev
+
+setup:
+	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+
+## Build and start a 3-node cluster on loopback (data in ./.sigil-dev).
+dev: setup
+	cargo run --release -p sigil-cli --bin sigil -- dev
+
+## Run every test: unit, protocol simulations, store, end-to-end processes.
+test: setup
+	cargo test --workspace --locked
+
+## Benchmark against a running `make dev` cluster (in another terminal).
+bench: setup
+	SIGIL_API_KEY=$$(cat .sigil-dev/api-key) cargo run --release -p sigil-cli --bin sigil -- bench sign
+
+clean-dev:
+	rm -rf .sigil-dev
