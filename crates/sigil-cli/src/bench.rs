@@ -188,11 +188,7 @@ async fn floor(scheme: Scheme, t: u16, n: u16, count: usize) -> anyhow::Result<(
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let BenchCmd::Sign(a) = cmd;
     let scheme: Scheme = a.scheme.parse()?;
-    let clients: Vec<Client> = a
-        .urls
-        .iter()
-        .map(|u| Client::with_url(u, a.api_key.clone()))
-        .collect();
+    let clients: Vec<Client> = a.urls.iter().map(|u| Client::with_url(u, a.api_key.clone())).collect();
     let first = clients.first().ok_or_else(|| anyhow!("no --url"))?;
     let health = first
         .get("/health")
@@ -219,33 +215,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         start.elapsed(),
     ));
     let key = key.ok_or_else(|| anyhow!("no key"))?;
-    let key_id = key["key_id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no key_id"))?
-        .to_string();
+    let key_id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
     let public_key = hex::decode(key["public_key"].as_str().unwrap_or_default())?;
 
     // Warm-up (connections), then latency at concurrency 1, then load.
-    load(
-        &clients,
-        &key_id,
-        50,
-        4,
-        a.message_bytes,
-        scheme,
-        &public_key,
-    )
-    .await?;
-    let (h, wall) = load(
-        &clients,
-        &key_id,
-        a.sequential,
-        1,
-        a.message_bytes,
-        scheme,
-        &public_key,
-    )
-    .await?;
+    load(&clients, &key_id, 50, 4, a.message_bytes, scheme, &public_key).await?;
+    let (h, wall) = load(&clients, &key_id, a.sequential, 1, a.message_bytes, scheme, &public_key).await?;
     rows.push(row(
         format!("REST sign {}-of-{n_nodes}, concurrency 1", a.threshold),
         &h,
@@ -262,10 +237,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     )
     .await?;
     rows.push(row(
-        format!(
-            "REST sign {}-of-{n_nodes}, concurrency {}",
-            a.threshold, a.concurrency
-        ),
+        format!("REST sign {}-of-{n_nodes}, concurrency {}", a.threshold, a.concurrency),
         &h,
         wall,
     ));

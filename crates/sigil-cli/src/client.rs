@@ -68,10 +68,7 @@ impl Client {
             Some(k) => req.header("X-API-Key", k),
             None => req,
         };
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.url))?;
+        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.url))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -84,8 +81,7 @@ impl Client {
 
     /// GET a path.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.url)))
-            .await
+        self.send(self.http.get(format!("{}{path}", self.url))).await
     }
 
     /// POST JSON to a path.

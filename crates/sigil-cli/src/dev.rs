@@ -64,12 +64,8 @@ fn api_key(args: &DevArgs) -> anyhow::Result<String> {
 
 /// Writes the config of every node; returns their config paths.
 pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
-    anyhow::ensure!(
-        args.nodes >= 1 && args.nodes <= 64,
-        "--nodes must be within 1..=64"
-    );
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("create {}", args.data_dir.display()))?;
+    anyhow::ensure!(args.nodes >= 1 && args.nodes <= 64, "--nodes must be within 1..=64");
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let ids: Vec<u16> = (0..args.nodes).collect();
     let certs = data_dir.join("certs");
@@ -230,10 +226,7 @@ async fn stop(children: &mut [tokio::process::Child]) {
         }
     }
     for c in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(5), c.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
             let _ = c.kill().await;
         }
     }

@@ -22,12 +22,7 @@ struct Cli {
 #[derive(Args, Clone, Debug)]
 pub struct ApiArgs {
     /// Base URL of a node's REST API.
-    #[arg(
-        long,
-        env = "SIGIL_URL",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
+    #[arg(long, env = "SIGIL_URL", default_value = "http://127.0.0.1:7070", global = true)]
     pub url: String,
     /// API key (sent as X-API-Key).
     #[arg(long, env = "SIGIL_API_KEY", global = true, hide_env_values = true)]
@@ -180,10 +175,7 @@ async fn main() -> std::process::ExitCode {
             let ids: Vec<u16> = (0..nodes).collect();
             match sigil_node::certs::init(&dir, &ids) {
                 Ok(true) => {
-                    println!(
-                        "created CA and {nodes} node certificates in {}",
-                        dir.display()
-                    );
+                    println!("created CA and {nodes} node certificates in {}", dir.display());
                     Ok(())
                 }
                 Ok(false) => {
@@ -207,10 +199,7 @@ async fn main() -> std::process::ExitCode {
                     .await
                     .map(|v| client::print_json(&v)),
                 KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
-                KeysCmd::Get { key } => c
-                    .get(&format!("/v1/keys/{key}"))
-                    .await
-                    .map(|v| client::print_json(&v)),
+                KeysCmd::Get { key } => c.get(&format!("/v1/keys/{key}")).await.map(|v| client::print_json(&v)),
             }
         }
         Cmd::Sign { key, msg, api } => match msg.bytes() {

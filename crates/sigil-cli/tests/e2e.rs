@@ -62,12 +62,8 @@ impl Cluster {
             let cfg = NodeConfig {
                 node_id: i,
                 data_dir: nd.clone(),
-                listen_http: format!("127.0.0.1:{}", http[usize::from(i)])
-                    .parse()
-                    .unwrap(),
-                listen_peer: format!("127.0.0.1:{}", peer[usize::from(i)])
-                    .parse()
-                    .unwrap(),
+                listen_http: format!("127.0.0.1:{}", http[usize::from(i)]).parse().unwrap(),
+                listen_peer: format!("127.0.0.1:{}", peer[usize::from(i)]).parse().unwrap(),
                 master_key_file: Some(mk),
                 api_key_sha256: hex::encode(sha2::Sha256::digest(API_KEY)),
                 session_timeout_ms: SESSION_TIMEOUT_MS,
@@ -98,14 +94,10 @@ impl Cluster {
     }
 
     fn spawn(&self, i: u16, master_key_env: Option<&str>) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.{}.log", now_ms())))
-            .unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.{}.log", now_ms()))).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
-        cmd.arg("node")
-            .arg("--config")
-            .arg(&self.configs[usize::from(i)]);
-        cmd.env_remove("SIGIL_MASTER_KEY")
-            .env_remove("SIGIL_API_KEY");
+        cmd.arg("node").arg("--config").arg(&self.configs[usize::from(i)]);
+        cmd.env_remove("SIGIL_MASTER_KEY").env_remove("SIGIL_API_KEY");
         if let Some(k) = master_key_env {
             cmd.env("SIGIL_MASTER_KEY", k);
         }
@@ -123,12 +115,7 @@ impl Cluster {
     async fn wait_healthy(&self, i: u16) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = self
-                .http_client
-                .get(format!("{}/health", self.url(i)))
-                .send()
-                .await
-            {
+            if let Ok(r) = self.http_client.get(format!("{}/health", self.url(i))).send().await {
                 if r.status().is_success() {
                     return;
                 }
@@ -161,21 +148,11 @@ impl Cluster {
             .success());
     }
 
-    async fn call(
-        &self,
-        i: u16,
-        method: &str,
-        path: &str,
-        body: Option<String>,
-        key: Option<&str>,
-    ) -> (u16, Value) {
+    async fn call(&self, i: u16, method: &str, path: &str, body: Option<String>, key: Option<&str>) -> (u16, Value) {
         let url = format!("{}{path}", self.url(i));
         let mut req = match method {
             "GET" => self.http_client.get(url),
-            _ => self
-                .http_client
-                .post(url)
-                .header("content-type", "application/json"),
+            _ => self.http_client.post(url).header("content-type", "application/json"),
         };
         if let Some(k) = key {
             req = req.header("X-API-Key", k);
@@ -186,29 +163,17 @@ impl Cluster {
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     async fn api(&self, i: u16, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let b = if method == "GET" {
-            None
-        } else {
-            Some(body.to_string())
-        };
+        let b = if method == "GET" { None } else { Some(body.to_string()) };
         self.call(i, method, path, b, Some(API_KEY)).await
     }
 
     async fn create(&self, i: u16, scheme: &str, t: u16) -> Value {
         let (s, v) = self
-            .api(
-                i,
-                "POST",
-                "/v1/keys",
-                json!({"scheme": scheme, "threshold": t}),
-            )
+            .api(i, "POST", "/v1/keys", json!({"scheme": scheme, "threshold": t}))
             .await;
         assert_eq!(s, 201, "create {scheme}: {v}");
         v
@@ -270,10 +235,7 @@ async fn cluster_keys_sign_faults_and_restart() {
     for scheme in Scheme::ALL {
         let key = c.create(0, scheme.as_str(), 2).await;
         assert_eq!(key["parties"], json!([0, 1, 2]));
-        assert!(key["public_key_pem"]
-            .as_str()
-            .unwrap()
-            .contains("BEGIN PUBLIC KEY"));
+        assert!(key["public_key_pem"].as_str().unwrap().contains("BEGIN PUBLIC KEY"));
         c.sign_ok(0, &key, b"hello from node 0").await;
         c.sign_ok(2, &key, b"hello from node 2").await;
         // The key is known on every node.
@@ -308,7 +270,14 @@ async fn cluster_keys_sign_faults_and_restart() {
     // A 3-of-3 key and a key on a subset of the nodes.
     let k33 = c.create(1, "frost-p256", 3).await;
     c.sign_ok(2, &k33, b"all three").await;
-    let (s, sub) = c.api(0, "POST", "/v1/keys", json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [1, 2], "label": "subset"})).await;
+    let (s, sub) = c
+        .api(
+            0,
+            "POST",
+            "/v1/keys",
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [1, 2], "label": "subset"}),
+        )
+        .await;
     assert_eq!(s, 201, "{sub}");
     c.sign_ok(0, &sub, b"coordinator holds no share").await;
 
@@ -318,29 +287,14 @@ async fn cluster_keys_sign_faults_and_restart() {
     let (s, v) = c.call(0, "GET", "/v1/keys", None, Some("wrong")).await;
     assert_error(s, &v, 401, "wrong api key");
     let (s, v) = c
-        .call(
-            0,
-            "POST",
-            "/v1/keys",
-            Some("{not json".into()),
-            Some(API_KEY),
-        )
+        .call(0, "POST", "/v1/keys", Some("{not json".into()), Some(API_KEY))
         .await;
     assert_error(s, &v, 400, "malformed json");
     for (body, what) in [
         (json!({"scheme": "rsa", "threshold": 2}), "unknown scheme"),
-        (
-            json!({"scheme": "frost-ed25519", "threshold": 0}),
-            "threshold 0",
-        ),
-        (
-            json!({"scheme": "frost-ed25519", "threshold": 1}),
-            "threshold 1",
-        ),
-        (
-            json!({"scheme": "frost-ed25519", "threshold": 4}),
-            "threshold > n",
-        ),
+        (json!({"scheme": "frost-ed25519", "threshold": 0}), "threshold 0"),
+        (json!({"scheme": "frost-ed25519", "threshold": 1}), "threshold 1"),
+        (json!({"scheme": "frost-ed25519", "threshold": 4}), "threshold > n"),
         (
             json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0, 9]}),
             "unknown party",
@@ -370,25 +324,14 @@ async fn cluster_keys_sign_faults_and_restart() {
         .await;
     assert_error(s, &v, 400, "non-hex message");
     let (s, v) = c
-        .api(
-            0,
-            "POST",
-            "/v1/keys/no-such-key/sign",
-            json!({"message": "00"}),
-        )
+        .api(0, "POST", "/v1/keys/no-such-key/sign", json!({"message": "00"}))
         .await;
     assert_error(s, &v, 404, "unknown key (sign)");
     let (s, v) = c.api(0, "GET", "/v1/keys/no-such-key", json!(null)).await;
     assert_error(s, &v, 404, "unknown key (get)");
     let huge = json!({"message": "00".repeat(200_000)}).to_string();
     let (s, v) = c
-        .call(
-            0,
-            "POST",
-            &format!("/v1/keys/{ed_id}/sign"),
-            Some(huge),
-            Some(API_KEY),
-        )
+        .call(0, "POST", &format!("/v1/keys/{ed_id}/sign"), Some(huge), Some(API_KEY))
         .await;
     assert_error(s, &v, 413, "oversized body");
     let (s, v) = c
@@ -462,10 +405,7 @@ async fn cluster_keys_sign_faults_and_restart() {
     c.signal(2, "-CONT");
     assert_error(s, &v, 504, "silent node");
     assert_eq!(v["error"]["nodes"], json!([2]), "{v}");
-    assert!(
-        took < Duration::from_millis(SESSION_TIMEOUT_MS + 2000),
-        "took {took:?}"
-    );
+    assert!(took < Duration::from_millis(SESSION_TIMEOUT_MS + 2000), "took {took:?}");
     c.sign_ok(2, &k33, b"resumed").await;
 
     // A wrong master key is a clear start-up error.
@@ -501,24 +441,16 @@ async fn peer_checks(c: &Cluster) {
     };
 
     // Without a client certificate the handshake fails.
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(ca.clone())
-        .domain_name("node-0");
+    let tls = ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name("node-0");
     let r = async {
-        let ch = Endpoint::from_shared(peer0.clone())?
-            .tls_config(tls)?
-            .connect()
-            .await?;
+        let ch = Endpoint::from_shared(peer0.clone())?.tls_config(tls)?.connect().await?;
         PeerClient::new(ch)
             .deliver(env.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
     .await;
-    assert!(
-        r.is_err(),
-        "a peer without a client certificate must be refused"
-    );
+    assert!(r.is_err(), "a peer without a client certificate must be refused");
 
     // A certificate from another CA is refused too.
     let other = tempfile::tempdir().unwrap();
@@ -532,10 +464,7 @@ async fn peer_checks(c: &Cluster) {
         ))
         .domain_name("node-0");
     let r = async {
-        let ch = Endpoint::from_shared(peer0.clone())?
-            .tls_config(tls)?
-            .connect()
-            .await?;
+        let ch = Endpoint::from_shared(peer0.clone())?.tls_config(tls)?.connect().await?;
         PeerClient::new(ch)
             .deliver(env.clone())
             .await

@@ -35,19 +35,12 @@ fn index_of<C: Ciphersuite>(id: &Identifier<C>, n: u16) -> Option<PartyIndex> {
 
 /// Maps FROST's blame to session party indices through `key_index`, the map
 /// from key-level identifier to session index.
-fn blame<C: Ciphersuite>(
-    e: frost_core::Error<C>,
-    to_session: impl Fn(&Identifier<C>) -> Option<PartyIndex>,
-) -> Error {
+fn blame<C: Ciphersuite>(e: frost_core::Error<C>, to_session: impl Fn(&Identifier<C>) -> Option<PartyIndex>) -> Error {
     let culprits: Vec<PartyIndex> = e.culprits().iter().filter_map(&to_session).collect();
     match e {
         frost_core::Error::InvalidSecretShare { .. } => Error::InvalidSecretShare { culprits },
-        frost_core::Error::InvalidProofOfKnowledge { .. } => {
-            Error::InvalidProofOfKnowledge { culprits }
-        }
-        frost_core::Error::InvalidSignatureShare { .. } => {
-            Error::InvalidSignatureShare { culprits }
-        }
+        frost_core::Error::InvalidProofOfKnowledge { .. } => Error::InvalidProofOfKnowledge { culprits },
+        frost_core::Error::InvalidSignatureShare { .. } => Error::InvalidSignatureShare { culprits },
         other => Error::Frost(other.to_string()),
     }
 }
@@ -145,8 +138,8 @@ pub mod dkg {
         let me = identifier::<C>(i)?;
         let to_session = |id: &Identifier<C>| index_of(id, n);
         // Round 1, RFC 9591 Appendix C steps 1-5.
-        let (secret1, my_round1) = frost_core::keys::dkg::part1::<C, _>(me, n, t, &mut *rng)
-            .map_err(|e| blame(e, to_session))?;
+        let (secret1, my_round1) =
+            frost_core::keys::dkg::part1::<C, _>(me, n, t, &mut *rng).map_err(|e| blame(e, to_session))?;
         outgoing
             .send(Outgoing::broadcast(Msg::Round1(Round1(my_round1.clone()))))
             .await
@@ -159,11 +152,10 @@ pub mod dkg {
         let echo = transcript_hash(session_id, me, &my_round1, &round1_packages)?;
 
         // Round 2, steps 1-2: verify proofs, send shares.
-        let (secret2, shares) = frost_core::keys::dkg::part2(secret1, &round1_packages)
-            .map_err(|e| blame(e, to_session))?;
+        let (secret2, shares) =
+            frost_core::keys::dkg::part2(secret1, &round1_packages).map_err(|e| blame(e, to_session))?;
         for (id, package) in shares {
-            let j = index_of(&id, n)
-                .ok_or_else(|| Error::Frost("share for unknown identifier".into()))?;
+            let j = index_of(&id, n).ok_or_else(|| Error::Frost("share for unknown identifier".into()))?;
             outgoing
                 .send(Outgoing::p2p(j, Msg::Round2(Round2 { package, echo })))
                 .await
@@ -199,16 +191,13 @@ pub mod dkg {
         mine: &round1::Package<C>,
         others: &BTreeMap<Identifier<C>, round1::Package<C>>,
     ) -> Result<[u8; 32], Error> {
-        let mut all: BTreeMap<Identifier<C>, &round1::Package<C>> =
-            others.iter().map(|(k, v)| (*k, v)).collect();
+        let mut all: BTreeMap<Identifier<C>, &round1::Package<C>> = others.iter().map(|(k, v)| (*k, v)).collect();
         all.insert(me, mine);
         let mut h = Sha256::new();
         h.update(b"sigil/frost-dkg/echo/v1");
         h.update(session_id);
         for (id, package) in all {
-            let bytes = package
-                .serialize()
-                .map_err(|e| Error::Frost(e.to_string()))?;
+            let bytes = package.serialize().map_err(|e| Error::Frost(e.to_string()))?;
             h.update(id.serialize());
             h.update((bytes.len() as u64).to_be_bytes());
             h.update(&bytes);
@@ -291,8 +280,7 @@ pub mod sign {
         M: Mpc<ProtocolMessage = Msg<C>>,
         R: RngCore + CryptoRng,
     {
-        let n = u16::try_from(signers.len())
-            .map_err(|_| Error::InvalidParameters("too many signers".into()))?;
+        let n = u16::try_from(signers.len()).map_err(|_| Error::InvalidParameters("too many signers".into()))?;
         if usize::from(*key_package.min_signers()) > signers.len() {
             return Err(Error::InvalidParameters(format!(
                 "{} signers given, the key needs {}",
@@ -316,11 +304,7 @@ pub mod sign {
             }
             ids.push(id);
         }
-        let to_session = |id: &Identifier<C>| {
-            ids.iter()
-                .position(|x| x == id)
-                .and_then(|p| u16::try_from(p).ok())
-        };
+        let to_session = |id: &Identifier<C>| ids.iter().position(|x| x == id).and_then(|p| u16::try_from(p).ok());
 
         let MpcParty { delivery, .. } = party.into_party();
         let (incoming, mut outgoing) = delivery.split();
@@ -347,8 +331,8 @@ pub mod sign {
         let signing_package = SigningPackage::new(commitments, message);
 
         // Round 2 (§5.2): our share.
-        let my_share = frost_core::round2::sign(&signing_package, &nonces, key_package)
-            .map_err(|e| blame(e, to_session))?;
+        let my_share =
+            frost_core::round2::sign(&signing_package, &nonces, key_package).map_err(|e| blame(e, to_session))?;
         drop(nonces);
         let Some(round2) = round2 else {
             outgoing

@@ -54,11 +54,7 @@ pub use frost_secp256k1_tr;
 
 impl Scheme {
     /// Every scheme, in a fixed order.
-    pub const ALL: [Scheme; 3] = [
-        Scheme::FrostEd25519,
-        Scheme::FrostSecp256k1Tr,
-        Scheme::FrostP256,
-    ];
+    pub const ALL: [Scheme; 3] = [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr, Scheme::FrostP256];
 
     /// The scheme's name in the API (`frost-ed25519`, ...).
     pub fn as_str(self) -> &'static str {
@@ -101,8 +97,7 @@ impl Scheme {
     /// [`Error::InvalidParameters`] if `public_key` is not a valid key.
     pub fn public_key_pem(self, public_key: &[u8]) -> Result<String, Error> {
         use ed25519_dalek::pkcs8::EncodePublicKey as _;
-        let bad =
-            |e: &dyn fmt::Display| Error::InvalidParameters(format!("invalid public key: {e}"));
+        let bad = |e: &dyn fmt::Display| Error::InvalidParameters(format!("invalid public key: {e}"));
         let line = ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF;
         match self {
             Scheme::FrostEd25519 => {
@@ -136,19 +131,14 @@ impl Scheme {
         let bad = |e: &dyn fmt::Display| Error::InvalidParameters(e.to_string());
         match self {
             Scheme::FrostEd25519 => {
-                let pk: [u8; 32] = public_key
-                    .try_into()
-                    .map_err(|_| bad(&"public key must be 32 bytes"))?;
-                let sig: [u8; 64] = signature
-                    .try_into()
-                    .map_err(|_| bad(&"signature must be 64 bytes"))?;
+                let pk: [u8; 32] = public_key.try_into().map_err(|_| bad(&"public key must be 32 bytes"))?;
+                let sig: [u8; 64] = signature.try_into().map_err(|_| bad(&"signature must be 64 bytes"))?;
                 let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).map_err(|e| bad(&e))?;
                 vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
                     .map_err(|e| bad(&e))
             }
             Scheme::FrostSecp256k1Tr => {
-                let vk =
-                    k256::schnorr::VerifyingKey::from_bytes(public_key).map_err(|e| bad(&e))?;
+                let vk = k256::schnorr::VerifyingKey::from_bytes(public_key).map_err(|e| bad(&e))?;
                 let sig = k256::schnorr::Signature::try_from(signature).map_err(|e| bad(&e))?;
                 vk.verify_raw(message, &sig).map_err(|e| bad(&e))
             }
@@ -165,12 +155,8 @@ impl Scheme {
 ///
 /// # Errors
 /// [`Error::Frost`] if serialization fails.
-pub fn signature_bytes<C: Ciphersuite>(
-    signature: &frost_core::Signature<C>,
-) -> Result<Vec<u8>, Error> {
-    signature
-        .serialize()
-        .map_err(|e| Error::Frost(e.to_string()))
+pub fn signature_bytes<C: Ciphersuite>(signature: &frost_core::Signature<C>) -> Result<Vec<u8>, Error> {
+    signature.serialize().map_err(|e| Error::Frost(e.to_string()))
 }
 
 impl fmt::Display for Scheme {
@@ -182,13 +168,10 @@ impl fmt::Display for Scheme {
 impl FromStr for Scheme {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Scheme::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| {
-                Error::InvalidParameters(format!(
-                    "unknown scheme {s:?}; expected one of frost-ed25519, frost-secp256k1-tr, frost-p256"
-                ))
-            })
+        Scheme::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| {
+            Error::InvalidParameters(format!(
+                "unknown scheme {s:?}; expected one of frost-ed25519, frost-secp256k1-tr, frost-p256"
+            ))
+        })
     }
 }

@@ -1,12 +1,7 @@
 //! In-process simulations of FROST DKG and signing for every scheme, over the
 //! (t, n) matrix of the issue, with cheating parties, and the RFC 9591 test
 //! vectors run through our signing protocol.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::collections::BTreeMap;
 
@@ -118,13 +113,7 @@ async fn ed25519_signatures_pass_dalek_strict_and_bip340_passes_k256() {
     let keys = run_dkg::<frost_ed25519::Ed25519Sha512>(2, 3, 99).await;
     let res = run_sign(&keys, &[0, 2], b"hello", 1).await;
     let sig = res[0].clone().unwrap().unwrap();
-    let pk: [u8; 32] = keys[0]
-        .1
-        .verifying_key()
-        .serialize()
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let pk: [u8; 32] = keys[0].1.verifying_key().serialize().unwrap().try_into().unwrap();
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
     let sig: [u8; 64] = sig.serialize().unwrap().try_into().unwrap();
     vk.verify_strict(b"hello", &ed25519_dalek::Signature::from_bytes(&sig))
@@ -138,11 +127,8 @@ async fn ed25519_signatures_pass_dalek_strict_and_bip340_passes_k256() {
         .public_key(&keys[0].1.serialize().unwrap())
         .unwrap();
     let vk = k256::schnorr::VerifyingKey::from_bytes(&xonly).unwrap();
-    vk.verify_raw(
-        b"taproot",
-        &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap(),
-    )
-    .unwrap();
+    vk.verify_raw(b"taproot", &k256::schnorr::Signature::try_from(sig.as_slice()).unwrap())
+        .unwrap();
 }
 
 /// Party `bad` corrupts the share it sends to every other party in DKG
@@ -155,9 +141,7 @@ async fn dkg_bad_share_names_the_culprit() {
     let out = async_env::run(n, |i, party| async move {
         let mut rng = StdRng::seed_from_u64(u64::from(i));
         if i != bad {
-            return dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng)
-                .await
-                .map(|_| ());
+            return dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng).await.map(|_| ());
         }
         // The cheater: replace each round-2 share by a share of another DKG.
         let party = party.map_delivery(|d| {
@@ -181,9 +165,7 @@ async fn dkg_bad_share_names_the_culprit() {
             (incoming, Box::pin(outgoing))
         });
         let party = MpcParty::connected(party.delivery);
-        dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng)
-            .await
-            .map(|_| ())
+        dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng).await.map(|_| ())
     })
     .await
     .into_vec();
@@ -220,9 +202,7 @@ async fn sign_bad_share_names_the_culprit() {
                 let outgoing = outgoing.with(|m: Outgoing<sign::Msg<C>>| async move {
                     Ok::<_, tokio::sync::broadcast::error::SendError<()>>(match m.msg {
                         sign::Msg::Round2(_) => {
-                            let z =
-                                frost_core::round2::SignatureShare::<C>::deserialize(&[1u8; 32])
-                                    .unwrap();
+                            let z = frost_core::round2::SignatureShare::<C>::deserialize(&[1u8; 32]).unwrap();
                             Outgoing {
                                 recipient: m.recipient,
                                 msg: sign::Msg::Round2(sign::Round2(z)),
@@ -259,9 +239,7 @@ fn bad_parameters_are_errors_not_panics() {
         })
         .await
         .into_vec();
-        assert!(r
-            .iter()
-            .all(|x| matches!(x, Err(Error::InvalidParameters(_)))));
+        assert!(r.iter().all(|x| matches!(x, Err(Error::InvalidParameters(_)))));
     });
     assert!("frost-ed448".parse::<Scheme>().is_err());
     assert_eq!("frost-p256".parse::<Scheme>().unwrap(), Scheme::FrostP256);
@@ -294,16 +272,11 @@ where
     sign::Msg<C>: Unpin,
 {
     let path = format!("{}/tests/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let hx = |s: &serde_json::Value| hex::decode(s.as_str().unwrap()).unwrap();
     let inputs = &v["inputs"];
     let verifying_key = VerifyingKey::<C>::deserialize(&hx(&inputs["verifying_key_key"])).unwrap();
-    let min_signers = inputs["share_polynomial_coefficients"]
-        .as_array()
-        .unwrap()
-        .len() as u16
-        + 1;
+    let min_signers = inputs["share_polynomial_coefficients"].as_array().unwrap().len() as u16 + 1;
     let mut key_packages = BTreeMap::new();
     let mut verifying_shares = BTreeMap::new();
     for s in inputs["participant_shares"].as_array().unwrap() {
@@ -312,10 +285,7 @@ where
         let share = SigningShare::<C>::deserialize(&hx(&s["participant_share"])).unwrap();
         let vs = VerifyingShare::<C>::from(share);
         verifying_shares.insert(id, vs);
-        key_packages.insert(
-            id_num - 1,
-            KeyPackage::new(id, share, vs, verifying_key, min_signers),
-        );
+        key_packages.insert(id_num - 1, KeyPackage::new(id, share, vs, verifying_key, min_signers));
     }
     let pkp = PublicKeyPackage::new(verifying_shares, verifying_key, Some(min_signers));
     let signers: Vec<u16> = inputs["participant_list"]
@@ -342,11 +312,7 @@ where
     .await
     .into_vec();
     let sig = out[0].clone().unwrap().unwrap();
-    assert_eq!(
-        hex::encode(sig.serialize().unwrap()),
-        hex::encode(expected),
-        "{file}"
-    );
+    assert_eq!(hex::encode(sig.serialize().unwrap()), hex::encode(expected), "{file}");
 }
 
 #[tokio::test]

@@ -137,15 +137,7 @@ pub struct Health {
         description = "Threshold key management and signing. Authenticate with the X-API-Key header."
     ),
     paths(health, create_key, list_keys, get_key, sign),
-    components(schemas(
-        CreateKeyRequest,
-        KeyView,
-        KeyList,
-        SignRequest,
-        SignResponse,
-        Health,
-        ErrorBody
-    ))
+    components(schemas(CreateKeyRequest, KeyView, KeyList, SignRequest, SignResponse, Health, ErrorBody))
 )]
 struct ApiDoc;
 
@@ -191,10 +183,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{key_id}", get(get_key))
         .route("/v1/keys/{key_id}/sign", post(sign))
-        .route_layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            require_api_key,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(node.clone(), require_api_key));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -202,7 +191,37 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(node.cfg.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), reject_oversized))
         .with_state(node)
+}
+
+/// Bodies up to this size are read and discarded before a 413 is sent, so
+/// the client sees the answer instead of a reset connection (what nginx
+/// calls lingering close). Larger ones are answered at once.
+const DRAIN_CAP_BYTES: usize = 1024 * 1024;
+
+/// Answers 413 for a declared `Content-Length` above the limit.
+async fn reject_oversized(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let limit = node.cfg.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(len) if len > limit => {
+            if len <= DRAIN_CAP_BYTES {
+                let _ = axum::body::to_bytes(req.into_body(), DRAIN_CAP_BYTES).await;
+            }
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body of {len} bytes is over the limit of {limit} bytes"),
+            )
+            .into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 async fn require_api_key(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
@@ -216,8 +235,7 @@ async fn require_api_key(State(node): State<Arc<Node>>, req: Request, next: Next
     next.run(req).await
 }
 
-static PROMETHEUS: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
-    OnceLock::new();
+static PROMETHEUS: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
 
 fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
     PROMETHEUS
@@ -272,9 +290,7 @@ async fn create_key(
         .scheme
         .parse()
         .map_err(|e: sigil_crypto::Error| ApiError::bad_request(e.to_string()))?;
-    let key = node
-        .create_key(scheme, req.threshold, req.parties, req.label)
-        .await?;
+    let key = node.create_key(scheme, req.threshold, req.parties, req.label).await?;
     Ok((StatusCode::CREATED, Json(KeyView::from_record(&key))))
 }
 
@@ -291,10 +307,7 @@ async fn list_keys(State(node): State<Arc<Node>>) -> Result<Json<KeyList>, ApiEr
 #[utoipa::path(get, path = "/v1/keys/{key_id}", params(("key_id" = String, Path)),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = [])))]
-async fn get_key(
-    State(node): State<Arc<Node>>,
-    Path(key_id): Path<String>,
-) -> Result<Json<KeyView>, ApiError> {
+async fn get_key(State(node): State<Arc<Node>>, Path(key_id): Path<String>) -> Result<Json<KeyView>, ApiError> {
     let key = node.active_key(&key_id).await?;
     Ok(Json(KeyView::from_record(&key)))
 }
@@ -313,8 +326,8 @@ async fn sign(
     Path(key_id): Path<String>,
     ApiJson(req): ApiJson<SignRequest>,
 ) -> Result<Json<SignResponse>, ApiError> {
-    let message = hex::decode(req.message.trim())
-        .map_err(|e| ApiError::bad_request(format!("message must be hex: {e}")))?;
+    let message =
+        hex::decode(req.message.trim()).map_err(|e| ApiError::bad_request(format!("message must be hex: {e}")))?;
     let key = node.active_key(&key_id).await?;
     let signed = node.sign(&key_id, message).await?;
     metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.clone()).increment(1);

@@ -4,10 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
 /// The DNS name a node's certificate carries, and that peers dial.
 pub fn node_dns_name(id: u16) -> String {
@@ -54,8 +51,7 @@ pub fn init(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "Sigil cluster CA");
+    ca.distinguished_name.push(DnType::CommonName, "Sigil cluster CA");
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -68,10 +64,7 @@ pub fn init(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
         p.distinguished_name
             .push(DnType::CommonName, format!("sigil node {id}"));
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, &ca_cert, &ca_key)?;
         let paths = node_cert_paths(dir, id);
         std::fs::write(&paths.cert, cert.pem())?;
@@ -119,10 +112,7 @@ mod tests {
     fn init_creates_certs_naming_nodes_and_is_idempotent() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         assert!(init(dir.path(), &[0, 1, 2])?);
-        assert!(
-            !init(dir.path(), &[0, 1, 2])?,
-            "second init keeps the existing CA"
-        );
+        assert!(!init(dir.path(), &[0, 1, 2])?, "second init keeps the existing CA");
         let pem = std::fs::read_to_string(node_cert_paths(dir.path(), 2).cert)?;
         let der = rustls_pemfile_der(&pem);
         assert_eq!(node_id_of_cert(&der), Some(2));
@@ -131,8 +121,7 @@ mod tests {
     }
 
     fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
-        let (_, p) =
-            x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap_or_else(|_| unreachable!());
+        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap_or_else(|_| unreachable!());
         p.contents
     }
 }

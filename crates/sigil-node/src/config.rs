@@ -65,6 +65,21 @@ pub struct NodeConfig {
     pub nodes: Vec<NodeEntry>,
 }
 
+/// Top-level fields, the only `SIGIL_*` variables read as configuration
+/// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
+const CONFIG_FIELDS: [&str; 10] = [
+    "node_id",
+    "data_dir",
+    "listen_http",
+    "listen_peer",
+    "master_key_file",
+    "api_key_sha256",
+    "session_timeout_ms",
+    "max_body_bytes",
+    "tls",
+    "nodes",
+];
+
 fn default_listen_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7070))
 }
@@ -85,7 +100,10 @@ impl NodeConfig {
             .merge(Toml::file_exact(path))
             .merge(
                 Env::prefixed("SIGIL_")
-                    .ignore(&["MASTER_KEY", "API_KEY"])
+                    .filter(|k| {
+                        let top = k.as_str().split("__").next().unwrap_or_default();
+                        CONFIG_FIELDS.iter().any(|f| top.eq_ignore_ascii_case(f))
+                    })
                     .split("__"),
             )
             .extract()
@@ -99,19 +117,12 @@ impl NodeConfig {
     /// # Errors
     /// What is wrong, in one line.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            !self.nodes.is_empty(),
-            "nodes: at least one node is required"
-        );
+        anyhow::ensure!(!self.nodes.is_empty(), "nodes: at least one node is required");
         let mut ids: Vec<u16> = self.nodes.iter().map(|n| n.id).collect();
         ids.sort_unstable();
         ids.dedup();
         anyhow::ensure!(ids.len() == self.nodes.len(), "nodes: duplicate node id");
-        anyhow::ensure!(
-            ids.contains(&self.node_id),
-            "node_id {} is not in nodes",
-            self.node_id
-        );
+        anyhow::ensure!(ids.contains(&self.node_id), "node_id {} is not in nodes", self.node_id);
         anyhow::ensure!(
             self.api_key_sha256.len() == 64 && hex::decode(&self.api_key_sha256).is_ok(),
             "api_key_sha256 must be 64 hex characters"
@@ -120,10 +131,7 @@ impl NodeConfig {
             (100..=600_000).contains(&self.session_timeout_ms),
             "session_timeout_ms must be within 100..=600000 (milliseconds)"
         );
-        anyhow::ensure!(
-            self.max_body_bytes >= 1024,
-            "max_body_bytes must be at least 1024"
-        );
+        anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
         Ok(())
     }
 
@@ -132,5 +140,43 @@ impl NodeConfig {
         let mut ids: Vec<u16> = self.nodes.iter().map(|n| n.id).collect();
         ids.sort_unstable();
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_settings_and_ignores_other_sigil_vars() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "node.toml",
+                r#"
+                node_id = 0
+                data_dir = "/tmp/x"
+                listen_peer = "127.0.0.1:7100"
+                api_key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+                [tls]
+                ca_cert = "ca.pem"
+                cert = "c.pem"
+                key = "k.pem"
+                [[nodes]]
+                id = 0
+                peer_addr = "127.0.0.1:7100"
+                "#,
+            )?;
+            jail.set_env("SIGIL_SESSION_TIMEOUT_MS", "2500");
+            jail.set_env("SIGIL_TLS__CERT", "other.pem");
+            jail.set_env("SIGIL_LOG", "debug");
+            jail.set_env("SIGIL_API_KEY", "not a setting");
+            let cfg = NodeConfig::load(Path::new("node.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.session_timeout_ms, 2500);
+            assert_eq!(cfg.tls.cert, PathBuf::from("other.pem"));
+            assert_eq!(cfg.max_body_bytes, 64 * 1024, "default");
+            jail.set_env("SIGIL_SESSION_TIMEOUT_MS", "5");
+            assert!(NodeConfig::load(Path::new("node.toml")).is_err(), "validate() runs");
+            Ok(())
+        });
     }
 }

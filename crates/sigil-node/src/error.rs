@@ -144,9 +144,7 @@ impl From<SessionError> for ApiError {
         let (status, code) = match &e {
             SessionError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "protocol_failed"),
             SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "party_timeout"),
-            SessionError::Unavailable { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "party_unavailable")
-            }
+            SessionError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "party_unavailable"),
             SessionError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             SessionError::Internal(_) => return ApiError::internal(e),
         };

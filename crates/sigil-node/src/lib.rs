@@ -27,9 +27,7 @@ use sigil_crypto::frost::{dkg, sign};
 use sigil_crypto::scheme::frost_core;
 use sigil_crypto::{with_ciphersuite, Scheme, SessionId};
 use sigil_proto::peer::session_proposal::Kind;
-use sigil_proto::peer::{
-    DkgProposal, FinalizeKeyRequest, KeyMeta, SessionOutcome, SessionProposal, SignProposal,
-};
+use sigil_proto::peer::{DkgProposal, FinalizeKeyRequest, KeyMeta, SessionOutcome, SessionProposal, SignProposal};
 use sigil_store::{KeyRecord, KeyStatus, MasterKey, SqliteStore, Store};
 use tokio::time::Instant;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -56,6 +54,18 @@ pub struct Node {
     peers: PeerClients,
     down: Mutex<HashMap<u16, Instant>>,
     api_key_hash: [u8; 32],
+    keys: Mutex<HashMap<String, Arc<CachedKey>>>,
+}
+
+/// An active key kept in memory: its metadata and, once first used here,
+/// its unsealed share and public package, deserialized (`(KeyPackage<C>,
+/// PublicKeyPackage<C>)`, zeroized on drop by `frost-core`). Keys are
+/// immutable once active, so the cache never goes stale; it trades keeping
+/// shares in process memory (where the master key lives anyway) for not
+/// unsealing on every signature.
+struct CachedKey {
+    record: KeyRecord,
+    material: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// A signature made by the cluster.
@@ -97,11 +107,9 @@ pub fn load_master_key(cfg: &NodeConfig) -> anyhow::Result<MasterKey> {
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no master key: set SIGIL_MASTER_KEY or master_key_file"))?;
     let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))?,
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))?,
     );
-    MasterKey::from_hex(&text)
-        .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
+    MasterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
 }
 
 /// Starts a node and serves until `shutdown` resolves.
@@ -117,8 +125,7 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.data_dir)?;
     let store = SqliteStore::open(&cfg.data_dir.join("node.db"), &master).await?;
     drop(master);
-    let read =
-        |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
     let ca = Certificate::from_pem(read(&cfg.tls.ca_cert)?);
     let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
     let peers = PeerClients::new(&cfg, &ca, &identity)?;
@@ -131,6 +138,7 @@ pub async fn run(
         peers,
         down: Mutex::new(HashMap::new()),
         api_key_hash,
+        keys: Mutex::new(HashMap::new()),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -225,11 +233,7 @@ impl Node {
     /// # Errors
     /// [`SessionError::Invalid`] for a proposal this node cannot accept,
     /// or the session's failure.
-    pub async fn participate(
-        &self,
-        caller: u16,
-        p: SessionProposal,
-    ) -> Result<SessionOutcome, SessionError> {
+    pub async fn participate(&self, caller: u16, p: SessionProposal) -> Result<SessionOutcome, SessionError> {
         if p.coordinator != u32::from(caller) {
             return Err(SessionError::Invalid(format!(
                 "proposal claims coordinator {} but comes from node {caller}",
@@ -248,8 +252,7 @@ impl Node {
             .map_err(|_| SessionError::Invalid("session_id must be 32 bytes".into()))?;
         let mut parties = Vec::with_capacity(p.parties.len());
         for &x in &p.parties {
-            let x = u16::try_from(x)
-                .map_err(|_| SessionError::Invalid(format!("party {x} out of range")))?;
+            let x = u16::try_from(x).map_err(|_| SessionError::Invalid(format!("party {x} out of range")))?;
             if !self.cfg.nodes.iter().any(|n| n.id == x) {
                 return Err(SessionError::Invalid(format!(
                     "party {x} is not a node of this cluster"
@@ -264,9 +267,7 @@ impl Node {
             .iter()
             .position(|&x| x == self.cfg.node_id)
             .and_then(|i| u16::try_from(i).ok())
-            .ok_or_else(|| {
-                SessionError::Invalid("this node is not a party of the session".into())
-            })?;
+            .ok_or_else(|| SessionError::Invalid("this node is not a party of the session".into()))?;
         let budget = Duration::from_millis(u64::from(p.deadline_ms)).min(self.timeout());
         let kind = p
             .kind
@@ -285,47 +286,27 @@ impl Node {
         Ok((spec, kind))
     }
 
-    async fn run_part(
-        &self,
-        spec: SessionSpec,
-        kind: Kind,
-    ) -> Result<SessionOutcome, SessionError> {
+    async fn run_part(&self, spec: SessionSpec, kind: Kind) -> Result<SessionOutcome, SessionError> {
         match kind {
             Kind::Dkg(d) => self.dkg_part(spec, d).await,
             Kind::Sign(s) => self.sign_part(spec, s).await,
         }
     }
 
-    async fn dkg_part(
-        &self,
-        spec: SessionSpec,
-        d: DkgProposal,
-    ) -> Result<SessionOutcome, SessionError> {
+    async fn dkg_part(&self, spec: SessionSpec, d: DkgProposal) -> Result<SessionOutcome, SessionError> {
         let scheme: Scheme = d
             .scheme
             .parse()
             .map_err(|e: sigil_crypto::Error| SessionError::Invalid(e.to_string()))?;
-        let n = u16::try_from(spec.parties.len())
-            .map_err(|_| SessionError::Invalid("too many parties".into()))?;
-        let t = u16::try_from(d.threshold)
-            .map_err(|_| SessionError::Invalid("threshold out of range".into()))?;
+        let n = u16::try_from(spec.parties.len()).map_err(|_| SessionError::Invalid("too many parties".into()))?;
+        let t = u16::try_from(d.threshold).map_err(|_| SessionError::Invalid("threshold out of range".into()))?;
         if t < scheme.min_threshold() || t > n {
-            return Err(SessionError::Invalid(format!(
-                "threshold {t} must be within 2..={n}"
-            )));
+            return Err(SessionError::Invalid(format!("threshold {t} must be within 2..={n}")));
         }
         if d.key_id.is_empty() || d.key_id.len() > 64 {
-            return Err(SessionError::Invalid(
-                "key_id must be 1 to 64 characters".into(),
-            ));
+            return Err(SessionError::Invalid("key_id must be 1 to 64 characters".into()));
         }
-        if self
-            .store
-            .get_key(&d.key_id)
-            .await
-            .map_err(internal)?
-            .is_some()
-        {
+        if self.store.get_key(&d.key_id).await.map_err(internal)?.is_some() {
             return Err(SessionError::Invalid(format!("key {} exists", d.key_id)));
         }
         let parties: Vec<u16> = spec.parties.to_vec();
@@ -363,29 +344,21 @@ impl Node {
         })
     }
 
-    async fn sign_part(
-        &self,
-        spec: SessionSpec,
-        s: SignProposal,
-    ) -> Result<SessionOutcome, SessionError> {
+    async fn sign_part(&self, spec: SessionSpec, s: SignProposal) -> Result<SessionOutcome, SessionError> {
         if s.message.len() > MAX_MESSAGE_BYTES {
             return Err(SessionError::Invalid(format!(
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
-        let key = self
-            .store
-            .get_key(&s.key_id)
+        let cached = self
+            .cached_key(&s.key_id)
             .await
             .map_err(internal)?
-            .filter(|k| k.status == KeyStatus::Active)
             .ok_or_else(|| SessionError::Unavailable {
                 nodes: vec![self.cfg.node_id],
-                reason: format!(
-                    "key {} is not active on node {}",
-                    s.key_id, self.cfg.node_id
-                ),
+                reason: format!("key {} is not active on node {}", s.key_id, self.cfg.node_id),
             })?;
+        let key = &cached.record;
         if key.epoch != s.epoch {
             return Err(SessionError::Invalid(format!(
                 "key epoch is {}, proposal says {}",
@@ -399,12 +372,7 @@ impl Node {
                 .iter()
                 .position(|x| x == node)
                 .and_then(|k| u16::try_from(k).ok())
-                .ok_or_else(|| {
-                    SessionError::Invalid(format!(
-                        "node {node} holds no share of key {}",
-                        key.key_id
-                    ))
-                })?;
+                .ok_or_else(|| SessionError::Invalid(format!("node {node} holds no share of key {}", key.key_id)))?;
             signers.push(k);
         }
         if signers.len() < usize::from(key.threshold) {
@@ -414,23 +382,32 @@ impl Node {
                 key.threshold
             )));
         }
-        let share = self
-            .store
-            .get_share(&key.key_id, self.cfg.node_id, key.epoch)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                SessionError::Invalid(format!("no share of key {} on this node", key.key_id))
-            })?;
         let scheme: Scheme = key.scheme.parse().map_err(internal)?;
         let me = spec.me;
         let message = s.message;
         let signature = with_ciphersuite!(scheme, C => {
-            let kp = frost_core_key_package::<C>(&share)?;
-            let pkp = frost_core::keys::PublicKeyPackage::<C>::deserialize(&key.public_package).map_err(internal)?;
+            type Material = (frost_core::keys::KeyPackage<C>, frost_core::keys::PublicKeyPackage<C>);
+            let material = match cached.material.get() {
+                Some(m) => m.clone(),
+                None => {
+                    let share = self
+                        .store
+                        .get_share(&key.key_id, self.cfg.node_id, key.epoch)
+                        .await
+                        .map_err(internal)?
+                        .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))?;
+                    let kp = frost_core::keys::KeyPackage::<C>::deserialize(&share).map_err(internal)?;
+                    let pkp = frost_core::keys::PublicKeyPackage::<C>::deserialize(&key.public_package).map_err(internal)?;
+                    let m: Arc<dyn std::any::Any + Send + Sync> = Arc::new((kp, pkp));
+                    cached.material.get_or_init(|| m).clone()
+                }
+            };
+            let (kp, pkp) = material
+                .downcast_ref::<Material>()
+                .ok_or_else(|| internal("cached key material of another scheme"))?;
             let sig = session::run::<sign::Msg<C>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
                 let mut rng = rand::rngs::OsRng;
-                sign::run::<C, _, _>(party, me, &signers, &kp, &pkp, &message, &mut rng).await
+                sign::run::<C, _, _>(party, me, &signers, kp, pkp, &message, &mut rng).await
             })
             .await?;
             match sig {
@@ -449,42 +426,24 @@ impl Node {
     /// # Errors
     /// Malformed metadata or a storage failure.
     pub async fn finalize_key(&self, r: FinalizeKeyRequest) -> Result<(), SessionError> {
-        let meta = r
-            .key
-            .ok_or_else(|| SessionError::Invalid("no key".into()))?;
+        let meta = r.key.ok_or_else(|| SessionError::Invalid("no key".into()))?;
         if !r.commit {
-            return self
-                .store
-                .delete_pending_key(&meta.key_id)
-                .await
-                .map_err(internal);
+            return self.store.delete_pending_key(&meta.key_id).await.map_err(internal);
         }
-        if self
-            .store
-            .get_key(&meta.key_id)
-            .await
-            .map_err(internal)?
-            .is_some()
-        {
-            self.store
-                .activate_key(&meta.key_id)
-                .await
-                .map_err(internal)?;
+        if self.store.get_key(&meta.key_id).await.map_err(internal)?.is_some() {
+            self.store.activate_key(&meta.key_id).await.map_err(internal)?;
             return Ok(());
         }
         // Not a party: keep the public metadata so this node can coordinate.
         let parties = meta
             .parties
             .iter()
-            .map(|&p| {
-                u16::try_from(p).map_err(|_| SessionError::Invalid("party out of range".into()))
-            })
+            .map(|&p| u16::try_from(p).map_err(|_| SessionError::Invalid("party out of range".into())))
             .collect::<Result<Vec<_>, _>>()?;
         let record = KeyRecord {
             key_id: meta.key_id,
             scheme: meta.scheme,
-            threshold: u16::try_from(meta.threshold)
-                .map_err(|_| SessionError::Invalid("threshold".into()))?,
+            threshold: u16::try_from(meta.threshold).map_err(|_| SessionError::Invalid("threshold".into()))?,
             parties,
             public_key: meta.public_key,
             public_package: meta.public_key_package,
@@ -503,12 +462,7 @@ impl Node {
 
     /// Proposes a session to `parties` and runs our own part if we are one.
     /// Waits for every party (`all = true`) or only for party 0's outcome.
-    async fn coordinate(
-        &self,
-        parties: &[u16],
-        kind: Kind,
-        all: bool,
-    ) -> Result<Outcomes, SessionError> {
+    async fn coordinate(&self, parties: &[u16], kind: Kind, all: bool) -> Result<Outcomes, SessionError> {
         let budget = self.timeout();
         let proposal = SessionProposal {
             session_id: random_session_id().to_vec(),
@@ -533,16 +487,12 @@ impl Node {
             req.set_timeout(budget + Duration::from_millis(500));
             let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
-                let r = client
-                    .run_session(req)
-                    .await
-                    .map(tonic::Response::into_inner);
+                let r = client.run_session(req).await.map(tonic::Response::into_inner);
                 let _ = tx.send((i, node, r));
             }));
         }
         drop(tx);
-        let abort_all =
-            |tasks: &Vec<tokio::task::JoinHandle<()>>| tasks.iter().for_each(|t| t.abort());
+        let abort_all = |tasks: &Vec<tokio::task::JoinHandle<()>>| tasks.iter().for_each(|t| t.abort());
 
         let mut by_party: Vec<Option<SessionOutcome>> = vec![None; parties.len()];
         let is_party = parties.contains(&self.cfg.node_id);
@@ -610,8 +560,7 @@ impl Node {
             }
         }
         abort_all(&tasks);
-        Err(first_error
-            .unwrap_or_else(|| SessionError::Internal("session ended without an outcome".into())))
+        Err(first_error.unwrap_or_else(|| SessionError::Internal("session ended without an outcome".into())))
     }
 
     /// Creates a key by DKG among `parties` (default: every node).
@@ -692,19 +641,15 @@ impl Node {
         let public_package = match result {
             Ok(p) => p,
             Err(e) => {
-                self.finalize_everywhere(&parties, meta(vec![], vec![]), false)
-                    .await;
+                self.finalize_everywhere(&parties, meta(vec![], vec![]), false).await;
                 tracing::warn!(key_id, error = %e, "key generation failed");
                 return Err(e.into());
             }
         };
-        let public_key = scheme
-            .public_key(&public_package)
-            .map_err(ApiError::internal)?;
+        let public_key = scheme.public_key(&public_package).map_err(ApiError::internal)?;
         self.finalize_everywhere(&cluster, meta(public_key, public_package), true)
             .await;
-        metrics::histogram!("sigil_dkg_seconds", "scheme" => scheme.as_str())
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("sigil_dkg_seconds", "scheme" => scheme.as_str()).record(started.elapsed().as_secs_f64());
         tracing::info!(key_id, %scheme, threshold, ?parties, "key created");
         self.store
             .get_key(&key_id)
@@ -725,10 +670,7 @@ impl Node {
                 } else if let Some(mut c) = self.peers.client(node) {
                     let mut r = tonic::Request::new(req);
                     r.set_timeout(Duration::from_secs(5));
-                    c.finalize_key(r)
-                        .await
-                        .map(|_| ())
-                        .map_err(|s| s.message().to_string())
+                    c.finalize_key(r).await.map(|_| ()).map_err(|s| s.message().to_string())
                 } else {
                     Ok(())
                 };
@@ -745,11 +687,31 @@ impl Node {
     /// # Errors
     /// 404 if unknown here.
     pub async fn active_key(&self, key_id: &str) -> Result<KeyRecord, ApiError> {
-        self.store
+        self.cached_key(key_id)
+            .await?
+            .map(|k| k.record.clone())
+            .ok_or_else(|| ApiError::not_found(format!("no key {key_id:?}")))
+    }
+
+    /// The active key `key_id`, from memory or the store.
+    async fn cached_key(&self, key_id: &str) -> Result<Option<Arc<CachedKey>>, sigil_store::StoreError> {
+        if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(key_id) {
+            return Ok(Some(k.clone()));
+        }
+        let Some(record) = self
+            .store
             .get_key(key_id)
             .await?
             .filter(|k| k.status == KeyStatus::Active)
-            .ok_or_else(|| ApiError::not_found(format!("no key {key_id:?}")))
+        else {
+            return Ok(None);
+        };
+        let entry = Arc::new(CachedKey {
+            record,
+            material: std::sync::OnceLock::new(),
+        });
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Some(keys.entry(key_id.to_string()).or_insert(entry).clone()))
     }
 
     /// Signs `message` with key `key_id`: picks `t` signers (this node
@@ -772,12 +734,7 @@ impl Node {
         let mut excluded: Vec<u16> = Vec::new();
         let mut last_reason = String::new();
         loop {
-            let mut candidates: Vec<u16> = key
-                .parties
-                .iter()
-                .copied()
-                .filter(|p| !excluded.contains(p))
-                .collect();
+            let mut candidates: Vec<u16> = key.parties.iter().copied().filter(|p| !excluded.contains(p)).collect();
             candidates.sort_by_key(|&p| (p != self.cfg.node_id, self.recently_down(p), p));
             if candidates.len() < usize::from(key.threshold) {
                 return Err(SessionError::Unavailable {
@@ -789,10 +746,7 @@ impl Node {
                 }
                 .into());
             }
-            let signers: Vec<u16> = candidates
-                .into_iter()
-                .take(usize::from(key.threshold))
-                .collect();
+            let signers: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
             let kind = Kind::Sign(SignProposal {
                 key_id: key.key_id.clone(),
                 message: message.clone(),
@@ -826,10 +780,4 @@ impl Node {
             }
         }
     }
-}
-
-fn frost_core_key_package<C: frost_core::Ciphersuite>(
-    bytes: &[u8],
-) -> Result<frost_core::keys::KeyPackage<C>, SessionError> {
-    frost_core::keys::KeyPackage::<C>::deserialize(bytes).map_err(internal)
 }

@@ -20,6 +20,9 @@ use crate::config::NodeConfig;
 use crate::error::SessionError;
 use crate::Node;
 
+/// How long an envelope for a not-yet-registered session is held.
+const EARLY_MESSAGE_WAIT: Duration = Duration::from_millis(250);
+
 /// Lazily connected mTLS clients, one per other node.
 #[derive(Clone, Default)]
 pub struct PeerClients {
@@ -45,8 +48,7 @@ impl PeerClients {
                 .connect_timeout(Duration::from_millis(1000))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_while_idle(true);
-            let client =
-                PeerClient::new(ep.connect_lazy()).max_decoding_message_size(16 * 1024 * 1024);
+            let client = PeerClient::new(ep.connect_lazy()).max_decoding_message_size(16 * 1024 * 1024);
             clients.insert(n.id, client);
         }
         Ok(PeerClients {
@@ -163,10 +165,7 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn run_session(
-        &self,
-        req: Request<SessionProposal>,
-    ) -> Result<Response<SessionOutcome>, Status> {
+    async fn run_session(&self, req: Request<SessionProposal>) -> Result<Response<SessionOutcome>, Status> {
         let caller = self.caller(&req)?;
         self.node
             .participate(caller, req.into_inner())
@@ -178,14 +177,13 @@ impl Peer for PeerService {
     async fn deliver(&self, req: Request<Envelope>) -> Result<Response<DeliverAck>, Status> {
         let caller = self.caller(&req)?;
         let env = req.into_inner();
-        match self.node.sessions.route(caller, &env) {
+        match self.node.sessions.route_wait(caller, &env, EARLY_MESSAGE_WAIT).await {
             Ok(()) => {
                 metrics::counter!("sigil_peer_messages_accepted_total").increment(1);
                 Ok(Response::new(DeliverAck {}))
             }
             Err(r) => {
-                metrics::counter!("sigil_peer_messages_rejected_total", "reason" => r.reason())
-                    .increment(1);
+                metrics::counter!("sigil_peer_messages_rejected_total", "reason" => r.reason()).increment(1);
                 let sid = hex::encode(env.session_id.get(..8).unwrap_or_default());
                 match &r {
                     crate::session::Reject::UnknownSession => {
@@ -206,24 +204,15 @@ impl Peer for PeerService {
                     crate::session::Reject::WrongSender => {
                         Status::permission_denied("sender index does not match the certificate")
                     }
-                    crate::session::Reject::UnexpectedRound => {
-                        Status::failed_precondition("message not expected")
-                    }
-                    crate::session::Reject::Duplicate => {
-                        Status::already_exists("duplicate message")
-                    }
-                    crate::session::Reject::Garbage(_) => {
-                        Status::invalid_argument("payload does not decode")
-                    }
+                    crate::session::Reject::UnexpectedRound => Status::failed_precondition("message not expected"),
+                    crate::session::Reject::Duplicate => Status::already_exists("duplicate message"),
+                    crate::session::Reject::Garbage(_) => Status::invalid_argument("payload does not decode"),
                 })
             }
         }
     }
 
-    async fn finalize_key(
-        &self,
-        req: Request<FinalizeKeyRequest>,
-    ) -> Result<Response<FinalizeKeyResponse>, Status> {
+    async fn finalize_key(&self, req: Request<FinalizeKeyRequest>) -> Result<Response<FinalizeKeyResponse>, Status> {
         let _caller = self.caller(&req)?;
         self.node
             .finalize_key(req.into_inner())

@@ -62,8 +62,7 @@ impl Reject {
     }
 }
 
-type DeliverFn =
-    Box<dyn Fn(PartyIndex, u16, MessageType, &[u8]) -> Result<(), Reject> + Send + Sync>;
+type DeliverFn = Box<dyn Fn(PartyIndex, u16, MessageType, &[u8]) -> Result<(), Reject> + Send + Sync>;
 
 /// One registered session.
 pub struct SessionEntry {
@@ -133,6 +132,7 @@ impl SessionEntry {
 #[derive(Default)]
 pub struct Sessions {
     active: Mutex<HashMap<SessionId, Arc<SessionEntry>>>,
+    registered: tokio::sync::Notify,
     used: Mutex<(HashSet<SessionId>, VecDeque<SessionId>)>,
 }
 
@@ -156,11 +156,7 @@ impl Drop for SessionGuard<'_> {
 }
 
 impl Sessions {
-    fn register(
-        &self,
-        id: SessionId,
-        entry: Arc<SessionEntry>,
-    ) -> Result<SessionGuard<'_>, SessionError> {
+    fn register(&self, id: SessionId, entry: Arc<SessionEntry>) -> Result<SessionGuard<'_>, SessionError> {
         {
             let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
             if !used.0.insert(id) {
@@ -173,10 +169,8 @@ impl Sessions {
                 }
             }
         }
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, entry);
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry);
+        self.registered.notify_waiters();
         Ok(SessionGuard { sessions: self, id })
     }
 
@@ -198,6 +192,36 @@ impl Sessions {
             .cloned()
             .ok_or(Reject::UnknownSession)?;
         entry.accept(caller, env)
+    }
+
+    /// Like [`Sessions::route`], but an envelope for a session that is not
+    /// registered yet waits up to `wait` for it (a peer may start sending
+    /// before our own part of the session has started). Nothing is
+    /// buffered: the waiting request is the buffer, bounded by the HTTP/2
+    /// stream limit.
+    ///
+    /// # Errors
+    /// The [`Reject`] reason.
+    pub async fn route_wait(&self, caller: u16, env: &Envelope, wait: Duration) -> Result<(), Reject> {
+        let until = Instant::now() + wait;
+        loop {
+            let notified = self.registered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.route(caller, env) {
+                Err(Reject::UnknownSession) if Instant::now() < until => {
+                    tracing::debug!(
+                        round = env.round,
+                        from = caller,
+                        "holding a message until its session starts"
+                    );
+                    if tokio::time::timeout_at(until, notified).await.is_err() {
+                        return self.route(caller, env);
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Number of sessions running now.
@@ -407,10 +431,7 @@ mod tests {
                 if payload == b"garbage" {
                     return Err(Reject::Garbage("does not decode".into()));
                 }
-                delivered
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((from, round));
+                delivered.lock().unwrap_or_else(|p| p.into_inner()).push((from, round));
                 Ok(())
             }),
         }
@@ -478,14 +499,44 @@ mod tests {
             "our own index"
         );
         assert_eq!(
-            delivered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_slice(),
+            delivered.lock().unwrap_or_else(|p| p.into_inner()).as_slice(),
             &[(1, 0), (1, 1)]
         );
         // Node 9 (party 2) has sent nothing: it is what we wait for.
         assert_eq!(e.missing(), (0, vec![9]));
+    }
+
+    #[tokio::test]
+    async fn early_message_is_held_until_its_session_registers() {
+        let sessions = Arc::new(Sessions::default());
+        let id = [4u8; 32];
+        let e = Envelope {
+            session_id: id.to_vec(),
+            ..env(0, 1, None, b"ok")
+        };
+        let s2 = sessions.clone();
+        let held = tokio::spawn(async move {
+            let t = Instant::now();
+            let r = s2.route_wait(7, &e, Duration::from_secs(5)).await;
+            (r, t.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _guard = sessions.register(id, Arc::new(entry(Arc::default())));
+        let (r, waited) = held.await.unwrap_or_else(|_| unreachable!());
+        assert_eq!(r, Ok(()));
+        assert!(
+            waited < Duration::from_secs(1),
+            "woken by the registration, not the hold limit: {waited:?}"
+        );
+        // Unknown for good: refused once the hold expires.
+        let other = Envelope {
+            session_id: vec![9; 32],
+            ..env(0, 1, None, b"ok")
+        };
+        assert_eq!(
+            sessions.route_wait(7, &other, Duration::from_millis(30)).await,
+            Err(Reject::UnknownSession)
+        );
     }
 
     #[test]
@@ -528,9 +579,7 @@ mod tests {
         drop(guard);
         assert_eq!(sessions.active_count(), 0);
         assert!(
-            sessions
-                .register(id, Arc::new(entry(Arc::default())))
-                .is_err(),
+            sessions.register(id, Arc::new(entry(Arc::default()))).is_err(),
             "session ids are never reused"
         );
     }

@@ -36,10 +36,7 @@ fn check(cond: bool, what: &str) -> Result<(), StoreError> {
 pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     // A pending key is stored but not listed.
     store.put_key(&sample_key("a"), 1, Some(b"share-a")).await?;
-    check(
-        store.list_keys().await?.is_empty(),
-        "pending keys are not listed",
-    )?;
+    check(store.list_keys().await?.is_empty(), "pending keys are not listed")?;
     check(
         store.get_key("a").await?.map(|k| k.status) == Some(KeyStatus::Pending),
         "get pending key",
@@ -67,10 +64,7 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
 
     // Activation lists the key with all its fields.
     check(store.activate_key("a").await?, "activate existing key")?;
-    check(
-        !store.activate_key("missing").await?,
-        "activate missing key",
-    )?;
+    check(!store.activate_key("missing").await?, "activate missing key")?;
     let listed = store.list_keys().await?;
     let mut want = sample_key("a");
     want.status = KeyStatus::Active;
@@ -78,23 +72,14 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
 
     // A key without a share (a non-party's registry entry).
     store.put_key(&sample_key("b"), 0, None).await?;
-    check(
-        store.get_share("b", 0, 0).await?.is_none(),
-        "key without share",
-    )?;
+    check(store.get_share("b", 0, 0).await?.is_none(), "key without share")?;
 
     // Deleting a pending key removes it and its share; active keys stay.
     store.put_key(&sample_key("c"), 1, Some(b"share-c")).await?;
     store.delete_pending_key("c").await?;
     check(store.get_key("c").await?.is_none(), "pending key deleted")?;
-    check(
-        store.get_share("c", 1, 0).await?.is_none(),
-        "pending share deleted",
-    )?;
+    check(store.get_share("c", 1, 0).await?.is_none(), "pending share deleted")?;
     store.delete_pending_key("a").await?;
-    check(
-        store.get_key("a").await?.is_some(),
-        "active key is not deleted",
-    )?;
+    check(store.get_key("a").await?.is_some(), "active key is not deleted")?;
     Ok(())
 }

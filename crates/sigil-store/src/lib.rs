@@ -102,12 +102,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] if the key id exists.
-    async fn put_key(
-        &self,
-        key: &KeyRecord,
-        party: u16,
-        share: Option<&[u8]>,
-    ) -> Result<(), StoreError>;
+    async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError>;
 
     /// Marks a pending key active. Returns whether the key exists.
     async fn activate_key(&self, key_id: &str) -> Result<bool, StoreError>;
@@ -125,10 +120,5 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unseal`] if the sealed record fails authentication.
-    async fn get_share(
-        &self,
-        key_id: &str,
-        party: u16,
-        epoch: u32,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
 }

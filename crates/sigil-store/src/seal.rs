@@ -36,9 +36,8 @@ impl MasterKey {
     /// [`StoreError::InvalidMasterKey`] if the text is not 64 hex characters.
     pub fn from_hex(text: &str) -> Result<Self, StoreError> {
         let mut raw = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), raw.as_mut()).map_err(|_| {
-            StoreError::InvalidMasterKey("expected 64 hex characters (32 bytes)".into())
-        })?;
+        hex::decode_to_slice(text.trim(), raw.as_mut())
+            .map_err(|_| StoreError::InvalidMasterKey("expected 64 hex characters (32 bytes)".into()))?;
         Ok(MasterKey(*raw))
     }
 
@@ -182,10 +181,7 @@ mod tests {
         let b = sealer.seal(&id("k1"), b"secret share")?;
         assert_ne!(a, b, "each seal uses a fresh nonce");
         assert_eq!(sealer.open(&id("k1"), &a)?.as_slice(), b"secret share");
-        assert!(
-            !a.windows(6).any(|w| w == b"secret"),
-            "plaintext must not appear"
-        );
+        assert!(!a.windows(6).any(|w| w == b"secret"), "plaintext must not appear");
         Ok(())
     }
 
@@ -193,34 +189,18 @@ mod tests {
     fn wrong_key_tamper_and_moved_record_fail() -> Result<(), StoreError> {
         let sealer = Sealer::new(&MasterKey::generate());
         let sealed = sealer.seal(&id("k1"), b"secret share")?;
-        assert!(Sealer::new(&MasterKey::generate())
-            .open(&id("k1"), &sealed)
-            .is_err());
-        assert!(
-            sealer.open(&id("k2"), &sealed).is_err(),
-            "bound to its key id"
-        );
-        let other_epoch = RecordId {
-            epoch: 1,
-            ..id("k1")
-        };
-        assert!(
-            sealer.open(&other_epoch, &sealed).is_err(),
-            "bound to its epoch"
-        );
+        assert!(Sealer::new(&MasterKey::generate()).open(&id("k1"), &sealed).is_err());
+        assert!(sealer.open(&id("k2"), &sealed).is_err(), "bound to its key id");
+        let other_epoch = RecordId { epoch: 1, ..id("k1") };
+        assert!(sealer.open(&other_epoch, &sealed).is_err(), "bound to its epoch");
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
             if let Some(b) = t.get_mut(i) {
                 *b ^= 0x01;
             }
-            assert!(
-                sealer.open(&id("k1"), &t).is_err(),
-                "flip at byte {i} detected"
-            );
+            assert!(sealer.open(&id("k1"), &t).is_err(), "flip at byte {i} detected");
         }
-        assert!(sealer
-            .open(&id("k1"), sealed.get(..10).unwrap_or_default())
-            .is_err());
+        assert!(sealer.open(&id("k1"), sealed.get(..10).unwrap_or_default()).is_err());
         Ok(())
     }
 
@@ -229,9 +209,6 @@ mod tests {
         assert!(MasterKey::from_hex(&"ab".repeat(32)).is_ok());
         assert!(MasterKey::from_hex("abcd").is_err());
         assert!(MasterKey::from_hex(&"zz".repeat(32)).is_err());
-        assert_eq!(
-            format!("{:?}", MasterKey::generate()),
-            "MasterKey(<redacted>)"
-        );
+        assert_eq!(format!("{:?}", MasterKey::generate()), "MasterKey(<redacted>)");
     }
 }

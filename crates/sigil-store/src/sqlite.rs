@@ -58,10 +58,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         let store = SqliteStore {
             pool,
@@ -86,9 +83,7 @@ impl SqliteStore {
                 let sealed: Vec<u8> = row.try_get("value")?;
                 match self.sealer.open(&id, &sealed) {
                     Ok(v) if v.as_slice() == CANARY => Ok(()),
-                    _ => Err(StoreError::WrongMasterKey(
-                        "the canary record does not open".into(),
-                    )),
+                    _ => Err(StoreError::WrongMasterKey("the canary record does not open".into())),
                 }
             }
             None => {
@@ -105,11 +100,7 @@ impl SqliteStore {
     /// Overwrites the sealed share of a key with raw bytes. For tests of
     /// tamper detection only.
     #[doc(hidden)]
-    pub async fn corrupt_share_for_tests(
-        &self,
-        key_id: &str,
-        sealed: &[u8],
-    ) -> Result<(), StoreError> {
+    pub async fn corrupt_share_for_tests(&self, key_id: &str, sealed: &[u8]) -> Result<(), StoreError> {
         sqlx::query("UPDATE key_shares SET sealed = ? WHERE key_id = ?")
             .bind(sealed)
             .bind(key_id)
@@ -134,8 +125,7 @@ impl SqliteStore {
 
 fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
     let parties: String = row.try_get("parties")?;
-    let parties: Vec<u16> =
-        serde_json::from_str(&parties).map_err(|e| StoreError::Corrupt(format!("parties: {e}")))?;
+    let parties: Vec<u16> = serde_json::from_str(&parties).map_err(|e| StoreError::Corrupt(format!("parties: {e}")))?;
     let status: String = row.try_get("status")?;
     let status = match status.as_str() {
         "pending" => KeyStatus::Pending,
@@ -160,14 +150,8 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> 
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn put_key(
-        &self,
-        key: &KeyRecord,
-        party: u16,
-        share: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
-        let parties =
-            serde_json::to_string(&key.parties).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError> {
+        let parties = serde_json::to_string(&key.parties).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at, status)
@@ -196,15 +180,13 @@ impl Store for SqliteStore {
                 epoch: key.epoch,
             };
             let sealed = self.sealer.seal(&id, share)?;
-            sqlx::query(
-                "INSERT INTO key_shares (key_id, party, epoch, sealed) VALUES (?, ?, ?, ?)",
-            )
-            .bind(&key.key_id)
-            .bind(i64::from(party))
-            .bind(i64::from(key.epoch))
-            .bind(sealed)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO key_shares (key_id, party, epoch, sealed) VALUES (?, ?, ?, ?)")
+                .bind(&key.key_id)
+                .bind(i64::from(party))
+                .bind(i64::from(key.epoch))
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -235,27 +217,19 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM keys WHERE status = 'active' ORDER BY created_at, key_id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT * FROM keys WHERE status = 'active' ORDER BY created_at, key_id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn get_share(
-        &self,
-        key_id: &str,
-        party: u16,
-        epoch: u32,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT sealed FROM key_shares WHERE key_id = ? AND party = ? AND epoch = ?",
-        )
-        .bind(key_id)
-        .bind(i64::from(party))
-        .bind(i64::from(epoch))
-        .fetch_optional(&self.pool)
-        .await?;
+    async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let row = sqlx::query("SELECT sealed FROM key_shares WHERE key_id = ? AND party = ? AND epoch = ?")
+            .bind(key_id)
+            .bind(i64::from(party))
+            .bind(i64::from(epoch))
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Vec<u8> = row.try_get("sealed")?;
         let id = RecordId {
@@ -310,18 +284,12 @@ mod tests {
             .put_key(&crate::conformance::sample_key("k1"), 1, Some(b"share"))
             .await?;
         let mut raw = store.raw_share_for_tests("k1").await?.unwrap_or_default();
-        assert!(
-            !raw.windows(5).any(|w| w == b"share"),
-            "share is sealed at rest"
-        );
+        assert!(!raw.windows(5).any(|w| w == b"share"), "share is sealed at rest");
         if let Some(b) = raw.last_mut() {
             *b ^= 0x80;
         }
         store.corrupt_share_for_tests("k1", &raw).await?;
-        assert!(matches!(
-            store.get_share("k1", 1, 0).await,
-            Err(StoreError::Unseal(_))
-        ));
+        assert!(matches!(store.get_share("k1", 1, 0).await, Err(StoreError::Unseal(_))));
         Ok(())
     }
 }
