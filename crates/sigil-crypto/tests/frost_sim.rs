@@ -1,7 +1,13 @@
 //! In-process simulations of FROST DKG and signing for every scheme, over the
 //! (t, n) matrix of the issue, with cheating parties, and the RFC 9591 test
 //! vectors run through our signing protocol.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
 
 use std::collections::BTreeMap;
 

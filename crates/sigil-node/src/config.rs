@@ -144,6 +144,7 @@ impl NodeConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

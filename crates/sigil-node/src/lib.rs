@@ -100,7 +100,7 @@ fn internal(e: impl std::fmt::Display) -> SessionError {
 /// Neither is set, the file cannot be read, or the key is malformed.
 pub fn load_master_key(cfg: &NodeConfig) -> anyhow::Result<MasterKey> {
     if let Ok(hex) = std::env::var("SIGIL_MASTER_KEY") {
-        return Ok(MasterKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("SIGIL_MASTER_KEY: {e}"))?);
+        return MasterKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("SIGIL_MASTER_KEY: {e}"));
     }
     let path = cfg
         .master_key_file
