@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ecdsa;
 pub mod error;
 pub mod frost;
 pub mod scheme;

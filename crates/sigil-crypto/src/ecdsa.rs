@@ -1,0 +1,289 @@
+//! Threshold ECDSA (CGGMP21, eprint 2021/060) on secp256k1 and P-256 through
+//! the audited `cggmp21` crate (0.6.3 or later: it carries the fix for
+//! CVE-2025-66016), in the same sans-IO model as [`crate::frost`].
+//!
+//! Flow, per CGGMP21 and the crate's docs:
+//! 1. **aux info** ([`aux_info`]): Paillier keys and ring-Pedersen parameters
+//!    from two 1536-bit safe primes per party (CGGMP21 Fig. 6 without the
+//!    refresh part). Expensive (seconds of CPU per party) but valid for every
+//!    key of the same ordered party set, so it is made once per party set.
+//! 2. **keygen** ([`keygen`]): threshold DKG, milliseconds; HD enabled so
+//!    BIP-32-compatible (SLIP-10) non-hardened children can be signed for.
+//! 3. **signing** ([`sign`]): the (3+1)-round protocol (CGGMP21 Fig. 7-8
+//!    with `cggmp21`'s threshold extension), or [`presign`] ahead of time
+//!    then one local step ([`Presignature`]).
+//!
+//! Security notes:
+//! - A presignature is bound to its signer set and key; using one twice (for
+//!   two messages) leaks the key. The node deletes it before its partial
+//!   signature leaves the node.
+//! - Reliable broadcast is enforced by the crate (an extra echo round).
+//! - `cggmp21` reports no culprits for most failures; Sigil names the silent
+//!   parties at the session deadline instead.
+
+use rand_core::{CryptoRng, RngCore};
+use round_based::Mpc;
+use sha2::Sha256;
+
+pub use cggmp21;
+use cggmp21::generic_ec::Curve;
+use cggmp21::security_level::SecurityLevel128;
+
+use crate::{Error, PartyIndex, SessionId};
+
+/// The curves Sigil signs ECDSA on.
+pub use cggmp21::supported_curves::{Secp256k1, Secp256r1};
+
+/// Security level of aux info and signing: 128 bits (1536-bit safe primes,
+/// 3072-bit Paillier moduli).
+pub type Level = SecurityLevel128;
+
+/// A party's pair of safe primes for aux info.
+pub type PregeneratedPrimes = cggmp21::PregeneratedPrimes<Level>;
+/// A party's aux info (Paillier secret and everyone's public parameters).
+/// Secret: store sealed only.
+pub type AuxInfo = cggmp21::key_share::AuxInfo<Level>;
+/// A party's key share without aux info (the DKG output). Secret.
+pub type IncompleteKeyShare<E> = cggmp21::IncompleteKeyShare<E>;
+/// A complete key share (DKG output plus aux info). Secret.
+pub type KeyShare<E> = cggmp21::KeyShare<E, Level>;
+/// A presignature. Secret and single use.
+pub type Presignature<E> = cggmp21::Presignature<E>;
+/// An ECDSA signature `(r, s)`.
+pub type Signature<E> = cggmp21::Signature<E>;
+
+/// Messages of threshold keygen.
+pub type KeygenMsg<E> = cggmp21::keygen::msg::threshold::Msg<E, Level, Sha256>;
+/// Messages of aux info generation.
+pub type AuxMsg = cggmp21::key_refresh::msg::aux_only::Msg<Sha256, Level>;
+/// Messages of signing and presigning.
+pub type SignMsg<E> = cggmp21::signing::msg::Msg<E, Sha256>;
+
+/// Message schedules of the `cggmp21` protocols, for the node's transport
+/// (round = variant index of the message enum; every party sends every
+/// round, broadcast or p2p as the crate's `RoundInput`s declare).
+pub mod expects {
+    use round_based::MessageType::{self, Broadcast, P2P};
+
+    use crate::PartyIndex;
+
+    fn kind(table: &[MessageType], round: u16, from: PartyIndex, me: PartyIndex, n: u16) -> Option<MessageType> {
+        if from == me || from >= n {
+            return None;
+        }
+        table.get(usize::from(round)).copied()
+    }
+
+    /// Threshold keygen: Round1, Round2Broad, Round2Uni (p2p), Round3,
+    /// ReliabilityCheck.
+    pub fn keygen(round: u16, from: PartyIndex, me: PartyIndex, n: u16) -> Option<MessageType> {
+        kind(&[Broadcast, Broadcast, P2P, Broadcast, Broadcast], round, from, me, n)
+    }
+
+    /// Aux info: Round1, Round2, Round3 (p2p), ReliabilityCheck.
+    pub fn aux_info(round: u16, from: PartyIndex, me: PartyIndex, n: u16) -> Option<MessageType> {
+        kind(&[Broadcast, Broadcast, P2P, Broadcast], round, from, me, n)
+    }
+
+    /// Signing: Round1a, Round1b (p2p), Round2 (p2p), Round3 (p2p), Round4,
+    /// ReliabilityCheck. Presigning stops before Round4.
+    pub fn sign(round: u16, from: PartyIndex, me: PartyIndex, n: u16) -> Option<MessageType> {
+        kind(&[Broadcast, P2P, P2P, P2P, Broadcast, Broadcast], round, from, me, n)
+    }
+}
+
+fn protocol_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Frost(format!("{what}: {e}"))
+}
+
+/// Threshold keygen as party `i` of `n`, threshold `t` (CGGMP21 keygen with
+/// `cggmp21`'s threshold extension), HD wallet enabled.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for `t < 2`, `t > n` or `i >= n`; the
+/// protocol's failure otherwise.
+pub async fn keygen<E, M, R>(
+    party: M,
+    session_id: &SessionId,
+    i: PartyIndex,
+    n: u16,
+    t: u16,
+    rng: &mut R,
+) -> Result<IncompleteKeyShare<E>, Error>
+where
+    E: Curve,
+    M: Mpc<ProtocolMessage = KeygenMsg<E>>,
+    R: RngCore + CryptoRng,
+{
+    if t < 2 || t > n || i >= n {
+        return Err(Error::InvalidParameters(format!(
+            "need 2 <= t <= n and i < n, got t={t}, n={n}, i={i}"
+        )));
+    }
+    let eid = cggmp21::ExecutionId::new(session_id);
+    cggmp21::keygen::<E>(eid, i, n)
+        .set_threshold(t)
+        .hd_wallet(true)
+        .start(rng, party)
+        .await
+        .map_err(|e| protocol_error("keygen", e))
+}
+
+/// Aux info generation as party `i` of `n` from the party's own primes.
+///
+/// # Errors
+/// The protocol's failure.
+pub async fn aux_info<M, R>(
+    party: M,
+    session_id: &SessionId,
+    i: PartyIndex,
+    n: u16,
+    primes: PregeneratedPrimes,
+    rng: &mut R,
+) -> Result<AuxInfo, Error>
+where
+    M: Mpc<ProtocolMessage = AuxMsg>,
+    R: RngCore + CryptoRng,
+{
+    if i >= n {
+        return Err(Error::InvalidParameters(format!("party index {i} >= n = {n}")));
+    }
+    let eid = cggmp21::ExecutionId::new(session_id);
+    cggmp21::aux_info_gen(eid, i, n, primes)
+        .start(rng, party)
+        .await
+        .map_err(|e| protocol_error("aux info", e))
+}
+
+/// Joins a DKG output with the aux info of the same ordered party set.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] if they do not belong together.
+pub fn complete<E: Curve>(share: IncompleteKeyShare<E>, aux: AuxInfo) -> Result<KeyShare<E>, Error> {
+    cggmp21::KeyShare::from_parts((share, aux))
+        .map_err(|e| Error::InvalidParameters(format!("key share and aux info: {e}")))
+}
+
+/// Parses a BIP-32 path of non-hardened steps, `m/0/1` (or `0/1`).
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for a hardened step (`'` or `h`, or an
+/// index >= 2^31) or anything that is not a path.
+pub fn parse_derivation_path(path: &str) -> Result<Vec<u32>, Error> {
+    let bad = |m: String| Error::InvalidParameters(m);
+    let rest = path.trim();
+    let rest = rest
+        .strip_prefix("m/")
+        .or_else(|| (rest == "m").then_some(""))
+        .unwrap_or(rest);
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    rest.split('/')
+        .map(|step| {
+            if step.ends_with('\'') || step.ends_with('h') || step.ends_with('H') {
+                return Err(bad(format!(
+                    "hardened step {step:?}: only non-hardened derivation is possible for a threshold key"
+                )));
+            }
+            let v: u32 = step
+                .parse()
+                .map_err(|_| bad(format!("derivation step {step:?} is not a number")))?;
+            if v >= 1 << 31 {
+                return Err(bad(format!("derivation step {v} is a hardened index")));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Full signing of a 32-byte digest as session party `i`; `signers[j]` is
+/// the keygen index of session party `j`. Every signer outputs the same
+/// signature, normalized to low `s`.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for a bad path or signer set; the
+/// protocol's failure otherwise.
+#[allow(clippy::too_many_arguments)] // the protocol's inputs, each needed
+pub async fn sign<E, M, R>(
+    party: M,
+    session_id: &SessionId,
+    i: PartyIndex,
+    signers: &[PartyIndex],
+    share: &KeyShare<E>,
+    digest: &[u8; 32],
+    derivation_path: &[u32],
+    rng: &mut R,
+) -> Result<Signature<E>, Error>
+where
+    E: Curve,
+    cggmp21::generic_ec::NonZero<cggmp21::generic_ec::Point<E>>: cggmp21::generic_ec::coords::AlwaysHasAffineX<E>,
+    cggmp21::generic_ec::Point<E>: cggmp21::generic_ec::coords::HasAffineX<E>,
+    cggmp21::hd_wallet::Slip10: cggmp21::hd_wallet::HdWallet<E>,
+    M: Mpc<ProtocolMessage = SignMsg<E>>,
+    R: RngCore + CryptoRng,
+{
+    let eid = cggmp21::ExecutionId::new(session_id);
+    let scalar = cggmp21::generic_ec::Scalar::<E>::from_be_bytes_mod_order(digest);
+    let data = cggmp21::DataToSign::from_scalar(scalar);
+    let mut builder = cggmp21::signing(eid, i, signers, share);
+    if !derivation_path.is_empty() {
+        builder = builder
+            .set_derivation_path(derivation_path.iter().copied())
+            .map_err(|e| Error::InvalidParameters(format!("derivation path: {e}")))?;
+    }
+    let sig = builder
+        .sign(rng, party, data)
+        .await
+        .map_err(|e| protocol_error("signing", e))?;
+    Ok(sig.normalize_s())
+}
+
+/// Presigning as session party `i` (CGGMP21 signing without the message):
+/// the result signs one message later with
+/// [`Presignature::issue_partial_signature`], combined by
+/// [`cggmp21::PartialSignature::combine`].
+///
+/// # Errors
+/// The protocol's failure.
+pub async fn presign<E, M, R>(
+    party: M,
+    session_id: &SessionId,
+    i: PartyIndex,
+    signers: &[PartyIndex],
+    share: &KeyShare<E>,
+    rng: &mut R,
+) -> Result<Presignature<E>, Error>
+where
+    E: Curve,
+    cggmp21::generic_ec::NonZero<cggmp21::generic_ec::Point<E>>: cggmp21::generic_ec::coords::AlwaysHasAffineX<E>,
+    cggmp21::generic_ec::Point<E>: cggmp21::generic_ec::coords::HasAffineX<E>,
+    M: Mpc<ProtocolMessage = SignMsg<E>>,
+    R: RngCore + CryptoRng,
+{
+    let eid = cggmp21::ExecutionId::new(session_id);
+    cggmp21::signing(eid, i, signers, share)
+        .generate_presignature(rng, party)
+        .await
+        .map_err(|e| protocol_error("presigning", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derivation_paths() {
+        assert_eq!(parse_derivation_path("m/0/1").ok(), Some(vec![0, 1]));
+        assert_eq!(
+            parse_derivation_path("0/1/2147483647").ok(),
+            Some(vec![0, 1, 2_147_483_647])
+        );
+        assert_eq!(parse_derivation_path("m").ok(), Some(vec![]));
+        assert!(parse_derivation_path("m/0'/1").is_err());
+        assert!(parse_derivation_path("m/0h").is_err());
+        assert!(parse_derivation_path("m/2147483648").is_err());
+        assert!(parse_derivation_path("m/x").is_err());
+        assert!(parse_derivation_path("m//1").is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! In-process simulations of CGGMP21 keygen, signing, presigning and HD
+//! signing on secp256k1 and P-256, verified by `k256` / `p256`.
+//!
+//! Aux info is expensive (seconds of CPU per party), so it is cached in
+//! `tests/fixtures/ecdsa_aux_n{3,5}.json`. Regenerate with
+//! `cargo test -p sigil-crypto --test ecdsa_sim -- --ignored regenerate_fixtures`
+//! (needs `openssl` for the safe primes; about four minutes).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use round_based::sim::async_env;
+use sigil_crypto::ecdsa::{self, cggmp21, AuxInfo, KeyShare, Secp256k1, Secp256r1};
+
+fn fixture_path(n: u16) -> String {
+    format!("{}/tests/fixtures/ecdsa_aux_n{n}.json", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load_aux(n: u16) -> Vec<AuxInfo> {
+    let text = std::fs::read_to_string(fixture_path(n)).expect("aux info fixture (see the module docs to regenerate)");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn keygen<E: cggmp21::generic_ec::Curve>(t: u16, n: u16, seed: u64) -> Vec<KeyShare<E>>
+where
+    ecdsa::KeygenMsg<E>: Unpin,
+{
+    let aux = load_aux(n);
+    let sid = [seed as u8; 32];
+    let shares = async_env::run(n, |i, party| async move {
+        let mut rng = StdRng::seed_from_u64(seed + u64::from(i));
+        ecdsa::keygen::<E, _, _>(party, &sid, i, n, t, &mut rng).await
+    })
+    .await
+    .into_vec();
+    shares
+        .into_iter()
+        .zip(aux)
+        .map(|(s, a)| ecdsa::complete(s.unwrap(), a).unwrap())
+        .collect()
+}
+
+fn verify_secp256k1(pk_sec1: &[u8], digest: &[u8; 32], sig: &[u8; 64]) {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(pk_sec1).unwrap();
+    let s = k256::ecdsa::Signature::from_slice(sig).unwrap();
+    assert!(s.normalize_s().is_none(), "signature is low-s");
+    vk.verify_prehash(digest, &s).unwrap();
+    // Recovery gives the key back for one of the two recovery ids.
+    let recovered = (0u8..2).any(|v| {
+        k256::ecdsa::RecoveryId::from_byte(v)
+            .and_then(|rid| k256::ecdsa::VerifyingKey::recover_from_prehash(digest, &s, rid).ok())
+            .is_some_and(|k| k == vk)
+    });
+    assert!(recovered);
+}
+
+fn verify_p256(pk_sec1: &[u8], digest: &[u8; 32], sig: &[u8; 64]) {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(pk_sec1).unwrap();
+    let s = p256::ecdsa::Signature::from_slice(sig).unwrap();
+    assert!(s.normalize_s().is_none(), "signature is low-s");
+    vk.verify_prehash(digest, &s).unwrap();
+}
+
+fn bytes<E: cggmp21::generic_ec::Curve>(sig: &ecdsa::Signature<E>) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    sig.write_to_slice(&mut out);
+    out
+}
+
+async fn sign<E: cggmp21::generic_ec::Curve>(
+    shares: &[KeyShare<E>],
+    signers: &[u16],
+    digest: [u8; 32],
+    path: Vec<u32>,
+) -> [u8; 64]
+where
+    ecdsa::SignMsg<E>: Unpin,
+    cggmp21::generic_ec::NonZero<cggmp21::generic_ec::Point<E>>: cggmp21::generic_ec::coords::AlwaysHasAffineX<E>,
+    cggmp21::generic_ec::Point<E>: cggmp21::generic_ec::coords::HasAffineX<E>,
+    cggmp21::hd_wallet::Slip10: cggmp21::hd_wallet::HdWallet<E>,
+{
+    let sid = [9u8; 32];
+    let signers = signers.to_vec();
+    let out = async_env::run(signers.len() as u16, |i, party| {
+        let share = shares[usize::from(signers[usize::from(i)])].clone();
+        let signers = signers.clone();
+        let path = path.clone();
+        async move {
+            let mut rng = StdRng::seed_from_u64(u64::from(i));
+            ecdsa::sign::<E, _, _>(party, &sid, i, &signers, &share, &digest, &path, &mut rng).await
+        }
+    })
+    .await
+    .into_vec();
+    let sigs: Vec<[u8; 64]> = out.iter().map(|s| bytes(s.as_ref().unwrap())).collect();
+    assert!(
+        sigs.windows(2).all(|w| w[0] == w[1]),
+        "every signer outputs the same signature"
+    );
+    sigs[0]
+}
+
+fn public_key<E: cggmp21::generic_ec::Curve>(share: &KeyShare<E>) -> Vec<u8> {
+    share.shared_public_key.to_bytes(true).to_vec()
+}
+
+#[tokio::test]
+async fn secp256k1_keygen_sign_matrix() {
+    for (t, n) in [(2u16, 3u16), (3, 5)] {
+        let shares = keygen::<Secp256k1>(t, n, u64::from(t * 10 + n)).await;
+        let digest: [u8; 32] = sha2_digest(b"secp256k1 threshold ecdsa");
+        let signers: Vec<u16> = (n - t..n).collect();
+        let sig = sign(&shares, &signers, digest, vec![]).await;
+        verify_secp256k1(&public_key(&shares[0]), &digest, &sig);
+    }
+}
+
+#[tokio::test]
+async fn p256_keygen_sign_matrix() {
+    for (t, n) in [(2u16, 3u16), (3, 5)] {
+        let shares = keygen::<Secp256r1>(t, n, u64::from(t * 10 + n) + 100).await;
+        let digest: [u8; 32] = sha2_digest(b"p256 threshold ecdsa");
+        let signers: Vec<u16> = (0..t).rev().collect();
+        let sig = sign(&shares, &signers, digest, vec![]).await;
+        verify_p256(&public_key(&shares[0]), &digest, &sig);
+    }
+}
+
+#[tokio::test]
+async fn presignature_then_one_local_step() {
+    let shares = keygen::<Secp256k1>(2, 3, 50).await;
+    let signers = vec![2u16, 0];
+    let sid = [4u8; 32];
+    let presigs = async_env::run(2, |i, party| {
+        let share = shares[usize::from(signers[usize::from(i)])].clone();
+        let signers = signers.clone();
+        async move {
+            let mut rng = StdRng::seed_from_u64(7 + u64::from(i));
+            ecdsa::presign::<Secp256k1, _, _>(party, &sid, i, &signers, &share, &mut rng).await
+        }
+    })
+    .await
+    .into_vec();
+    let digest = sha2_digest(b"signed from a presignature");
+    let scalar = cggmp21::generic_ec::Scalar::<Secp256k1>::from_be_bytes_mod_order(digest);
+    let partials: Vec<_> = presigs
+        .into_iter()
+        .map(|p| {
+            p.unwrap()
+                .issue_partial_signature(cggmp21::DataToSign::from_scalar(scalar))
+        })
+        .collect();
+    let sig = cggmp21::PartialSignature::combine(&partials).unwrap().normalize_s();
+    verify_secp256k1(&public_key(&shares[0]), &digest, &bytes(&sig));
+}
+
+#[tokio::test]
+async fn hd_child_key_signature_verifies_under_the_derived_key() {
+    let shares = keygen::<Secp256k1>(2, 3, 60).await;
+    let path = ecdsa::parse_derivation_path("m/0/1").unwrap();
+    let digest = sha2_digest(b"child key");
+    let sig = sign(&shares, &[0, 1], digest, path.clone()).await;
+    let epub = shares[0].extended_public_key().unwrap();
+    let child =
+        <cggmp21::hd_wallet::Slip10 as cggmp21::hd_wallet::HdWallet<Secp256k1>>::derive_child_public_key_with_path(
+            &epub,
+            path.iter()
+                .map(|&i| cggmp21::hd_wallet::NonHardenedIndex::try_from(i).unwrap()),
+        );
+    let child_pk = child.public_key.to_bytes(true).to_vec();
+    verify_secp256k1(&child_pk, &digest, &sig);
+    assert_ne!(child_pk, public_key(&shares[0]));
+}
+
+fn sha2_digest(m: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(m).into()
+}
+
+/// Regenerates the aux info fixtures from fresh safe primes (OpenSSL).
+#[tokio::test]
+#[ignore = "regenerates fixtures; about four minutes"]
+async fn regenerate_fixtures() {
+    for n in [3u16, 5] {
+        let primes: Vec<ecdsa::PregeneratedPrimes> = (0..n)
+            .map(|_| {
+                let p = openssl_safe_prime(1536);
+                let q = openssl_safe_prime(1536);
+                ecdsa::PregeneratedPrimes::new(p, q).unwrap()
+            })
+            .collect();
+        let sid = [n as u8; 32];
+        let aux = async_env::run(n, |i, party| {
+            let primes = primes[usize::from(i)].clone();
+            async move {
+                let mut rng = StdRng::from_entropy();
+                ecdsa::aux_info(party, &sid, i, n, primes, &mut rng).await
+            }
+        })
+        .await
+        .into_vec()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+        std::fs::create_dir_all(format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        std::fs::write(fixture_path(n), serde_json::to_string(&aux).unwrap()).unwrap();
+    }
+}
+
+fn openssl_safe_prime(bits: u32) -> cggmp21::rug::Integer {
+    let out = std::process::Command::new("openssl")
+        .args(["prime", "-generate", "-safe", "-bits", &bits.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
