@@ -181,7 +181,7 @@ async fn floor(scheme: Scheme, t: u16, n: u16, count: usize) -> anyhow::Result<(
             row(format!("in-process DKG {t}-of-{n} (all parties, one process)"), &h_dkg, dkg_wall),
             row(format!("in-process sign {t}-of-{n} (all signers, one process)"), &h_sign, sign_wall),
         ))
-    })
+    }, other => Err(anyhow!("no in-process floor for {other}")))
 }
 
 /// Runs a benchmark.

@@ -110,11 +110,16 @@ impl Client {
 
     /// Signs a message.
     pub async fn sign(&self, key: &str, message: &[u8]) -> anyhow::Result<Value> {
-        self.post(
-            &format!("/v1/keys/{key}/sign"),
-            &json!({"message": hex::encode(message)}),
-        )
-        .await
+        self.sign_with_path(key, message, None).await
+    }
+
+    /// Signs a message (ECDSA: a 32-byte digest) with an optional BIP-32 path.
+    pub async fn sign_with_path(&self, key: &str, message: &[u8], path: Option<&str>) -> anyhow::Result<Value> {
+        let mut body = json!({"message": hex::encode(message)});
+        if let Some(p) = path {
+            body["derivation_path"] = json!(p);
+        }
+        self.post(&format!("/v1/keys/{key}/sign"), &body).await
     }
 }
 

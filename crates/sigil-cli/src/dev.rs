@@ -45,6 +45,13 @@ pub struct DevArgs {
     /// Session deadline in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
+    /// 1536-bit safe primes each node keeps pooled for ECDSA aux info
+    /// (refilled in the background; 0 disables).
+    #[arg(long, default_value_t = 2)]
+    pub prime_pool_size: usize,
+    /// File of 1536-bit safe primes (decimal, one a line) to seed empty pools.
+    #[arg(long)]
+    pub prime_seed_file: Option<PathBuf>,
 }
 
 fn api_key(args: &DevArgs) -> anyhow::Result<String> {
@@ -98,6 +105,9 @@ pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
             api_key_sha256: api_key_sha256.clone(),
             session_timeout_ms: args.session_timeout_ms,
             max_body_bytes: 64 * 1024,
+            aux_timeout_ms: 120_000,
+            prime_pool_size: args.prime_pool_size,
+            prime_seed_file: args.prime_seed_file.as_ref().map(std::fs::canonicalize).transpose()?,
             tls: TlsConfig {
                 ca_cert: sigil_node::certs::ca_cert_path(&certs),
                 cert: node_certs.cert,

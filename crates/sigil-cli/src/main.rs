@@ -59,6 +59,9 @@ enum Cmd {
         /// Key id.
         #[arg(long)]
         key: String,
+        /// ECDSA: BIP-32 non-hardened derivation path (m/0/1).
+        #[arg(long)]
+        derivation_path: Option<String>,
         #[command(flatten)]
         msg: client::MessageArgs,
         #[command(flatten)]
@@ -205,9 +208,14 @@ async fn main() -> std::process::ExitCode {
                 KeysCmd::Get { key } => c.get(&format!("/v1/keys/{key}")).await.map(|v| client::print_json(&v)),
             }
         }
-        Cmd::Sign { key, msg, api } => match msg.bytes() {
+        Cmd::Sign {
+            key,
+            derivation_path,
+            msg,
+            api,
+        } => match msg.bytes() {
             Ok(m) => client::Client::new(&api)
-                .sign(&key, &m)
+                .sign_with_path(&key, &m, derivation_path.as_deref())
                 .await
                 .map(|v| client::print_json(&v)),
             Err(e) => Err(e),

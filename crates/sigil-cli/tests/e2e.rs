@@ -41,6 +41,7 @@ impl Cluster {
     fn new(n: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
+        let primes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/primes-1536.txt");
         let ids: Vec<u16> = (0..n).collect();
         sigil_node::certs::init(&certs, &ids).unwrap();
         let http: Vec<u16> = ids.iter().map(|_| free_port()).collect();
@@ -68,6 +69,9 @@ impl Cluster {
                 api_key_sha256: hex::encode(sha2::Sha256::digest(API_KEY)),
                 session_timeout_ms: SESSION_TIMEOUT_MS,
                 max_body_bytes: 64 * 1024,
+                aux_timeout_ms: 120_000,
+                prime_pool_size: 0,
+                prime_seed_file: Some(primes.clone()),
                 tls: TlsConfig {
                     ca_cert: sigil_node::certs::ca_cert_path(&certs),
                     cert: c.cert,
@@ -179,21 +183,41 @@ impl Cluster {
         v
     }
 
+    /// Signs `msg` (ECDSA: its SHA-256 digest) and verifies the result.
     async fn sign_ok(&self, i: u16, key: &Value, msg: &[u8]) -> Value {
+        let scheme: Scheme = key["scheme"].as_str().unwrap().parse().unwrap();
+        let msg: Vec<u8> = if scheme.is_ecdsa() {
+            sha2::Sha256::digest(msg).to_vec()
+        } else {
+            msg.to_vec()
+        };
         let id = key["key_id"].as_str().unwrap();
         let (s, v) = self
             .api(
                 i,
                 "POST",
                 &format!("/v1/keys/{id}/sign"),
-                json!({"message": hex::encode(msg)}),
+                json!({"message": hex::encode(&msg)}),
             )
             .await;
         assert_eq!(s, 200, "sign via node {i}: {v}");
-        let scheme: Scheme = key["scheme"].as_str().unwrap().parse().unwrap();
         let pk = hex::decode(key["public_key"].as_str().unwrap()).unwrap();
         let sig = hex::decode(v["signature"].as_str().unwrap()).unwrap();
-        scheme.verify(&pk, msg, &sig).unwrap();
+        scheme.verify(&pk, &msg, &sig).unwrap();
+        if scheme.is_ecdsa() {
+            let der = hex::decode(v["der"].as_str().unwrap()).unwrap();
+            assert_eq!(der.first(), Some(&0x30), "DER sequence");
+            let rid = v["recovery_id"].as_u64().unwrap();
+            assert!(rid < 2);
+            if scheme == Scheme::EcdsaSecp256k1 {
+                // ecrecover: the key comes back from (digest, r || s, recovery id).
+                let sig = k256::ecdsa::Signature::from_slice(&sig).unwrap();
+                let rid8 = k256::ecdsa::RecoveryId::from_byte(u8::try_from(rid).unwrap()).unwrap();
+                let rec = k256::ecdsa::VerifyingKey::recover_from_prehash(&msg, &sig, rid8).unwrap();
+                assert_eq!(rec.to_encoded_point(true).as_bytes(), pk.as_slice());
+                assert_eq!(v["v"].as_u64(), Some(27 + rid));
+            }
+        }
         v
     }
 }
@@ -253,6 +277,43 @@ async fn cluster_keys_sign_faults_and_restart() {
         }
         keys.push(key);
     }
+    for i in 0..3 {
+        let (_, h) = c.api(i, "GET", "/health", json!(null)).await;
+        assert_eq!(h["aux_info"], "ready", "{h}");
+    }
+    let ecdsa_key = keys.iter().find(|k| k["scheme"] == "ecdsa-secp256k1").unwrap().clone();
+    let ecdsa_id = ecdsa_key["key_id"].as_str().unwrap().to_string();
+    // HD: sign for child m/0/1; the signature verifies under the derived key.
+    let digest = sha2::Sha256::digest(b"child").to_vec();
+    let (s, child) = c
+        .api(
+            2,
+            "GET",
+            &format!("/v1/keys/{ecdsa_id}?derivation_path=m/0/1"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, 200, "{child}");
+    assert_ne!(child["public_key"], ecdsa_key["public_key"]);
+    let body = json!({"message": hex::encode(&digest), "derivation_path": "m/0/1"});
+    let (s, v) = c.api(1, "POST", &format!("/v1/keys/{ecdsa_id}/sign"), body).await;
+    assert_eq!(s, 200, "{v}");
+    let child_pk = hex::decode(child["public_key"].as_str().unwrap()).unwrap();
+    let child_sig = hex::decode(v["signature"].as_str().unwrap()).unwrap();
+    Scheme::EcdsaSecp256k1.verify(&child_pk, &digest, &child_sig).unwrap();
+    // ECDSA bad input: not a 32-byte digest, a hardened path.
+    let (s, v) = c
+        .api(
+            0,
+            "POST",
+            &format!("/v1/keys/{ecdsa_id}/sign"),
+            json!({"message": "00ff"}),
+        )
+        .await;
+    assert_error(s, &v, 400, "ECDSA message is not 32 bytes");
+    let body = json!({"message": hex::encode(&digest), "derivation_path": "m/0'/1"});
+    let (s, v) = c.api(0, "POST", &format!("/v1/keys/{ecdsa_id}/sign"), body).await;
+    assert_error(s, &v, 400, "hardened step");
     let ed = keys[0].clone();
     let sig = c.sign_ok(1, &ed, b"dalek").await;
     let pk: [u8; 32] = hex::decode(ed["public_key"].as_str().unwrap())

@@ -197,6 +197,34 @@ pub fn parse_derivation_path(path: &str) -> Result<Vec<u32>, Error> {
         .collect()
 }
 
+/// The child public key (SEC1 compressed) at non-hardened `path` below
+/// the extended public key `(public_key, chain_code)`, by SLIP-10 (which is
+/// BIP-32 on secp256k1): what [`sign`] with the same path signs for.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for a malformed key or a hardened index.
+pub fn derive_public_key<E: Curve>(public_key: &[u8], chain_code: [u8; 32], path: &[u32]) -> Result<Vec<u8>, Error>
+where
+    cggmp21::hd_wallet::Slip10: cggmp21::hd_wallet::HdWallet<E>,
+{
+    use cggmp21::hd_wallet::HdWallet as _;
+    let point = cggmp21::generic_ec::Point::<E>::from_bytes(public_key)
+        .map_err(|e| Error::InvalidParameters(format!("public key: {e}")))?;
+    let epub = cggmp21::hd_wallet::ExtendedPublicKey {
+        public_key: point,
+        chain_code,
+    };
+    let mut steps = Vec::with_capacity(path.len());
+    for &i in path {
+        steps.push(
+            cggmp21::hd_wallet::NonHardenedIndex::try_from(i)
+                .map_err(|_| Error::InvalidParameters(format!("derivation step {i} is hardened")))?,
+        );
+    }
+    let child = cggmp21::hd_wallet::Slip10::derive_child_public_key_with_path(&epub, steps);
+    Ok(child.public_key.to_bytes(true).to_vec())
+}
+
 /// Full signing of a 32-byte digest as session party `i`; `signers[j]` is
 /// the keygen index of session party `j`. Every signer outputs the same
 /// signature, normalized to low `s`.

@@ -24,12 +24,29 @@ pub enum Scheme {
     /// FROST(P-256, SHA-256), RFC 9591 §6.4.
     #[serde(rename = "frost-p256")]
     FrostP256,
+    /// Threshold ECDSA (CGGMP21) on secp256k1; signs 32-byte digests.
+    #[serde(rename = "ecdsa-secp256k1")]
+    EcdsaSecp256k1,
+    /// Threshold ECDSA (CGGMP21) on P-256; signs 32-byte digests.
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
 }
 
-/// Runs `$body` with `$c` bound to the ciphersuite type of `$scheme`.
+/// The public material of an ECDSA key, as stored and compared after
+/// keygen: the SEC1 compressed group key and the BIP-32 chain code.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EcdsaPublic {
+    /// SEC1 compressed public key, 33 bytes, hex.
+    pub public_key: String,
+    /// BIP-32 chain code, 32 bytes, hex.
+    pub chain_code: String,
+}
+
+/// Runs `$body` with `$c` bound to the FROST ciphersuite type of
+/// `$scheme`, or `$fallback` for the schemes that are not FROST.
 #[macro_export]
 macro_rules! with_ciphersuite {
-    ($scheme:expr, $c:ident => $body:expr) => {
+    ($scheme:expr, $c:ident => $body:expr, $other:pat => $fallback:expr) => {
         match $scheme {
             $crate::Scheme::FrostEd25519 => {
                 type $c = $crate::scheme::frost_ed25519::Ed25519Sha512;
@@ -43,6 +60,26 @@ macro_rules! with_ciphersuite {
                 type $c = $crate::scheme::frost_p256::P256Sha256;
                 $body
             }
+            $other => $fallback,
+        }
+    };
+}
+
+/// Runs `$body` with `$e` bound to the `cggmp21` curve of an ECDSA
+/// `$scheme`, or `$fallback` for the others.
+#[macro_export]
+macro_rules! with_curve {
+    ($scheme:expr, $e:ident => $body:expr, $other:pat => $fallback:expr) => {
+        match $scheme {
+            $crate::Scheme::EcdsaSecp256k1 => {
+                type $e = $crate::ecdsa::Secp256k1;
+                $body
+            }
+            $crate::Scheme::EcdsaP256 => {
+                type $e = $crate::ecdsa::Secp256r1;
+                $body
+            }
+            $other => $fallback,
         }
     };
 }
@@ -54,7 +91,18 @@ pub use frost_secp256k1_tr;
 
 impl Scheme {
     /// Every scheme, in a fixed order.
-    pub const ALL: [Scheme; 3] = [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr, Scheme::FrostP256];
+    pub const ALL: [Scheme; 5] = [
+        Scheme::FrostEd25519,
+        Scheme::FrostSecp256k1Tr,
+        Scheme::FrostP256,
+        Scheme::EcdsaSecp256k1,
+        Scheme::EcdsaP256,
+    ];
+
+    /// Whether the scheme is threshold ECDSA (CGGMP21).
+    pub fn is_ecdsa(self) -> bool {
+        matches!(self, Scheme::EcdsaSecp256k1 | Scheme::EcdsaP256)
+    }
 
     /// The scheme's name in the API (`frost-ed25519`, ...).
     pub fn as_str(self) -> &'static str {
@@ -62,6 +110,8 @@ impl Scheme {
             Scheme::FrostEd25519 => "frost-ed25519",
             Scheme::FrostSecp256k1Tr => "frost-secp256k1-tr",
             Scheme::FrostP256 => "frost-p256",
+            Scheme::EcdsaSecp256k1 => "ecdsa-secp256k1",
+            Scheme::EcdsaP256 => "ecdsa-p256",
         }
     }
 
@@ -71,8 +121,9 @@ impl Scheme {
     }
 
     /// The group public key in the scheme's standard encoding, from a
-    /// serialized `PublicKeyPackage`: Ed25519 32 bytes; BIP-340 32-byte
-    /// x-only; P-256 33-byte SEC1 compressed.
+    /// serialized `PublicKeyPackage` (FROST) or [`EcdsaPublic`] JSON
+    /// (ECDSA): Ed25519 32 bytes; BIP-340 32-byte x-only; P-256 and ECDSA
+    /// 33-byte SEC1 compressed.
     ///
     /// # Errors
     /// [`Error::Frost`] if the package does not parse.
@@ -86,6 +137,9 @@ impl Scheme {
                 Scheme::FrostSecp256k1Tr => bytes.get(1..).unwrap_or_default().to_vec(),
                 _ => bytes,
             })
+        }, _ => {
+            let p: EcdsaPublic = serde_json::from_slice(public_key_package).map_err(|e| Error::Frost(e.to_string()))?;
+            hex::decode(&p.public_key).map_err(|e| Error::Frost(e.to_string()))
         })
     }
 
@@ -111,16 +165,36 @@ impl Scheme {
                 let pk = k256::PublicKey::from_sec1_bytes(&sec1).map_err(|e| bad(&e))?;
                 k256::pkcs8::EncodePublicKey::to_public_key_pem(&pk, line).map_err(|e| bad(&e))
             }
-            Scheme::FrostP256 => {
+            Scheme::FrostP256 | Scheme::EcdsaP256 => {
                 let pk = p256::PublicKey::from_sec1_bytes(public_key).map_err(|e| bad(&e))?;
                 p256::pkcs8::EncodePublicKey::to_public_key_pem(&pk, line).map_err(|e| bad(&e))
+            }
+            Scheme::EcdsaSecp256k1 => {
+                let pk = k256::PublicKey::from_sec1_bytes(public_key).map_err(|e| bad(&e))?;
+                k256::pkcs8::EncodePublicKey::to_public_key_pem(&pk, line).map_err(|e| bad(&e))
             }
         }
     }
 
+    /// ECDSA: the child public key (SEC1 compressed) at `path` below the
+    /// key whose public package ([`EcdsaPublic`] JSON) is given.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] for FROST schemes, a malformed package
+    /// or a hardened step.
+    pub fn derive_public_key(self, public_package: &[u8], path: &[u32]) -> Result<Vec<u8>, Error> {
+        let p: EcdsaPublic = serde_json::from_slice(public_package).map_err(|e| Error::Frost(e.to_string()))?;
+        let pk = hex::decode(&p.public_key).map_err(|e| Error::Frost(e.to_string()))?;
+        let mut cc = [0u8; 32];
+        hex::decode_to_slice(&p.chain_code, &mut cc).map_err(|e| Error::Frost(e.to_string()))?;
+        crate::with_curve!(self, E => crate::ecdsa::derive_public_key::<E>(&pk, cc, path),
+            other => Err(Error::InvalidParameters(format!("{other} keys have no derivation"))))
+    }
+
     /// Verifies `signature` on `message` under `public_key` (both in the
     /// standard encodings) with an ordinary single-key verifier, not FROST:
-    /// `ed25519-dalek` `verify_strict`, `k256` BIP-340 over the raw message (`verify_raw`), and for P-256 (which
+    /// `ed25519-dalek` `verify_strict`, `k256` BIP-340 over the raw message (`verify_raw`), `k256`/`p256` ECDSA
+    /// `verify_prehash` over a 32-byte digest (secp256k1 also requires low `s`), and for FROST(P-256) (which
     /// has no single-key standard for this Schnorr variant) `frost-p256`'s
     /// RFC 9591 verifier.
     ///
@@ -147,8 +221,102 @@ impl Scheme {
                 let sig = frost_p256::Signature::deserialize(signature).map_err(|e| bad(&e))?;
                 vk.verify(message, &sig).map_err(|e| bad(&e))
             }
+            Scheme::EcdsaSecp256k1 => {
+                use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
+                let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|e| bad(&e))?;
+                let sig = k256::ecdsa::Signature::from_slice(signature).map_err(|e| bad(&e))?;
+                if sig.normalize_s().is_some() {
+                    return Err(bad(&"signature is not low-s"));
+                }
+                let digest = ecdsa_digest(message)?;
+                vk.verify_prehash(&digest, &sig).map_err(|e| bad(&e))
+            }
+            Scheme::EcdsaP256 => {
+                use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+                let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|e| bad(&e))?;
+                let sig = p256::ecdsa::Signature::from_slice(signature).map_err(|e| bad(&e))?;
+                let digest = ecdsa_digest(message)?;
+                vk.verify_prehash(&digest, &sig).map_err(|e| bad(&e))
+            }
         }
     }
+}
+
+/// Checks that an ECDSA message is a 32-byte digest.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for any other length.
+pub fn ecdsa_digest(message: &[u8]) -> Result<[u8; 32], Error> {
+    message.try_into().map_err(|_| {
+        Error::InvalidParameters(format!(
+            "ECDSA signs a 32-byte digest; the message has {} bytes",
+            message.len()
+        ))
+    })
+}
+
+/// For an ECDSA `r || s` signature on `digest` under `public_key` (SEC1):
+/// the recovery id (0 or 1; the `y` parity of `R`, as `ecrecover` wants it)
+/// and the DER encoding.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for a non-ECDSA scheme, a malformed input,
+/// or a signature from which the key does not recover.
+pub fn ecdsa_recovery_and_der(
+    scheme: Scheme,
+    public_key: &[u8],
+    digest: &[u8; 32],
+    signature: &[u8],
+) -> Result<(u8, Vec<u8>), Error> {
+    let bad = |e: &dyn fmt::Display| Error::InvalidParameters(e.to_string());
+    macro_rules! recover {
+        ($curve:ident) => {{
+            let vk = $curve::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|e| bad(&e))?;
+            let sig = $curve::ecdsa::Signature::from_slice(signature).map_err(|e| bad(&e))?;
+            let der = sig.to_der().as_bytes().to_vec();
+            for v in 0u8..2 {
+                let Some(rid) = k256::ecdsa::RecoveryId::from_byte(v) else {
+                    continue;
+                };
+                if $curve::ecdsa::VerifyingKey::recover_from_prehash(digest, &sig, rid).is_ok_and(|k| k == vk) {
+                    return Ok((v, der));
+                }
+            }
+            Err(bad(&"the public key does not recover from the signature"))
+        }};
+    }
+    match scheme {
+        Scheme::EcdsaSecp256k1 => recover!(k256),
+        Scheme::EcdsaP256 => recover!(p256),
+        other => Err(bad(&format!("{other} is not ECDSA"))),
+    }
+}
+
+/// The Ethereum address of a secp256k1 public key (SEC1, either form):
+/// the last 20 bytes of Keccak-256 of the uncompressed point without its
+/// prefix, written with the EIP-55 mixed-case checksum.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] if the key does not parse.
+pub fn ethereum_address(public_key: &[u8]) -> Result<String, Error> {
+    use sha3::Digest as _;
+    let pk = k256::PublicKey::from_sec1_bytes(public_key).map_err(|e| Error::InvalidParameters(e.to_string()))?;
+    let point = k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&pk, false);
+    let hash = sha3::Keccak256::digest(point.as_bytes().get(1..).unwrap_or_default());
+    let addr = hex::encode(hash.get(12..).unwrap_or_default());
+    let check = hex::encode(sha3::Keccak256::digest(addr.as_bytes()));
+    let mixed: String = addr
+        .chars()
+        .zip(check.chars())
+        .map(|(c, h)| {
+            if c.is_ascii_alphabetic() && h >= '8' {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    Ok(format!("0x{mixed}"))
 }
 
 /// Serializes a FROST signature in the scheme's standard encoding.
@@ -170,8 +338,31 @@ impl FromStr for Scheme {
     fn from_str(s: &str) -> Result<Self, Error> {
         Scheme::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| {
             Error::InvalidParameters(format!(
-                "unknown scheme {s:?}; expected one of frost-ed25519, frost-secp256k1-tr, frost-p256"
+                "unknown scheme {s:?}; expected one of frost-ed25519, frost-secp256k1-tr, frost-p256, ecdsa-secp256k1, ecdsa-p256"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ethereum_address_of_the_generator_is_the_known_one() {
+        // Private key 1: its public key is G; its address is well known.
+        let g = hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap_or_default();
+        assert_eq!(
+            ethereum_address(&g).ok().as_deref(),
+            Some("0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf")
+        );
+        assert!(ethereum_address(b"nope").is_err());
+    }
+
+    #[test]
+    fn ecdsa_digest_must_be_32_bytes() {
+        assert!(ecdsa_digest(&[0; 32]).is_ok());
+        assert!(ecdsa_digest(&[0; 31]).is_err());
+        assert!(ecdsa_digest(&[0; 33]).is_err());
     }
 }

@@ -94,7 +94,7 @@ async fn dkg_and_sign_matrix(scheme: Scheme) {
             scheme.verify(&public_key, &msg, &sig).unwrap();
             assert!(scheme.verify(&public_key, b"another message", &sig).is_err());
             assert!(scheme.public_key_pem(&public_key).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
-        });
+        }, other => panic!("{other} is not FROST"));
     }
 }
 

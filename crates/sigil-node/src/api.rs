@@ -61,6 +61,19 @@ pub struct KeyView {
     pub label: Option<String>,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: i64,
+    /// `ecdsa-secp256k1`: the EIP-55 Ethereum address of `public_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethereum_address: Option<String>,
+    /// Set when the view is of a derived child key (`?derivation_path=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
+}
+
+/// Query of `GET /v1/keys/{key_id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct KeyQuery {
+    /// ECDSA: show the child key at this BIP-32 non-hardened path (`m/0/1`).
+    pub derivation_path: Option<String>,
 }
 
 impl KeyView {
@@ -80,6 +93,10 @@ impl KeyView {
             epoch: k.epoch,
             label: k.label.clone(),
             created_at: k.created_at,
+            ethereum_address: (k.scheme == Scheme::EcdsaSecp256k1.as_str())
+                .then(|| sigil_crypto::scheme::ethereum_address(&k.public_key).ok())
+                .flatten(),
+            derivation_path: None,
         }
     }
 }
@@ -96,9 +113,14 @@ pub struct KeyList {
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
     /// The message, hex (at most 16 KiB once decoded). FROST schemes sign
-    /// the message itself (no pre-hash).
+    /// the message itself (no pre-hash). ECDSA schemes sign a 32-byte
+    /// digest: exactly 64 hex characters, any other length is a 400.
     #[schema(example = "68656c6c6f")]
     pub message: String,
+    /// ECDSA only: BIP-32 non-hardened derivation path, e.g. `m/0/1`;
+    /// hardened steps are a 400.
+    #[serde(default)]
+    pub derivation_path: Option<String>,
 }
 
 /// `POST /v1/keys/{key_id}/sign` answer.
@@ -113,6 +135,15 @@ pub struct SignResponse {
     pub signature: String,
     /// Node ids that signed, aggregator first.
     pub signers: Vec<u16>,
+    /// ECDSA: recovery id (0 or 1) of `r || s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_id: Option<u8>,
+    /// ECDSA: the signature DER-encoded, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub der: Option<String>,
+    /// `ecdsa-secp256k1`: Ethereum `v` = 27 + recovery id (pre-EIP-155).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v: Option<u8>,
 }
 
 /// `GET /health` answer.
@@ -128,6 +159,11 @@ pub struct Health {
     pub active_sessions: usize,
     /// Software version.
     pub version: String,
+    /// 1536-bit safe primes pooled for CGGMP21 aux info.
+    pub prime_pool: usize,
+    /// CGGMP21 aux info for the whole cluster's party set: `ready` or
+    /// `missing` (made on the first ECDSA key).
+    pub aux_info: String,
 }
 
 #[derive(OpenApi)]
@@ -283,6 +319,15 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
         nodes: node.cfg.nodes.len(),
         active_sessions: node.sessions.active_count(),
         version: env!("CARGO_PKG_VERSION").into(),
+        prime_pool: node.store().count_primes(crate::ecdsa::PRIME_BITS).await.unwrap_or(0),
+        aux_info: match node
+            .store()
+            .get_aux_info(&crate::ecdsa::party_set(&node.cfg.node_ids()), node.cfg.node_id)
+            .await
+        {
+            Ok(Some(_)) => "ready".into(),
+            _ => "missing".into(),
+        },
     })
 }
 
@@ -319,12 +364,25 @@ async fn list_keys(State(node): State<Arc<Node>>) -> Result<Json<KeyList>, ApiEr
 }
 
 /// One key, with its public key as PEM.
-#[utoipa::path(get, path = "/v1/keys/{key_id}", params(("key_id" = String, Path)),
+#[utoipa::path(get, path = "/v1/keys/{key_id}", params(("key_id" = String, Path), KeyQuery),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = [])))]
-async fn get_key(State(node): State<Arc<Node>>, Path(key_id): Path<String>) -> Result<Json<KeyView>, ApiError> {
+async fn get_key(
+    State(node): State<Arc<Node>>,
+    Path(key_id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<KeyQuery>,
+) -> Result<Json<KeyView>, ApiError> {
     let key = node.active_key(&key_id).await?;
-    Ok(Json(KeyView::from_record(&key)))
+    let Some(path_text) = q.derivation_path else {
+        return Ok(Json(KeyView::from_record(&key)));
+    };
+    let path =
+        sigil_crypto::ecdsa::parse_derivation_path(&path_text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut child = key.clone();
+    child.public_key = node.derived_public_key(&key, &path)?;
+    let mut view = KeyView::from_record(&child);
+    view.derivation_path = Some(path_text);
+    Ok(Json(view))
 }
 
 /// Signs a message with `t` of the key's parties. The signature verifies
@@ -344,13 +402,35 @@ async fn sign(
     let message =
         hex::decode(req.message.trim()).map_err(|e| ApiError::bad_request(format!("message must be hex: {e}")))?;
     let key = node.active_key(&key_id).await?;
-    let signed = node.sign(&key_id, message).await?;
+    let path = match &req.derivation_path {
+        Some(p) => sigil_crypto::ecdsa::parse_derivation_path(p).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let signed = node.sign(&key_id, message.clone(), &path).await?;
     metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.clone()).increment(1);
+    let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
+    let (mut recovery_id, mut der, mut v) = (None, None, None);
+    if scheme.is_ecdsa() {
+        let digest = sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let public_key = if path.is_empty() {
+            key.public_key.clone()
+        } else {
+            node.derived_public_key(&key, &path)?
+        };
+        let (rid, d) = sigil_crypto::scheme::ecdsa_recovery_and_der(scheme, &public_key, &digest, &signed.signature)
+            .map_err(ApiError::internal)?;
+        recovery_id = Some(rid);
+        der = Some(hex::encode(d));
+        v = (scheme == Scheme::EcdsaSecp256k1).then_some(27 + rid);
+    }
     Ok(Json(SignResponse {
         key_id,
         scheme: key.scheme,
         signature: hex::encode(signed.signature),
         signers: signed.signers,
+        recovery_id,
+        der,
+        v,
     }))
 }
 

@@ -59,6 +59,18 @@ pub struct NodeConfig {
     /// Largest accepted REST request body, in bytes (default 65 536).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Deadline of a CGGMP21 aux info session, in milliseconds (default
+    /// 120 000: seconds of CPU per party).
+    #[serde(default = "default_aux_timeout_ms")]
+    pub aux_timeout_ms: u64,
+    /// Safe primes (1536-bit) the node keeps pooled for aux info, refilled
+    /// in the background (default 2, one aux run; 0 disables refilling).
+    #[serde(default = "default_prime_pool_size")]
+    pub prime_pool_size: usize,
+    /// A file of 1536-bit safe primes (decimal, one a line) imported into
+    /// an empty pool at start-up, e.g. from `openssl prime -generate -safe`.
+    #[serde(default)]
+    pub prime_seed_file: Option<PathBuf>,
     /// Certificate files.
     pub tls: TlsConfig,
     /// Every node of the cluster, this one included.
@@ -67,7 +79,10 @@ pub struct NodeConfig {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 10] = [
+const CONFIG_FIELDS: [&str; 13] = [
+    "aux_timeout_ms",
+    "prime_pool_size",
+    "prime_seed_file",
     "node_id",
     "data_dir",
     "listen_http",
@@ -88,6 +103,12 @@ fn default_session_timeout_ms() -> u64 {
 }
 fn default_max_body_bytes() -> usize {
     64 * 1024
+}
+fn default_aux_timeout_ms() -> u64 {
+    120_000
+}
+fn default_prime_pool_size() -> usize {
+    2
 }
 
 impl NodeConfig {

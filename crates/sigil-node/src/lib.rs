@@ -14,6 +14,7 @@
 pub mod api;
 pub mod certs;
 pub mod config;
+pub mod ecdsa;
 pub mod error;
 pub mod peer;
 pub mod session;
@@ -55,6 +56,7 @@ pub struct Node {
     down: Mutex<HashMap<u16, Instant>>,
     api_key_hash: [u8; 32],
     keys: Mutex<HashMap<String, Arc<CachedKey>>>,
+    aux_lock: tokio::sync::Mutex<()>,
 }
 
 /// An active key kept in memory: its metadata and, once first used here,
@@ -139,7 +141,15 @@ pub async fn run(
         down: Mutex::new(HashMap::new()),
         api_key_hash,
         keys: Mutex::new(HashMap::new()),
+        aux_lock: tokio::sync::Mutex::new(()),
     });
+    if let Some(path) = &cfg.prime_seed_file {
+        if node.store.count_primes(ecdsa::PRIME_BITS).await? == 0 {
+            let n = ecdsa::seed_primes(&node, path).await?;
+            tracing::info!(primes = n, file = %path.display(), "seeded the prime pool");
+        }
+    }
+    tokio::spawn(ecdsa::refill_primes(node.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -268,13 +278,21 @@ impl Node {
             .position(|&x| x == self.cfg.node_id)
             .and_then(|i| u16::try_from(i).ok())
             .ok_or_else(|| SessionError::Invalid("this node is not a party of the session".into()))?;
-        let budget = Duration::from_millis(u64::from(p.deadline_ms)).min(self.timeout());
+        let cap = match &p.kind {
+            Some(Kind::Aux(_)) => Duration::from_millis(self.cfg.aux_timeout_ms),
+            _ => self.timeout(),
+        };
+        let budget = Duration::from_millis(u64::from(p.deadline_ms)).min(cap);
         let kind = p
             .kind
             .ok_or_else(|| SessionError::Invalid("proposal has no kind".into()))?;
-        let expects = match &kind {
+        let is_ecdsa = |s: &str| s.parse::<Scheme>().is_ok_and(Scheme::is_ecdsa);
+        let expects: session::ExpectFn = match &kind {
+            Kind::Dkg(d) if is_ecdsa(&d.scheme) => sigil_crypto::ecdsa::expects::keygen,
             Kind::Dkg(_) => dkg::expects,
+            Kind::Sign(s) if is_ecdsa(&s.scheme) => sigil_crypto::ecdsa::expects::sign,
             Kind::Sign(_) => sign::expects,
+            Kind::Aux(_) => sigil_crypto::ecdsa::expects::aux_info,
         };
         let spec = SessionSpec {
             id,
@@ -290,6 +308,7 @@ impl Node {
         match kind {
             Kind::Dkg(d) => self.dkg_part(spec, d).await,
             Kind::Sign(s) => self.sign_part(spec, s).await,
+            Kind::Aux(a) => self.aux_part(spec, a).await,
         }
     }
 
@@ -321,7 +340,7 @@ impl Node {
                 Zeroizing::new(out.key_package.serialize().map_err(internal)?),
                 out.public_key_package.serialize().map_err(internal)?,
             )
-        });
+        }, _ => self.ecdsa_keygen_part(spec, scheme, n, t).await?);
         let record = KeyRecord {
             key_id: d.key_id.clone(),
             scheme: scheme.as_str().to_string(),
@@ -383,8 +402,17 @@ impl Node {
             )));
         }
         let scheme: Scheme = key.scheme.parse().map_err(internal)?;
+        if s.scheme != key.scheme {
+            return Err(SessionError::Invalid(format!(
+                "proposal says scheme {:?}, key {} is {}",
+                s.scheme, key.key_id, key.scheme
+            )));
+        }
+        if !scheme.is_ecdsa() && !s.derivation_path.is_empty() {
+            return Err(SessionError::Invalid(format!("{scheme} keys have no derivation")));
+        }
         let me = spec.me;
-        let message = s.message;
+        let message = s.message.clone();
         let signature = with_ciphersuite!(scheme, C => {
             type Material = (frost_core::keys::KeyPackage<C>, frost_core::keys::PublicKeyPackage<C>);
             let material = match cached.material.get() {
@@ -414,7 +442,7 @@ impl Node {
                 Some(sig) => sig.serialize().map_err(internal)?,
                 None => Vec::new(),
             }
-        });
+        }, _ => self.ecdsa_sign_part(spec, &cached, scheme, signers, &message, &s.derivation_path).await?);
         Ok(SessionOutcome {
             public_key_package: Vec::new(),
             signature,
@@ -463,7 +491,17 @@ impl Node {
     /// Proposes a session to `parties` and runs our own part if we are one.
     /// Waits for every party (`all = true`) or only for party 0's outcome.
     async fn coordinate(&self, parties: &[u16], kind: Kind, all: bool) -> Result<Outcomes, SessionError> {
-        let budget = self.timeout();
+        self.coordinate_with_budget(parties, kind, all, self.timeout()).await
+    }
+
+    /// [`Node::coordinate`] with a session deadline of `budget`.
+    async fn coordinate_with_budget(
+        &self,
+        parties: &[u16],
+        kind: Kind,
+        all: bool,
+        budget: Duration,
+    ) -> Result<Outcomes, SessionError> {
         let proposal = SessionProposal {
             session_id: random_session_id().to_vec(),
             coordinator: u32::from(self.cfg.node_id),
@@ -605,6 +643,9 @@ impl Node {
                 return Err(ApiError::bad_request("label longer than 128 characters"));
             }
         }
+        if scheme.is_ecdsa() {
+            self.ensure_aux(&parties).await.map_err(ApiError::from)?;
+        }
         let key_id = uuid::Uuid::new_v4().to_string();
         let kind = Kind::Dkg(DkgProposal {
             key_id: key_id.clone(),
@@ -693,6 +734,17 @@ impl Node {
             .ok_or_else(|| ApiError::not_found(format!("no key {key_id:?}")))
     }
 
+    /// ECDSA: the public key at `path` below `key`.
+    ///
+    /// # Errors
+    /// 400 for FROST keys or a bad path.
+    pub fn derived_public_key(&self, key: &KeyRecord, path: &[u32]) -> Result<Vec<u8>, ApiError> {
+        let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
+        scheme
+            .derive_public_key(&key.public_package, path)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
     /// The active key `key_id`, from memory or the store.
     async fn cached_key(&self, key_id: &str) -> Result<Option<Arc<CachedKey>>, sigil_store::StoreError> {
         if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(key_id) {
@@ -723,13 +775,21 @@ impl Node {
     /// 404 for an unknown key, 400 for a long message, 503 naming the
     /// unreachable nodes when fewer than `t` can sign, 504 naming the
     /// silent ones at the deadline, 502 naming culprits.
-    pub async fn sign(&self, key_id: &str, message: Vec<u8>) -> Result<Signed, ApiError> {
+    pub async fn sign(&self, key_id: &str, message: Vec<u8>, derivation_path: &[u32]) -> Result<Signed, ApiError> {
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(ApiError::bad_request(format!(
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
         let key = self.active_key(key_id).await?;
+        let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
+        if scheme.is_ecdsa() {
+            sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        } else if !derivation_path.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "{scheme} keys have no derivation; derivation_path is for ECDSA keys"
+            )));
+        }
         let deadline = Instant::now() + self.timeout();
         let mut excluded: Vec<u16> = Vec::new();
         let mut last_reason = String::new();
@@ -751,6 +811,8 @@ impl Node {
                 key_id: key.key_id.clone(),
                 message: message.clone(),
                 epoch: key.epoch,
+                scheme: key.scheme.clone(),
+                derivation_path: derivation_path.to_vec(),
             });
             match self.coordinate(&signers, kind, false).await {
                 Ok(o) => {

@@ -81,5 +81,35 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     check(store.get_share("c", 1, 0).await?.is_none(), "pending share deleted")?;
     store.delete_pending_key("a").await?;
     check(store.get_key("a").await?.is_some(), "active key is not deleted")?;
+
+    // Aux info per party set, replaced in place.
+    store.put_aux_info("0,1,2", 1, b"aux-v1").await?;
+    store.put_aux_info("0,1,2", 1, b"aux-v2").await?;
+    let aux = store.get_aux_info("0,1,2", 1).await?;
+    check(
+        aux.as_deref().map(|s| s.as_slice()) == Some(&b"aux-v2"[..]),
+        "aux info replaced",
+    )?;
+    check(
+        store.get_aux_info("0,1", 1).await?.is_none(),
+        "aux info of another set is absent",
+    )?;
+
+    // The prime pool hands each prime out once, oldest first, all or none.
+    for p in [&b"p1"[..], b"p2", b"p3"] {
+        store.put_prime(1536, p).await?;
+    }
+    store.put_prime(1024, b"small").await?;
+    check(store.count_primes(1536).await? == 3, "three primes pooled")?;
+    check(
+        store.take_primes(1536, 4).await?.is_none(),
+        "not enough primes: none taken",
+    )?;
+    check(store.count_primes(1536).await? == 3, "a refused take removes nothing")?;
+    let two = store.take_primes(1536, 2).await?.unwrap_or_default();
+    let two: Vec<&[u8]> = two.iter().map(|p| p.as_slice()).collect();
+    check(two == vec![&b"p1"[..], b"p2"], "oldest primes first")?;
+    check(store.count_primes(1536).await? == 1, "taken primes are deleted")?;
+    check(store.count_primes(1024).await? == 1, "other sizes untouched")?;
     Ok(())
 }

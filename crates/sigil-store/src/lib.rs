@@ -121,4 +121,23 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unseal`] if the sealed record fails authentication.
     async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+
+    /// Stores this node's aux info for an ordered party set (sealed as
+    /// record `("aux_info", party_set, party, 0)`), replacing any older one.
+    async fn put_aux_info(&self, party_set: &str, party: u16, aux: &[u8]) -> Result<(), StoreError>;
+
+    /// This node's aux info for `party_set`, unsealed.
+    async fn get_aux_info(&self, party_set: &str, party: u16) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+
+    /// Adds one pre-generated safe prime of `bits` bits to the pool
+    /// (sealed as record `("prime", "", 0, 0)`).
+    async fn put_prime(&self, bits: u32, prime: &[u8]) -> Result<(), StoreError>;
+
+    /// Takes `count` primes of `bits` bits out of the pool, or none if the
+    /// pool holds fewer: they are deleted in the same transaction that
+    /// reads them, so a prime is handed out at most once.
+    async fn take_primes(&self, bits: u32, count: usize) -> Result<Option<Vec<Zeroizing<Vec<u8>>>>, StoreError>;
+
+    /// Number of primes of `bits` bits in the pool.
+    async fn count_primes(&self, bits: u32) -> Result<usize, StoreError>;
 }

@@ -27,6 +27,17 @@ CREATE TABLE IF NOT EXISTS keys (
     created_at     INTEGER NOT NULL,
     status         TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS aux_info (
+    party_set TEXT NOT NULL,
+    party     INTEGER NOT NULL,
+    sealed    BLOB NOT NULL,
+    PRIMARY KEY (party_set, party)
+);
+CREATE TABLE IF NOT EXISTS primes (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    bits   INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS key_shares (
     key_id  TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
     party   INTEGER NOT NULL,
@@ -239,6 +250,96 @@ impl Store for SqliteStore {
             epoch,
         };
         self.sealer.open(&id, &sealed).map(Some)
+    }
+
+    async fn put_aux_info(&self, party_set: &str, party: u16, aux: &[u8]) -> Result<(), StoreError> {
+        let id = RecordId {
+            kind: "aux_info",
+            key_id: party_set,
+            party,
+            epoch: 0,
+        };
+        let sealed = self.sealer.seal(&id, aux)?;
+        sqlx::query("INSERT OR REPLACE INTO aux_info (party_set, party, sealed) VALUES (?, ?, ?)")
+            .bind(party_set)
+            .bind(i64::from(party))
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_aux_info(&self, party_set: &str, party: u16) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let row = sqlx::query("SELECT sealed FROM aux_info WHERE party_set = ? AND party = ?")
+            .bind(party_set)
+            .bind(i64::from(party))
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        let id = RecordId {
+            kind: "aux_info",
+            key_id: party_set,
+            party,
+            epoch: 0,
+        };
+        self.sealer.open(&id, &sealed).map(Some)
+    }
+
+    async fn put_prime(&self, bits: u32, prime: &[u8]) -> Result<(), StoreError> {
+        let id = RecordId {
+            kind: "prime",
+            key_id: "",
+            party: 0,
+            epoch: bits,
+        };
+        let sealed = self.sealer.seal(&id, prime)?;
+        sqlx::query("INSERT INTO primes (bits, sealed) VALUES (?, ?)")
+            .bind(i64::from(bits))
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_primes(&self, bits: u32, count: usize) -> Result<Option<Vec<Zeroizing<Vec<u8>>>>, StoreError> {
+        let limit = i64::try_from(count).map_err(|_| StoreError::Conflict("count too large".into()))?;
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, sealed FROM primes WHERE bits = ? ORDER BY id LIMIT ?")
+            .bind(i64::from(bits))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.len() < count {
+            return Ok(None);
+        }
+        let id = RecordId {
+            kind: "prime",
+            key_id: "",
+            party: 0,
+            epoch: bits,
+        };
+        let mut out = Vec::with_capacity(count);
+        for row in &rows {
+            let rid: i64 = row.try_get("id")?;
+            let sealed: Vec<u8> = row.try_get("sealed")?;
+            out.push(self.sealer.open(&id, &sealed)?);
+            sqlx::query("DELETE FROM primes WHERE id = ?")
+                .bind(rid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(out))
+    }
+
+    async fn count_primes(&self, bits: u32) -> Result<usize, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM primes WHERE bits = ?")
+            .bind(i64::from(bits))
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 }
 
