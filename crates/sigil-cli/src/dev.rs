@@ -49,7 +49,12 @@ pub struct DevArgs {
     /// (refilled in the background; 0 disables).
     #[arg(long, default_value_t = 2)]
     pub prime_pool_size: usize,
-    /// File of 1536-bit safe primes (decimal, one a line) to seed empty pools.
+    /// ECDSA presignatures pooled per key and signer set (0: full protocol
+    /// for every signature).
+    #[arg(long, default_value_t = 4)]
+    pub presign_pool_size: usize,
+    /// File of 1536-bit safe primes (decimal, one a line) to seed empty
+    /// pools; node i gets lines i, i + n, i + 2n, ... (no prime is shared).
     #[arg(long)]
     pub prime_seed_file: Option<PathBuf>,
 }
@@ -107,7 +112,25 @@ pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
             max_body_bytes: 64 * 1024,
             aux_timeout_ms: 120_000,
             prime_pool_size: args.prime_pool_size,
-            prime_seed_file: args.prime_seed_file.as_ref().map(std::fs::canonicalize).transpose()?,
+            presign_pool_size: args.presign_pool_size,
+            prime_seed_file: match &args.prime_seed_file {
+                // Each node gets its own lines: a prime must never serve two
+                // parties (they would share a Paillier modulus).
+                Some(all) => {
+                    let text = std::fs::read_to_string(all).with_context(|| format!("read {}", all.display()))?;
+                    let mine: Vec<&str> = text
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .enumerate()
+                        .filter(|(k, _)| k % usize::from(args.nodes) == usize::from(i))
+                        .map(|(_, l)| l)
+                        .collect();
+                    let path = dir.join("primes-seed.txt");
+                    sigil_node::certs::write_secret(&path, mine.join("\n").as_bytes())?;
+                    Some(path)
+                }
+                None => None,
+            },
             tls: TlsConfig {
                 ca_cert: sigil_node::certs::ca_cert_path(&certs),
                 cert: node_certs.cert,

@@ -19,7 +19,7 @@ use sigil_crypto::Scheme;
 use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
 
 const API_KEY: &str = "e2e-test-key";
-const SESSION_TIMEOUT_MS: u64 = 3000;
+const SESSION_TIMEOUT_MS: u64 = 5000;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -57,6 +57,11 @@ impl Cluster {
         for &i in &ids {
             let nd = dir.path().join(format!("node-{i}"));
             std::fs::create_dir_all(&nd).unwrap();
+            // Two primes of the fixture per node, never shared.
+            let all = std::fs::read_to_string(&primes).unwrap();
+            let mine: Vec<&str> = all.lines().skip(2 * usize::from(i)).take(2).collect();
+            let seed = nd.join("primes.txt");
+            std::fs::write(&seed, mine.join("\n")).unwrap();
             let mk = nd.join("master.key");
             std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();
             let c = sigil_node::certs::node_cert_paths(&certs, i);
@@ -71,7 +76,8 @@ impl Cluster {
                 max_body_bytes: 64 * 1024,
                 aux_timeout_ms: 120_000,
                 prime_pool_size: 0,
-                prime_seed_file: Some(primes.clone()),
+                presign_pool_size: 2,
+                prime_seed_file: Some(seed.clone()),
                 tls: TlsConfig {
                     ca_cert: sigil_node::certs::ca_cert_path(&certs),
                     cert: c.cert,
@@ -301,6 +307,40 @@ async fn cluster_keys_sign_faults_and_restart() {
     let child_pk = hex::decode(child["public_key"].as_str().unwrap()).unwrap();
     let child_sig = hex::decode(v["signature"].as_str().unwrap()).unwrap();
     Scheme::EcdsaSecp256k1.verify(&child_pk, &digest, &child_sig).unwrap();
+    // The presignature pool fills in the background; a pooled signature is
+    // one local step per signer. Every signature is valid and distinct.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut sigs = std::collections::HashSet::new();
+    loop {
+        let v = c
+            .sign_ok(0, &ecdsa_key, format!("pooled {}", sigs.len()).as_bytes())
+            .await;
+        assert!(
+            sigs.insert(v["signature"].as_str().unwrap().to_string()),
+            "a signature repeated"
+        );
+        let (_, m) = c.call(0, "GET", "/metrics", None, None).await;
+        if m.as_str()
+            .unwrap_or_default()
+            .contains("sigil_presignatures_used_total")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no signature came from the presignature pool"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for k in 0..6 {
+        let v = c
+            .sign_ok(k % 3, &ecdsa_key, format!("after the pool filled {k}").as_bytes())
+            .await;
+        assert!(
+            sigs.insert(v["signature"].as_str().unwrap().to_string()),
+            "a signature repeated"
+        );
+    }
     // ECDSA bad input: not a 32-byte digest, a hardened path.
     let (s, v) = c
         .api(

@@ -71,6 +71,11 @@ pub struct NodeConfig {
     /// an empty pool at start-up, e.g. from `openssl prime -generate -safe`.
     #[serde(default)]
     pub prime_seed_file: Option<PathBuf>,
+    /// ECDSA presignatures kept per key and signer set, refilled in the
+    /// background by the set's lowest node id (default 4; 0 disables the
+    /// pool, so every signature runs the full protocol).
+    #[serde(default = "default_presign_pool_size")]
+    pub presign_pool_size: usize,
     /// Certificate files.
     pub tls: TlsConfig,
     /// Every node of the cluster, this one included.
@@ -79,7 +84,8 @@ pub struct NodeConfig {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 13] = [
+const CONFIG_FIELDS: [&str; 14] = [
+    "presign_pool_size",
     "aux_timeout_ms",
     "prime_pool_size",
     "prime_seed_file",
@@ -109,6 +115,9 @@ fn default_aux_timeout_ms() -> u64 {
 }
 fn default_prime_pool_size() -> usize {
     2
+}
+fn default_presign_pool_size() -> usize {
+    4
 }
 
 impl NodeConfig {

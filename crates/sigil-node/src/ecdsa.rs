@@ -162,24 +162,8 @@ impl Node {
         derivation_path: &[u32],
     ) -> Result<Vec<u8>, SessionError> {
         let digest = sigil_crypto::scheme::ecdsa_digest(message).map_err(|e| SessionError::Invalid(e.to_string()))?;
-        let key = &cached.record;
         with_curve!(scheme, E => {
-            let material = match cached.material.get() {
-                Some(m) => m.clone(),
-                None => {
-                    let share = self
-                        .store
-                        .get_share(&key.key_id, self.cfg.node_id, key.epoch)
-                        .await
-                        .map_err(internal)?
-                        .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))?;
-                    let incomplete: ecdsa::IncompleteKeyShare<E> = serde_json::from_slice(&share).map_err(internal)?;
-                    let aux = self.load_aux(&key.parties).await?;
-                    let complete = ecdsa::complete(incomplete, aux).map_err(internal)?;
-                    let m: Arc<dyn std::any::Any + Send + Sync> = Arc::new(complete);
-                    cached.material.get_or_init(|| m).clone()
-                }
-            };
+            let material = self.load_complete_share::<E>(cached).await?;
             let share = material
                 .downcast_ref::<ecdsa::KeyShare<E>>()
                 .ok_or_else(|| internal("cached key material of another scheme"))?;
@@ -253,5 +237,343 @@ pub async fn refill_primes(node: Arc<Node>) {
             Err(e) => tracing::warn!(error = %e, "could not count pooled primes"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// No messages: pooled signing is one local step per party.
+pub fn expects_nothing(_: u16, _: u16, _: u16, _: u16) -> Option<round_based::MessageType> {
+    None
+}
+
+impl Node {
+    /// Key-level indices of `nodes` in `key`'s party list.
+    fn key_indices(key: &sigil_store::KeyRecord, nodes: &[u16]) -> Result<Vec<u16>, SessionError> {
+        nodes
+            .iter()
+            .map(|node| {
+                key.parties
+                    .iter()
+                    .position(|x| x == node)
+                    .and_then(|k| u16::try_from(k).ok())
+                    .ok_or_else(|| SessionError::Invalid(format!("node {node} holds no share of key {}", key.key_id)))
+            })
+            .collect()
+    }
+
+    /// The complete key share of `cached` (`KeyShare<E>` behind `Any`),
+    /// unsealed and joined with the aux info on first use, then cached.
+    async fn load_complete_share<E: cggmp21::generic_ec::Curve>(
+        &self,
+        cached: &CachedKey,
+    ) -> Result<Arc<dyn std::any::Any + Send + Sync>, SessionError> {
+        if let Some(m) = cached.material.get() {
+            return Ok(m.clone());
+        }
+        let key = &cached.record;
+        let share = self
+            .store
+            .get_share(&key.key_id, self.cfg.node_id, key.epoch)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))?;
+        let incomplete: ecdsa::IncompleteKeyShare<E> = serde_json::from_slice(&share).map_err(internal)?;
+        let aux = self.load_aux(&key.parties).await?;
+        let complete = ecdsa::complete(incomplete, aux).map_err(internal)?;
+        let m: Arc<dyn std::any::Any + Send + Sync> = Arc::new(complete);
+        Ok(cached.material.get_or_init(|| m).clone())
+    }
+
+    /// This node's part of a presigning session: presign, then pool the
+    /// result sealed under the session id.
+    pub(crate) async fn presign_part(
+        &self,
+        spec: SessionSpec,
+        p: sigil_proto::peer::PresignProposal,
+    ) -> Result<SessionOutcome, SessionError> {
+        let cached = self
+            .cached_key(&p.key_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| SessionError::Invalid(format!("key {} is not active here", p.key_id)))?;
+        let key = &cached.record;
+        if key.scheme != p.scheme {
+            return Err(SessionError::Invalid("scheme mismatch".into()));
+        }
+        let scheme: Scheme = key.scheme.parse().map_err(internal)?;
+        let signers = Self::key_indices(key, &spec.parties)?;
+        if signers.len() != usize::from(key.threshold) {
+            return Err(SessionError::Invalid("a presignature needs exactly t signers".into()));
+        }
+        let set = party_set(&spec.parties);
+        let presig_id = hex::encode(spec.id);
+        let (me, sid) = (spec.me, spec.id);
+        let bytes = with_curve!(scheme, E => {
+            let material = self.load_complete_share::<E>(&cached).await?;
+            let share = material.downcast_ref::<ecdsa::KeyShare<E>>().ok_or_else(|| internal("key material of another scheme"))?;
+            let presig = session::run::<ecdsa::SignMsg<E>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
+                let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
+                ecdsa::presign::<E, _, _>(party, &sid, me, &signers, share, &mut rng).await
+            })
+            .await?;
+            Zeroizing::new(serde_json::to_vec(&presig).map_err(internal)?)
+        }, other => return Err(SessionError::Invalid(format!("{other} has no presignatures"))));
+        self.store
+            .put_presignature(&key.key_id, &set, self.cfg.node_id, &presig_id, &bytes)
+            .await
+            .map_err(internal)?;
+        Ok(SessionOutcome::default())
+    }
+
+    /// Takes a presignature of (`key`, `parties`) out of the pool (by id,
+    /// or the oldest) and issues the partial signature on `digest` (for the
+    /// child at `path` if given). The presignature is deleted in the same
+    /// transaction that reads it, before anything leaves the node.
+    pub(crate) async fn partial_from_pool(
+        &self,
+        cached: &CachedKey,
+        parties: &[u16],
+        presig_id: Option<&str>,
+        digest: &[u8; 32],
+        path: &[u32],
+    ) -> Result<Option<(String, Vec<u8>)>, SessionError> {
+        let key = &cached.record;
+        let scheme: Scheme = key.scheme.parse().map_err(internal)?;
+        let set = party_set(parties);
+        let Some((id, bytes)) = self
+            .store
+            .take_presignature(&key.key_id, &set, self.cfg.node_id, presig_id)
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        let partial = with_curve!(scheme, E => {
+            let mut presig: ecdsa::Presignature<E> = serde_json::from_slice(&bytes).map_err(internal)?;
+            if !path.is_empty() {
+                let material = self.load_complete_share::<E>(cached).await?;
+                let share = material.downcast_ref::<ecdsa::KeyShare<E>>().ok_or_else(|| internal("key material of another scheme"))?;
+                let epub = share.extended_public_key().ok_or_else(|| SessionError::Invalid("key is not HD-capable".into()))?;
+                presig = presig
+                    .set_derivation_path(epub, path.iter().copied())
+                    .map_err(|e| SessionError::Invalid(format!("derivation path: {e}")))?;
+            }
+            let scalar = cggmp21::generic_ec::Scalar::<E>::from_be_bytes_mod_order(digest);
+            let partial = presig.issue_partial_signature(cggmp21::DataToSign::from_scalar(scalar));
+            serde_json::to_vec(&partial).map_err(internal)?
+        }, other => return Err(SessionError::Invalid(format!("{other} has no presignatures"))));
+        Ok(Some((id, partial)))
+    }
+
+    /// Coordinator: signs `digest` from a pooled presignature of a signer
+    /// set that includes this node. `Ok(None)` when none is available or
+    /// the pooled attempt failed (the caller then runs the full protocol;
+    /// the presignatures involved are gone either way, never reused).
+    pub(crate) async fn sign_from_pool(
+        &self,
+        key: &sigil_store::KeyRecord,
+        digest: &[u8; 32],
+        path: &[u32],
+    ) -> Result<Option<(Vec<u8>, Vec<u16>)>, SessionError> {
+        if self.cfg.presign_pool_size == 0 || !key.parties.contains(&self.cfg.node_id) {
+            return Ok(None);
+        }
+        let cached = self
+            .cached_key(&key.key_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| internal("key vanished"))?;
+        for set in signer_sets(key, None)
+            .into_iter()
+            .filter(|s| s.contains(&self.cfg.node_id))
+        {
+            if set.iter().any(|&n| n != self.cfg.node_id && self.recently_down(n)) {
+                continue;
+            }
+            let Some((presig_id, own)) = self.partial_from_pool(&cached, &set, None, digest, path).await? else {
+                continue;
+            };
+            match self.combine_pooled(&cached, &set, &presig_id, own, digest, path).await {
+                Ok(sig) => return Ok(Some((sig, set))),
+                Err(e) => {
+                    if let SessionError::Unavailable { nodes, .. } = &e {
+                        nodes
+                            .iter()
+                            .filter(|&&n| n != self.cfg.node_id)
+                            .for_each(|&n| self.mark_down(n));
+                    }
+                    tracing::warn!(error = %e, set = %party_set(&set), "pooled signing failed; falling back to the full protocol");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn combine_pooled(
+        &self,
+        cached: &CachedKey,
+        set: &[u16],
+        presig_id: &str,
+        own: Vec<u8>,
+        digest: &[u8; 32],
+        path: &[u32],
+    ) -> Result<Vec<u8>, SessionError> {
+        let key = &cached.record;
+        let scheme: Scheme = key.scheme.parse().map_err(internal)?;
+        let kind = Kind::Sign(sigil_proto::peer::SignProposal {
+            key_id: key.key_id.clone(),
+            message: digest.to_vec(),
+            epoch: key.epoch,
+            scheme: key.scheme.clone(),
+            derivation_path: path.to_vec(),
+            presignature_id: presig_id.to_string(),
+        });
+        let outcomes = self.coordinate_inner(set, kind, true, self.timeout(), false).await?;
+        let public_key = if path.is_empty() {
+            key.public_key.clone()
+        } else {
+            scheme.derive_public_key(&key.public_package, path).map_err(internal)?
+        };
+        with_curve!(scheme, E => {
+            let mut partials: Vec<cggmp21::PartialSignature<E>> = vec![serde_json::from_slice(&own).map_err(internal)?];
+            for (i, o) in outcomes.by_party.iter().enumerate() {
+                let node = set.get(i).copied().unwrap_or_default();
+                if node == self.cfg.node_id {
+                    continue;
+                }
+                let o = o.as_ref().ok_or_else(|| internal("missing outcome"))?;
+                let p = serde_json::from_slice(&o.partial_signature).map_err(|e| SessionError::Protocol {
+                    culprits: vec![node],
+                    reason: format!("malformed partial signature: {e}"),
+                })?;
+                partials.push(p);
+            }
+            let sig = cggmp21::PartialSignature::combine(&partials)
+                .ok_or_else(|| SessionError::Protocol { culprits: vec![], reason: "partial signatures do not combine".into() })?
+                .normalize_s();
+            let mut out = vec![0u8; 64];
+            sig.write_to_slice(&mut out);
+            scheme
+                .verify(&public_key, digest, &out)
+                .map_err(|e| SessionError::Protocol { culprits: vec![], reason: format!("combined signature invalid: {e}") })?;
+            Ok(out)
+        }, other => Err(SessionError::Invalid(format!("{other} has no presignatures"))))
+    }
+}
+
+/// The ordered signer sets of `key` that pools are kept for: every
+/// `t`-subset of its parties, in ascending node order, whose lowest node
+/// is `refiller` (all sets when `None`), at most 16.
+pub fn signer_sets(key: &sigil_store::KeyRecord, refiller: Option<u16>) -> Vec<Vec<u16>> {
+    fn choose(from: &[u16], t: usize, acc: &mut Vec<u16>, out: &mut Vec<Vec<u16>>) {
+        if out.len() >= 16 {
+            return;
+        }
+        if acc.len() == t {
+            out.push(acc.clone());
+            return;
+        }
+        for (k, &x) in from.iter().enumerate() {
+            acc.push(x);
+            choose(from.get(k + 1..).unwrap_or_default(), t, acc, out);
+            acc.pop();
+        }
+    }
+    let mut parties = key.parties.clone();
+    parties.sort_unstable();
+    let mut all = Vec::new();
+    choose(&parties, usize::from(key.threshold), &mut Vec::new(), &mut all);
+    all.retain(|set| refiller.is_none_or(|r| set.first() == Some(&r)));
+    all
+}
+
+/// Keeps every signer set this node refills (those whose lowest node it
+/// is) at `presign_pool_size` presignatures per ECDSA key, one presigning
+/// session at a time.
+pub async fn refill_presignatures(node: Arc<Node>) {
+    let target = node.cfg.presign_pool_size;
+    if target == 0 {
+        return;
+    }
+    loop {
+        let mut worked = false;
+        let keys = node.store.list_keys().await.unwrap_or_default();
+        for key in keys
+            .iter()
+            .filter(|k| k.scheme.parse::<Scheme>().is_ok_and(Scheme::is_ecdsa))
+        {
+            if node
+                .store
+                .get_aux_info(&party_set(&key.parties), node.cfg.node_id)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                continue;
+            }
+            for set in signer_sets(key, Some(node.cfg.node_id)) {
+                if set.iter().any(|&n| n != node.cfg.node_id && node.recently_down(n)) {
+                    continue;
+                }
+                let have = node
+                    .store
+                    .count_presignatures(&key.key_id, &party_set(&set))
+                    .await
+                    .unwrap_or(target);
+                if have >= target {
+                    continue;
+                }
+                let kind = Kind::Presign(sigil_proto::peer::PresignProposal {
+                    key_id: key.key_id.clone(),
+                    scheme: key.scheme.clone(),
+                });
+                let started = std::time::Instant::now();
+                match node.coordinate_with_budget(&set, kind, true, node.timeout()).await {
+                    Ok(_) => {
+                        worked = true;
+                        metrics::counter!("sigil_presignatures_made_total").increment(1);
+                        metrics::histogram!("sigil_presign_seconds").record(started.elapsed().as_secs_f64());
+                    }
+                    Err(e) => {
+                        if let SessionError::Unavailable { nodes, .. } | SessionError::Timeout { missing: nodes, .. } =
+                            &e
+                        {
+                            nodes
+                                .iter()
+                                .filter(|&&n| n != node.cfg.node_id)
+                                .for_each(|&n| node.mark_down(n));
+                        }
+                        tracing::warn!(key_id = %key.key_id, set = %party_set(&set), error = %e, "presigning failed");
+                    }
+                }
+            }
+        }
+        if !worked {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(parties: Vec<u16>, t: u16) -> sigil_store::KeyRecord {
+        let mut k = sigil_store::conformance::sample_key("k");
+        k.parties = parties;
+        k.threshold = t;
+        k
+    }
+
+    #[test]
+    fn signer_sets_are_the_t_subsets_split_by_lowest_node() {
+        let k = key(vec![2, 0, 1], 2);
+        assert_eq!(signer_sets(&k, None), vec![vec![0, 1], vec![0, 2], vec![1, 2]]);
+        assert_eq!(signer_sets(&k, Some(0)), vec![vec![0, 1], vec![0, 2]]);
+        assert_eq!(signer_sets(&k, Some(1)), vec![vec![1, 2]]);
+        assert!(signer_sets(&k, Some(2)).is_empty());
+        assert_eq!(signer_sets(&key(vec![0, 1, 2, 3, 4], 3), None).len(), 10);
+        assert_eq!(party_set(&[0, 2]), "0,2");
     }
 }

@@ -150,6 +150,7 @@ pub async fn run(
         }
     }
     tokio::spawn(ecdsa::refill_primes(node.clone()));
+    tokio::spawn(ecdsa::refill_presignatures(node.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -290,7 +291,9 @@ impl Node {
         let expects: session::ExpectFn = match &kind {
             Kind::Dkg(d) if is_ecdsa(&d.scheme) => sigil_crypto::ecdsa::expects::keygen,
             Kind::Dkg(_) => dkg::expects,
+            Kind::Sign(s) if !s.presignature_id.is_empty() => ecdsa::expects_nothing,
             Kind::Sign(s) if is_ecdsa(&s.scheme) => sigil_crypto::ecdsa::expects::sign,
+            Kind::Presign(_) => sigil_crypto::ecdsa::expects::sign,
             Kind::Sign(_) => sign::expects,
             Kind::Aux(_) => sigil_crypto::ecdsa::expects::aux_info,
         };
@@ -309,6 +312,7 @@ impl Node {
             Kind::Dkg(d) => self.dkg_part(spec, d).await,
             Kind::Sign(s) => self.sign_part(spec, s).await,
             Kind::Aux(a) => self.aux_part(spec, a).await,
+            Kind::Presign(p) => self.presign_part(spec, p).await,
         }
     }
 
@@ -359,7 +363,7 @@ impl Node {
             .map_err(internal)?;
         Ok(SessionOutcome {
             public_key_package: public_package,
-            signature: Vec::new(),
+            ..Default::default()
         })
     }
 
@@ -411,6 +415,30 @@ impl Node {
         if !scheme.is_ecdsa() && !s.derivation_path.is_empty() {
             return Err(SessionError::Invalid(format!("{scheme} keys have no derivation")));
         }
+        if !s.presignature_id.is_empty() {
+            let digest =
+                sigil_crypto::scheme::ecdsa_digest(&s.message).map_err(|e| SessionError::Invalid(e.to_string()))?;
+            let (_, partial) = self
+                .partial_from_pool(
+                    &cached,
+                    &spec.parties,
+                    Some(&s.presignature_id),
+                    &digest,
+                    &s.derivation_path,
+                )
+                .await?
+                .ok_or_else(|| SessionError::Unavailable {
+                    nodes: vec![self.cfg.node_id],
+                    reason: format!(
+                        "presignature {} is not pooled on node {}",
+                        s.presignature_id, self.cfg.node_id
+                    ),
+                })?;
+            return Ok(SessionOutcome {
+                partial_signature: partial,
+                ..Default::default()
+            });
+        }
         let me = spec.me;
         let message = s.message.clone();
         let signature = with_ciphersuite!(scheme, C => {
@@ -444,8 +472,8 @@ impl Node {
             }
         }, _ => self.ecdsa_sign_part(spec, &cached, scheme, signers, &message, &s.derivation_path).await?);
         Ok(SessionOutcome {
-            public_key_package: Vec::new(),
             signature,
+            ..Default::default()
         })
     }
 
@@ -502,6 +530,20 @@ impl Node {
         all: bool,
         budget: Duration,
     ) -> Result<Outcomes, SessionError> {
+        self.coordinate_inner(parties, kind, all, budget, true).await
+    }
+
+    /// [`Node::coordinate_with_budget`]; with `run_local = false` this node
+    /// does not run its own part (it already did, e.g. its partial
+    /// signature from a pooled presignature) and waits only for the others.
+    async fn coordinate_inner(
+        &self,
+        parties: &[u16],
+        kind: Kind,
+        all: bool,
+        budget: Duration,
+        run_local: bool,
+    ) -> Result<Outcomes, SessionError> {
         let proposal = SessionProposal {
             session_id: random_session_id().to_vec(),
             coordinator: u32::from(self.cfg.node_id),
@@ -533,7 +575,16 @@ impl Node {
         let abort_all = |tasks: &Vec<tokio::task::JoinHandle<()>>| tasks.iter().for_each(|t| t.abort());
 
         let mut by_party: Vec<Option<SessionOutcome>> = vec![None; parties.len()];
-        let is_party = parties.contains(&self.cfg.node_id);
+        let is_party = run_local && parties.contains(&self.cfg.node_id);
+        if !run_local {
+            if let Some(slot) = parties
+                .iter()
+                .position(|&p| p == self.cfg.node_id)
+                .and_then(|i| by_party.get_mut(i))
+            {
+                *slot = Some(SessionOutcome::default());
+            }
+        }
         let mut local_pending = is_party;
         let local = async {
             if !is_party {
@@ -790,6 +841,14 @@ impl Node {
                 "{scheme} keys have no derivation; derivation_path is for ECDSA keys"
             )));
         }
+        if scheme.is_ecdsa() {
+            let digest =
+                sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            if let Some((signature, signers)) = self.sign_from_pool(&key, &digest, derivation_path).await? {
+                metrics::counter!("sigil_presignatures_used_total").increment(1);
+                return Ok(Signed { signature, signers });
+            }
+        }
         let deadline = Instant::now() + self.timeout();
         let mut excluded: Vec<u16> = Vec::new();
         let mut last_reason = String::new();
@@ -813,6 +872,7 @@ impl Node {
                 epoch: key.epoch,
                 scheme: key.scheme.clone(),
                 derivation_path: derivation_path.to_vec(),
+                presignature_id: String::new(),
             });
             match self.coordinate(&signers, kind, false).await {
                 Ok(o) => {

@@ -111,5 +111,33 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     check(two == vec![&b"p1"[..], b"p2"], "oldest primes first")?;
     check(store.count_primes(1536).await? == 1, "taken primes are deleted")?;
     check(store.count_primes(1024).await? == 1, "other sizes untouched")?;
+
+    // Presignatures: single use, by id or oldest first, bound to their set.
+    store.put_presignature("a", "0,1", 1, "s1", b"pre-1").await?;
+    store.put_presignature("a", "0,1", 1, "s2", b"pre-2").await?;
+    store.put_presignature("a", "0,2", 1, "s3", b"pre-3").await?;
+    check(
+        store.count_presignatures("a", "0,1").await? == 2,
+        "two presignatures pooled",
+    )?;
+    let by_id = store.take_presignature("a", "0,1", 1, Some("s2")).await?;
+    check(
+        by_id.as_ref().map(|(id, p)| (id.as_str(), p.as_slice())) == Some(("s2", &b"pre-2"[..])),
+        "take by id",
+    )?;
+    check(
+        store.take_presignature("a", "0,1", 1, Some("s2")).await?.is_none(),
+        "never handed out twice",
+    )?;
+    let oldest = store.take_presignature("a", "0,1", 1, None).await?;
+    check(oldest.map(|(id, _)| id) == Some("s1".to_string()), "oldest first")?;
+    check(
+        store.take_presignature("a", "0,1", 1, None).await?.is_none(),
+        "pool of the set empty",
+    )?;
+    check(
+        store.count_presignatures("a", "0,2").await? == 1,
+        "other signer sets untouched",
+    )?;
     Ok(())
 }

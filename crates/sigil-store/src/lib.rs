@@ -140,4 +140,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of primes of `bits` bits in the pool.
     async fn count_primes(&self, bits: u32) -> Result<usize, StoreError>;
+
+    /// Pools one presignature of `key_id` for the ordered `signer_set`,
+    /// made in presigning session `presig_id` (sealed as record
+    /// `("presignature", key_id, party, 0)` with the id and set bound in).
+    async fn put_presignature(
+        &self,
+        key_id: &str,
+        signer_set: &str,
+        party: u16,
+        presig_id: &str,
+        presig: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Takes a presignature out of the pool: the one with `presig_id` if
+    /// given, else the oldest for (`key_id`, `signer_set`). It is deleted in
+    /// the transaction that reads it, so it is handed out at most once.
+    /// Returns its id and the unsealed presignature.
+    async fn take_presignature(
+        &self,
+        key_id: &str,
+        signer_set: &str,
+        party: u16,
+        presig_id: Option<&str>,
+    ) -> Result<Option<(String, Zeroizing<Vec<u8>>)>, StoreError>;
+
+    /// Number of pooled presignatures of (`key_id`, `signer_set`).
+    async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError>;
 }

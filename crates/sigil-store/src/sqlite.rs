@@ -33,6 +33,15 @@ CREATE TABLE IF NOT EXISTS aux_info (
     sealed    BLOB NOT NULL,
     PRIMARY KEY (party_set, party)
 );
+CREATE TABLE IF NOT EXISTS presignatures (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_id     TEXT NOT NULL,
+    signer_set TEXT NOT NULL,
+    party      INTEGER NOT NULL,
+    presig_id  TEXT NOT NULL,
+    sealed     BLOB NOT NULL,
+    UNIQUE (key_id, signer_set, party, presig_id)
+);
 CREATE TABLE IF NOT EXISTS primes (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     bits   INTEGER NOT NULL,
@@ -336,6 +345,90 @@ impl Store for SqliteStore {
     async fn count_primes(&self, bits: u32) -> Result<usize, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM primes WHERE bits = ?")
             .bind(i64::from(bits))
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn put_presignature(
+        &self,
+        key_id: &str,
+        signer_set: &str,
+        party: u16,
+        presig_id: &str,
+        presig: &[u8],
+    ) -> Result<(), StoreError> {
+        let kind = format!("presignature/{signer_set}/{presig_id}");
+        let id = RecordId {
+            kind: &kind,
+            key_id,
+            party,
+            epoch: 0,
+        };
+        let sealed = self.sealer.seal(&id, presig)?;
+        sqlx::query("INSERT INTO presignatures (key_id, signer_set, party, presig_id, sealed) VALUES (?, ?, ?, ?, ?)")
+            .bind(key_id)
+            .bind(signer_set)
+            .bind(i64::from(party))
+            .bind(presig_id)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_presignature(
+        &self,
+        key_id: &str,
+        signer_set: &str,
+        party: u16,
+        presig_id: Option<&str>,
+    ) -> Result<Option<(String, Zeroizing<Vec<u8>>)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = match presig_id {
+            Some(pid) => {
+                sqlx::query("SELECT seq, presig_id, sealed FROM presignatures WHERE key_id = ? AND signer_set = ? AND party = ? AND presig_id = ?")
+                    .bind(key_id)
+                    .bind(signer_set)
+                    .bind(i64::from(party))
+                    .bind(pid)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT seq, presig_id, sealed FROM presignatures WHERE key_id = ? AND signer_set = ? AND party = ? ORDER BY seq LIMIT 1")
+                    .bind(key_id)
+                    .bind(signer_set)
+                    .bind(i64::from(party))
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        let seq: i64 = row.try_get("seq")?;
+        let pid: String = row.try_get("presig_id")?;
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        sqlx::query("DELETE FROM presignatures WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let kind = format!("presignature/{signer_set}/{pid}");
+        let id = RecordId {
+            kind: &kind,
+            key_id,
+            party,
+            epoch: 0,
+        };
+        let presig = self.sealer.open(&id, &sealed)?;
+        Ok(Some((pid, presig)))
+    }
+
+    async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM presignatures WHERE key_id = ? AND signer_set = ?")
+            .bind(key_id)
+            .bind(signer_set)
             .fetch_one(&self.pool)
             .await?;
         let n: i64 = row.try_get("n")?;
