@@ -56,9 +56,15 @@ pub struct SignArgs {
     /// Keys created to time the DKG.
     #[arg(long, default_value_t = 30)]
     pub dkg: usize,
-    /// Message size in bytes.
+    /// Message size in bytes (ECDSA: must be 32, the digest).
     #[arg(long, default_value_t = 32)]
     pub message_bytes: usize,
+    /// Sign with this existing key instead of the last one the DKG phase made.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Skip the concurrent phase.
+    #[arg(long)]
+    pub no_concurrent: bool,
 }
 
 fn ms(us: u64) -> f64 {
@@ -200,8 +206,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     // DKG, sequential, round-robin over the nodes.
     let mut h = hist()?;
     let start = Instant::now();
-    let mut key = None;
-    for i in 0..a.dkg.max(1) {
+    let mut key = match &a.key {
+        Some(id) => Some(first.get(&format!("/v1/keys/{id}")).await?),
+        None => None,
+    };
+    for i in 0..a.dkg {
         let t = Instant::now();
         let v = clients[i % clients.len()]
             .create_key(&a.scheme, a.threshold, None, Some("bench".into()))
@@ -209,42 +218,29 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
         key = Some(v);
     }
-    rows.push(row(
-        format!("REST DKG {}-of-{n_nodes} {scheme}", a.threshold),
-        &h,
-        start.elapsed(),
-    ));
-    let key = key.ok_or_else(|| anyhow!("no key"))?;
+    if a.dkg > 0 {
+        rows.push(row(format!("REST DKG {}-of-{n_nodes} {scheme}", a.threshold), &h, start.elapsed()));
+    }
+    let key = key.ok_or_else(|| anyhow!("no key: give --key or --dkg > 0"))?;
     let key_id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
     let public_key = hex::decode(key["public_key"].as_str().unwrap_or_default())?;
 
-    // Warm-up (connections), then latency at concurrency 1, then load.
-    load(&clients, &key_id, 50, 4, a.message_bytes, scheme, &public_key).await?;
+    // Warm-up (connections; FROST only, since for ECDSA it would eat the
+    // presignature pool), then latency at concurrency 1, then load.
+    if !scheme.is_ecdsa() {
+        load(&clients, &key_id, 50, 4, a.message_bytes, scheme, &public_key).await?;
+    }
     let (h, wall) = load(&clients, &key_id, a.sequential, 1, a.message_bytes, scheme, &public_key).await?;
-    rows.push(row(
-        format!("REST sign {}-of-{n_nodes}, concurrency 1", a.threshold),
-        &h,
-        wall,
-    ));
-    let (h, wall) = load(
-        &clients,
-        &key_id,
-        a.requests,
-        a.concurrency,
-        a.message_bytes,
-        scheme,
-        &public_key,
-    )
-    .await?;
-    rows.push(row(
-        format!("REST sign {}-of-{n_nodes}, concurrency {}", a.threshold, a.concurrency),
-        &h,
-        wall,
-    ));
-
-    let (fd, fs) = floor(scheme, a.threshold, n_nodes, 500).await?;
-    rows.push(fd);
-    rows.push(fs);
+    rows.push(row(format!("REST sign {}-of-{n_nodes}, concurrency 1", a.threshold), &h, wall));
+    if !a.no_concurrent {
+        let (h, wall) = load(&clients, &key_id, a.requests, a.concurrency, a.message_bytes, scheme, &public_key).await?;
+        rows.push(row(format!("REST sign {}-of-{n_nodes}, concurrency {}", a.threshold, a.concurrency), &h, wall));
+    }
+    if !scheme.is_ecdsa() {
+        let (fd, fs) = floor(scheme, a.threshold, n_nodes, 500).await?;
+        rows.push(fd);
+        rows.push(fs);
+    }
 
     println!("| what | count | p50 ms | p99 ms | per second |");
     println!("|---|---:|---:|---:|---:|");
