@@ -219,7 +219,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         key = Some(v);
     }
     if a.dkg > 0 {
-        rows.push(row(format!("REST DKG {}-of-{n_nodes} {scheme}", a.threshold), &h, start.elapsed()));
+        rows.push(row(
+            format!("REST DKG {}-of-{n_nodes} {scheme}", a.threshold),
+            &h,
+            start.elapsed(),
+        ));
     }
     let key = key.ok_or_else(|| anyhow!("no key: give --key or --dkg > 0"))?;
     let key_id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
@@ -231,10 +235,27 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         load(&clients, &key_id, 50, 4, a.message_bytes, scheme, &public_key).await?;
     }
     let (h, wall) = load(&clients, &key_id, a.sequential, 1, a.message_bytes, scheme, &public_key).await?;
-    rows.push(row(format!("REST sign {}-of-{n_nodes}, concurrency 1", a.threshold), &h, wall));
+    rows.push(row(
+        format!("REST sign {}-of-{n_nodes}, concurrency 1", a.threshold),
+        &h,
+        wall,
+    ));
     if !a.no_concurrent {
-        let (h, wall) = load(&clients, &key_id, a.requests, a.concurrency, a.message_bytes, scheme, &public_key).await?;
-        rows.push(row(format!("REST sign {}-of-{n_nodes}, concurrency {}", a.threshold, a.concurrency), &h, wall));
+        let (h, wall) = load(
+            &clients,
+            &key_id,
+            a.requests,
+            a.concurrency,
+            a.message_bytes,
+            scheme,
+            &public_key,
+        )
+        .await?;
+        rows.push(row(
+            format!("REST sign {}-of-{n_nodes}, concurrency {}", a.threshold, a.concurrency),
+            &h,
+            wall,
+        ));
     }
     if !scheme.is_ecdsa() {
         let (fd, fs) = floor(scheme, a.threshold, n_nodes, 500).await?;

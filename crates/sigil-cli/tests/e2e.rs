@@ -156,6 +156,25 @@ impl Cluster {
             .status()
             .unwrap()
             .success());
+        if sig == "-STOP" {
+            // Wait until every thread of the node has actually stopped.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .unwrap()
+                    .filter_map(|t| t.ok())
+                    .all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
+                            .unwrap_or(true)
+                    });
+                if stopped {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {i} did not stop");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     async fn call(&self, i: u16, method: &str, path: &str, body: Option<String>, key: Option<&str>) -> (u16, Value) {
@@ -230,6 +249,24 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Show what the nodes said: the test's directory is deleted next.
+            let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .collect();
+            logs.sort_by_key(|e| e.file_name());
+            for e in logs {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" INFO ")).collect();
+                eprintln!("--- {} (warnings and errors, last 30)", e.file_name().to_string_lossy());
+                for l in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
         for p in self.procs.iter_mut().flatten() {
             let _ = p.kill();
             let _ = p.wait();
@@ -301,6 +338,19 @@ async fn cluster_keys_sign_faults_and_restart() {
         .await;
     assert_eq!(s, 200, "{child}");
     assert_ne!(child["public_key"], ecdsa_key["public_key"]);
+    // The xpub carries the key; the child's xpub carries the child key.
+    for (view, what) in [(&ecdsa_key, "master"), (&child, "child")] {
+        let raw = bs58::decode(view["xpub"].as_str().unwrap())
+            .with_check(None)
+            .into_vec()
+            .unwrap();
+        assert_eq!(
+            hex::encode(&raw[45..78]),
+            view["public_key"].as_str().unwrap(),
+            "{what} xpub key"
+        );
+    }
+    assert!(ecdsa_key["ethereum_address"].as_str().unwrap().starts_with("0x"));
     let body = json!({"message": hex::encode(&digest), "derivation_path": "m/0/1"});
     let (s, v) = c.api(1, "POST", &format!("/v1/keys/{ecdsa_id}/sign"), body).await;
     assert_eq!(s, 200, "{v}");
@@ -504,7 +554,7 @@ async fn cluster_keys_sign_faults_and_restart() {
         .await;
     let took = t.elapsed();
     c.signal(2, "-CONT");
-    assert_error(s, &v, 504, "silent node");
+    assert_error(s, &v, 504, &format!("silent node (took {took:?})"));
     assert_eq!(v["error"]["nodes"], json!([2]), "{v}");
     assert!(took < Duration::from_millis(SESSION_TIMEOUT_MS + 2000), "took {took:?}");
     c.sign_ok(2, &k33, b"resumed").await;

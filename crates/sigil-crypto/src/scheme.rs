@@ -9,6 +9,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use frost_core::Ciphersuite;
+use sha2::Sha256;
+
+use crate::ecdsa::cggmp21;
 
 use crate::Error;
 
@@ -319,6 +322,50 @@ pub fn ethereum_address(public_key: &[u8]) -> Result<String, Error> {
     Ok(format!("0x{mixed}"))
 }
 
+/// The BIP-32 extended public key (`xpub`, mainnet version `0488B21E`,
+/// Base58Check) of an `ecdsa-secp256k1` key from its public package
+/// ([`EcdsaPublic`] JSON), at the non-hardened `path` below it. The key
+/// itself is encoded as a master key (depth 0, no parent); a derived key
+/// has depth = path length, its parent's fingerprint (HASH160 of the
+/// parent key, first 4 bytes) and its last index. A watch-only wallet
+/// that imports the depth-0 xpub derives the same children as the cluster.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for a malformed package or a hardened step.
+pub fn xpub(public_package: &[u8], path: &[u32]) -> Result<String, Error> {
+    use cggmp21::hd_wallet::HdWallet as _;
+    use ripemd::Digest as _;
+    type E = crate::ecdsa::Secp256k1;
+    let bad = |e: &dyn fmt::Display| Error::InvalidParameters(e.to_string());
+    let p: EcdsaPublic = serde_json::from_slice(public_package).map_err(|e| bad(&e))?;
+    let pk = hex::decode(&p.public_key).map_err(|e| bad(&e))?;
+    let mut chain_code = [0u8; 32];
+    hex::decode_to_slice(&p.chain_code, &mut chain_code).map_err(|e| bad(&e))?;
+    let point = cggmp21::generic_ec::Point::<E>::from_bytes(&pk).map_err(|e| bad(&e))?;
+    let mut cur = cggmp21::hd_wallet::ExtendedPublicKey {
+        public_key: point,
+        chain_code,
+    };
+    let mut parent_fingerprint = [0u8; 4];
+    for &i in path {
+        let idx =
+            cggmp21::hd_wallet::NonHardenedIndex::try_from(i).map_err(|_| bad(&format!("step {i} is hardened")))?;
+        let sha = Sha256::digest(cur.public_key.to_bytes(true));
+        let h160 = ripemd::Ripemd160::digest(sha);
+        parent_fingerprint.copy_from_slice(h160.get(..4).unwrap_or(&[0; 4]));
+        cur = cggmp21::hd_wallet::Slip10::derive_child_public_key(&cur, idx);
+    }
+    let depth = u8::try_from(path.len()).map_err(|_| bad(&"path longer than 255 steps"))?;
+    let mut out = Vec::with_capacity(78);
+    out.extend_from_slice(&[0x04, 0x88, 0xB2, 0x1E]);
+    out.push(depth);
+    out.extend_from_slice(&parent_fingerprint);
+    out.extend_from_slice(&path.last().copied().unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&cur.chain_code);
+    out.extend_from_slice(&cur.public_key.to_bytes(true));
+    Ok(bs58::encode(out).with_check().into_string())
+}
+
 /// Serializes a FROST signature in the scheme's standard encoding.
 ///
 /// # Errors
@@ -357,6 +404,48 @@ mod tests {
             Some("0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf")
         );
         assert!(ethereum_address(b"nope").is_err());
+    }
+
+    fn package(pk: &str, cc: &str) -> Vec<u8> {
+        serde_json::to_vec(&EcdsaPublic {
+            public_key: pk.into(),
+            chain_code: cc.into(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// BIP-32 test vector 1: the master key, and the non-hardened child 1
+    /// of m/0H (our encoding puts m/0H at depth 0, so the depth byte of the
+    /// child differs from the vector's and is not compared).
+    #[test]
+    fn xpub_matches_bip32_test_vector_1() {
+        let master = package(
+            "0339a36013301597daef41fbe593a02cc513d0b55527ec2df1050e2e8ff49c85c2",
+            "873dff81c02f525623fd1fe5167eac3a55a049de3d314bb42ee227ffed37d508",
+        );
+        assert_eq!(
+            xpub(&master, &[]).ok().as_deref(),
+            Some("xpub661MyMwAqRbcFtXgS5sYJABqqG9YLmC4Q1Rdap9gSE8NqtwybGhePY2gZ29ESFjqJoCu1Rupje8YtGqsefD265TMg7usUDFdp6W1EGMcet8")
+        );
+        let m0h = package(
+            "035a784662a4a20a65bf6aab9ae98a6c068a81c52e4b032c0fb5400c706cfccc56",
+            "47fdacbd0f1097043b78c63c20c34ef4ed9a111d980047ad16282c7ae6236141",
+        );
+        let ours = bs58::decode(xpub(&m0h, &[1]).unwrap_or_default())
+            .with_check(None)
+            .into_vec()
+            .unwrap_or_default();
+        let want = bs58::decode("xpub6ASuArnXKPbfEwhqN6e3mwBcDTgzisQN1wXN9BJcM47sSikHjJf3UFHKkNAWbWMiGj7Wf5uMash7SyYq527Hqck2AxYysAA7xmALppuCkwQ")
+            .with_check(None)
+            .into_vec()
+            .unwrap_or_default();
+        assert_eq!(ours.len(), 78);
+        assert_eq!(
+            ours.get(5..),
+            want.get(5..),
+            "fingerprint, index, chain code and key match"
+        );
+        assert!(xpub(&master, &[1 << 31]).is_err(), "hardened");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct KeyView {
     /// `ecdsa-secp256k1`: the EIP-55 Ethereum address of `public_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ethereum_address: Option<String>,
+    /// `ecdsa-secp256k1`: the BIP-32 extended public key (Base58Check
+    /// `xpub`), so a watch-only wallet derives the same children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xpub: Option<String>,
     /// Set when the view is of a derived child key (`?derivation_path=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derivation_path: Option<String>,
@@ -95,6 +99,9 @@ impl KeyView {
             created_at: k.created_at,
             ethereum_address: (k.scheme == Scheme::EcdsaSecp256k1.as_str())
                 .then(|| sigil_crypto::scheme::ethereum_address(&k.public_key).ok())
+                .flatten(),
+            xpub: (k.scheme == Scheme::EcdsaSecp256k1.as_str())
+                .then(|| sigil_crypto::scheme::xpub(&k.public_package, &[]).ok())
                 .flatten(),
             derivation_path: None,
         }
@@ -381,6 +388,9 @@ async fn get_key(
     let mut child = key.clone();
     child.public_key = node.derived_public_key(&key, &path)?;
     let mut view = KeyView::from_record(&child);
+    if view.xpub.is_some() {
+        view.xpub = sigil_crypto::scheme::xpub(&key.public_package, &path).ok();
+    }
     view.derivation_path = Some(path_text);
     Ok(Json(view))
 }
