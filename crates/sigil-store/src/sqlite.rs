@@ -312,13 +312,19 @@ impl Store for SqliteStore {
     }
 
     async fn take_primes(&self, bits: u32, count: usize) -> Result<Option<Vec<Zeroizing<Vec<u8>>>>, StoreError> {
+        // One statement, so the write lock is taken at once (a deferred
+        // read-then-write transaction can fail with SQLITE_BUSY under a
+        // concurrent writer): all `count` oldest primes or none.
         let limit = i64::try_from(count).map_err(|_| StoreError::Conflict("count too large".into()))?;
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT id, sealed FROM primes WHERE bits = ? ORDER BY id LIMIT ?")
-            .bind(i64::from(bits))
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "DELETE FROM primes WHERE id IN (SELECT id FROM primes WHERE bits = ?1 ORDER BY id LIMIT ?2)
+               AND (SELECT COUNT(*) FROM primes WHERE bits = ?1) >= ?2
+             RETURNING id, sealed",
+        )
+        .bind(i64::from(bits))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         if rows.len() < count {
             return Ok(None);
         }
@@ -328,18 +334,16 @@ impl Store for SqliteStore {
             party: 0,
             epoch: bits,
         };
-        let mut out = Vec::with_capacity(count);
+        let mut sorted: Vec<(i64, Vec<u8>)> = Vec::with_capacity(rows.len());
         for row in &rows {
-            let rid: i64 = row.try_get("id")?;
-            let sealed: Vec<u8> = row.try_get("sealed")?;
-            out.push(self.sealer.open(&id, &sealed)?);
-            sqlx::query("DELETE FROM primes WHERE id = ?")
-                .bind(rid)
-                .execute(&mut *tx)
-                .await?;
+            sorted.push((row.try_get("id")?, row.try_get("sealed")?));
         }
-        tx.commit().await?;
-        Ok(Some(out))
+        sorted.sort_by_key(|(rid, _)| *rid);
+        sorted
+            .iter()
+            .map(|(_, sealed)| self.sealer.open(&id, sealed))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     async fn count_primes(&self, bits: u32) -> Result<usize, StoreError> {
@@ -385,35 +389,23 @@ impl Store for SqliteStore {
         party: u16,
         presig_id: Option<&str>,
     ) -> Result<Option<(String, Zeroizing<Vec<u8>>)>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = match presig_id {
-            Some(pid) => {
-                sqlx::query("SELECT seq, presig_id, sealed FROM presignatures WHERE key_id = ? AND signer_set = ? AND party = ? AND presig_id = ?")
-                    .bind(key_id)
-                    .bind(signer_set)
-                    .bind(i64::from(party))
-                    .bind(pid)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT seq, presig_id, sealed FROM presignatures WHERE key_id = ? AND signer_set = ? AND party = ? ORDER BY seq LIMIT 1")
-                    .bind(key_id)
-                    .bind(signer_set)
-                    .bind(i64::from(party))
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-        };
+        // One statement: read and delete atomically under the write lock.
+        let row = sqlx::query(
+            "DELETE FROM presignatures WHERE seq = (
+                SELECT seq FROM presignatures
+                 WHERE key_id = ?1 AND signer_set = ?2 AND party = ?3 AND (?4 IS NULL OR presig_id = ?4)
+                 ORDER BY seq LIMIT 1)
+             RETURNING presig_id, sealed",
+        )
+        .bind(key_id)
+        .bind(signer_set)
+        .bind(i64::from(party))
+        .bind(presig_id)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
-        let seq: i64 = row.try_get("seq")?;
         let pid: String = row.try_get("presig_id")?;
         let sealed: Vec<u8> = row.try_get("sealed")?;
-        sqlx::query("DELETE FROM presignatures WHERE seq = ?")
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         let kind = format!("presignature/{signer_set}/{pid}");
         let id = RecordId {
             kind: &kind,
@@ -468,6 +460,52 @@ mod tests {
         let store = SqliteStore::open(&path, &master).await?;
         let share = store.get_share("k1", 3, 0).await?;
         assert_eq!(share.as_deref().map(|s| s.as_slice()), Some(&b"share"[..]));
+        Ok(())
+    }
+
+    /// Concurrent takers and a concurrent writer: every presignature is
+    /// handed out exactly once and no take fails with SQLITE_BUSY.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn presignatures_are_single_use_under_concurrency() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("p.db"), &MasterKey::generate()).await?);
+        for k in 0..40 {
+            store.put_presignature("k", "0,1", 0, &format!("p{k}"), b"x").await?;
+        }
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for k in 40..80 {
+                    store.put_presignature("k", "0,1", 0, &format!("p{k}"), b"x").await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        };
+        let mut takers = Vec::new();
+        for _ in 0..6 {
+            let store = store.clone();
+            takers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..200 {
+                    match store.take_presignature("k", "0,1", 0, None).await? {
+                        Some((id, _)) => got.push(id),
+                        None => tokio::task::yield_now().await,
+                    }
+                }
+                Ok::<_, StoreError>(got)
+            }));
+        }
+        writer.await.map_err(|e| StoreError::Corrupt(e.to_string()))??;
+        let mut all = Vec::new();
+        for t in takers {
+            all.extend(t.await.map_err(|e| StoreError::Corrupt(e.to_string()))??);
+        }
+        while let Some((id, _)) = store.take_presignature("k", "0,1", 0, None).await? {
+            all.push(id);
+        }
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "a presignature was handed out twice");
+        assert_eq!(all.len(), 80, "every presignature handed out");
         Ok(())
     }
 
