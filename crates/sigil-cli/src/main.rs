@@ -8,6 +8,7 @@
 mod bench;
 mod client;
 mod dev;
+mod eth;
 
 use std::path::PathBuf;
 
@@ -87,11 +88,23 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Ethereum: sign a transaction with an ecdsa-secp256k1 key.
+    Eth {
+        #[command(subcommand)]
+        cmd: EthCmd,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum EthCmd {
+    /// Build an EIP-1559 transaction, have the cluster sign its hash, print
+    /// the raw signed transaction and check ecrecover gives the key's address.
+    SignTx(eth::SignTxArgs),
 }
 
 #[derive(Subcommand)]
@@ -229,6 +242,7 @@ async fn main() -> std::process::ExitCode {
             api,
         } => client::verify(&api, key, scheme, public_key, &signature, &msg).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
+        Cmd::Eth { cmd: EthCmd::SignTx(a) } => eth::sign_tx(a).await,
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -351,6 +351,32 @@ async fn cluster_keys_sign_faults_and_restart() {
         );
     }
     assert!(ecdsa_key["ethereum_address"].as_str().unwrap().starts_with("0x"));
+    // A real EIP-1559 transaction: `sigil eth sign-tx` recovers the sender.
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args([
+            "eth",
+            "sign-tx",
+            "--key",
+            &ecdsa_id,
+            "--chain-id",
+            "11155111",
+            "--nonce",
+            "3",
+        ])
+        .args([
+            "--to",
+            "0x000000000000000000000000000000000000dEaD",
+            "--value-wei",
+            "1000",
+        ])
+        .args(["--url", &c.url(0), "--derivation-path", "m/0/7"])
+        .env("SIGIL_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tx: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tx["sender_is_key"], true, "{tx}");
+    assert!(tx["raw_transaction"].as_str().unwrap().starts_with("0x02"));
     let body = json!({"message": hex::encode(&digest), "derivation_path": "m/0/1"});
     let (s, v) = c.api(1, "POST", &format!("/v1/keys/{ecdsa_id}/sign"), body).await;
     assert_eq!(s, 200, "{v}");
