@@ -599,6 +599,19 @@ async fn cluster_keys_sign_faults_and_restart() {
     assert!(logs.contains("master key does not match"), "{logs}");
     c.restart(0).await;
     c.sign_ok(0, &ed, b"right key again").await;
+
+    // kill -9 while the presignature pools refill (they refill whenever
+    // they run low, and signing above emptied them), restart, then sign:
+    // every signature valid, every nonce (r) distinct.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.kill9(0);
+    c.restart(0).await;
+    let mut rs = std::collections::HashSet::new();
+    for k in 0..10u8 {
+        let v = c.sign_ok(u16::from(k % 2), &ecdsa_key, &[k; 7]).await;
+        let r = v["signature"].as_str().unwrap()[..64].to_string();
+        assert!(rs.insert(r), "a nonce was reused");
+    }
 }
 
 async fn peer_checks(c: &Cluster) {
