@@ -19,7 +19,7 @@ use sigil_crypto::Scheme;
 use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
 
 const API_KEY: &str = "e2e-test-key";
-const SESSION_TIMEOUT_MS: u64 = 5000;
+const SESSION_TIMEOUT_MS: u64 = 10_000;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

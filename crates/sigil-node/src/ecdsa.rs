@@ -247,7 +247,7 @@ pub fn expects_nothing(_: u16, _: u16, _: u16, _: u16) -> Option<round_based::Me
 
 impl Node {
     /// Key-level indices of `nodes` in `key`'s party list.
-    fn key_indices(key: &sigil_store::KeyRecord, nodes: &[u16]) -> Result<Vec<u16>, SessionError> {
+    pub(crate) fn key_indices(key: &sigil_store::KeyRecord, nodes: &[u16]) -> Result<Vec<u16>, SessionError> {
         nodes
             .iter()
             .map(|node| {

@@ -388,16 +388,7 @@ impl Node {
                 key.epoch, s.epoch
             )));
         }
-        let mut signers = Vec::with_capacity(spec.parties.len());
-        for node in spec.parties.iter() {
-            let k = key
-                .parties
-                .iter()
-                .position(|x| x == node)
-                .and_then(|k| u16::try_from(k).ok())
-                .ok_or_else(|| SessionError::Invalid(format!("node {node} holds no share of key {}", key.key_id)))?;
-            signers.push(k);
-        }
+        let signers = Self::key_indices(key, &spec.parties)?;
         if signers.len() < usize::from(key.threshold) {
             return Err(SessionError::Invalid(format!(
                 "{} signers, key needs {}",
