@@ -270,12 +270,7 @@ impl Node {
             return Ok(m.clone());
         }
         let key = &cached.record;
-        let share = self
-            .store
-            .get_share(&key.key_id, self.cfg.node_id, key.epoch)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))?;
+        let share = self.own_share(key).await?;
         let incomplete: ecdsa::IncompleteKeyShare<E> = serde_json::from_slice(&share).map_err(internal)?;
         let aux = self.load_aux(&key.parties).await?;
         let complete = ecdsa::complete(incomplete, aux).map_err(internal)?;

@@ -437,12 +437,7 @@ impl Node {
             let material = match cached.material.get() {
                 Some(m) => m.clone(),
                 None => {
-                    let share = self
-                        .store
-                        .get_share(&key.key_id, self.cfg.node_id, key.epoch)
-                        .await
-                        .map_err(internal)?
-                        .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))?;
+                    let share = self.own_share(key).await?;
                     let kp = frost_core::keys::KeyPackage::<C>::deserialize(&share).map_err(internal)?;
                     let pkp = frost_core::keys::PublicKeyPackage::<C>::deserialize(&key.public_package).map_err(internal)?;
                     let m: Arc<dyn std::any::Any + Send + Sync> = Arc::new((kp, pkp));
@@ -785,6 +780,15 @@ impl Node {
         scheme
             .derive_public_key(&key.public_package, path)
             .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    /// This node's share of `key` at its epoch, unsealed.
+    async fn own_share(&self, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+        self.store
+            .get_share(&key.key_id, self.cfg.node_id, key.epoch)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))
     }
 
     /// The active key `key_id`, from memory or the store.
