@@ -7,6 +7,7 @@ setup:
 	@command -v m4 >/dev/null || { echo "installing m4 (GMP's bundled build needs it)"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq m4; }
+	@scripts/build-gmp.sh
 
 ## Build and start a 3-node cluster on loopback (data in ./.sigil-dev).
 dev: setup

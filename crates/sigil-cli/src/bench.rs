@@ -13,7 +13,7 @@ use rand::{RngCore, SeedableRng};
 use round_based::sim::async_env;
 use sigil_crypto::frost::{dkg, sign};
 use sigil_crypto::scheme::frost_core;
-use sigil_crypto::{with_ciphersuite, Scheme};
+use sigil_crypto::{ecdsa, with_ciphersuite, with_curve, Scheme};
 
 use crate::client::Client;
 
@@ -65,6 +65,15 @@ pub struct SignArgs {
     /// Skip the concurrent phase.
     #[arg(long)]
     pub no_concurrent: bool,
+    /// ECDSA in-process floor: aux info of the n parties (JSON array of
+    /// `cggmp21` AuxInfo, as the `ecdsa_sim` fixtures). Defaults to the
+    /// committed test fixture when run from the repository; without it the
+    /// ECDSA floor is skipped.
+    #[arg(long)]
+    pub ecdsa_aux: Option<std::path::PathBuf>,
+    /// Full signatures (and presignatures) in the ECDSA in-process floor.
+    #[arg(long, default_value_t = 10)]
+    pub ecdsa_floor: usize,
 }
 
 fn ms(us: u64) -> f64 {
@@ -190,6 +199,81 @@ async fn floor(scheme: Scheme, t: u16, n: u16, count: usize) -> anyhow::Result<(
     }, other => Err(anyhow!("no in-process floor for {other}")))
 }
 
+/// ECDSA in-process floor: `count` full CGGMP21 signings and presignings
+/// with all `t` signers on one thread over `round_based`'s simulated
+/// network (so CPU per signer is about p50 / t), plus the local step that
+/// turns a presignature into a signature (issue partials, combine).
+async fn ecdsa_floor(scheme: Scheme, aux: Vec<ecdsa::AuxInfo>, t: u16, count: usize) -> anyhow::Result<Vec<Row>> {
+    let n = u16::try_from(aux.len())?;
+    with_curve!(scheme, E => {
+        let sid = [7u8; 32];
+        let shares = async_env::run(n, |i, party| async move {
+            let mut rng = StdRng::from_entropy();
+            ecdsa::keygen::<E, _, _>(party, &sid, i, n, t, &mut rng).await
+        })
+        .await
+        .into_vec();
+        let shares: Vec<ecdsa::KeyShare<E>> = shares
+            .into_iter()
+            .zip(aux)
+            .map(|(s, a)| ecdsa::complete(s?, a))
+            .collect::<Result<_, _>>()?;
+        let signers: Vec<u16> = (0..t).collect();
+        let digest = [0x5au8; 32];
+        let (mut h_sign, mut h_pre, mut h_local) = (hist()?, hist()?, hist()?);
+        let (mut sign_wall, mut pre_wall, mut local_wall) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        for k in 0..count {
+            let sid = [k as u8; 32];
+            let t0 = Instant::now();
+            let out = async_env::run(t, |i, party| {
+                let share = shares[usize::from(i)].clone();
+                let signers = signers.clone();
+                async move {
+                    let mut rng = StdRng::from_entropy();
+                    ecdsa::sign::<E, _, _>(party, &sid, i, &signers, &share, &digest, &[], &mut rng).await
+                }
+            })
+            .await
+            .into_vec();
+            sign_wall += t0.elapsed();
+            h_sign.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            anyhow::ensure!(out.iter().all(Result::is_ok), "floor signing failed");
+
+            let t0 = Instant::now();
+            let presigs = async_env::run(t, |i, party| {
+                let share = shares[usize::from(i)].clone();
+                let signers = signers.clone();
+                async move {
+                    let mut rng = StdRng::from_entropy();
+                    ecdsa::presign::<E, _, _>(party, &sid, i, &signers, &share, &mut rng).await
+                }
+            })
+            .await
+            .into_vec();
+            pre_wall += t0.elapsed();
+            h_pre.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            let presigs = presigs.into_iter().collect::<Result<Vec<_>, _>>()?;
+
+            let t0 = Instant::now();
+            let scalar = ecdsa::cggmp21::generic_ec::Scalar::<E>::from_be_bytes_mod_order(digest);
+            let partials: Vec<_> = presigs
+                .into_iter()
+                .map(|p| p.issue_partial_signature(ecdsa::cggmp21::DataToSign::from_scalar(scalar)))
+                .collect();
+            let sig = ecdsa::cggmp21::PartialSignature::combine(&partials).ok_or_else(|| anyhow!("combine failed"))?;
+            local_wall += t0.elapsed();
+            h_local.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            let data = ecdsa::cggmp21::DataToSign::from_scalar(scalar);
+            sig.verify(&shares[0].shared_public_key, &data).map_err(|e| anyhow!("floor signature invalid: {e}"))?;
+        }
+        Ok(vec![
+            row(format!("in-process full sign {t}-of-{n} ({t} signers on one thread; CPU per signer = p50 / {t})"), &h_sign, sign_wall),
+            row(format!("in-process presign {t}-of-{n} ({t} signers on one thread)"), &h_pre, pre_wall),
+            row(format!("in-process presignature -> signature (issue {t} partials, combine)"), &h_local, local_wall),
+        ])
+    }, other => Err(anyhow!("no ECDSA floor for {other}")))
+}
+
 /// Runs a benchmark.
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let BenchCmd::Sign(a) = cmd;
@@ -261,6 +345,19 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         let (fd, fs) = floor(scheme, a.threshold, n_nodes, 500).await?;
         rows.push(fd);
         rows.push(fs);
+    } else if a.ecdsa_floor > 0 {
+        let path = a
+            .ecdsa_aux
+            .clone()
+            .unwrap_or_else(|| format!("crates/sigil-crypto/tests/fixtures/ecdsa_aux_n{n_nodes}.json").into());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let aux: Vec<ecdsa::AuxInfo> =
+                    serde_json::from_str(&text).with_context(|| format!("aux info in {}", path.display()))?;
+                rows.extend(ecdsa_floor(scheme, aux, a.threshold, a.ecdsa_floor).await?);
+            }
+            Err(e) => eprintln!("no ECDSA in-process floor: {}: {e} (give --ecdsa-aux)", path.display()),
+        }
     }
 
     println!("| what | count | p50 ms | p99 ms | per second |");

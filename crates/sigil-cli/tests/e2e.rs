@@ -601,17 +601,46 @@ async fn cluster_keys_sign_faults_and_restart() {
     c.sign_ok(0, &ed, b"right key again").await;
 
     // kill -9 while the presignature pools refill (they refill whenever
-    // they run low, and signing above emptied them), restart, then sign:
-    // every signature valid, every nonce (r) distinct.
+    // they run low, and signing above emptied them), restart, then sign 100
+    // times, three at a time through the three nodes (pooled where the pool
+    // has one, the full protocol otherwise): every signature valid, every
+    // nonce (r) distinct, and the pools served some of them.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     c.kill9(0);
     c.restart(0).await;
+    let used_before = presignatures_used(&c).await;
     let mut rs = std::collections::HashSet::new();
-    for k in 0..10u8 {
-        let v = c.sign_ok(u16::from(k % 2), &ecdsa_key, &[k; 7]).await;
-        let r = v["signature"].as_str().unwrap()[..64].to_string();
-        assert!(rs.insert(r), "a nonce was reused");
+    for k in 0..34u8 {
+        let nodes: &[u16] = if k < 33 { &[0, 1, 2] } else { &[0] };
+        let msgs: Vec<[u8; 2]> = nodes.iter().map(|&i| [k, i as u8]).collect();
+        let sigs = futures::future::join_all(nodes.iter().zip(&msgs).map(|(&i, m)| c.sign_ok(i, &ecdsa_key, m))).await;
+        for v in sigs {
+            let r = v["signature"].as_str().unwrap()[..64].to_string();
+            assert!(rs.insert(r), "a nonce was reused");
+        }
     }
+    assert_eq!(rs.len(), 100);
+    let used = presignatures_used(&c).await - used_before;
+    assert!(used > 0, "no signature came from a presignature pool");
+    eprintln!("100 signatures after kill -9 during refill: {used} from the pools");
+}
+
+/// Presignatures served from the pools, summed over the nodes' /metrics.
+async fn presignatures_used(c: &Cluster) -> u64 {
+    let mut total = 0;
+    for i in 0..3 {
+        let text = reqwest::get(format!("{}/metrics", c.url(i)))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("sigil_presignatures_used_total "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+    }
+    total
 }
 
 async fn peer_checks(c: &Cluster) {

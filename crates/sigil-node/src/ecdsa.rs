@@ -29,6 +29,22 @@ use crate::{internal, CachedKey, Node};
 /// (4 x 384).
 pub const PRIME_BITS: u32 = 1536;
 
+/// A presignature this node made, held in memory until the session's
+/// coordinator commits it to the pool or discards it. Never served while
+/// pending; dropped (zeroized) when discarded or after [`PENDING_TTL`].
+pub(crate) struct PendingPresig {
+    coordinator: u16,
+    key_id: String,
+    set: String,
+    presig: Zeroizing<Vec<u8>>,
+    made: std::time::Instant,
+}
+
+/// How long an uncommitted presignature is kept for its coordinator's
+/// commit (the coordinator commits right after the session, so this only
+/// bounds memory when it died in between).
+const PENDING_TTL: Duration = Duration::from_secs(60);
+
 /// The name of an ordered party set: node ids joined by commas.
 pub fn party_set(parties: &[u16]) -> String {
     parties.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
@@ -300,8 +316,7 @@ impl Node {
             return Err(SessionError::Invalid("a presignature needs exactly t signers".into()));
         }
         let set = party_set(&spec.parties);
-        let presig_id = hex::encode(spec.id);
-        let (me, sid) = (spec.me, spec.id);
+        let (me, sid, spec_coordinator) = (spec.me, spec.id, spec.coordinator);
         let bytes = with_curve!(scheme, E => {
             let material = self.load_complete_share::<E>(&cached).await?;
             let share = material.downcast_ref::<ecdsa::KeyShare<E>>().ok_or_else(|| internal("key material of another scheme"))?;
@@ -312,11 +327,99 @@ impl Node {
             .await?;
             Zeroizing::new(serde_json::to_vec(&presig).map_err(internal)?)
         }, other => return Err(SessionError::Invalid(format!("{other} has no presignatures"))));
-        self.store
-            .put_presignature(&key.key_id, &set, self.cfg.node_id, &presig_id, &bytes)
-            .await
-            .map_err(internal)?;
+        let mut pending = self.pending_presigs.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, p| p.made.elapsed() < PENDING_TTL);
+        pending.insert(
+            sid,
+            PendingPresig {
+                coordinator: spec_coordinator,
+                key_id: key.key_id.clone(),
+                set,
+                presig: bytes,
+                made: std::time::Instant::now(),
+            },
+        );
         Ok(SessionOutcome::default())
+    }
+
+    /// Sends commit or discard of presigning session `sid` to every signer
+    /// of `set` (this node directly). Returns whether all of them did it.
+    async fn finalize_presignature_everywhere(&self, set: &[u16], sid: &sigil_crypto::SessionId, commit: bool) -> bool {
+        let calls = set.iter().map(|&node| async move {
+            let r = if node == self.cfg.node_id {
+                self.finalize_presignature(node, sid, commit)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else if let Some(mut c) = self.peers.client(node) {
+                let mut r = tonic::Request::new(sigil_proto::peer::FinalizePresignatureRequest {
+                    session_id: sid.to_vec(),
+                    commit,
+                });
+                r.set_timeout(Duration::from_secs(5));
+                c.finalize_presignature(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.message().to_string())
+            } else {
+                Err("not a configured peer".to_string())
+            };
+            if let Err(e) = &r {
+                tracing::warn!(node, commit, error = %e, "could not finalize presignature on node");
+            }
+            r.is_ok()
+        });
+        futures::future::join_all(calls).await.into_iter().all(|ok| ok)
+    }
+
+    /// Commits (pools, sealed) or discards the presignature this node made in
+    /// presigning session `session_id`, at the request of that session's
+    /// coordinator `caller`. Discarding also removes an already pooled one.
+    /// Unknown ids are ignored (idempotent).
+    ///
+    /// # Errors
+    /// [`SessionError::Invalid`] for a malformed id or a caller that is not
+    /// the session's coordinator; storage failures as internal errors.
+    pub async fn finalize_presignature(
+        &self,
+        caller: u16,
+        session_id: &[u8],
+        commit: bool,
+    ) -> Result<(), SessionError> {
+        let sid: sigil_crypto::SessionId = session_id
+            .try_into()
+            .map_err(|_| SessionError::Invalid("session_id must be 32 bytes".into()))?;
+        let entry = {
+            let mut pending = self.pending_presigs.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get(&sid) {
+                Some(p) if p.coordinator != caller => {
+                    return Err(SessionError::Invalid(format!(
+                        "node {caller} is not the coordinator of this presigning session"
+                    )))
+                }
+                Some(_) => pending.remove(&sid),
+                None => None,
+            }
+        };
+        let presig_id = hex::encode(sid);
+        match (entry, commit) {
+            (Some(p), true) => {
+                self.store
+                    .put_presignature(&p.key_id, &p.set, self.cfg.node_id, &presig_id, &p.presig)
+                    .await
+                    .map_err(internal)?;
+            }
+            (Some(_), false) => {} // dropped here, zeroized
+            (None, false) => {
+                // Committed before the coordinator gave up on another party:
+                // remove it from the pool.
+                self.store
+                    .discard_presignature(self.cfg.node_id, &presig_id)
+                    .await
+                    .map_err(internal)?;
+            }
+            (None, true) => {}
+        }
+        Ok(())
     }
 
     /// Takes a presignature of (`key`, `parties`) out of the pool (by id,
@@ -423,7 +526,9 @@ impl Node {
             derivation_path: path.to_vec(),
             presignature_id: presig_id.to_string(),
         });
-        let outcomes = self.coordinate_inner(set, kind, true, self.timeout(), false).await?;
+        let outcomes = self
+            .coordinate_inner(set, kind, true, self.timeout(), false, crate::random_session_id())
+            .await?;
         let public_key = if path.is_empty() {
             key.public_key.clone()
         } else {
@@ -524,7 +629,24 @@ pub async fn refill_presignatures(node: Arc<Node>) {
                     scheme: key.scheme.clone(),
                 });
                 let started = std::time::Instant::now();
-                match node.coordinate_with_budget(&set, kind, true, node.timeout()).await {
+                let sid = crate::random_session_id();
+                let r = node.coordinate_inner(&set, kind, true, node.timeout(), true, sid).await;
+                // Pool only what every signer made; otherwise discard
+                // everywhere, including any party that already committed.
+                let r = match r {
+                    Ok(_) if node.finalize_presignature_everywhere(&set, &sid, true).await => r,
+                    Ok(_) => {
+                        node.finalize_presignature_everywhere(&set, &sid, false).await;
+                        Err(SessionError::Internal(
+                            "presignature commit did not reach every signer".into(),
+                        ))
+                    }
+                    Err(e) => {
+                        node.finalize_presignature_everywhere(&set, &sid, false).await;
+                        Err(e)
+                    }
+                };
+                match r {
                     Ok(_) => {
                         worked = true;
                         metrics::counter!("sigil_presignatures_made_total").increment(1);

@@ -57,6 +57,9 @@ pub struct Node {
     api_key_hash: [u8; 32],
     keys: Mutex<HashMap<String, Arc<CachedKey>>>,
     aux_lock: tokio::sync::Mutex<()>,
+    /// Presignatures made but not yet committed by their coordinator, by
+    /// session id (see [`Node::finalize_presignature`]).
+    pending_presigs: Mutex<HashMap<SessionId, ecdsa::PendingPresig>>,
 }
 
 /// An active key kept in memory: its metadata and, once first used here,
@@ -142,6 +145,7 @@ pub async fn run(
         api_key_hash,
         keys: Mutex::new(HashMap::new()),
         aux_lock: tokio::sync::Mutex::new(()),
+        pending_presigs: Mutex::new(HashMap::new()),
     });
     if let Some(path) = &cfg.prime_seed_file {
         if node.store.count_primes(ecdsa::PRIME_BITS).await? == 0 {
@@ -297,10 +301,13 @@ impl Node {
             Kind::Sign(_) => sign::expects,
             Kind::Aux(_) => sigil_crypto::ecdsa::expects::aux_info,
         };
+        let coordinator = u16::try_from(p.coordinator)
+            .map_err(|_| SessionError::Invalid(format!("coordinator {} out of range", p.coordinator)))?;
         let spec = SessionSpec {
             id,
             parties: parties.into(),
             me,
+            coordinator,
             expects,
             deadline: Instant::now() + budget,
         };
@@ -516,7 +523,8 @@ impl Node {
         all: bool,
         budget: Duration,
     ) -> Result<Outcomes, SessionError> {
-        self.coordinate_inner(parties, kind, all, budget, true).await
+        self.coordinate_inner(parties, kind, all, budget, true, random_session_id())
+            .await
     }
 
     /// [`Node::coordinate_with_budget`]; with `run_local = false` this node
@@ -529,9 +537,10 @@ impl Node {
         all: bool,
         budget: Duration,
         run_local: bool,
+        session_id: SessionId,
     ) -> Result<Outcomes, SessionError> {
         let proposal = SessionProposal {
-            session_id: random_session_id().to_vec(),
+            session_id: session_id.to_vec(),
             coordinator: u32::from(self.cfg.node_id),
             parties: parties.iter().map(|&p| u32::from(p)).collect(),
             deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use sigil_proto::peer::peer_client::PeerClient;
 use sigil_proto::peer::peer_server::Peer;
 use sigil_proto::peer::{
-    DeliverAck, Envelope, FinalizeKeyRequest, FinalizeKeyResponse, SessionOutcome, SessionProposal,
+    DeliverAck, Envelope, FinalizeKeyRequest, FinalizeKeyResponse, FinalizePresignatureRequest,
+    FinalizePresignatureResponse, SessionOutcome, SessionProposal,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Response, Status};
@@ -218,6 +219,19 @@ impl Peer for PeerService {
             .finalize_key(req.into_inner())
             .await
             .map(|()| Response::new(FinalizeKeyResponse {}))
+            .map_err(|e| session_status(&e))
+    }
+
+    async fn finalize_presignature(
+        &self,
+        req: Request<FinalizePresignatureRequest>,
+    ) -> Result<Response<FinalizePresignatureResponse>, Status> {
+        let caller = self.caller(&req)?;
+        let r = req.into_inner();
+        self.node
+            .finalize_presignature(caller, &r.session_id, r.commit)
+            .await
+            .map(|()| Response::new(FinalizePresignatureResponse {}))
             .map_err(|e| session_status(&e))
     }
 }

@@ -248,6 +248,8 @@ pub struct SessionSpec {
     pub parties: Arc<[u16]>,
     /// Our party index.
     pub me: PartyIndex,
+    /// Node id of the coordinator (checked against its certificate).
+    pub coordinator: u16,
     /// The protocol's message schedule.
     pub expects: ExpectFn,
     /// When the session must end.

@@ -139,5 +139,11 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
         store.count_presignatures("a", "0,2").await? == 1,
         "other signer sets untouched",
     )?;
+    check(!store.discard_presignature(2, "s3").await?, "discard is per party")?;
+    check(store.discard_presignature(1, "s3").await?, "discard by id")?;
+    check(
+        store.count_presignatures("a", "0,2").await? == 0 && !store.discard_presignature(1, "s3").await?,
+        "discarded presignature gone",
+    )?;
     Ok(())
 }

@@ -165,6 +165,10 @@ pub trait Store: Send + Sync + 'static {
         presig_id: Option<&str>,
     ) -> Result<Option<(String, Zeroizing<Vec<u8>>)>, StoreError>;
 
+    /// Deletes the pooled presignature `presig_id` of `party` (whatever its
+    /// key and set), if there is one. Returns whether one was deleted.
+    async fn discard_presignature(&self, party: u16, presig_id: &str) -> Result<bool, StoreError>;
+
     /// Number of pooled presignatures of (`key_id`, `signer_set`).
     async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError>;
 }

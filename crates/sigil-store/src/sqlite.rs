@@ -417,6 +417,15 @@ impl Store for SqliteStore {
         Ok(Some((pid, presig)))
     }
 
+    async fn discard_presignature(&self, party: u16, presig_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM presignatures WHERE party = ? AND presig_id = ?")
+            .bind(i64::from(party))
+            .bind(presig_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM presignatures WHERE key_id = ? AND signer_set = ?")
             .bind(key_id)
