@@ -222,14 +222,3 @@ fn openssl_safe_prime(bits: u32) -> cggmp21::rug::Integer {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }
-
-#[tokio::test(flavor = "current_thread")]
-#[ignore]
-async fn zz_time_sign() {
-    let shares = keygen::<Secp256k1>(2, 3, 7).await;
-    for _ in 0..3 {
-        let t0 = std::time::Instant::now();
-        sign(&shares, &[0, 1], [5u8; 32], vec![]).await;
-        eprintln!("2-party sign on one thread: {:?}", t0.elapsed());
-    }
-}
