@@ -9,6 +9,7 @@ mod bench;
 mod client;
 mod dev;
 mod eth;
+mod primes;
 
 use std::path::PathBuf;
 
@@ -97,6 +98,11 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
+    },
+    /// Safe primes: generate them, benchmark the generator.
+    Primes {
+        #[command(subcommand)]
+        cmd: primes::PrimesCmd,
     },
 }
 
@@ -242,6 +248,7 @@ async fn main() -> std::process::ExitCode {
             api,
         } => client::verify(&api, key, scheme, public_key, &signature, &msg).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
+        Cmd::Primes { cmd } => primes::run(cmd),
         Cmd::Eth { cmd: EthCmd::SignTx(a) } => eth::sign_tx(a).await,
     };
     match r {

@@ -29,6 +29,8 @@
 pub mod ecdsa;
 pub mod error;
 pub mod frost;
+pub mod preparams;
+pub mod primes;
 pub mod scheme;
 
 pub use error::Error;
