@@ -94,10 +94,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let n = primes::generate(a.bits, a.count, threads, &AtomicBool::new(false), &stats, &|p| {
         let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = writeln!(w, "{p}").and_then(|()| w.flush()) {
-            write_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert(e);
+            write_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
         }
         bar.inc(1);
     })?;
@@ -121,7 +118,11 @@ fn openssl_safe_prime(bits: u32) -> anyhow::Result<Integer> {
         .args(["prime", "-generate", "-safe", "-bits", &bits.to_string()])
         .output()
         .context("running openssl (install it, or pass --no-openssl)")?;
-    anyhow::ensure!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout)?;
     let p: Integer = text.trim().parse().map_err(|e| anyhow!("openssl output: {e}"))?;
     Ok(p)

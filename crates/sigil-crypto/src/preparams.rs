@@ -183,7 +183,7 @@ impl TssLibPreParams {
         let n = Integer::from(&pp * &pq);
         let (pm1, qm1) = (Integer::from(&pp - 1u32), Integer::from(&pq - 1u32));
         let phi_n = Integer::from(&pm1 * &qm1);
-        let lambda_n = Integer::from(&phi_n / Integer::from(pm1.gcd_ref(&qm1)));
+        let lambda_n = &phi_n / Integer::from(pm1.gcd_ref(&qm1));
         let n_tilde = Integer::from(&tp * &tq);
         let p = Integer::from(&tp - 1u32) >> 1u32;
         let q = Integer::from(&tq - 1u32) >> 1u32;
@@ -204,20 +204,23 @@ impl TssLibPreParams {
             .clone()
             .pow_mod(&alpha, &n_tilde)
             .map_err(|_| Error::InvalidParameters("h2".into()))?;
-        Ok((Self {
-            n,
-            phi_n,
-            lambda_n,
-            paillier_p: pp,
-            paillier_q: pq,
-            n_tilde,
-            h1,
-            h2,
-            alpha,
-            beta,
-            p,
-            q,
-        }, primes))
+        Ok((
+            Self {
+                n,
+                phi_n,
+                lambda_n,
+                paillier_p: pp,
+                paillier_q: pq,
+                n_tilde,
+                h1,
+                h2,
+                alpha,
+                beta,
+                p,
+                q,
+            },
+            primes,
+        ))
     }
 
     /// The JSON tss-lib's `keygen.LocalPreParams` unmarshals (Go
@@ -246,6 +249,7 @@ impl TssLibPreParams {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
@@ -254,14 +258,24 @@ mod tests {
     fn tss_lib_preparams_are_consistent() {
         let table = crate::primes::SieveTable::new(1 << 18);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let (stop, stats) = (std::sync::atomic::AtomicBool::new(false), crate::primes::Stats::default());
+        let (stop, stats) = (
+            std::sync::atomic::AtomicBool::new(false),
+            crate::primes::Stats::default(),
+        );
         let ps: Vec<Integer> = (0..6)
-            .map(|_| crate::primes::safe_prime(1024, &mut rng, &table, &stop, &stats).unwrap().unwrap())
+            .map(|_| {
+                crate::primes::safe_prime(1024, &mut rng, &table, &stop, &stats)
+                    .unwrap()
+                    .unwrap()
+            })
             .collect();
         let (pp, rest) = TssLibPreParams::from_safe_primes(ps.clone(), &mut rng).unwrap();
         assert_eq!(rest.len(), 2);
         assert!(Integer::from(&pp.paillier_p - &pp.paillier_q).significant_bits() >= 1021);
-        assert!(TssLibPreParams::from_safe_primes(vec![ps[0].clone(); 4], &mut rng).is_err(), "repeated prime");
+        assert!(
+            TssLibPreParams::from_safe_primes(vec![ps[0].clone(); 4], &mut rng).is_err(),
+            "repeated prime"
+        );
         assert_eq!(pp.n.significant_bits(), 2048);
         assert_eq!(Integer::from(&pp.paillier_p * &pp.paillier_q), pp.n);
         let pq = Integer::from(&pp.p * &pp.q);
@@ -297,7 +311,12 @@ mod tests {
         assert_eq!(get(&json["PaillierSK"]["P"]), pp.paillier_p);
         assert_eq!(get(&json["PaillierSK"]["Q"]), pp.paillier_q);
         // Not safe primes: refused.
-        let small = vec![Integer::from(23), Integer::from(47), Integer::from(59), Integer::from(83)];
+        let small = vec![
+            Integer::from(23),
+            Integer::from(47),
+            Integer::from(59),
+            Integer::from(83),
+        ];
         assert!(TssLibPreParams::from_safe_primes(small, &mut rng).is_err());
     }
 

@@ -326,6 +326,7 @@ pub fn generate(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
@@ -340,7 +341,11 @@ mod tests {
         for (&r, &i) in t.primes.iter().zip(&t.inv6) {
             assert_eq!(6 * u64::from(i) % u64::from(r), 1, "6^-1 mod {r}");
         }
-        assert_eq!(SieveTable::new(1 << 20).len(), 82_025 - 2, "pi(2^20) = 82025, minus 2 and 3");
+        assert_eq!(
+            SieveTable::new(1 << 20).len(),
+            82_025 - 2,
+            "pi(2^20) = 82025, minus 2 and 3"
+        );
     }
 
     #[test]
