@@ -248,6 +248,15 @@ async fn main() -> std::process::ExitCode {
             api,
         } => client::verify(&api, key, scheme, public_key, &signature, &msg).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
+        Cmd::Primes {
+            cmd: primes::PrimesCmd::Serve { config },
+        } => {
+            init_tracing();
+            match sigil_node::prime_service::PrimeServiceConfig::load(&config) {
+                Ok(cfg) => sigil_node::prime_service::run(cfg, shutdown_signal()).await,
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Primes { cmd } => primes::run(cmd),
         Cmd::Eth { cmd: EthCmd::SignTx(a) } => eth::sign_tx(a).await,
     };

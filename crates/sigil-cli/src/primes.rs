@@ -21,6 +21,12 @@ pub enum PrimesCmd {
     /// Time the generator against `openssl prime -generate -safe`, side by
     /// side in one run (same bit sizes and counts).
     Bench(BenchArgs),
+    /// Run the prime pool service: gRPC `prime.v1.PrimeService` over mTLS.
+    Serve {
+        /// TOML configuration; every setting also from SIGIL_PRIMES_* env.
+        #[arg(long, env = "SIGIL_PRIMES_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 /// Options of `sigil primes generate`.
@@ -66,6 +72,7 @@ pub fn run(cmd: PrimesCmd) -> anyhow::Result<()> {
     match cmd {
         PrimesCmd::Generate(a) => generate(a),
         PrimesCmd::Bench(a) => bench(a),
+        PrimesCmd::Serve { .. } => Err(anyhow!("serve runs from main")),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod ecdsa;
 pub mod error;
 pub mod peer;
+pub mod prime_service;
 pub mod session;
 
 use std::collections::HashMap;

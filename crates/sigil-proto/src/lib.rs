@@ -15,3 +15,20 @@
 pub mod peer {
     tonic::include_proto!("sigil.peer.v1");
 }
+
+/// `prime.v1`: the prime pool service (`sigil primes serve`).
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+pub mod prime {
+    tonic::include_proto!("prime.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every Sigil proto, for gRPC server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sigil_descriptor");

@@ -1,0 +1,512 @@
+//! `sigil primes serve`: the prime pool service. gRPC `prime.v1.PrimeService`
+//! (plus `grpc.health.v1` and server reflection, so `grpcurl` works) over
+//! mutual TLS with the cluster CA, with an optional API token.
+//!
+//! The pool holds sealed safe primes per bit size in the same SQLite store
+//! as a node (`primes.db`, sealed under the service's master key). A set
+//! of pre-parameters is assembled when served: the primes it needs are
+//! taken with one `DELETE ... RETURNING` (all or none), so a set is served
+//! at most once and a crash never leaves half a set; after a restart the
+//! pool holds exactly the primes that were fully written.
+//!
+//! Trust: whoever generates a party's primes knows its Paillier secret.
+//! Use a remote pool only if you trust it as you trust the node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sigil_crypto::preparams::{Kind, TssLibPreParams};
+use sigil_crypto::primes::{self, rug::Integer};
+use sigil_proto::prime::prime_service_server::{PrimeService, PrimeServiceServer};
+use sigil_proto::prime::{
+    pre_params, Cggmp21Primes, GetPoolStatusRequest, GetPoolStatusResponse, GetPreParamsRequest,
+    GetPreParamsResponse, HealthCheckRequest, HealthCheckResponse, KindStatus, PreParams,
+};
+use sigil_store::{SqliteStore, Store};
+use subtle::ConstantTimeEq;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use crate::config::TlsConfig;
+
+/// Most sets one `GetPreParams` call may ask for.
+pub const MAX_COUNT: u32 = 16;
+
+/// Configuration of `sigil primes serve` (TOML file; every setting also
+/// from `SIGIL_PRIMES_*` environment variables, nested with `__`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrimeServiceConfig {
+    /// gRPC address (mTLS).
+    pub listen: SocketAddr,
+    /// Directory of the store (`primes.db`).
+    pub data_dir: PathBuf,
+    /// File with the 64-hex master key (or `SIGIL_MASTER_KEY`).
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the API token clients send as `authorization:
+    /// Bearer <token>`; none means mTLS alone.
+    #[serde(default)]
+    pub api_token_sha256: Option<String>,
+    /// Kinds kept pooled: `cggmp21`, `tss-lib` (default both).
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<String>,
+    /// Below this many sets of a kind, `GetPoolStatus` and `HealthCheck`
+    /// report the pool as low (default 1).
+    #[serde(default = "default_min")]
+    pub min_pool_size: usize,
+    /// The generator fills each kind up to this many sets (default 4).
+    #[serde(default = "default_max")]
+    pub max_pool_size: usize,
+    /// The generator starts again when a kind drops below this many sets
+    /// (default 2), or when a caller waits for more than the pool holds.
+    #[serde(default = "default_threshold")]
+    pub refill_threshold: usize,
+    /// Safe-prime searches at once (default: the number of cores).
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent: usize,
+    /// Certificate files: the service's certificate and the cluster CA
+    /// that client certificates must chain to.
+    pub tls: TlsConfig,
+}
+
+fn default_kinds() -> Vec<String> {
+    vec!["cggmp21".into(), "tss-lib".into()]
+}
+fn default_min() -> usize {
+    1
+}
+fn default_max() -> usize {
+    4
+}
+fn default_threshold() -> usize {
+    2
+}
+fn default_concurrent() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+impl PrimeServiceConfig {
+    /// Loads the TOML file, then `SIGIL_PRIMES_*` overrides.
+    ///
+    /// # Errors
+    /// Unreadable file, unknown or malformed settings, invalid values.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let cfg: Self = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("SIGIL_PRIMES_").split("__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// An unknown kind, sizes out of order, a malformed token hash.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for k in &self.kinds {
+            k.parse::<Kind>()?;
+        }
+        anyhow::ensure!(self.max_pool_size >= 1, "max_pool_size must be at least 1");
+        anyhow::ensure!(
+            self.refill_threshold <= self.max_pool_size && self.min_pool_size <= self.max_pool_size,
+            "need min_pool_size <= max_pool_size and refill_threshold <= max_pool_size"
+        );
+        anyhow::ensure!(self.max_concurrent >= 1, "max_concurrent must be at least 1");
+        if let Some(h) = &self.api_token_sha256 {
+            anyhow::ensure!(
+                hex::decode(h).is_ok_and(|b| b.len() == 32),
+                "api_token_sha256 must be 64 hex characters"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct KindCounters {
+    generating: AtomicUsize,
+    generated: AtomicU64,
+    served: AtomicU64,
+    waiting_sets: AtomicUsize,
+    times_ms: Mutex<Vec<f64>>,
+}
+
+/// The service state shared by the gRPC handlers and the generators.
+pub struct Pool {
+    cfg: PrimeServiceConfig,
+    store: Arc<dyn Store>,
+    kinds: Vec<Kind>,
+    counters: Vec<KindCounters>,
+    new_prime: tokio::sync::Notify,
+    token_hash: Option<[u8; 32]>,
+}
+
+impl Pool {
+    fn index(&self, kind: Kind) -> Option<usize> {
+        self.kinds.iter().position(|&k| k == kind)
+    }
+
+    async fn sets(&self, kind: Kind) -> usize {
+        self.store.count_primes(kind.bits()).await.unwrap_or(0) / kind.primes()
+    }
+
+    /// Keeps `kind` between `refill_threshold` and `max_pool_size` sets
+    /// (more while callers wait), `max_concurrent` searches across kinds.
+    async fn refill(self: Arc<Self>, kind: Kind, permits: Arc<tokio::sync::Semaphore>) {
+        let Some(i) = self.index(kind) else { return };
+        let Some(c) = self.counters.get(i) else { return };
+        let mut filling = true;
+        loop {
+            let pooled = self.store.count_primes(kind.bits()).await.unwrap_or(0);
+            let sets = pooled / kind.primes();
+            let waiting = c.waiting_sets.load(Ordering::Relaxed);
+            if sets < self.cfg.refill_threshold || waiting > sets {
+                filling = true;
+            }
+            let want = self.cfg.max_pool_size.max(waiting) * kind.primes();
+            if pooled >= want {
+                filling = false;
+            }
+            if !filling || pooled + c.generating.load(Ordering::Relaxed) >= want {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            c.generating.fetch_add(1, Ordering::Relaxed);
+            let pool = self.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let found = tokio::task::spawn_blocking(move || {
+                    let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).ok()?;
+                    let stop = std::sync::atomic::AtomicBool::new(false);
+                    let stats = primes::Stats::default();
+                    primes::safe_prime(kind.bits(), &mut rng, primes::SieveTable::shared(), &stop, &stats)
+                        .ok()
+                        .flatten()
+                })
+                .await
+                .ok()
+                .flatten();
+                let Some(c) = pool.counters.get(i) else { return };
+                if let Some(p) = found {
+                    let text = Zeroizing::new(p.to_string().into_bytes());
+                    match pool.store.put_prime(kind.bits(), &text).await {
+                        Ok(()) => {
+                            c.generated.fetch_add(1, Ordering::Relaxed);
+                            let mut t = c.times_ms.lock().unwrap_or_else(|e| e.into_inner());
+                            if t.len() >= 1000 {
+                                t.remove(0);
+                            }
+                            t.push(started.elapsed().as_secs_f64() * 1e3);
+                            drop(t);
+                            pool.new_prime.notify_waiters();
+                        }
+                        Err(e) => tracing::error!(error = %e, "could not store a safe prime"),
+                    }
+                }
+                c.generating.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Takes `count` sets of `kind` (all or none).
+    async fn take(&self, kind: Kind, count: usize) -> Result<Option<Vec<PreParams>>, Status> {
+        let bits = kind.bits();
+        let need = count * kind.primes();
+        let Some(raw) = self
+            .store
+            .take_primes(bits, need)
+            .await
+            .map_err(|e| Status::internal(format!("store: {e}")))?
+        else {
+            return Ok(None);
+        };
+        let mut ps = Vec::with_capacity(raw.len());
+        for r in raw {
+            let text = std::str::from_utf8(&r).map_err(|_| Status::internal("a pooled prime is malformed"))?;
+            ps.push(
+                text.parse::<Integer>()
+                    .map_err(|_| Status::internal("a pooled prime is malformed"))?,
+            );
+        }
+        let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| Status::internal(e.to_string()))?;
+        let mut sets = Vec::with_capacity(count);
+        match kind {
+            Kind::Cggmp21 => {
+                let mut it = ps.into_iter();
+                while let (Some(p), Some(q)) = (it.next(), it.next()) {
+                    sets.push(PreParams {
+                        params: Some(pre_params::Params::Cggmp21(Cggmp21Primes {
+                            p: p.to_string(),
+                            q: q.to_string(),
+                        })),
+                    });
+                }
+            }
+            Kind::TssLib => {
+                let mut rest = ps;
+                while sets.len() < count {
+                    let take = rest.len().min(4);
+                    let mut group: Vec<Integer> = rest.drain(..take).collect();
+                    let pp = loop {
+                        match TssLibPreParams::from_safe_primes(group.clone(), &mut rng) {
+                            Ok((pp, unused)) => {
+                                rest.extend(unused);
+                                break pp;
+                            }
+                            // No pair far enough apart (rare): one more prime.
+                            Err(_) => match self
+                                .store
+                                .take_primes(bits, 1)
+                                .await
+                                .map_err(|e| Status::internal(format!("store: {e}")))?
+                            {
+                                Some(mut more) => {
+                                    let extra = more.pop().ok_or_else(|| Status::internal("empty take"))?;
+                                    let text = std::str::from_utf8(&extra)
+                                        .map_err(|_| Status::internal("a pooled prime is malformed"))?;
+                                    group.push(text.parse().map_err(|_| Status::internal("malformed prime"))?);
+                                }
+                                None => {
+                                    // Put the primes back; the caller waits for more.
+                                    for p in group.iter().chain(rest.iter()) {
+                                        let _ = self.store.put_prime(bits, p.to_string().as_bytes()).await;
+                                    }
+                                    return Ok(None);
+                                }
+                            },
+                        }
+                    };
+                    sets.push(PreParams {
+                        params: Some(pre_params::Params::TssLib(sigil_proto::prime::TssLibPreParams {
+                            paillier_n: pp.n.to_string(),
+                            paillier_lambda_n: pp.lambda_n.to_string(),
+                            paillier_phi_n: pp.phi_n.to_string(),
+                            paillier_p: pp.paillier_p.to_string(),
+                            paillier_q: pp.paillier_q.to_string(),
+                            n_tilde: pp.n_tilde.to_string(),
+                            h1: pp.h1.to_string(),
+                            h2: pp.h2.to_string(),
+                            alpha: pp.alpha.to_string(),
+                            beta: pp.beta.to_string(),
+                            p: pp.p.to_string(),
+                            q: pp.q.to_string(),
+                            tss_lib_json: pp.to_tss_lib_json().to_string(),
+                        })),
+                    });
+                }
+                for p in rest {
+                    let _ = self.store.put_prime(bits, p.to_string().as_bytes()).await;
+                }
+            }
+        }
+        Ok(Some(sets))
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(want) = &self.token_hash else { return Ok(()) };
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("an API token is required (authorization: Bearer <token>)"))?;
+        let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if bool::from(h.ct_eq(want)) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("wrong API token"))
+        }
+    }
+}
+
+/// The deadline a caller set (`grpc-timeout`), or 30 s.
+fn deadline_of<T>(req: &Request<T>) -> Duration {
+    let parse = |v: &str| -> Option<Duration> {
+        let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+        let n: u64 = num.parse().ok()?;
+        Some(match unit {
+            "H" => Duration::from_secs(n * 3600),
+            "M" => Duration::from_secs(n * 60),
+            "S" => Duration::from_secs(n),
+            "m" => Duration::from_millis(n),
+            "u" => Duration::from_micros(n),
+            "n" => Duration::from_nanos(n),
+            _ => return None,
+        })
+    };
+    req.metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// The gRPC handlers.
+pub struct PrimeSvc(Arc<Pool>);
+
+#[tonic::async_trait]
+impl PrimeService for PrimeSvc {
+    async fn get_pre_params(
+        &self,
+        req: Request<GetPreParamsRequest>,
+    ) -> Result<Response<GetPreParamsResponse>, Status> {
+        let pool = &self.0;
+        pool.authorize(&req)?;
+        let deadline = Instant::now() + deadline_of(&req);
+        let r = req.into_inner();
+        if r.count == 0 || r.count > MAX_COUNT {
+            return Err(Status::invalid_argument(format!("count must be 1 to {MAX_COUNT}")));
+        }
+        let kind: Kind = r.kind.parse().map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let i = pool
+            .index(kind)
+            .ok_or_else(|| Status::invalid_argument(format!("this service does not pool {}", kind.as_str())))?;
+        let count = usize::try_from(r.count).unwrap_or(usize::MAX);
+        if count > pool.cfg.max_pool_size {
+            return Err(Status::invalid_argument(format!(
+                "count {count} is above this pool's capacity ({} sets)",
+                pool.cfg.max_pool_size
+            )));
+        }
+        let c = pool.counters.get(i).ok_or_else(|| Status::internal("counters"))?;
+        c.waiting_sets.fetch_add(count, Ordering::Relaxed);
+        let result = loop {
+            let notified = pool.new_prime.notified();
+            match pool.take(kind, count).await {
+                Ok(Some(sets)) => break Ok(sets),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(Status::deadline_exceeded(format!(
+                    "the pool holds {} {} sets, {count} asked; the generator did not catch up before the deadline",
+                    pool.sets(kind).await,
+                    kind.as_str()
+                )));
+            }
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(500)), notified).await;
+        };
+        c.waiting_sets.fetch_sub(count, Ordering::Relaxed);
+        let sets = result?;
+        c.served.fetch_add(sets.len() as u64, Ordering::Relaxed);
+        tracing::info!(kind = kind.as_str(), count, "served pre-parameters");
+        Ok(Response::new(GetPreParamsResponse { sets }))
+    }
+
+    async fn get_pool_status(
+        &self,
+        req: Request<GetPoolStatusRequest>,
+    ) -> Result<Response<GetPoolStatusResponse>, Status> {
+        let pool = &self.0;
+        pool.authorize(&req)?;
+        let mut kinds = Vec::new();
+        for (k, c) in pool.kinds.iter().zip(&pool.counters) {
+            let mut t = c.times_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            t.sort_by(f64::total_cmp);
+            kinds.push(KindStatus {
+                kind: k.as_str().into(),
+                pool_size: u32::try_from(pool.sets(*k).await).unwrap_or(u32::MAX),
+                generating: u32::try_from(c.generating.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+                total_generated: c.generated.load(Ordering::Relaxed),
+                total_served: c.served.load(Ordering::Relaxed),
+                generation_p50_ms: t.get(t.len() / 2).copied().unwrap_or(0.0),
+            });
+        }
+        Ok(Response::new(GetPoolStatusResponse { kinds }))
+    }
+
+    async fn health_check(&self, req: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+        let pool = &self.0;
+        pool.authorize(&req)?;
+        let mut low = Vec::new();
+        for k in &pool.kinds {
+            if pool.sets(*k).await < pool.cfg.min_pool_size {
+                low.push(k.as_str());
+            }
+        }
+        let status = if low.is_empty() {
+            "SERVING".to_string()
+        } else {
+            format!("SERVING (pool low: {})", low.join(", "))
+        };
+        Ok(Response::new(HealthCheckResponse { status }))
+    }
+}
+
+/// Runs the service until `shutdown` resolves.
+///
+/// # Errors
+/// Start-up failures: master key, store, certificates, the port.
+pub async fn run(
+    cfg: PrimeServiceConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let master = if let Ok(hex) = std::env::var("SIGIL_MASTER_KEY") {
+        sigil_store::MasterKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("SIGIL_MASTER_KEY: {e}"))?
+    } else {
+        let path = cfg
+            .master_key_file
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no master key: set SIGIL_MASTER_KEY or master_key_file"))?;
+        let text = Zeroizing::new(std::fs::read_to_string(path)?);
+        sigil_store::MasterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let store = SqliteStore::open(&cfg.data_dir.join("primes.db"), &master).await?;
+    drop(master);
+    let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let ca = Certificate::from_pem(read(&cfg.tls.ca_cert)?);
+    let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
+    let kinds: Vec<Kind> = cfg.kinds.iter().map(|k| k.parse()).collect::<Result<_, _>>()?;
+    let token_hash = match &cfg.api_token_sha256 {
+        Some(h) => {
+            let b = hex::decode(h)?;
+            Some(<[u8; 32]>::try_from(b.as_slice()).map_err(|_| anyhow::anyhow!("api_token_sha256"))?)
+        }
+        None => None,
+    };
+    // Build the sieve table before serving (about 50 ms).
+    tokio::task::spawn_blocking(primes::SieveTable::shared).await?;
+    let pool = Arc::new(Pool {
+        counters: kinds.iter().map(|_| KindCounters::default()).collect(),
+        kinds: kinds.clone(),
+        store: Arc::new(store),
+        new_prime: tokio::sync::Notify::new(),
+        token_hash,
+        cfg: cfg.clone(),
+    });
+    let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent));
+    for k in kinds {
+        tokio::spawn(pool.clone().refill(k, permits.clone()));
+    }
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<PrimeServiceServer<PrimeSvc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tracing::info!(listen = %cfg.listen, "prime service listening (mTLS)");
+    Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(PrimeServiceServer::new(PrimeSvc(pool)))
+        .serve_with_shutdown(cfg.listen, shutdown)
+        .await?;
+    Ok(())
+}
