@@ -27,8 +27,8 @@ use sigil_crypto::preparams::{Kind, TssLibPreParams};
 use sigil_crypto::primes::{self, rug::Integer};
 use sigil_proto::prime::prime_service_server::{PrimeService, PrimeServiceServer};
 use sigil_proto::prime::{
-    pre_params, Cggmp21Primes, GetPoolStatusRequest, GetPoolStatusResponse, GetPreParamsRequest,
-    GetPreParamsResponse, HealthCheckRequest, HealthCheckResponse, KindStatus, PreParams,
+    pre_params, Cggmp21Primes, GetPoolStatusRequest, GetPoolStatusResponse, GetPreParamsRequest, GetPreParamsResponse,
+    HealthCheckRequest, HealthCheckResponse, KindStatus, PreParams,
 };
 use sigil_store::{SqliteStore, Store};
 use subtle::ConstantTimeEq;
@@ -183,7 +183,9 @@ impl Pool {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
             c.generating.fetch_add(1, Ordering::Relaxed);
             let pool = self.clone();
             tokio::spawn(async move {
