@@ -172,9 +172,11 @@ pub fn safe_prime<R: RngCore + CryptoRng>(
     let mut buf = vec![0u8; nbytes];
     let n = table.primes.len();
     // Next struck k (relative to the window start) per prime, for q = 0
-    // and for 2q + 1 = 0.
-    let mut next_q = vec![0u64; n];
-    let mut next_p = vec![0u64; n];
+    // and for 2q + 1 = 0. u32 (the window is 2^24 candidates) to halve the
+    // memory each segment pass streams through: with one search per core
+    // the sieve is memory-bound.
+    let mut next_q = vec![0u32; n];
+    let mut next_p = vec![0u32; n];
     let mut segment = vec![true; SEGMENT];
     let two = Integer::from(2);
     loop {
@@ -199,20 +201,20 @@ pub fn safe_prime<R: RngCore + CryptoRng>(
             // q0 + 6k = (r - 1) / 2 (mod r)  <=>  k = ((r - 1) / 2 - a) / 6
             let kp = ((r64 - 1) / 2 + r64 - a) % r64 * inv % r64;
             if let (Some(x), Some(y)) = (next_q.get_mut(j), next_p.get_mut(j)) {
-                *x = kq;
-                *y = kp;
+                // Both are below r < 2^24.
+                *x = u32::try_from(kq).unwrap_or(u32::MAX);
+                *y = u32::try_from(kp).unwrap_or(u32::MAX);
             }
         }
-        let mut base = 0u64;
-        while base < WINDOW {
+        let mut base = 0u32;
+        while u64::from(base) < WINDOW {
             segment.fill(true);
-            let end = base + SEGMENT as u64;
+            let end = base + SEGMENT as u32;
             for ((&r, x), y) in table.primes.iter().zip(next_q.iter_mut()).zip(next_p.iter_mut()) {
-                let r = u64::from(r);
                 for next in [x, y] {
                     let mut k = *next;
                     while k < end {
-                        if let Some(s) = segment.get_mut(usize::try_from(k - base).unwrap_or(usize::MAX)) {
+                        if let Some(s) = segment.get_mut((k - base) as usize) {
                             *s = false;
                         }
                         k += r;
@@ -225,7 +227,7 @@ pub fn safe_prime<R: RngCore + CryptoRng>(
                     return Ok(None);
                 }
                 stats.tested.fetch_add(1, Ordering::Relaxed);
-                let q = Integer::from(&q0 + 6 * (base + off as u64));
+                let q = Integer::from(&q0 + 6 * (u64::from(base) + off as u64));
                 // Base-2 Fermat on q, then on p.
                 let qm1 = Integer::from(&q - 1u32);
                 let Ok(f) = two.clone().pow_mod(&qm1, &q) else { continue };
