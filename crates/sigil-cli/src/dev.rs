@@ -102,6 +102,7 @@ pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
         }
         let node_certs = sigil_node::certs::node_cert_paths(&certs, i);
         let cfg = NodeConfig {
+            prime_source: Default::default(),
             node_id: i,
             data_dir: dir.clone(),
             listen_http: format!("127.0.0.1:{}", args.http_port + i).parse()?,

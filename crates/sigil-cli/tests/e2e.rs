@@ -66,6 +66,7 @@ impl Cluster {
             std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();
             let c = sigil_node::certs::node_cert_paths(&certs, i);
             let cfg = NodeConfig {
+                prime_source: Default::default(),
                 node_id: i,
                 data_dir: nd.clone(),
                 listen_http: format!("127.0.0.1:{}", http[usize::from(i)]).parse().unwrap(),

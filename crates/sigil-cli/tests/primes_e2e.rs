@@ -43,12 +43,12 @@ async fn connect(
     port: u16,
     with_cert: bool,
 ) -> Result<PrimeServiceClient<Channel>, tonic::transport::Error> {
-    let ca = Certificate::from_pem(std::fs::read(dir.join("certs/ca.pem")).unwrap());
-    let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name("node-0");
+    let ca = Certificate::from_pem(std::fs::read(dir.join("dev/certs/ca.pem")).unwrap());
+    let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name("node-2");
     if with_cert {
         let id = Identity::from_pem(
-            std::fs::read(dir.join("certs/node-1.pem")).unwrap(),
-            std::fs::read(dir.join("certs/node-1.key")).unwrap(),
+            std::fs::read(dir.join("dev/certs/node-1.pem")).unwrap(),
+            std::fs::read(dir.join("dev/certs/node-1.key")).unwrap(),
         );
         tls = tls.identity(id);
     }
@@ -124,7 +124,9 @@ fn check_set(set: &sigil_proto::prime::PreParams) -> Vec<Integer> {
 async fn prime_service_serves_each_set_once_and_survives_kill9() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    sigil_node::certs::init(&dir.join("certs"), &[0, 1]).unwrap();
+    // One CA for the service (certificate node-2) and a 2-node dev cluster
+    // (nodes 0 and 1) that takes its aux-info primes from the service.
+    sigil_node::certs::init(&dir.join("dev/certs"), &[0, 1, 2]).unwrap();
     let port = free_port();
     let token_hash = hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()));
     let config: PathBuf = dir.join("primes.toml");
@@ -133,7 +135,7 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}/data\"\napi_token_sha256 = \"{token_hash}\"\n\
              kinds = [\"cggmp21\", \"tss-lib\"]\nmin_pool_size = 1\nmax_pool_size = 2\nrefill_threshold = 1\n\
-             max_concurrent = 2\n[tls]\nca_cert = \"{d}/certs/ca.pem\"\ncert = \"{d}/certs/node-0.pem\"\nkey = \"{d}/certs/node-0.key\"\n",
+             max_concurrent = 2\n[tls]\nca_cert = \"{d}/dev/certs/ca.pem\"\ncert = \"{d}/dev/certs/node-2.pem\"\nkey = \"{d}/dev/certs/node-2.key\"\n",
             d = dir.display()
         ),
     )
@@ -239,6 +241,97 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
     let cg = status.kinds.iter().find(|k| k.kind == "cggmp21").unwrap();
     assert_eq!(cg.total_served, 4);
     assert!(cg.total_generated > 0 && cg.generation_p50_ms > 0.0, "{cg:?}");
+
+    // Nodes with prime_source = remote: the first ECDSA key of the set
+    // makes aux info from primes the service serves (one set per node),
+    // and the key signs.
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    let http = free_port();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args([
+            "dev",
+            "--nodes",
+            "2",
+            "--threshold",
+            "2",
+            "--prime-pool-size",
+            "0",
+            "--presign-pool-size",
+            "0",
+        ])
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--peer-port",
+            &free_port().to_string(),
+            "--api-key",
+            "k",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("dev"))
+        .env("SIGIL_PRIME_SOURCE__KIND", "remote")
+        .env("SIGIL_PRIME_SOURCE__URL", format!("https://127.0.0.1:{port}"))
+        .env("SIGIL_PRIME_SOURCE__SERVER_NAME", "node-2")
+        .env("SIGIL_PRIME_SOURCE__API_TOKEN_FILE", dir.join("token"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let web = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{http}");
+    let start = Instant::now();
+    while web.get(format!("{url}/health")).send().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(60), "dev cluster did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node_logs = || {
+        ["dev.log", "dev/node-0.log", "dev/node-1.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let key: serde_json::Value = web
+        .post(format!("{url}/v1/keys"))
+        .header("X-API-Key", "k")
+        .json(&serde_json::json!({"scheme": "ecdsa-secp256k1", "threshold": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = key["key_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key}\n{}", node_logs()));
+    let digest = [7u8; 32];
+    let sig: serde_json::Value = web
+        .post(format!("{url}/v1/keys/{id}/sign"))
+        .header("X-API-Key", "k")
+        .json(&serde_json::json!({"message": hex::encode(digest)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let scheme: sigil_crypto::Scheme = "ecdsa-secp256k1".parse().unwrap();
+    scheme
+        .verify(
+            &hex::decode(key["public_key"].as_str().unwrap()).unwrap(),
+            &digest,
+            &hex::decode(sig["signature"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    let status = c
+        .get_pool_status(req(GetPoolStatusRequest {}, Some(TOKEN), long))
+        .await
+        .unwrap()
+        .into_inner();
+    let cg = status.kinds.iter().find(|k| k.kind == "cggmp21").unwrap();
+    assert_eq!(cg.total_served, 6, "one set per node for aux info");
+    let _ = Command::new("kill").args(["-INT", &dev.id().to_string()]).status();
+    let _ = dev.wait();
     proc.kill().unwrap();
     proc.wait().unwrap();
 }

@@ -33,6 +33,27 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// Where a node's aux-info safe primes come from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PrimeSource {
+    /// The node's own sealed pool, refilled in the background (default).
+    #[default]
+    Local,
+    /// A `sigil primes serve` service, reached over mTLS with this node's
+    /// certificate. Trust: that service knows the node's Paillier secret;
+    /// use it only if you trust it as you trust the node.
+    Remote {
+        /// `https://host:port` of the service.
+        url: String,
+        /// The name the service's certificate carries (e.g. `node-9`).
+        server_name: String,
+        /// File holding the service's API token, if it requires one.
+        #[serde(default)]
+        api_token_file: Option<PathBuf>,
+    },
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +92,10 @@ pub struct NodeConfig {
     /// an empty pool at start-up, e.g. from `openssl prime -generate -safe`.
     #[serde(default)]
     pub prime_seed_file: Option<PathBuf>,
+    /// Where aux-info primes come from: `{ kind = "local" }` (default) or
+    /// `{ kind = "remote", url, server_name, api_token_file? }`.
+    #[serde(default)]
+    pub prime_source: PrimeSource,
     /// ECDSA presignatures kept per key and signer set, refilled in the
     /// background by the set's lowest node id (default 4; 0 disables the
     /// pool, so every signature runs the full protocol).
@@ -84,7 +109,8 @@ pub struct NodeConfig {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 14] = [
+const CONFIG_FIELDS: [&str; 15] = [
+    "prime_source",
     "presign_pool_size",
     "aux_timeout_ms",
     "prime_pool_size",

@@ -61,6 +61,8 @@ pub struct Node {
     /// Presignatures made but not yet committed by their coordinator, by
     /// session id (see [`Node::finalize_presignature`]).
     pending_presigs: Mutex<HashMap<SessionId, ecdsa::PendingPresig>>,
+    /// The prime pool service, when `prime_source` is remote.
+    remote_primes: Option<ecdsa::RemotePrimes>,
 }
 
 /// An active key kept in memory: its metadata and, once first used here,
@@ -135,6 +137,7 @@ pub async fn run(
     let ca = Certificate::from_pem(read(&cfg.tls.ca_cert)?);
     let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
     let peers = PeerClients::new(&cfg, &ca, &identity)?;
+    let remote_primes = ecdsa::RemotePrimes::new(&cfg.prime_source, &ca, &identity)?;
     let mut api_key_hash = [0u8; 32];
     hex::decode_to_slice(&cfg.api_key_sha256, &mut api_key_hash)?;
     let node = Arc::new(Node {
@@ -147,6 +150,7 @@ pub async fn run(
         keys: Mutex::new(HashMap::new()),
         aux_lock: tokio::sync::Mutex::new(()),
         pending_presigs: Mutex::new(HashMap::new()),
+        remote_primes,
     });
     if let Some(path) = &cfg.prime_seed_file {
         if node.store.count_primes(ecdsa::PRIME_BITS).await? == 0 {

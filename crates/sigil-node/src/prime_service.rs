@@ -103,7 +103,11 @@ impl PrimeServiceConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let cfg: Self = Figment::new()
             .merge(Toml::file(path))
-            .merge(Env::prefixed("SIGIL_PRIMES_").split("__"))
+            .merge(
+                Env::prefixed("SIGIL_PRIMES_")
+                    .filter(|k| !k.as_str().eq_ignore_ascii_case("config"))
+                    .split("__"),
+            )
             .extract()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         cfg.validate()?;
