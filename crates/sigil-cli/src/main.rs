@@ -257,6 +257,9 @@ async fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Cmd::Primes {
+            cmd: primes::PrimesCmd::BenchService(a),
+        } => primes::bench_service(a).await,
         Cmd::Primes { cmd } => primes::run(cmd),
         Cmd::Eth { cmd: EthCmd::SignTx(a) } => eth::sign_tx(a).await,
     };

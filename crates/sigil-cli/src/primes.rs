@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use sigil_crypto::preparams::{Kind, TssLibPreParams};
 use sigil_crypto::primes::{self, rug::Integer, Stats};
 
 /// Safe primes.
@@ -21,6 +23,10 @@ pub enum PrimesCmd {
     /// Time the generator against `openssl prime -generate -safe`, side by
     /// side in one run (same bit sizes and counts).
     Bench(BenchArgs),
+    /// Load a running prime service: wait until its pool holds
+    /// `--requests` sets, then `GetPreParams(1)` from `--concurrency`
+    /// clients at once; prints p50/p99 latency.
+    BenchService(ServiceBenchArgs),
     /// Run the prime pool service: gRPC `prime.v1.PrimeService` over mTLS.
     Serve {
         /// TOML configuration; every setting also from SIGIL_PRIMES_* env.
@@ -61,6 +67,42 @@ pub struct BenchArgs {
     /// Skip the all-cores run.
     #[arg(long)]
     pub no_parallel: bool,
+    /// Pre-parameter sets per kind (CGGMP21 and tss-lib) to time, made
+    /// with all cores; 0 skips.
+    #[arg(long, default_value_t = 0)]
+    pub sets: usize,
+}
+
+/// Options of `sigil primes bench-service`.
+#[derive(Args, Debug)]
+pub struct ServiceBenchArgs {
+    /// `https://host:port` of the service.
+    #[arg(long, default_value = "https://127.0.0.1:7300")]
+    pub url: String,
+    /// Name in the service's certificate.
+    #[arg(long, default_value = "node-0")]
+    pub server_name: String,
+    /// Cluster CA certificate (PEM).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Client certificate and key (PEM), issued by the CA.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Client key (PEM).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// File with the API token, if the service requires one.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Kind to request.
+    #[arg(long, default_value = "cggmp21")]
+    pub kind: String,
+    /// Requests in total (the pool must hold this many sets first).
+    #[arg(long, default_value_t = 100)]
+    pub requests: usize,
+    /// Concurrent clients (one connection each).
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
 }
 
 fn cores() -> usize {
@@ -72,7 +114,7 @@ pub fn run(cmd: PrimesCmd) -> anyhow::Result<()> {
     match cmd {
         PrimesCmd::Generate(a) => generate(a),
         PrimesCmd::Bench(a) => bench(a),
-        PrimesCmd::Serve { .. } => Err(anyhow!("serve runs from main")),
+        PrimesCmd::Serve { .. } | PrimesCmd::BenchService(_) => Err(anyhow!("runs from main")),
     }
 }
 
@@ -214,6 +256,62 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             rows.push((bits, s));
         }
     }
+    let mut set_rows = Vec::new();
+    for kind in [Kind::Cggmp21, Kind::TssLib] {
+        if a.sets == 0 {
+            break;
+        }
+        let mut times = Vec::new();
+        let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)?;
+        for _ in 0..a.sets {
+            let t = Instant::now();
+            let found = Mutex::new(Vec::new());
+            primes::generate(
+                kind.bits(),
+                kind.primes(),
+                cores(),
+                &AtomicBool::new(false),
+                &Stats::default(),
+                &|p| {
+                    found.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+                },
+            )?;
+            let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+            if kind == Kind::TssLib {
+                // One more prime in the rare case no pair is 2^1020 apart.
+                while TssLibPreParams::from_safe_primes(found.clone(), &mut rng).is_err() {
+                    let more = Mutex::new(None);
+                    primes::generate(kind.bits(), 1, 1, &AtomicBool::new(false), &Stats::default(), &|p| {
+                        *more.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+                    })?;
+                    found.extend(more.into_inner().unwrap_or_else(|e| e.into_inner()));
+                }
+            }
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let s = Sample {
+            what: format!(
+                "{} pre-parameters, one set ({} x {}-bit safe primes, {} threads)",
+                kind.as_str(),
+                kind.primes(),
+                kind.bits(),
+                cores()
+            ),
+            wall: times.iter().sum(),
+            times,
+        };
+        eprintln!("{}: median {:.2} s", s.what, s.median());
+        set_rows.push(s);
+    }
+    for s in &set_rows {
+        println!(
+            "| {} | sets | {} | median {:.2} s | mean {:.2} s |",
+            s.what,
+            s.times.len(),
+            s.median(),
+            s.wall / s.times.len() as f64
+        );
+    }
     println!("| generator | bits | count | total s | mean s/prime | median s | primes/s | vs openssl |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (bits, s) in &rows {
@@ -232,5 +330,109 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             s.times.len() as f64 / s.wall,
         );
     }
+    Ok(())
+}
+
+/// `sigil primes bench-service`.
+pub async fn bench_service(a: ServiceBenchArgs) -> anyhow::Result<()> {
+    use sigil_proto::prime::prime_service_client::PrimeServiceClient;
+    use sigil_proto::prime::{GetPoolStatusRequest, GetPreParamsRequest};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    anyhow::ensure!(
+        a.requests > 0 && a.concurrency > 0,
+        "--requests and --concurrency must be positive"
+    );
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&a.ca)?))
+        .identity(Identity::from_pem(read(&a.cert)?, read(&a.key)?))
+        .domain_name(a.server_name.clone());
+    let token = match &a.token_file {
+        Some(p) => Some(std::fs::read_to_string(p)?.trim().to_string()),
+        None => None,
+    };
+    let with_token = |mut r: tonic::Request<_>| -> anyhow::Result<_> {
+        if let Some(t) = &token {
+            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+        }
+        Ok(r)
+    };
+    let connect = || async {
+        let ch = Channel::from_shared(a.url.clone())?
+            .tls_config(tls.clone())?
+            .connect()
+            .await?;
+        Ok::<_, anyhow::Error>(PrimeServiceClient::new(ch))
+    };
+    let mut status_client = connect().await.context("connecting to the prime service")?;
+    // Wait for a warm pool.
+    let bar = ProgressBar::new(a.requests as u64);
+    bar.set_style(
+        ProgressStyle::with_template("waiting for the pool: {pos}/{len} {kind} sets [{elapsed_precise}] {wide_bar}")
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    loop {
+        let s = status_client
+            .get_pool_status(with_token(tonic::Request::new(GetPoolStatusRequest {}))?)
+            .await?
+            .into_inner();
+        let have = s
+            .kinds
+            .iter()
+            .find(|k| k.kind == a.kind)
+            .map_or(0, |k| k.pool_size as u64);
+        bar.set_position(have.min(a.requests as u64));
+        if have >= a.requests as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bar.finish_and_clear();
+    let mut clients = Vec::new();
+    for _ in 0..a.concurrency {
+        clients.push(connect().await?);
+    }
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let (next, kind, total, token) = (next.clone(), a.kind.clone(), a.requests, token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let mut r = tonic::Request::new(GetPreParamsRequest {
+                    count: 1,
+                    kind: kind.clone(),
+                });
+                if let Some(t) = &token {
+                    r.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+                }
+                let t = Instant::now();
+                let resp = c.get_pre_params(r).await?.into_inner();
+                h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+                anyhow::ensure!(resp.sets.len() == 1, "wrong number of sets");
+            }
+            Ok::<_, anyhow::Error>(h)
+        }));
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
+    for t in tasks {
+        all.add(t.await??)?;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    println!(
+        "| GetPreParams(1, {}) from a warm pool | requests | concurrency | p50 ms | p99 ms | per second |",
+        a.kind
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {} | {:.2} | {:.2} | {:.0} |",
+        a.url,
+        all.len(),
+        a.concurrency,
+        all.value_at_quantile(0.5) as f64 / 1e3,
+        all.value_at_quantile(0.99) as f64 / 1e3,
+        all.len() as f64 / wall
+    );
     Ok(())
 }

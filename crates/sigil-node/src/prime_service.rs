@@ -71,7 +71,8 @@ pub struct PrimeServiceConfig {
     /// (default 2), or when a caller waits for more than the pool holds.
     #[serde(default = "default_threshold")]
     pub refill_threshold: usize,
-    /// Safe-prime searches at once (default: the number of cores).
+    /// Safe-prime searches at once (default: the number of cores minus
+    /// one, so serving keeps a core).
     #[serde(default = "default_concurrent")]
     pub max_concurrent: usize,
     /// Certificate files: the service's certificate and the cluster CA
@@ -92,7 +93,8 @@ fn default_threshold() -> usize {
     2
 }
 fn default_concurrent() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    // One core stays free for serving.
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl PrimeServiceConfig {
@@ -147,8 +149,17 @@ struct KindCounters {
     times_ms: Mutex<Vec<f64>>,
 }
 
+/// A request to the per-kind taker: `count` sets' worth of primes.
+struct TakeReq {
+    count: usize,
+    reply: tokio::sync::oneshot::Sender<Result<Option<Vec<Integer>>, Status>>,
+}
+
 /// The service state shared by the gRPC handlers and the generators.
 pub struct Pool {
+    /// Per kind, the queue of the task that takes primes out of the store
+    /// (group commit: concurrent requests share one transaction).
+    takers: Vec<tokio::sync::mpsc::Sender<TakeReq>>,
     cfg: PrimeServiceConfig,
     store: Arc<dyn Store>,
     kinds: Vec<Kind>,
@@ -229,26 +240,100 @@ impl Pool {
         }
     }
 
-    /// Takes `count` sets of `kind` (all or none).
+    /// The taker of `kind`: drains every queued request, takes the primes
+    /// of as many whole requests as the pool holds in **one** store
+    /// statement (one commit, one fsync, however many callers), and hands
+    /// each its share; the rest are answered `None` (pool short). Every
+    /// prime is deleted before any caller sees it.
+    async fn taker(self: Arc<Self>, kind: Kind, mut rx: tokio::sync::mpsc::Receiver<TakeReq>) {
+        let k = kind.primes();
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let pooled = self.store.count_primes(kind.bits()).await.unwrap_or(0);
+            // Serve requests in arrival order while the pool covers them.
+            let mut budget = pooled / k;
+            let mut served = Vec::new();
+            let mut short = Vec::new();
+            for r in batch {
+                if r.count <= budget {
+                    budget -= r.count;
+                    served.push(r);
+                } else {
+                    short.push(r);
+                }
+            }
+            for r in short {
+                let _ = r.reply.send(Ok(None));
+            }
+            let total: usize = served.iter().map(|r| r.count * k).sum();
+            if total == 0 {
+                continue;
+            }
+            let taken = self.store.take_primes(kind.bits(), total).await;
+            let mut primes = match taken {
+                Ok(Some(raw)) => {
+                    let parsed: Result<Vec<Integer>, Status> = raw
+                        .iter()
+                        .map(|r| {
+                            std::str::from_utf8(r)
+                                .ok()
+                                .and_then(|t| t.parse::<Integer>().ok())
+                                .ok_or_else(|| Status::internal("a pooled prime is malformed"))
+                        })
+                        .collect();
+                    match parsed {
+                        Ok(p) => p.into_iter(),
+                        Err(e) => {
+                            for r in served {
+                                let _ = r.reply.send(Err(e.clone()));
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    for r in served {
+                        let _ = r.reply.send(Ok(None));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    for r in served {
+                        let _ = r.reply.send(Err(Status::internal(format!("store: {e}"))));
+                    }
+                    continue;
+                }
+            };
+            for r in served {
+                let mine: Vec<Integer> = primes.by_ref().take(r.count * k).collect();
+                if let Err(Ok(Some(unsent))) = r.reply.send(Ok(Some(mine))) {
+                    // The caller gave up (deadline) after the delete: its
+                    // primes go back to the pool rather than being lost.
+                    for p in unsent {
+                        let _ = self.store.put_prime(kind.bits(), p.to_string().as_bytes()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes `count` sets of `kind` (all or none) through the taker.
     async fn take(&self, kind: Kind, count: usize) -> Result<Option<Vec<PreParams>>, Status> {
         let bits = kind.bits();
-        let need = count * kind.primes();
-        let Some(raw) = self
-            .store
-            .take_primes(bits, need)
+        let i = self.index(kind).ok_or_else(|| Status::internal("kind"))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.takers
+            .get(i)
+            .ok_or_else(|| Status::internal("taker"))?
+            .send(TakeReq { count, reply: tx })
             .await
-            .map_err(|e| Status::internal(format!("store: {e}")))?
-        else {
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let Some(ps) = rx.await.map_err(|_| Status::unavailable("shutting down"))?? else {
             return Ok(None);
         };
-        let mut ps = Vec::with_capacity(raw.len());
-        for r in raw {
-            let text = std::str::from_utf8(&r).map_err(|_| Status::internal("a pooled prime is malformed"))?;
-            ps.push(
-                text.parse::<Integer>()
-                    .map_err(|_| Status::internal("a pooled prime is malformed"))?,
-            );
-        }
         let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| Status::internal(e.to_string()))?;
         let mut sets = Vec::with_capacity(count);
         match kind {
@@ -489,7 +574,15 @@ pub async fn run(
     };
     // Build the sieve table before serving (about 50 ms).
     tokio::task::spawn_blocking(primes::SieveTable::shared).await?;
+    let mut receivers = Vec::new();
+    let mut takers = Vec::new();
+    for _ in &kinds {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        takers.push(tx);
+        receivers.push(rx);
+    }
     let pool = Arc::new(Pool {
+        takers,
         counters: kinds.iter().map(|_| KindCounters::default()).collect(),
         kinds: kinds.clone(),
         store: Arc::new(store),
@@ -498,8 +591,9 @@ pub async fn run(
         cfg: cfg.clone(),
     });
     let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent));
-    for k in kinds {
+    for (k, rx) in kinds.into_iter().zip(receivers) {
         tokio::spawn(pool.clone().refill(k, permits.clone()));
+        tokio::spawn(pool.clone().taker(k, rx));
     }
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<PrimeServiceServer<PrimeSvc>>().await;
