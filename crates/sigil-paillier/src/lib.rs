@@ -1,0 +1,79 @@
+//! Distributed Paillier: key generation without a trusted dealer and
+//! threshold decryption, after Veugen, Attema and Spini, "An implementation
+//! of the Paillier crypto system with threshold decryption without a
+//! trusted dealer" (eprint 2019/1136), which builds on Boneh and Franklin,
+//! "Efficient generation of shared RSA keys" (CRYPTO 1997, JACM 2001).
+//!
+//! **Security model** (the paper's): semi-honest parties, honest majority.
+//! With `n` parties and corruption threshold `t`, `n >= 2t + 1`; any `t`
+//! parties together learn nothing about the factorization or the secret
+//! key beyond what the public key reveals; `t + 1` decrypt. A party that
+//! deviates from the protocol can make it fail or produce a wrong key; it
+//! is not detected.
+//!
+//! The code is sans-IO: each step is a function of a party's state and the
+//! messages it received, so the same code runs in the in-process
+//! simulations and over the node's transport.
+//!
+//! Steps and where they come from:
+//! 1. [`sieve`]: candidate shares `p = sum p_i`, `q = sum q_i` with
+//!    `p = q = 3 (mod 4)` (paper section 4.1) that are **already free of
+//!    every small prime factor below the sieve bound** before any
+//!    multiplication: a CRT sieve (Chen, Chou, Hazay, Kolesnikov, Lindell,
+//!    Shelat, "Multiparty Generation of an RSA Modulus", CRYPTO 2020,
+//!    section 4) where each party picks its residue of `p` mod every sieve
+//!    prime `r` at random and the parties check `p != 0 (mod r)` by
+//!    revealing `rho * p mod r` for a jointly random `rho` (a Shamir
+//!    multiplication over `F_r`, honest majority).
+//! 2. [`modulus`]: Shamir sharing of `p_i`, `q_i` over a prime field
+//!    larger than `N`, local multiplication, reveal of `N = p q` (paper
+//!    section 4.2, BGW).
+//! 3. Trial division of `N` (paper section 4.3) and the distributed
+//!    biprimality test [`biprime`] (Boneh-Franklin section 3.1; paper
+//!    section 4.4), `correct_param_biprime` rounds.
+//! 4. [`key`]: the decryption exponent `s = beta * phi(N)` shared over the
+//!    integers with threshold `t` and `theta = s mod N` public (paper
+//!    section 4.5; statistical hiding with `stat_sec_shamir` bits).
+//! 5. [`decrypt`]: partial decryptions `c^{s_j}` and their combination
+//!    with integer Lagrange coefficients scaled by `Delta = n!` (paper
+//!    section 3.3).
+
+#![forbid(unsafe_code)]
+
+pub mod biprime;
+pub mod decrypt;
+pub mod key;
+pub mod math;
+pub mod modulus;
+pub mod params;
+pub mod sieve;
+
+pub use params::Params;
+
+/// Overwrites an integer's limbs with zeros in place (bit by bit from the
+/// bottom). Copies GMP made during arithmetic are out of reach.
+pub(crate) fn math_wipe(x: &mut rug::Integer) {
+    for i in 0..x.significant_bits() {
+        x.set_bit(i, false);
+    }
+}
+pub use rug;
+
+/// Errors of the distributed Paillier protocols.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// Settings out of range (`n < 2t + 1`, key length too small, ...).
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
+    /// A message of the wrong shape (count, length, range).
+    #[error("malformed message from party {party}: {reason}")]
+    Malformed {
+        /// 1-based party number.
+        party: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A ciphertext outside `[1, N^2)` or not invertible mod `N`.
+    #[error("invalid ciphertext: {0}")]
+    InvalidCiphertext(String),
+}

@@ -1,0 +1,188 @@
+//! In-process simulation of the whole dealerless key generation and of
+//! threshold decryption, every party's messages passed by hand, at small
+//! sizes (256-bit keys; n = 3, 5 with t = 1, 2). The test may look at all
+//! shares (which no party can) to check that N is a product of two primes
+//! of the right size.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use sigil_paillier::decrypt::{partial, PublicKey};
+use sigil_paillier::key::KeyShare;
+use sigil_paillier::rug::{integer::IsPrime, Integer};
+use sigil_paillier::{biprime, key, modulus, sieve, Params};
+
+struct Keygen {
+    pk: PublicKey,
+    shares: Vec<KeyShare>,
+    p: Integer,
+    q: Integer,
+    candidates: usize,
+}
+
+/// Transposes per-sender messages into per-recipient inboxes.
+fn deliver<T: Clone>(sent: &[Vec<T>]) -> Vec<Vec<T>> {
+    let n = sent.len();
+    (0..n).map(|j| (0..n).map(|i| sent[i][j].clone()).collect()).collect()
+}
+
+fn keygen(params: &Params, seed: u64) -> Keygen {
+    let setup = params.setup().unwrap();
+    let n = setup.n();
+    let mut rngs: Vec<StdRng> = (0..n).map(|i| StdRng::seed_from_u64(seed * 100 + i as u64)).collect();
+    let session = seed.to_be_bytes();
+    let mut candidates = 0;
+    loop {
+        // Sieve: instances 2c (p) and 2c + 1 (q) per candidate c.
+        let inst = 2 * params.batch_size;
+        let (states, sent): (Vec<_>, Vec<_>) = (0..n).map(|i| sieve::start(&setup, i + 1, inst, &mut rngs[i])).unzip();
+        let inbox = deliver(&sent);
+        let prods: Vec<Vec<u16>> = (0..n)
+            .map(|j| sieve::products(&setup, &states[j], &inbox[j]).unwrap())
+            .collect();
+        let shares: Vec<Vec<Option<Integer>>> = (0..n)
+            .map(|j| sieve::finish(&setup, &states[j], &prods, &mut rngs[j]).unwrap())
+            .collect();
+        let keep: Vec<usize> = (0..params.batch_size)
+            .filter(|&c| shares[0][2 * c].is_some() && shares[0][2 * c + 1].is_some())
+            .collect();
+        for party in &shares {
+            for &c in &keep {
+                assert!(
+                    party[2 * c].is_some() && party[2 * c + 1].is_some(),
+                    "parties agree on the sieve"
+                );
+            }
+        }
+        let cands: Vec<Vec<(Integer, Integer)>> = (0..n)
+            .map(|j| {
+                keep.iter()
+                    .map(|&c| (shares[j][2 * c].clone().unwrap(), shares[j][2 * c + 1].clone().unwrap()))
+                    .collect()
+            })
+            .collect();
+        candidates += keep.len();
+        // N for every candidate.
+        let sent: Vec<Vec<Vec<Integer>>> = (0..n)
+            .map(|i| modulus::share_candidates(&setup, &cands[i], &mut rngs[i]))
+            .collect();
+        let inbox = deliver(&sent);
+        let nshares: Vec<Vec<Integer>> = (0..n)
+            .map(|j| modulus::modulus_shares(&setup, &inbox[j], keep.len()).unwrap())
+            .collect();
+        let ns = modulus::reveal(&setup, &nshares, keep.len()).unwrap();
+        for (c, big_n) in ns.iter().enumerate() {
+            // Every candidate is free of the sieve primes by construction.
+            let p: Integer = cands.iter().map(|v| v[c].0.clone()).sum();
+            let q: Integer = cands.iter().map(|v| v[c].1.clone()).sum();
+            assert_eq!(Integer::from(&p * &q), *big_n);
+            for &r in &setup.sieve_primes {
+                assert!(
+                    p.mod_u(r) != 0 && q.mod_u(r) != 0,
+                    "sieve prime {r} divides a candidate"
+                );
+            }
+            assert_eq!(p.mod_u(4), 3);
+            if !modulus::passes_trial_division(&setup, big_n) {
+                continue;
+            }
+            let bases = biprime::bases(&session, big_n, params.correct_param_biprime);
+            let vals: Vec<Vec<Integer>> = (0..n)
+                .map(|i| biprime::values(i + 1, big_n, &cands[i][c].0, &cands[i][c].1, &bases))
+                .collect();
+            if !biprime::check(big_n, &vals) {
+                continue;
+            }
+            // Key.
+            loop {
+                let (kstates, round1): (Vec<_>, Vec<_>) = (0..n)
+                    .map(|i| key::start(&setup, i + 1, big_n, &cands[i][c].0, &cands[i][c].1, &mut rngs[i]))
+                    .unzip();
+                let sent: Vec<Vec<[Integer; 4]>> = round1.iter().map(|r| r.p2p.clone()).collect();
+                let inbox = deliver(&sent);
+                let r_mod_n: Vec<Integer> = round1.iter().map(|r| r.r_mod_n.clone()).collect();
+                let zs: Vec<Integer> = (0..n).map(|j| key::z_share(&setup, &inbox[j]).unwrap()).collect();
+                let mut out = Vec::new();
+                for (j, st) in kstates.into_iter().enumerate() {
+                    out.push(key::finish(&setup, j + 1, big_n, st, &inbox[j], &zs, &r_mod_n).unwrap());
+                }
+                if out.iter().all(Option::is_some) {
+                    let shares: Vec<KeyShare> = out.into_iter().map(Option::unwrap).collect();
+                    let theta = shares[0].theta.clone();
+                    assert!(shares.iter().all(|s| s.theta == theta), "parties agree on theta");
+                    let pk = PublicKey::new(big_n.clone(), theta, n, setup.t());
+                    return Keygen {
+                        pk,
+                        shares,
+                        p,
+                        q,
+                        candidates,
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn decrypt(k: &Keygen, c: &Integer, parties: &[usize]) -> Integer {
+    let partials: Vec<(usize, Integer)> = parties
+        .iter()
+        .map(|&j| (j, partial(&k.pk, c, &k.shares[j - 1].share).unwrap()))
+        .collect();
+    k.pk.combine(&partials).unwrap()
+}
+
+fn run(n: usize, t: usize, seed: u64) {
+    let mut params = Params::new(n, t, 256);
+    params.batch_size = 32;
+    let k = keygen(&params, seed);
+    // N is a product of two 128-bit primes; N has 256 bits.
+    assert_eq!(k.pk.n.significant_bits(), 256);
+    assert_eq!(k.p.significant_bits(), 128);
+    assert_eq!(k.q.significant_bits(), 128);
+    assert_ne!(k.p.is_probably_prime(40), IsPrime::No);
+    assert_ne!(k.q.is_probably_prime(40), IsPrime::No);
+    assert_eq!(Integer::from(&k.p * &k.q), k.pk.n);
+    eprintln!("n = {n}, t = {t}: {} candidates", k.candidates);
+
+    let mut rng = StdRng::seed_from_u64(seed + 7);
+    let nm1 = Integer::from(&k.pk.n - 1u32);
+    let random = sigil_paillier::math::random_below(&k.pk.n, &mut rng);
+    let first: Vec<usize> = (1..=t + 1).collect();
+    let last: Vec<usize> = (n - t..=n).collect();
+    for m in [Integer::from(0), Integer::from(1), nm1.clone(), random.clone()] {
+        let c = k.pk.encrypt(&m, &mut rng).unwrap();
+        assert_eq!(decrypt(&k, &c, &first), m);
+        assert_eq!(decrypt(&k, &c, &last), m);
+    }
+    // Homomorphic sum, wrapping mod N.
+    let (a, b) = (random.clone(), nm1);
+    let c = k.pk.add(
+        &k.pk.encrypt(&a, &mut rng).unwrap(),
+        &k.pk.encrypt(&b, &mut rng).unwrap(),
+    );
+    assert_eq!(decrypt(&k, &c, &first), Integer::from(&a + &b) % &k.pk.n);
+    // Standard Paillier encryption written out independently: (1 + N)^m r^N.
+    let n2 = Integer::from(k.pk.n.square_ref());
+    let m = Integer::from(424242u32);
+    let r = Integer::from(987654321u64);
+    let c = (Integer::from(1) + &k.pk.n).pow_mod(&m, &n2).unwrap() * r.pow_mod(&k.pk.n, &n2).unwrap() % &n2;
+    assert_eq!(decrypt(&k, &c, &last), m);
+    // Too few parties, repeated parties, bad ciphertexts.
+    let p1 = partial(&k.pk, &c, &k.shares[0].share).unwrap();
+    assert!(k.pk.combine(&[(1, p1.clone())]).is_err());
+    assert!(k.pk.combine(&vec![(1, p1); t + 1]).is_err());
+    assert!(k.pk.check_ciphertext(&Integer::from(0)).is_err());
+    assert!(k.pk.check_ciphertext(&n2).is_err());
+    assert!(k.pk.check_ciphertext(&k.p).is_err(), "not invertible");
+}
+
+#[test]
+fn three_parties_threshold_one() {
+    run(3, 1, 1);
+}
+
+#[test]
+fn five_parties_threshold_two() {
+    run(5, 2, 2);
+}
