@@ -202,13 +202,20 @@ fn five_parties_threshold_two() {
 #[test]
 #[ignore]
 fn rough_keygen_cost() {
-    for bits in [1024u32, 2048] {
+    let sizes: Vec<u32> = std::env::var("SIGIL_PAILLIER_BITS")
+        .map(|v| v.split(',').filter_map(|b| b.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![1024, 2048]);
+    for bits in sizes {
         for seed in 0..3 {
             let mut params = Params::new(3, 1, bits);
             params.batch_size = 128;
             let t = std::time::Instant::now();
             let k = keygen(&params, 10 + seed);
-            eprintln!("{bits}-bit keygen, 3 parties in one thread: {:?}, {} candidates", t.elapsed(), k.candidates);
+            eprintln!(
+                "{bits}-bit keygen, 3 parties in one thread: {:?}, {} candidates",
+                t.elapsed(),
+                k.candidates
+            );
         }
     }
 }
