@@ -94,7 +94,21 @@ impl Params {
         let nbits = usize::BITS - n.leading_zeros();
         let key_bits = 2 * l + 2 * nbits + self.stat_sec_shamir + 8;
         let field_key = (Integer::from(1) << key_bits).next_prime();
+        // CRT basis: e_r = (M'/r) ((M'/r)^-1 mod r), so x = sum x_r e_r mod M'.
+        let basis = |r: u32| -> Integer {
+            let co = Integer::from(&m / r);
+            let inv = Integer::from(co.mod_u(r)).invert(&Integer::from(r)).unwrap_or_default();
+            co * inv
+        };
+        let crt_basis = sieve.iter().map(|&r| basis(r)).collect();
+        let crt_four = {
+            let co = Integer::from(&m / 4u32);
+            let inv = Integer::from(co.mod_u(4)).invert(&Integer::from(4)).unwrap_or_default();
+            co * inv
+        };
         Ok(Setup {
+            crt_basis,
+            crt_four,
             params: self.clone(),
             sieve_primes: sieve,
             sieve_modulus: m,
@@ -114,6 +128,10 @@ pub struct Setup {
     pub params: Params,
     /// Odd primes `3 <= r` sieved out of `p` and `q` (product times 4 is `sieve_modulus`).
     pub sieve_primes: Vec<u32>,
+    /// CRT basis for `sieve_primes` modulo `sieve_modulus`.
+    pub crt_basis: Vec<Integer>,
+    /// CRT basis element for the residue mod 4.
+    pub crt_four: Integer,
     /// `M' = 4 * prod sieve_primes`.
     pub sieve_modulus: Integer,
     /// Party 1's size offset: `p >= M' * w_base >= sqrt(2) 2^(L/2 - 1)`.

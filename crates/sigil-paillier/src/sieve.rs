@@ -191,12 +191,17 @@ pub fn finish<R: RngCore + CryptoRng>(
     let mut out = Vec::with_capacity(state.instances);
     let nfixed = fixed_primes(setup).count();
     let mut pos = 0;
+    let n = setup.n();
     for inst in 0..state.instances {
-        // CRT accumulator: value mod modulus.
-        let mut acc = Integer::from(if state.me == 1 { 3 } else { 0 });
-        let mut modulus = Integer::from(4);
+        // Residue per sieve prime (in `sieve_primes` order), then CRT.
+        let mut residues = vec![0u64; setup.sieve_primes.len()];
         let mut ok = true;
-        for r in tested(setup) {
+        for (slot, r) in residues
+            .iter_mut()
+            .zip(&setup.sieve_primes)
+            .filter(|(_, &r)| r as usize > n)
+            .map(|(s, &r)| (s, r))
+        {
             let mut chosen = None;
             for _ in 0..tries(r) {
                 let ys: Vec<u64> = broadcasts
@@ -209,19 +214,28 @@ pub fn finish<R: RngCore + CryptoRng>(
                 pos += 1;
             }
             match chosen {
-                Some(v) => crt_step(&mut acc, &mut modulus, u64::from(v), r),
+                Some(v) => *slot = u64::from(v),
                 None => ok = false,
             }
         }
-        for (k, r) in fixed_primes(setup).enumerate() {
-            let v = state.fixed.get(inst * nfixed + k).copied().unwrap_or(0);
-            crt_step(&mut acc, &mut modulus, u64::from(v), r);
+        for (k, slot) in residues
+            .iter_mut()
+            .zip(&setup.sieve_primes)
+            .filter(|(_, &r)| r as usize <= n)
+            .map(|(s, _)| s)
+            .enumerate()
+        {
+            *slot = u64::from(state.fixed.get(inst * nfixed + k).copied().unwrap_or(0));
         }
         if !ok {
             out.push(None);
             continue;
         }
-        debug_assert_eq!(&modulus, m);
+        let mut acc = if state.me == 1 { Integer::from(&setup.crt_four * 3u32) } else { Integer::new() };
+        for (x, e) in residues.iter().zip(&setup.crt_basis) {
+            acc += Integer::from(e * *x);
+        }
+        let acc = acc % m;
         let mut w = random_below(&setup.w_range, rng);
         if state.me == 1 {
             w += &setup.w_base;
@@ -229,15 +243,4 @@ pub fn finish<R: RngCore + CryptoRng>(
         out.push(Some(acc + w * m));
     }
     Ok(out)
-}
-
-/// Extends `acc (mod modulus)` with `acc = v (mod r)`.
-fn crt_step(acc: &mut Integer, modulus: &mut Integer, v: u64, r: u32) {
-    let r_int = Integer::from(r);
-    let cur = acc.mod_u(r);
-    let diff = (i128::from(v) - i128::from(cur)).rem_euclid(i128::from(r));
-    let inv = Integer::from(modulus.mod_u(r)).invert(&r_int).unwrap_or_default();
-    let k = (Integer::from(u64::try_from(diff).unwrap_or(0)) * inv) % &r_int;
-    *acc += k * &*modulus;
-    *modulus *= r;
 }
