@@ -19,11 +19,19 @@ use sha2::{Digest, Sha256};
 /// `count` test bases for `N`: SHA-256 expansions of `(session, N, k)`
 /// reduced mod `N`, kept when their Jacobi symbol is 1.
 pub fn bases(session: &[u8], n: &Integer, count: u32) -> Vec<Integer> {
+    bases_range(session, n, 0, count)
+}
+
+/// Bases number `skip..skip + count` of [`bases`] (the same sequence), so
+/// a candidate can be screened with the first base before the others are
+/// derived.
+pub fn bases_range(session: &[u8], n: &Integer, skip: u32, count: u32) -> Vec<Integer> {
+    let total = (skip + count) as usize;
     let nbytes = n.to_string().into_bytes();
     let len = usize::try_from(n.significant_bits() / 8 + 16).unwrap_or(0);
     let mut out = Vec::new();
     let mut k = 0u64;
-    while out.len() < count as usize {
+    while out.len() < total {
         let mut buf = Vec::with_capacity(len + 32);
         let mut block = 0u32;
         while buf.len() < len {
@@ -43,7 +51,7 @@ pub fn bases(session: &[u8], n: &Integer, count: u32) -> Vec<Integer> {
         }
         k += 1;
     }
-    out
+    out.split_off(skip as usize)
 }
 
 /// Party `me`'s (1-based) published values for `bases`.

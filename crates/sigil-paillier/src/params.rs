@@ -106,7 +106,27 @@ impl Params {
             let inv = Integer::from(co.mod_u(4)).invert(&Integer::from(4)).unwrap_or_default();
             co * inv
         };
+        let lagrange_small = sieve
+            .iter()
+            .map(|&r| {
+                let r64 = u64::from(r);
+                (1..=n as u64)
+                    .map(|j| {
+                        if r as usize <= n {
+                            return 0;
+                        }
+                        let (mut num, mut den) = (1u64, 1u64);
+                        for k in (1..=n as u64).filter(|&k| k != j) {
+                            num = num * (r64 - k % r64) % r64;
+                            den = den * ((j + r64 - k % r64) % r64) % r64;
+                        }
+                        num * crate::math::pow_mod_small(den, r64 - 2, r64) % r64
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Setup {
+            lagrange_small,
             crt_basis,
             crt_four,
             params: self.clone(),
@@ -128,6 +148,9 @@ pub struct Setup {
     pub params: Params,
     /// Odd primes `3 <= r` sieved out of `p` and `q` (product times 4 is `sieve_modulus`).
     pub sieve_primes: Vec<u32>,
+    /// Lagrange coefficients at 0 for the points `1..=n` over `F_r`, per
+    /// sieve prime (zeros for `r <= n`, which are not Shamir-shared).
+    pub lagrange_small: Vec<Vec<u64>>,
     /// CRT basis for `sieve_primes` modulo `sieve_modulus`.
     pub crt_basis: Vec<Integer>,
     /// CRT basis element for the residue mod 4.

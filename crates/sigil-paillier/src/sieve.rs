@@ -27,7 +27,7 @@
 use rand_core::{CryptoRng, RngCore};
 use rug::Integer;
 
-use crate::math::{random_below, random_u64_below, reconstruct_small, share_small};
+use crate::math::{random_below, random_u64_below, share_small};
 use crate::params::Setup;
 use crate::Error;
 
@@ -196,19 +196,20 @@ pub fn finish<R: RngCore + CryptoRng>(
         // Residue per sieve prime (in `sieve_primes` order), then CRT.
         let mut residues = vec![0u64; setup.sieve_primes.len()];
         let mut ok = true;
-        for (slot, r) in residues
+        for ((slot, r), lag) in residues
             .iter_mut()
             .zip(&setup.sieve_primes)
-            .filter(|(_, &r)| r as usize > n)
-            .map(|(s, &r)| (s, r))
+            .zip(&setup.lagrange_small)
+            .filter(|((_, &r), _)| r as usize > n)
+            .map(|((s, &r), l)| ((s, r), l))
         {
             let mut chosen = None;
             for _ in 0..tries(r) {
-                let ys: Vec<u64> = broadcasts
-                    .iter()
-                    .map(|b| u64::from(b.get(pos).copied().unwrap_or(0)))
-                    .collect();
-                if chosen.is_none() && reconstruct_small(&ys, u64::from(r)) != 0 {
+                let r64 = u64::from(r);
+                let y = broadcasts.iter().zip(lag).fold(0u64, |acc, (b, l)| {
+                    (acc + u64::from(b.get(pos).copied().unwrap_or(0)) * l) % r64
+                });
+                if chosen.is_none() && y != 0 {
                     chosen = state.x.get(pos).copied();
                 }
                 pos += 1;
@@ -231,7 +232,11 @@ pub fn finish<R: RngCore + CryptoRng>(
             out.push(None);
             continue;
         }
-        let mut acc = if state.me == 1 { Integer::from(&setup.crt_four * 3u32) } else { Integer::new() };
+        let mut acc = if state.me == 1 {
+            Integer::from(&setup.crt_four * 3u32)
+        } else {
+            Integer::new()
+        };
         for (x, e) in residues.iter().zip(&setup.crt_basis) {
             acc += Integer::from(e * *x);
         }

@@ -88,10 +88,17 @@ fn keygen(params: &Params, seed: u64) -> Keygen {
             }
             // One base first (a non-biprime fails it with probability at
             // least 1/2), then the rest for the few that pass.
-            let bases = biprime::bases(&session, big_n, params.correct_param_biprime);
-            let (first_base, rest) = bases.split_at(1);
+            let first_base = biprime::bases_range(&session, big_n, 0, 1);
             let mut passed = true;
-            for set in [first_base, rest] {
+            for k in 0..2 {
+                // Derive the other bases only for candidates that pass the first.
+                let rest;
+                let set: &[Integer] = if k == 0 {
+                    &first_base
+                } else {
+                    rest = biprime::bases_range(&session, big_n, 1, params.correct_param_biprime - 1);
+                    &rest
+                };
                 let vals: Vec<Vec<Integer>> = (0..n)
                     .map(|i| biprime::values(i + 1, big_n, &cands[i][c].0, &cands[i][c].1, set))
                     .collect();
