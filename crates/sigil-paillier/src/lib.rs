@@ -46,6 +46,7 @@ pub mod key;
 pub mod math;
 pub mod modulus;
 pub mod params;
+pub mod protocol;
 pub mod sieve;
 
 pub use params::Params;
