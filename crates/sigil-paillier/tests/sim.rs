@@ -226,3 +226,64 @@ fn rough_keygen_cost() {
         }
     }
 }
+
+/// Nothing a peer sends makes a step panic: wrong counts, wrong lengths,
+/// values outside the field or range give `Error::Malformed`.
+#[test]
+fn malformed_messages_are_errors_not_panics() {
+    use sigil_paillier::Error;
+    let mut params = Params::new(3, 1, 256);
+    params.batch_size = 2;
+    let setup = params.setup().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let (state, sent) = sieve::start(&setup, 1, 4, &mut rng);
+    // Wrong number of messages, wrong length, out-of-range share.
+    assert!(matches!(
+        sieve::products(&setup, &state, &sent[..2]),
+        Err(Error::Malformed { .. })
+    ));
+    let mut short = sent.clone();
+    short[1].pop();
+    assert!(matches!(
+        sieve::products(&setup, &state, &short),
+        Err(Error::Malformed { party: 2, .. })
+    ));
+    let mut big = sent.clone();
+    big[2][0] = u16::MAX;
+    assert!(matches!(
+        sieve::products(&setup, &state, &big),
+        Err(Error::Malformed { party: 3, .. })
+    ));
+    let prods = sieve::products(&setup, &state, &sent).unwrap();
+    assert!(sieve::finish(&setup, &state, &[prods.clone(), prods.clone()], &mut rng).is_err());
+    assert!(sieve::finish(&setup, &state, &[prods.clone(), prods.clone(), vec![1]], &mut rng).is_err());
+    // Modulus shares outside F_P or of the wrong count.
+    let ok = vec![vec![Integer::from(1), Integer::from(2)]; 3];
+    assert!(modulus::modulus_shares(&setup, &ok, 1).is_ok());
+    let mut outside = ok.clone();
+    outside[1][0] = setup.field_n.clone();
+    assert!(matches!(
+        modulus::modulus_shares(&setup, &outside, 1),
+        Err(Error::Malformed { party: 2, .. })
+    ));
+    let mut negative = ok.clone();
+    negative[0][1] = Integer::from(-1);
+    assert!(modulus::modulus_shares(&setup, &negative, 1).is_err());
+    assert!(
+        modulus::reveal(&setup, &ok, 1).is_err(),
+        "two values where one is expected"
+    );
+    // Key shares outside F_K.
+    let k = [Integer::from(1), Integer::from(1), Integer::from(1), Integer::from(1)];
+    let mut keys = vec![k.clone(), k.clone(), k];
+    assert!(key::z_share(&setup, &keys).is_ok());
+    keys[2][1] = setup.field_key.clone();
+    assert!(matches!(
+        key::z_share(&setup, &keys),
+        Err(Error::Malformed { party: 3, .. })
+    ));
+    // Biprimality check with missing values is a failure, not a panic.
+    let n = Integer::from(77);
+    assert!(!biprime::check(&n, &[vec![Integer::from(1)], vec![]]));
+    assert!(!biprime::check(&n, &[]));
+}
