@@ -8,6 +8,8 @@ setup:
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq m4; }
 	@scripts/build-gmp.sh
+	@python3 -c "import phe" 2>/dev/null || { echo "installing python phe (tests encrypt with it)"; \
+	  python3 -m pip install -q phe==1.5.0 || python3 -m pip install -q --break-system-packages phe==1.5.0; }
 
 ## Build and start a 3-node cluster on loopback (data in ./.sigil-dev).
 dev: setup

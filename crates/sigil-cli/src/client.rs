@@ -98,7 +98,22 @@ impl Client {
         parties: Option<Vec<u16>>,
         label: Option<String>,
     ) -> anyhow::Result<Value> {
+        self.create_key_bits(scheme, threshold, parties, label, None).await
+    }
+
+    /// Creates a key; `bits` for `paillier`.
+    pub async fn create_key_bits(
+        &self,
+        scheme: &str,
+        threshold: u16,
+        parties: Option<Vec<u16>>,
+        label: Option<String>,
+        bits: Option<u32>,
+    ) -> anyhow::Result<Value> {
         let mut body = json!({"scheme": scheme, "threshold": threshold});
+        if let Some(b) = bits {
+            body["bits"] = json!(b);
+        }
         if let Some(p) = parties {
             body["parties"] = json!(p);
         }
@@ -155,5 +170,27 @@ pub async fn verify(
         .verify(&pk, &msg.bytes()?, &sig)
         .map_err(|e| anyhow!("signature does NOT verify: {e}"))?;
     println!("signature OK ({scheme})");
+    Ok(())
+}
+
+/// `sigil encrypt`: fetches the key's `N` and encrypts locally with
+/// standard Paillier (`g = N + 1`); prints the decimal ciphertext.
+pub async fn paillier_encrypt(api: &crate::ApiArgs, key: &str, value: &str) -> anyhow::Result<()> {
+    use sigil_paillier::rug::Integer;
+    let v = Client::new(api).get(&format!("/v1/keys/{key}")).await?;
+    anyhow::ensure!(v["scheme"] == "paillier", "key {key} is not a paillier key");
+    let n: Integer = v["n"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the key has no n"))?
+        .parse()
+        .map_err(|_| anyhow::anyhow!("n does not parse"))?;
+    let m: Integer = value
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the value must be a decimal integer"))?;
+    let pk = sigil_paillier::decrypt::PublicKey::new(n, Integer::from(1), 1, 0);
+    let mut rng = rand::rngs::OsRng;
+    let c = pk.encrypt(&m, &mut rng).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{c}");
     Ok(())
 }

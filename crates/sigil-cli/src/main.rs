@@ -89,6 +89,27 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Paillier: encrypt a value to a key, locally (public key only; the
+    /// key's N is fetched from the API). Prints the decimal ciphertext.
+    Encrypt {
+        /// Key id.
+        #[arg(long)]
+        key: String,
+        /// Plaintext, a decimal integer in [0, N).
+        value: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Paillier: decrypt a ciphertext with the cluster (T parties).
+    Decrypt {
+        /// Key id.
+        #[arg(long)]
+        key: String,
+        /// Ciphertext, decimal.
+        ciphertext: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Ethereum: sign a transaction with an ecdsa-secp256k1 key.
     Eth {
         #[command(subcommand)]
@@ -130,7 +151,8 @@ enum CertsCmd {
 enum KeysCmd {
     /// Create a key by distributed key generation.
     Create {
-        /// frost-ed25519, frost-secp256k1-tr or frost-p256.
+        /// frost-ed25519, frost-secp256k1-tr, frost-p256, ecdsa-secp256k1,
+        /// ecdsa-p256 or paillier (threshold = parties needed to decrypt).
         #[arg(long, default_value = "frost-ed25519")]
         scheme: String,
         /// Signers needed.
@@ -142,6 +164,9 @@ enum KeysCmd {
         /// Label.
         #[arg(long)]
         label: Option<String>,
+        /// `paillier`: bits of the modulus N (default 2048).
+        #[arg(long)]
+        bits: Option<u32>,
     },
     /// List keys.
     List,
@@ -219,8 +244,9 @@ async fn main() -> std::process::ExitCode {
                     threshold,
                     parties,
                     label,
+                    bits,
                 } => c
-                    .create_key(&scheme, threshold, parties, label)
+                    .create_key_bits(&scheme, threshold, parties, label, bits)
                     .await
                     .map(|v| client::print_json(&v)),
                 KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
@@ -248,6 +274,14 @@ async fn main() -> std::process::ExitCode {
             api,
         } => client::verify(&api, key, scheme, public_key, &signature, &msg).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
+        Cmd::Encrypt { key, value, api } => client::paillier_encrypt(&api, &key, &value).await,
+        Cmd::Decrypt { key, ciphertext, api } => client::Client::new(&api)
+            .post(
+                &format!("/v1/keys/{key}/decrypt"),
+                &serde_json::json!({"ciphertext": ciphertext}),
+            )
+            .await
+            .map(|v| client::print_json(&v)),
         Cmd::Primes {
             cmd: primes::PrimesCmd::Serve { config },
         } => {

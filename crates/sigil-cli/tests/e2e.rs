@@ -326,6 +326,24 @@ async fn cluster_keys_sign_faults_and_restart() {
         assert_eq!(h["aux_info"], "ready", "{h}");
     }
     let ecdsa_key = keys.iter().find(|k| k["scheme"] == "ecdsa-secp256k1").unwrap().clone();
+    // A threshold Paillier key (T = 2 of 3, 512-bit to keep the debug build
+    // quick) and a ciphertext of 31337 under it.
+    let (s, pai) = c
+        .api(
+            0,
+            "POST",
+            "/v1/keys",
+            json!({"scheme": "paillier", "threshold": 2, "bits": 512}),
+        )
+        .await;
+    assert_eq!(s, 201, "{pai}");
+    let pai_id = pai["key_id"].as_str().unwrap().to_string();
+    let pai_n: sigil_paillier::rug::Integer = pai["n"].as_str().unwrap().parse().unwrap();
+    let pai_pk = sigil_paillier::decrypt::PublicKey::new(pai_n, sigil_paillier::rug::Integer::from(1), 3, 1);
+    let pai_c = pai_pk
+        .encrypt(&sigil_paillier::rug::Integer::from(31337), &mut rand::rngs::OsRng)
+        .unwrap()
+        .to_string();
     let ecdsa_id = ecdsa_key["key_id"].as_str().unwrap().to_string();
     // HD: sign for child m/0/1; the signature verifies under the derived key.
     let digest = sha2::Sha256::digest(b"child").to_vec();
@@ -558,6 +576,16 @@ async fn cluster_keys_sign_faults_and_restart() {
         .await;
     assert_error(s, &v, 503, "dkg with a node down");
     assert_eq!(v["error"]["nodes"], json!([1]), "{v}");
+    // Paillier, T = 2: with node 1 down, nodes 0 and 2 decrypt; with node 2
+    // down too, fewer than T parties are reachable: a 503.
+    let decrypt_path = format!("/v1/keys/{pai_id}/decrypt");
+    let (s, v) = c.api(0, "POST", &decrypt_path, json!({"ciphertext": pai_c})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["plaintext"], "31337");
+    c.kill9(2);
+    let (s, v) = c.api(0, "POST", &decrypt_path, json!({"ciphertext": pai_c})).await;
+    assert_error(s, &v, 503, "decrypt with two of three nodes down");
+    c.restart(2).await;
 
     // Restart it: the old keys sign again, coordinated by the restarted node.
     c.restart(1).await;

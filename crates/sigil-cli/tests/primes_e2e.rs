@@ -337,7 +337,7 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let node_logs = || {
-        ["dev.log", "dev/node-0.log", "dev/node-1.log"]
+        ["dev.log", "dev/node-0/node.log", "dev/node-1/node.log"]
             .iter()
             .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
             .collect::<Vec<_>>()

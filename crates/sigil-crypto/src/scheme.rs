@@ -33,6 +33,24 @@ pub enum Scheme {
     /// Threshold ECDSA (CGGMP21) on P-256; signs 32-byte digests.
     #[serde(rename = "ecdsa-p256")]
     EcdsaP256,
+    /// Threshold Paillier (`sigil-paillier`): dealerless key generation,
+    /// threshold decryption; it does not sign.
+    #[serde(rename = "paillier")]
+    Paillier,
+}
+
+/// The public material of a Paillier key, as stored and compared after
+/// key generation (decimal strings).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PaillierPublic {
+    /// The modulus `N`, decimal.
+    pub n: String,
+    /// `theta = s mod N` (public decryption constant), decimal.
+    pub theta: String,
+    /// Number of parties.
+    pub parties: usize,
+    /// Corruption threshold `t` (decryption needs `t + 1`).
+    pub corruption_threshold: usize,
 }
 
 /// The public material of an ECDSA key, as stored and compared after
@@ -93,7 +111,7 @@ pub use frost_p256;
 pub use frost_secp256k1_tr;
 
 impl Scheme {
-    /// Every scheme, in a fixed order.
+    /// Every signing scheme, in a fixed order.
     pub const ALL: [Scheme; 5] = [
         Scheme::FrostEd25519,
         Scheme::FrostSecp256k1Tr,
@@ -101,6 +119,11 @@ impl Scheme {
         Scheme::EcdsaSecp256k1,
         Scheme::EcdsaP256,
     ];
+
+    /// Whether the scheme is threshold Paillier (encryption, not signing).
+    pub fn is_paillier(self) -> bool {
+        self == Scheme::Paillier
+    }
 
     /// Whether the scheme is threshold ECDSA (CGGMP21).
     pub fn is_ecdsa(self) -> bool {
@@ -115,6 +138,7 @@ impl Scheme {
             Scheme::FrostP256 => "frost-p256",
             Scheme::EcdsaSecp256k1 => "ecdsa-secp256k1",
             Scheme::EcdsaP256 => "ecdsa-p256",
+            Scheme::Paillier => "paillier",
         }
     }
 
@@ -140,7 +164,12 @@ impl Scheme {
                 Scheme::FrostSecp256k1Tr => bytes.get(1..).unwrap_or_default().to_vec(),
                 _ => bytes,
             })
-        }, _ => {
+        }, other => {
+            if other.is_paillier() {
+                let p: PaillierPublic =
+                    serde_json::from_slice(public_key_package).map_err(|e| Error::Frost(e.to_string()))?;
+                return Ok(p.n.into_bytes());
+            }
             let p: EcdsaPublic = serde_json::from_slice(public_key_package).map_err(|e| Error::Frost(e.to_string()))?;
             hex::decode(&p.public_key).map_err(|e| Error::Frost(e.to_string()))
         })
@@ -176,6 +205,7 @@ impl Scheme {
                 let pk = k256::PublicKey::from_sec1_bytes(public_key).map_err(|e| bad(&e))?;
                 k256::pkcs8::EncodePublicKey::to_public_key_pem(&pk, line).map_err(|e| bad(&e))
             }
+            Scheme::Paillier => Err(bad(&"Paillier keys have no PEM form")),
         }
     }
 
@@ -241,6 +271,7 @@ impl Scheme {
                 let digest = ecdsa_digest(message)?;
                 vk.verify_prehash(&digest, &sig).map_err(|e| bad(&e))
             }
+            Scheme::Paillier => Err(bad(&"Paillier keys do not sign")),
         }
     }
 }
@@ -383,11 +414,15 @@ impl fmt::Display for Scheme {
 impl FromStr for Scheme {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Scheme::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| {
-            Error::InvalidParameters(format!(
-                "unknown scheme {s:?}; expected one of frost-ed25519, frost-secp256k1-tr, frost-p256, ecdsa-secp256k1, ecdsa-p256"
-            ))
-        })
+        Scheme::ALL
+            .into_iter()
+            .chain([Scheme::Paillier])
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                Error::InvalidParameters(format!(
+                    "unknown scheme {s:?}; expected one of frost-ed25519, frost-secp256k1-tr, frost-p256, ecdsa-secp256k1, ecdsa-p256, paillier"
+                ))
+            })
     }
 }
 

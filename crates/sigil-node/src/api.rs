@@ -36,6 +36,31 @@ pub struct CreateKeyRequest {
     /// Free text, at most 128 characters.
     #[serde(default)]
     pub label: Option<String>,
+    /// `paillier` only: bits of the modulus `N` (default 2048; 512 to
+    /// 4096). For `paillier`, `threshold` is the number of parties needed
+    /// to decrypt, `T`; the key tolerates `T - 1` colluding parties and
+    /// needs `n >= 2(T - 1) + 1` parties (else a 400). Key generation takes
+    /// seconds (the request waits; progress is in the coordinator's log).
+    #[serde(default)]
+    pub bits: Option<u32>,
+}
+
+/// `POST /v1/keys/{key_id}/decrypt` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptRequest {
+    /// Paillier ciphertext, decimal, in `[1, N^2)` and invertible mod `N`
+    /// (else a 400); standard `g = N + 1` encryption.
+    pub ciphertext: String,
+}
+
+/// `POST /v1/keys/{key_id}/decrypt` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DecryptResponse {
+    /// The plaintext, decimal, in `[0, N)`.
+    pub plaintext: String,
+    /// Node ids whose partial decryptions were combined.
+    pub parties: Vec<u16>,
 }
 
 /// A key as the API shows it.
@@ -47,7 +72,11 @@ pub struct KeyView {
     pub scheme: String,
     /// Group public key, hex, in the scheme's standard encoding: Ed25519
     /// 32 bytes; BIP-340 x-only 32 bytes; P-256 SEC1 compressed 33 bytes.
+    /// `paillier`: the modulus `N`, decimal.
     pub public_key: String,
+    /// `paillier`: the modulus `N`, decimal (`g = N + 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
     /// The public key as PEM SubjectPublicKeyInfo (for secp256k1 the even-y
     /// point of the x-only key).
     pub public_key_pem: Option<String>,
@@ -87,10 +116,13 @@ impl KeyView {
             .parse::<Scheme>()
             .ok()
             .and_then(|s| s.public_key_pem(&k.public_key).ok());
+        let paillier = k.scheme == Scheme::Paillier.as_str();
+        let n = paillier.then(|| String::from_utf8_lossy(&k.public_key).into_owned());
         KeyView {
             key_id: k.key_id.clone(),
             scheme: k.scheme.clone(),
-            public_key: hex::encode(&k.public_key),
+            public_key: n.clone().unwrap_or_else(|| hex::encode(&k.public_key)),
+            n,
             public_key_pem: pem,
             threshold: k.threshold,
             parties: k.parties.clone(),
@@ -179,8 +211,18 @@ pub struct Health {
         title = "Sigil",
         description = "Threshold key management and signing. Authenticate with the X-API-Key header."
     ),
-    paths(health, create_key, list_keys, get_key, sign),
-    components(schemas(CreateKeyRequest, KeyView, KeyList, SignRequest, SignResponse, Health, ErrorBody)),
+    paths(health, create_key, list_keys, get_key, sign, decrypt),
+    components(schemas(
+        CreateKeyRequest,
+        KeyView,
+        KeyList,
+        SignRequest,
+        SignResponse,
+        DecryptRequest,
+        DecryptResponse,
+        Health,
+        ErrorBody
+    )),
     modifiers(&ApiKeyScheme)
 )]
 struct ApiDoc;
@@ -241,6 +283,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{key_id}", get(get_key))
         .route("/v1/keys/{key_id}/sign", post(sign))
+        .route("/v1/keys/{key_id}/decrypt", post(decrypt))
         .route_layer(axum::middleware::from_fn_with_state(node.clone(), require_api_key));
     Router::new()
         .route("/health", get(health))
@@ -357,7 +400,9 @@ async fn create_key(
         .scheme
         .parse()
         .map_err(|e: sigil_crypto::Error| ApiError::bad_request(e.to_string()))?;
-    let key = node.create_key(scheme, req.threshold, req.parties, req.label).await?;
+    let key = node
+        .create_key(scheme, req.threshold, req.parties, req.label, req.bits)
+        .await?;
     Ok((StatusCode::CREATED, Json(KeyView::from_record(&key))))
 }
 
@@ -444,13 +489,43 @@ async fn sign(
     }))
 }
 
+/// Decrypts a Paillier ciphertext with `T` of the key's parties.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{key_id}/decrypt",
+    params(("key_id" = String, Path, description = "Key id")),
+    request_body = DecryptRequest,
+    responses(
+        (status = 200, body = DecryptResponse),
+        (status = 400, description = "Not a paillier key, or a bad ciphertext", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 503, description = "Fewer than T parties reachable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+async fn decrypt(
+    State(node): State<Arc<Node>>,
+    Path(key_id): Path<String>,
+    ApiJson(req): ApiJson<DecryptRequest>,
+) -> Result<Json<DecryptResponse>, ApiError> {
+    let (plaintext, parties) = node.decrypt(&key_id, req.ciphertext.trim()).await?;
+    metrics::counter!("sigil_decryptions_total").increment(1);
+    Ok(Json(DecryptResponse { plaintext, parties }))
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
     #[test]
     fn openapi_declares_every_route_and_the_api_key_scheme() {
         let doc = serde_json::to_value(super::openapi()).unwrap_or_default();
-        for path in ["/health", "/v1/keys", "/v1/keys/{key_id}", "/v1/keys/{key_id}/sign"] {
+        for path in [
+            "/health",
+            "/v1/keys",
+            "/v1/keys/{key_id}",
+            "/v1/keys/{key_id}/sign",
+            "/v1/keys/{key_id}/decrypt",
+        ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
         assert_eq!(doc["components"]["securitySchemes"]["api_key"]["name"], "X-API-Key");

@@ -16,6 +16,7 @@ pub mod certs;
 pub mod config;
 pub mod ecdsa;
 pub mod error;
+pub mod paillier;
 pub mod peer;
 pub mod prime_service;
 pub mod session;
@@ -299,6 +300,8 @@ impl Node {
         let is_ecdsa = |s: &str| s.parse::<Scheme>().is_ok_and(Scheme::is_ecdsa);
         let expects: session::ExpectFn = match &kind {
             Kind::Dkg(d) if is_ecdsa(&d.scheme) => sigil_crypto::ecdsa::expects::keygen,
+            Kind::Dkg(d) if d.scheme == "paillier" => sigil_paillier::protocol::expects,
+            Kind::Sign(s) if s.scheme == "paillier" => ecdsa::expects_nothing,
             Kind::Dkg(_) => dkg::expects,
             Kind::Sign(s) if !s.presignature_id.is_empty() => ecdsa::expects_nothing,
             Kind::Sign(s) if is_ecdsa(&s.scheme) => sigil_crypto::ecdsa::expects::sign,
@@ -346,17 +349,16 @@ impl Node {
         }
         let parties: Vec<u16> = spec.parties.to_vec();
         let (me, sid) = (spec.me, spec.id);
-        let (key_package, public_package) = with_ciphersuite!(scheme, C => {
-            let out = session::run::<dkg::Msg<C>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
-                let mut rng = rand::rngs::OsRng;
-                dkg::run::<C, _, _>(party, &sid, me, n, t, &mut rng).await
-            })
-            .await?;
-            (
-                Zeroizing::new(out.key_package.serialize().map_err(internal)?),
-                out.public_key_package.serialize().map_err(internal)?,
-            )
-        }, _ => self.ecdsa_keygen_part(spec, scheme, n, t).await?);
+        let (key_package, public_package) = if scheme.is_paillier() {
+            match self.paillier_attempt_part(spec, &d).await? {
+                Some(found) => found,
+                // No key in this attempt: nothing stored, empty outcome.
+                None => return Ok(SessionOutcome::default()),
+            }
+        } else {
+            self.frost_or_ecdsa_keygen(spec, scheme, me, sid, n, t).await?
+        };
+
         let record = KeyRecord {
             key_id: d.key_id.clone(),
             scheme: scheme.as_str().to_string(),
@@ -377,6 +379,30 @@ impl Node {
             public_key_package: public_package,
             ..Default::default()
         })
+    }
+
+    /// FROST or CGGMP21 key generation as this party: the share and the
+    /// public package.
+    async fn frost_or_ecdsa_keygen(
+        &self,
+        spec: SessionSpec,
+        scheme: Scheme,
+        me: u16,
+        sid: SessionId,
+        n: u16,
+        t: u16,
+    ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), SessionError> {
+        Ok(with_ciphersuite!(scheme, C => {
+            let out = session::run::<dkg::Msg<C>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
+                let mut rng = rand::rngs::OsRng;
+                dkg::run::<C, _, _>(party, &sid, me, n, t, &mut rng).await
+            })
+            .await?;
+            (
+                Zeroizing::new(out.key_package.serialize().map_err(internal)?),
+                out.public_key_package.serialize().map_err(internal)?,
+            )
+        }, _ => self.ecdsa_keygen_part(spec, scheme, n, t).await?))
     }
 
     async fn sign_part(&self, spec: SessionSpec, s: SignProposal) -> Result<SessionOutcome, SessionError> {
@@ -417,6 +443,9 @@ impl Node {
         }
         if !scheme.is_ecdsa() && !s.derivation_path.is_empty() {
             return Err(SessionError::Invalid(format!("{scheme} keys have no derivation")));
+        }
+        if scheme.is_paillier() {
+            return self.paillier_decrypt_part(&cached, &s).await;
         }
         if !s.presignature_id.is_empty() {
             let digest =
@@ -663,6 +692,7 @@ impl Node {
         threshold: u16,
         parties: Option<Vec<u16>>,
         label: Option<String>,
+        bits: Option<u32>,
     ) -> Result<KeyRecord, ApiError> {
         let cluster = self.cfg.node_ids();
         let parties = match parties {
@@ -697,28 +727,29 @@ impl Node {
         if scheme.is_ecdsa() {
             self.ensure_aux(&parties).await.map_err(ApiError::from)?;
         }
+        let bits = match (scheme.is_paillier(), bits) {
+            (true, b) => {
+                let b = b.unwrap_or(2048);
+                paillier::check_settings(n, threshold, b).map_err(ApiError::bad_request)?;
+                b
+            }
+            (false, None) => 0,
+            (false, Some(_)) => return Err(ApiError::bad_request("bits is for paillier keys")),
+        };
         let key_id = uuid::Uuid::new_v4().to_string();
         let kind = Kind::Dkg(DkgProposal {
             key_id: key_id.clone(),
             scheme: scheme.as_str().into(),
             threshold: u32::from(threshold),
             label: label.clone().unwrap_or_default(),
+            bits,
         });
         let started = Instant::now();
-        let result = self.coordinate(&parties, kind, true).await.and_then(|o| {
-            let mut packages = o
-                .by_party
-                .into_iter()
-                .map(|x| x.map(|o| o.public_key_package).unwrap_or_default());
-            let first = packages.next().unwrap_or_default();
-            if first.is_empty() || packages.any(|p| p != first) {
-                return Err(SessionError::Protocol {
-                    culprits: vec![],
-                    reason: "parties finished the DKG with different public keys".into(),
-                });
-            }
-            Ok(first)
-        });
+        let result = if scheme.is_paillier() {
+            self.paillier_keygen(&parties, kind).await
+        } else {
+            self.dkg_once(&parties, kind).await
+        };
         let meta = |public_key: Vec<u8>, public_package: Vec<u8>| KeyMeta {
             key_id: key_id.clone(),
             scheme: scheme.as_str().into(),
@@ -747,6 +778,62 @@ impl Node {
             .get_key(&key_id)
             .await?
             .ok_or_else(|| ApiError::internal("created key missing from the local store"))
+    }
+
+    /// One DKG session; the public package every party reported (they must agree).
+    async fn dkg_once(&self, parties: &[u16], kind: Kind) -> Result<Vec<u8>, SessionError> {
+        self.coordinate(parties, kind, true).await.and_then(|o| {
+            let mut packages = o
+                .by_party
+                .into_iter()
+                .map(|x| x.map(|o| o.public_key_package).unwrap_or_default());
+            let first = packages.next().unwrap_or_default();
+            if first.is_empty() || packages.any(|p| p != first) {
+                return Err(SessionError::Protocol {
+                    culprits: vec![],
+                    reason: "parties finished the DKG with different public keys".into(),
+                });
+            }
+            Ok(first)
+        })
+    }
+
+    /// Paillier key generation: attempts (sessions over a batch of
+    /// candidates each) until one yields the key, within
+    /// [`paillier::KEYGEN_BUDGET`]; progress in the log.
+    async fn paillier_keygen(&self, parties: &[u16], kind: Kind) -> Result<Vec<u8>, SessionError> {
+        let started = Instant::now();
+        for attempt in 1u32.. {
+            let o = self.coordinate(parties, kind.clone(), true).await?;
+            let packages: Vec<Vec<u8>> = o
+                .by_party
+                .into_iter()
+                .map(|x| x.map(|o| o.public_key_package).unwrap_or_default())
+                .collect();
+            let first = packages.first().cloned().unwrap_or_default();
+            if packages.iter().any(|p| *p != first) {
+                return Err(SessionError::Protocol {
+                    culprits: vec![],
+                    reason: "parties disagree on the outcome of a key generation attempt".into(),
+                });
+            }
+            if !first.is_empty() {
+                tracing::info!(attempt, seconds = started.elapsed().as_secs_f64(), "paillier key found");
+                return Ok(first);
+            }
+            tracing::info!(
+                attempt,
+                seconds = started.elapsed().as_secs_f64(),
+                "paillier keygen: no biprime in this batch, next"
+            );
+            if started.elapsed() > paillier::KEYGEN_BUDGET {
+                return Err(SessionError::Internal(format!(
+                    "no Paillier key after {attempt} attempts in {} s",
+                    paillier::KEYGEN_BUDGET.as_secs()
+                )));
+            }
+        }
+        Err(SessionError::Internal("unreachable".into()))
     }
 
     async fn finalize_everywhere(&self, nodes: &[u16], meta: KeyMeta, commit: bool) {
@@ -843,6 +930,11 @@ impl Node {
         }
         let key = self.active_key(key_id).await?;
         let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
+        if scheme.is_paillier() {
+            return Err(ApiError::bad_request(
+                "paillier keys decrypt (POST /v1/keys/{key_id}/decrypt); they do not sign",
+            ));
+        }
         if scheme.is_ecdsa() {
             sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
         } else if !derivation_path.is_empty() {

@@ -1,0 +1,180 @@
+//! End to end: a 3-node `sigil dev` cluster makes a 1024-bit threshold
+//! Paillier key (T = 2) without a dealer; Python's `phe` (an independent,
+//! standard Paillier implementation) encrypts to it and adds ciphertexts;
+//! the cluster decrypts; bad input gets 400s. (Decryption with nodes down
+//! is in `e2e.rs`, whose harness can kill single nodes.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const KEY: &str = "paillier-test-key";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `phe`: encrypt `a` and `b` to `n`, return (E(a), E(a) + E(b)) as decimal strings.
+fn phe_encrypt_and_add(n: &str, a: u64, b: u64) -> (String, String) {
+    let script = format!(
+        "from phe import paillier\n\
+         pk = paillier.PaillierPublicKey({n})\n\
+         ea = pk.encrypt({a}); eb = pk.encrypt({b})\n\
+         print(ea.ciphertext()); print((ea + eb).ciphertext())\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 with phe (pip install phe; .ci/run installs it)");
+    assert!(out.status.success(), "phe: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
+}
+
+struct Dev(Child);
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+async fn post(web: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let r = web.post(url).header("X-API-Key", KEY).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let dev = Dev(Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--threshold",
+            "2",
+            "--prime-pool-size",
+            "0",
+            "--presign-pool-size",
+            "0",
+        ])
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--peer-port",
+            &free_port().to_string(),
+            "--api-key",
+            KEY,
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("dev.log")).unwrap())
+        .spawn()
+        .unwrap());
+    let web = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http}");
+    let start = Instant::now();
+    for port in [http, http + 1, http + 2] {
+        while web.get(format!("http://127.0.0.1:{port}/health")).send().await.is_err() {
+            assert!(start.elapsed() < Duration::from_secs(60), "dev cluster did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let logs = || {
+        ["dev.log", "node-0/node.log", "node-1/node.log", "node-2/node.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(tmp.path().join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // Settings the protocol cannot honour are 400s.
+    for (body, what) in [
+        (
+            json!({"scheme": "paillier", "threshold": 3, "bits": 1024}),
+            "n < 2(T-1)+1",
+        ),
+        (
+            json!({"scheme": "paillier", "threshold": 2, "bits": 100}),
+            "bits too small",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "bits": 1024}),
+            "bits for a signing scheme",
+        ),
+    ] {
+        let (s, v) = post(&web, &format!("{base}/v1/keys"), body).await;
+        assert_eq!(s, 400, "{what}: {v}");
+        assert!(v["error"]["message"].is_string(), "{what}: {v}");
+    }
+
+    // Dealerless key generation.
+    let (s, key) = post(
+        &web,
+        &format!("{base}/v1/keys"),
+        json!({"scheme": "paillier", "threshold": 2, "bits": 1024}),
+    )
+    .await;
+    assert_eq!(s, 201, "{key}\n{}", logs());
+    let id = key["key_id"].as_str().unwrap().to_string();
+    let n = key["n"].as_str().unwrap().to_string();
+    assert_eq!(key["public_key"], key["n"]);
+    let n_int: sigil_paillier::rug::Integer = n.parse().unwrap();
+    assert_eq!(n_int.significant_bits(), 1024);
+
+    // phe encrypts and adds; the cluster decrypts, through any node.
+    let (ea, sum) = phe_encrypt_and_add(&n, 123_456_789, 987_654_321);
+    let (s, v) = post(&web, &format!("{base}/v1/keys/{id}/decrypt"), json!({"ciphertext": ea})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["plaintext"], "123456789");
+    let (s, v) = post(
+        &web,
+        &format!("http://127.0.0.1:{}/v1/keys/{id}/decrypt", http + 2),
+        json!({"ciphertext": sum}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["plaintext"], (123_456_789u64 + 987_654_321).to_string());
+
+    // Our own client encrypts too (sigil encrypt), and sigil decrypt answers.
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["encrypt", "--key", &id, "42", "--url", &base, "--api-key", KEY])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["decrypt", "--key", &id, &c, "--url", &base, "--api-key", KEY])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plaintext"], "42");
+
+    // Bad ciphertexts and signing with a paillier key: 400s.
+    let n2 = (n_int.clone() * &n_int).to_string();
+    for (c, what) in [
+        ("0", "zero"),
+        (n2.as_str(), "N^2"),
+        (n.as_str(), "not invertible"),
+        ("12x", "not decimal"),
+    ] {
+        let (s, v) = post(&web, &format!("{base}/v1/keys/{id}/decrypt"), json!({"ciphertext": c})).await;
+        assert_eq!(s, 400, "{what}: {v}");
+    }
+    let (s, v) = post(&web, &format!("{base}/v1/keys/{id}/sign"), json!({"message": "00"})).await;
+    assert_eq!(s, 400, "{v}");
+
+    drop(dev);
+}

@@ -1,0 +1,279 @@
+//! Threshold Paillier keys in the node (scheme `paillier`, crate
+//! `sigil-paillier`): dealerless key generation as a series of DKG
+//! sessions (one attempt over a batch of candidates each, until one yields
+//! a biprime), and threshold decryption as a one-step session in which
+//! each chosen party returns its partial decryption.
+//!
+//! Stored like every other share: the party's integer share of the
+//! decryption exponent, sealed, as JSON `{"party", "share"}` (decimal);
+//! the public package is [`PaillierPublic`] JSON.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sigil_crypto::scheme::PaillierPublic;
+use sigil_paillier::decrypt::{partial, PublicKey};
+use sigil_paillier::params::Setup;
+use sigil_paillier::rug::Integer;
+use sigil_paillier::{protocol, Params};
+use sigil_proto::peer::{DkgProposal, SessionOutcome, SignProposal};
+use zeroize::Zeroizing;
+
+use crate::error::SessionError;
+use crate::session::{self, SessionSpec};
+use crate::{internal, CachedKey, Node};
+
+/// Key sizes accepted, in bits of `N`.
+pub const BITS: std::ops::RangeInclusive<u32> = 512..=4096;
+
+/// Candidate pairs per attempt (session).
+const BATCH: usize = 256;
+
+#[derive(Serialize, Deserialize)]
+struct StoredShare {
+    party: usize,
+    share: String,
+}
+
+/// The public values for `(n, t, bits)`, derived once (the field primes
+/// take about a second at 2048 bits).
+fn setup(parties: usize, t: usize, bits: u32) -> Result<Arc<Setup>, SessionError> {
+    type Cache = Mutex<HashMap<(usize, usize, u32), Arc<Setup>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(s) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&(parties, t, bits)) {
+        return Ok(s.clone());
+    }
+    let mut params = Params::new(parties, t, bits);
+    params.batch_size = BATCH;
+    let s = Arc::new(params.setup().map_err(|e| SessionError::Invalid(e.to_string()))?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((parties, t, bits), s.clone());
+    Ok(s)
+}
+
+/// Checks the API's settings: `threshold` parties decrypt (corruption
+/// threshold `threshold - 1`), which needs `n >= 2 (threshold - 1) + 1`.
+///
+/// # Errors
+/// A message for a 400.
+pub fn check_settings(n: usize, threshold: u16, bits: u32) -> Result<(), String> {
+    if threshold < 2 {
+        return Err("threshold must be at least 2 (parties needed to decrypt)".into());
+    }
+    let t = usize::from(threshold) - 1;
+    if n < 2 * t + 1 {
+        return Err(format!(
+            "threshold {threshold} needs at least {} parties (n >= 2(T-1)+1, honest majority); the key has {n}",
+            2 * t + 1
+        ));
+    }
+    if !BITS.contains(&bits) || !bits.is_multiple_of(2) {
+        return Err(format!(
+            "bits must be even and within {}..={}",
+            BITS.start(),
+            BITS.end()
+        ));
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Decrypts `ciphertext` (decimal) with `T` of the key's parties (this
+    /// node first, recently failed nodes last; another set if one is
+    /// unreachable). Returns the plaintext (decimal) and the parties used.
+    ///
+    /// # Errors
+    /// 404 unknown key; 400 not a paillier key or a bad ciphertext; 503
+    /// fewer than `T` parties reachable; the session's errors.
+    pub async fn decrypt(&self, key_id: &str, ciphertext: &str) -> Result<(String, Vec<u16>), crate::error::ApiError> {
+        use crate::error::ApiError;
+        let key = self.active_key(key_id).await?;
+        if key.scheme != sigil_crypto::Scheme::Paillier.as_str() {
+            return Err(ApiError::bad_request(format!("{} keys do not decrypt", key.scheme)));
+        }
+        let pk = public_key(&key.public_package)?;
+        parse_ciphertext(&pk, ciphertext.as_bytes()).map_err(ApiError::bad_request)?;
+        let deadline = Instant::now() + self.timeout();
+        let mut excluded: Vec<u16> = Vec::new();
+        loop {
+            let mut candidates: Vec<u16> = key.parties.iter().copied().filter(|p| !excluded.contains(p)).collect();
+            candidates.sort_by_key(|&p| (p != self.cfg.node_id, self.recently_down(p), p));
+            if candidates.len() < usize::from(key.threshold) {
+                return Err(SessionError::Unavailable {
+                    nodes: excluded,
+                    reason: format!("fewer than {} parties reachable to decrypt", key.threshold),
+                }
+                .into());
+            }
+            let chosen: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
+            let kind = sigil_proto::peer::session_proposal::Kind::Sign(SignProposal {
+                key_id: key.key_id.clone(),
+                message: ciphertext.as_bytes().to_vec(),
+                epoch: key.epoch,
+                scheme: key.scheme.clone(),
+                derivation_path: vec![],
+                presignature_id: String::new(),
+            });
+            match self.coordinate(&chosen, kind, true).await {
+                Ok(o) => {
+                    let answers: Vec<Vec<u8>> = o
+                        .by_party
+                        .into_iter()
+                        .map(|x| x.map(|o| o.partial_signature).unwrap_or_default())
+                        .collect();
+                    let m = tokio::task::spawn_blocking(move || combine(&pk, &answers))
+                        .await
+                        .map_err(ApiError::internal)??;
+                    return Ok((m.to_string(), chosen));
+                }
+                Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
+                    tracing::info!(?nodes, %reason, "decryption party unavailable, choosing another set");
+                    for n in nodes {
+                        self.mark_down(n);
+                        if !excluded.contains(&n) {
+                            excluded.push(n);
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// One key generation attempt as a party. Returns the share and public
+    /// package if this attempt found the key (every party alike), `None`
+    /// otherwise.
+    pub(crate) async fn paillier_attempt_part(
+        &self,
+        spec: SessionSpec,
+        d: &DkgProposal,
+    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+        let n = spec.parties.len();
+        let threshold = u16::try_from(d.threshold).map_err(|_| SessionError::Invalid("threshold".into()))?;
+        check_settings(n, threshold, d.bits).map_err(SessionError::Invalid)?;
+        let t = usize::from(threshold) - 1;
+        let setup = setup(n, t, d.bits)?;
+        let (me, sid) = (spec.me, spec.id);
+        let started = Instant::now();
+        let s2 = setup.clone();
+        let (out, stats) = session::run::<protocol::Msg, _, _, _>(&self.sessions, &self.peers, spec, |party| {
+            let setup = s2.clone();
+            async move {
+                let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
+                    .map_err(|e| sigil_crypto::Error::InvalidParameters(e.to_string()))?;
+                protocol::attempt(party, &setup, &sid, me, &mut rng)
+                    .await
+                    .map_err(|e| sigil_crypto::Error::InvalidParameters(e.to_string()))
+            }
+        })
+        .await?;
+        tracing::info!(
+            key_id = %d.key_id,
+            candidates = stats.candidates,
+            past_trial_division = stats.trial_passed,
+            found = out.is_some(),
+            ms = started.elapsed().as_millis() as u64,
+            "paillier keygen attempt"
+        );
+        let Some(out) = out else { return Ok(None) };
+        let public = PaillierPublic {
+            n: out.public_key.n.to_string(),
+            theta: out.public_key.theta.to_string(),
+            parties: n,
+            corruption_threshold: t,
+        };
+        let share = Zeroizing::new(
+            serde_json::to_vec(&StoredShare {
+                party: out.share.party,
+                share: out.share.share.to_string(),
+            })
+            .map_err(internal)?,
+        );
+        Ok(Some((share, serde_json::to_vec(&public).map_err(internal)?)))
+    }
+
+    /// A party's partial decryption of the ciphertext in `s.message`
+    /// (decimal ASCII), returned as `partial_signature` (decimal ASCII,
+    /// prefixed with the party number and a colon).
+    pub(crate) async fn paillier_decrypt_part(
+        &self,
+        cached: &CachedKey,
+        s: &SignProposal,
+    ) -> Result<SessionOutcome, SessionError> {
+        let key = &cached.record;
+        let pk = public_key(&key.public_package)?;
+        let c = parse_ciphertext(&pk, &s.message).map_err(SessionError::Invalid)?;
+        let share = self.own_share(key).await?;
+        let stored: StoredShare = serde_json::from_slice(&share).map_err(internal)?;
+        let exp: Integer = stored
+            .share
+            .parse()
+            .map_err(|_| internal("stored share does not parse"))?;
+        let p = tokio::task::spawn_blocking(move || partial(&pk, &c, &exp))
+            .await
+            .map_err(internal)?
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        Ok(SessionOutcome {
+            partial_signature: format!("{}:{p}", stored.party).into_bytes(),
+            ..Default::default()
+        })
+    }
+}
+
+/// The public key from a stored public package.
+///
+/// # Errors
+/// An internal error for a malformed package.
+pub fn public_key(package: &[u8]) -> Result<PublicKey, SessionError> {
+    let p: PaillierPublic = serde_json::from_slice(package).map_err(internal)?;
+    let n: Integer = p.n.parse().map_err(|_| internal("N does not parse"))?;
+    let theta: Integer = p.theta.parse().map_err(|_| internal("theta does not parse"))?;
+    Ok(PublicKey::new(n, theta, p.parties, p.corruption_threshold))
+}
+
+/// A decimal ciphertext, checked: in `[1, N^2)` and invertible mod `N`.
+///
+/// # Errors
+/// A message for a 400.
+pub fn parse_ciphertext(pk: &PublicKey, text: &[u8]) -> Result<Integer, String> {
+    let s = std::str::from_utf8(text).map_err(|_| "ciphertext must be a decimal string".to_string())?;
+    if s.is_empty() || s.len() > 4000 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("ciphertext must be a decimal string of at most 4000 digits".into());
+    }
+    let c: Integer = s
+        .parse()
+        .map_err(|_| "ciphertext must be a decimal string".to_string())?;
+    pk.check_ciphertext(&c).map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// Combines `party:partial` answers into the plaintext.
+///
+/// # Errors
+/// An internal error for malformed answers or a failed combination.
+pub fn combine(pk: &PublicKey, answers: &[Vec<u8>]) -> Result<Integer, SessionError> {
+    let mut partials = Vec::with_capacity(answers.len());
+    for a in answers {
+        let text = std::str::from_utf8(a).map_err(internal)?;
+        let (j, v) = text
+            .split_once(':')
+            .ok_or_else(|| internal("malformed partial decryption"))?;
+        let j: usize = j.parse().map_err(internal)?;
+        let v: Integer = v.parse().map_err(|_| internal("malformed partial decryption"))?;
+        partials.push((j, v));
+    }
+    pk.combine(&partials).map_err(|e| SessionError::Protocol {
+        culprits: vec![],
+        reason: format!("partial decryptions do not combine: {e}"),
+    })
+}
+
+/// How long a whole key generation may take before it gives up.
+pub const KEYGEN_BUDGET: Duration = Duration::from_secs(600);
+
+use rand::SeedableRng as _;
