@@ -23,6 +23,88 @@ pub enum BenchCmd {
     /// DKG and signing through the REST API of a running cluster, with the
     /// in-process floor beside it.
     Sign(SignArgs),
+    /// Threshold Paillier through the REST API of a running cluster:
+    /// dealerless key generation (sequential runs) and decryption latency.
+    Paillier(PaillierArgs),
+}
+
+/// Options of `sigil bench paillier`.
+#[derive(Args, Debug)]
+pub struct PaillierArgs {
+    /// Node URL.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+    /// API key.
+    #[arg(long, env = "SIGIL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Bits of N, one or more sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1024")]
+    pub bits: Vec<u32>,
+    /// Key generations per size.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Parties needed to decrypt.
+    #[arg(long, default_value_t = 2)]
+    pub threshold: u16,
+    /// Sequential decryptions with the last key of each size.
+    #[arg(long, default_value_t = 50)]
+    pub decrypts: usize,
+}
+
+async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
+    use sigil_paillier::rug::Integer;
+    let client = Client::with_url(&a.url, a.api_key.clone());
+    println!("| what | bits | count | mean s | median s | min s | max s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut dec_rows = Vec::new();
+    for &bits in &a.bits {
+        let mut times = Vec::new();
+        let mut last = None;
+        for _ in 0..a.runs {
+            let t = Instant::now();
+            let v = client
+                .create_key_bits("paillier", a.threshold, None, Some("bench".into()), Some(bits))
+                .await?;
+            times.push(t.elapsed().as_secs_f64());
+            eprintln!("{bits}-bit paillier keygen: {:.2} s", t.elapsed().as_secs_f64());
+            last = Some(v);
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        println!(
+            "| REST keygen, dealerless ({} parties needed to decrypt) | {bits} | {} | {mean:.2} | {:.2} | {:.2} | {:.2} |",
+            a.threshold,
+            times.len(),
+            sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+            sorted.first().copied().unwrap_or(f64::NAN),
+            sorted.last().copied().unwrap_or(f64::NAN),
+        );
+        let Some(key) = last else { continue };
+        let id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
+        let n: Integer = key["n"].as_str().ok_or_else(|| anyhow!("no n"))?.parse()?;
+        let pk = sigil_paillier::decrypt::PublicKey::new(n, Integer::from(1), 1, 0);
+        let mut h = hist()?;
+        let start = Instant::now();
+        for k in 0..a.decrypts {
+            let m = Integer::from(k * 1000 + 7);
+            let c = pk.encrypt(&m, &mut rand::rngs::OsRng).map_err(|e| anyhow!("{e}"))?;
+            let t = Instant::now();
+            let v = client
+                .post(&format!("/v1/keys/{id}/decrypt"), &serde_json::json!({"ciphertext": c.to_string()}))
+                .await?;
+            h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            anyhow::ensure!(v["plaintext"] == m.to_string().as_str(), "wrong plaintext");
+        }
+        dec_rows.push(row(format!("REST decrypt, {bits}-bit N"), &h, start.elapsed()));
+    }
+    println!();
+    println!("| what | count | p50 ms | p99 ms | per second |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in dec_rows {
+        println!("| {} | {} | {:.2} | {:.2} | {:.0} |", r.what, r.count, r.p50_ms, r.p99_ms, r.per_sec);
+    }
+    Ok(())
 }
 
 /// Options of `sigil bench sign`.
@@ -276,7 +358,10 @@ async fn ecdsa_floor(scheme: Scheme, aux: Vec<ecdsa::AuxInfo>, t: u16, count: us
 
 /// Runs a benchmark.
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    let BenchCmd::Sign(a) = cmd;
+    let a = match cmd {
+        BenchCmd::Sign(a) => a,
+        BenchCmd::Paillier(p) => return bench_paillier(p).await,
+    };
     let scheme: Scheme = a.scheme.parse()?;
     let clients: Vec<Client> = a.urls.iter().map(|u| Client::with_url(u, a.api_key.clone())).collect();
     let first = clients.first().ok_or_else(|| anyhow!("no --url"))?;
