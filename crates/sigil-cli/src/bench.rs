@@ -91,7 +91,10 @@ async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
             let c = pk.encrypt(&m, &mut rand::rngs::OsRng).map_err(|e| anyhow!("{e}"))?;
             let t = Instant::now();
             let v = client
-                .post(&format!("/v1/keys/{id}/decrypt"), &serde_json::json!({"ciphertext": c.to_string()}))
+                .post(
+                    &format!("/v1/keys/{id}/decrypt"),
+                    &serde_json::json!({"ciphertext": c.to_string()}),
+                )
                 .await?;
             h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
             anyhow::ensure!(v["plaintext"] == m.to_string().as_str(), "wrong plaintext");
@@ -102,7 +105,10 @@ async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
     println!("| what | count | p50 ms | p99 ms | per second |");
     println!("|---|---:|---:|---:|---:|");
     for r in dec_rows {
-        println!("| {} | {} | {:.2} | {:.2} | {:.0} |", r.what, r.count, r.p50_ms, r.p99_ms, r.per_sec);
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.0} |",
+            r.what, r.count, r.p50_ms, r.p99_ms, r.per_sec
+        );
     }
     Ok(())
 }

@@ -17,7 +17,8 @@ pub struct Params {
     pub corruption_threshold: usize,
     /// Bits of `N` (exact: the top bit is set).
     pub key_length: u32,
-    /// `N` is trial-divided by every prime below this (TNO default 20000).
+    /// `N` is trial-divided by every prime up to this (TNO default 2000;
+    /// TNO's `primerange(3, prime_threshold + 1)`).
     pub prime_threshold: u32,
     /// Boneh-Franklin test rounds; a non-biprime passes each with
     /// probability at most 1/2 (default 40).
@@ -35,7 +36,7 @@ impl Params {
             parties,
             corruption_threshold,
             key_length,
-            prime_threshold: 20_000,
+            prime_threshold: 2_000,
             correct_param_biprime: 40,
             stat_sec_shamir: 40,
             batch_size: 256,
@@ -136,7 +137,7 @@ impl Params {
             w_range,
             field_n,
             field_key,
-            trial_primes: small_primes(self.prime_threshold.max(3)),
+            trial_primes: small_primes(self.prime_threshold.saturating_add(1).max(3)),
         })
     }
 }
