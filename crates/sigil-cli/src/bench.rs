@@ -49,6 +49,32 @@ pub struct PaillierArgs {
     /// Sequential decryptions with the last key of each size.
     #[arg(long, default_value_t = 50)]
     pub decrypts: usize,
+    /// Also run TNO's keygen in the same run, for the same sizes and run
+    /// count, with this Python (a venv with the PEERS.md pins) and
+    /// `scripts/tno_keygen.py`.
+    #[arg(long)]
+    pub tno_python: Option<std::path::PathBuf>,
+    /// Per-run limit for TNO, in seconds (a run past it counts as not finished).
+    #[arg(long, default_value_t = 1800)]
+    pub tno_timeout: u64,
+}
+
+/// Runs `scripts/tno_keygen.py` and returns the seconds of each run
+/// (`None` for a run that hit the timeout).
+fn tno_runs(python: &std::path::Path, bits: u32, runs: usize, timeout: u64) -> anyhow::Result<Vec<Option<f64>>> {
+    let out = std::process::Command::new(python)
+        .args(["scripts/tno_keygen.py", "--bits", &bits.to_string(), "--runs", &runs.to_string()])
+        .args(["--timeout", &timeout.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running scripts/tno_keygen.py (from the repository root)")?;
+    anyhow::ensure!(out.status.success(), "tno_keygen.py failed");
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["seconds"].as_f64())
+        .collect())
 }
 
 async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
@@ -80,6 +106,26 @@ async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
             sorted.first().copied().unwrap_or(f64::NAN),
             sorted.last().copied().unwrap_or(f64::NAN),
         );
+        if let Some(py) = &a.tno_python {
+            let tno = tno_runs(py, bits, a.runs, a.tno_timeout)?;
+            let done: Vec<f64> = tno.iter().flatten().copied().collect();
+            let mut sorted = done.clone();
+            sorted.sort_by(f64::total_cmp);
+            let tmean = done.iter().sum::<f64>() / done.len().max(1) as f64;
+            println!(
+                "| TNO distributed_keygen 4.3.0, its defaults (prime_threshold 2000; Sigil trial-divides to 20000), all parties in one process ({} of {} finished within {} s) | {bits} | {} | {tmean:.2} | {:.2} | {:.2} | {:.2} |",
+                done.len(),
+                tno.len(),
+                a.tno_timeout,
+                done.len(),
+                sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+                sorted.first().copied().unwrap_or(f64::NAN),
+                sorted.last().copied().unwrap_or(f64::NAN),
+            );
+            if !done.is_empty() {
+                println!("| mean ratio TNO / Sigil | {bits} | | {:.0}x | | | |", tmean / mean);
+            }
+        }
         let Some(key) = last else { continue };
         let id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
         let n: Integer = key["n"].as_str().ok_or_else(|| anyhow!("no n"))?.parse()?;
