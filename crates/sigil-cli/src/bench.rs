@@ -63,7 +63,13 @@ pub struct PaillierArgs {
 /// (`None` for a run that hit the timeout).
 fn tno_runs(python: &std::path::Path, bits: u32, runs: usize, timeout: u64) -> anyhow::Result<Vec<Option<f64>>> {
     let out = std::process::Command::new(python)
-        .args(["scripts/tno_keygen.py", "--bits", &bits.to_string(), "--runs", &runs.to_string()])
+        .args([
+            "scripts/tno_keygen.py",
+            "--bits",
+            &bits.to_string(),
+            "--runs",
+            &runs.to_string(),
+        ])
         .args(["--timeout", &timeout.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
