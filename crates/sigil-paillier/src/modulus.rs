@@ -76,19 +76,8 @@ pub fn passes_trial_division(setup: &Setup, n: &Integer) -> bool {
 }
 
 pub(crate) fn check(msgs: &[Vec<Integer>], len: usize, n: usize, modulus: &Integer) -> Result<(), Error> {
-    if msgs.len() != n {
-        return Err(Error::Malformed {
-            party: 0,
-            reason: format!("{} messages for {n} parties", msgs.len()),
-        });
-    }
+    crate::sieve::check_len(msgs, len, n)?;
     for (i, m) in msgs.iter().enumerate() {
-        if m.len() != len {
-            return Err(Error::Malformed {
-                party: i + 1,
-                reason: format!("{} values, expected {len}", m.len()),
-            });
-        }
         if m.iter().any(|x| *x < 0 || x >= modulus) {
             return Err(Error::Malformed {
                 party: i + 1,

@@ -155,7 +155,8 @@ pub fn products(setup: &Setup, state: &SieveState, received: &[Vec<u16>]) -> Res
     Ok(out)
 }
 
-fn check_len<T>(msgs: &[Vec<T>], len: usize, n: usize) -> Result<(), Error> {
+/// Checks one message per party (`n`) of `len` values each.
+pub(crate) fn check_len<T>(msgs: &[Vec<T>], len: usize, n: usize) -> Result<(), Error> {
     if msgs.len() != n {
         return Err(Error::Malformed {
             party: 0,
