@@ -57,11 +57,24 @@ pub struct PaillierArgs {
     /// Per-run limit for TNO, in seconds (a run past it counts as not finished).
     #[arg(long, default_value_t = 1800)]
     pub tno_timeout: u64,
+    /// TNO key generations per size (default: `--runs`).
+    #[arg(long)]
+    pub tno_runs: Option<usize>,
+    /// Trial-division bound for N, sent to the cluster and to TNO alike
+    /// (TNO's `prime_threshold`; 2000 is its default and the node's).
+    #[arg(long, default_value_t = 2000)]
+    pub prime_threshold: u32,
 }
 
 /// Runs `scripts/tno_keygen.py` and returns the seconds of each run
 /// (`None` for a run that hit the timeout).
-fn tno_runs(python: &std::path::Path, bits: u32, runs: usize, timeout: u64) -> anyhow::Result<Vec<Option<f64>>> {
+fn tno_runs(
+    python: &std::path::Path,
+    bits: u32,
+    runs: usize,
+    timeout: u64,
+    prime_threshold: u32,
+) -> anyhow::Result<Vec<Option<f64>>> {
     let out = std::process::Command::new(python)
         .args([
             "scripts/tno_keygen.py",
@@ -71,6 +84,7 @@ fn tno_runs(python: &std::path::Path, bits: u32, runs: usize, timeout: u64) -> a
             &runs.to_string(),
         ])
         .args(["--timeout", &timeout.to_string()])
+        .args(["--prime-threshold", &prime_threshold.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running scripts/tno_keygen.py (from the repository root)")?;
@@ -94,9 +108,13 @@ async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
         let mut last = None;
         for _ in 0..a.runs {
             let t = Instant::now();
-            let v = client
-                .create_key_bits("paillier", a.threshold, None, Some("bench".into()), Some(bits))
-                .await?;
+            let o = crate::client::KeyOptions {
+                label: Some("bench".into()),
+                bits: Some(bits),
+                prime_threshold: Some(a.prime_threshold),
+                ..Default::default()
+            };
+            let v = client.create_key_with("paillier", a.threshold, &o).await?;
             times.push(t.elapsed().as_secs_f64());
             eprintln!("{bits}-bit paillier keygen: {:.2} s", t.elapsed().as_secs_f64());
             last = Some(v);
@@ -105,21 +123,28 @@ async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
         sorted.sort_by(f64::total_cmp);
         let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
         println!(
-            "| REST keygen, dealerless ({} parties needed to decrypt) | {bits} | {} | {mean:.2} | {:.2} | {:.2} | {:.2} |",
+            "| Sigil REST keygen, dealerless (T = {}, prime_threshold {}) | {bits} | {} | {mean:.2} | {:.2} | {:.2} | {:.2} |",
             a.threshold,
+            a.prime_threshold,
             times.len(),
             sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
             sorted.first().copied().unwrap_or(f64::NAN),
             sorted.last().copied().unwrap_or(f64::NAN),
         );
         if let Some(py) = &a.tno_python {
-            let tno = tno_runs(py, bits, a.runs, a.tno_timeout)?;
+            let tno = tno_runs(
+                py,
+                bits,
+                a.tno_runs.unwrap_or(a.runs),
+                a.tno_timeout,
+                a.prime_threshold,
+            )?;
             let done: Vec<f64> = tno.iter().flatten().copied().collect();
             let mut sorted = done.clone();
             sorted.sort_by(f64::total_cmp);
             let tmean = done.iter().sum::<f64>() / done.len().max(1) as f64;
             println!(
-                "| TNO distributed_keygen 4.3.0, its defaults (prime_threshold 2000; Sigil trial-divides to 20000), all parties in one process ({} of {} finished within {} s) | {bits} | {} | {tmean:.2} | {:.2} | {:.2} | {:.2} |",
+                "| TNO distributed_keygen 4.3.0, same parameters, all parties in one process ({} of {} finished within {} s) | {bits} | {} | {tmean:.2} | {:.2} | {:.2} | {:.2} |",
                 done.len(),
                 tno.len(),
                 a.tno_timeout,

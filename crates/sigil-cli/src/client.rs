@@ -35,6 +35,38 @@ pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Key generation options beyond scheme and threshold.
+#[derive(Clone, Debug, Default)]
+pub struct KeyOptions {
+    /// Node ids that get a share (default: every node).
+    pub parties: Option<Vec<u16>>,
+    /// Label.
+    pub label: Option<String>,
+    /// `paillier`: bits of `N`.
+    pub bits: Option<u32>,
+    /// `paillier`: trial-division bound for `N`.
+    pub prime_threshold: Option<u32>,
+}
+
+impl KeyOptions {
+    fn body(&self, scheme: &str, threshold: u16) -> Value {
+        let mut body = json!({"scheme": scheme, "threshold": threshold});
+        if let Some(b) = self.bits {
+            body["bits"] = json!(b);
+        }
+        if let Some(b) = self.prime_threshold {
+            body["prime_threshold"] = json!(b);
+        }
+        if let Some(p) = &self.parties {
+            body["parties"] = json!(p);
+        }
+        if let Some(l) = &self.label {
+            body["label"] = json!(l);
+        }
+        body
+    }
+}
+
 /// REST client bound to one node.
 #[derive(Clone)]
 pub struct Client {
@@ -90,7 +122,7 @@ impl Client {
             .await
     }
 
-    /// Creates a key.
+    /// Creates a key and waits for it.
     pub async fn create_key(
         &self,
         scheme: &str,
@@ -98,29 +130,53 @@ impl Client {
         parties: Option<Vec<u16>>,
         label: Option<String>,
     ) -> anyhow::Result<Value> {
-        self.create_key_bits(scheme, threshold, parties, label, None).await
+        let o = KeyOptions {
+            parties,
+            label,
+            ..KeyOptions::default()
+        };
+        self.create_key_with(scheme, threshold, &o).await
     }
 
-    /// Creates a key; `bits` for `paillier`.
-    pub async fn create_key_bits(
+    /// Creates a key with options and waits for it (one request).
+    pub async fn create_key_with(&self, scheme: &str, threshold: u16, o: &KeyOptions) -> anyhow::Result<Value> {
+        self.post("/v1/keys", &o.body(scheme, threshold)).await
+    }
+
+    /// Creates a key as a long operation (`?wait=false`): polls
+    /// `GET /v1/operations/{id}` every `every`, hands each view to
+    /// `progress`, and returns the key once the operation succeeded.
+    pub async fn create_key_following(
         &self,
         scheme: &str,
         threshold: u16,
-        parties: Option<Vec<u16>>,
-        label: Option<String>,
-        bits: Option<u32>,
+        o: &KeyOptions,
+        every: std::time::Duration,
+        mut progress: impl FnMut(&Value),
     ) -> anyhow::Result<Value> {
-        let mut body = json!({"scheme": scheme, "threshold": threshold});
-        if let Some(b) = bits {
-            body["bits"] = json!(b);
+        let mut op = self.post("/v1/keys?wait=false", &o.body(scheme, threshold)).await?;
+        let id = op["operation_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no operation_id in {op}"))?
+            .to_string();
+        loop {
+            progress(&op);
+            match op["state"].as_str() {
+                Some("succeeded") => return Ok(op["key"].clone()),
+                Some("failed") => {
+                    let e = &op["error"];
+                    bail!(
+                        "{} {}: {}",
+                        op["status"],
+                        e["code"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("(no message)")
+                    );
+                }
+                _ => {}
+            }
+            tokio::time::sleep(every).await;
+            op = self.get(&format!("/v1/operations/{id}")).await?;
         }
-        if let Some(p) = parties {
-            body["parties"] = json!(p);
-        }
-        if let Some(l) = label {
-            body["label"] = json!(l);
-        }
-        self.post("/v1/keys", &body).await
     }
 
     /// Signs a message.

@@ -167,6 +167,14 @@ enum KeysCmd {
         /// `paillier`: bits of the modulus N (default 2048).
         #[arg(long)]
         bits: Option<u32>,
+        /// `paillier`: N has no prime factor up to this bound (trial
+        /// division; TNO's `prime_threshold`, default 2000).
+        #[arg(long)]
+        prime_threshold: Option<u32>,
+        /// Send one request and wait for its answer, without following the
+        /// operation (no progress bar).
+        #[arg(long)]
+        no_progress: bool,
     },
     /// List keys.
     List,
@@ -175,6 +183,38 @@ enum KeysCmd {
         /// Key id.
         key: String,
     },
+}
+
+/// `keys create` for a long key generation (Paillier): follows the
+/// operation with a spinner on stderr showing elapsed time, attempts,
+/// candidates and how many passed trial division.
+async fn create_with_progress(
+    c: &client::Client,
+    scheme: &str,
+    threshold: u16,
+    o: &client::KeyOptions,
+) -> anyhow::Result<serde_json::Value> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {prefix} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(format!("{scheme} keygen"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let every = std::time::Duration::from_millis(250);
+    let r = c
+        .create_key_following(scheme, threshold, o, every, |op| {
+            bar.set_message(format!(
+                "attempt {} · {} candidates · {} past trial division",
+                op["attempts"], op["candidates"], op["past_trial_division"]
+            ));
+        })
+        .await;
+    match &r {
+        Ok(_) => bar.finish_with_message(format!("{} done", bar.message())),
+        Err(_) => bar.abandon(),
+    }
+    r
 }
 
 fn init_tracing() {
@@ -245,10 +285,22 @@ async fn main() -> std::process::ExitCode {
                     parties,
                     label,
                     bits,
-                } => c
-                    .create_key_bits(&scheme, threshold, parties, label, bits)
-                    .await
-                    .map(|v| client::print_json(&v)),
+                    prime_threshold,
+                    no_progress,
+                } => {
+                    let o = client::KeyOptions {
+                        parties,
+                        label,
+                        bits,
+                        prime_threshold,
+                    };
+                    let key = if no_progress || scheme != "paillier" {
+                        c.create_key_with(&scheme, threshold, &o).await
+                    } else {
+                        create_with_progress(&c, &scheme, threshold, &o).await
+                    };
+                    key.map(|v| client::print_json(&v))
+                }
                 KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
                 KeysCmd::Get { key } => c.get(&format!("/v1/keys/{key}")).await.map(|v| client::print_json(&v)),
             }

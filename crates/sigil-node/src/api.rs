@@ -18,6 +18,7 @@ use sigil_store::KeyRecord;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::operations::OperationView;
 use crate::Node;
 
 /// `POST /v1/keys` body.
@@ -40,9 +41,24 @@ pub struct CreateKeyRequest {
     /// 4096). For `paillier`, `threshold` is the number of parties needed
     /// to decrypt, `T`; the key tolerates `T - 1` colluding parties and
     /// needs `n >= 2(T - 1) + 1` parties (else a 400). Key generation takes
-    /// seconds (the request waits; progress is in the coordinator's log).
+    /// seconds: the request waits, or with `?wait=false` gets a 202 and an
+    /// operation to follow (`GET /v1/operations/{operation_id}`).
     #[serde(default)]
     pub bits: Option<u32>,
+    /// `paillier` only: `N` must have no prime factor up to this bound
+    /// (trial division before the biprimality test; TNO's
+    /// `prime_threshold`). Default 2000, TNO's default; 3 to 100000.
+    #[serde(default)]
+    pub prime_threshold: Option<u32>,
+}
+
+/// Query of `POST /v1/keys`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CreateKeyQuery {
+    /// `true` (default): answer when the key exists (201). `false`: answer
+    /// at once with `202 Accepted`, an [`OperationView`] and a `Location`
+    /// header to poll (every 400 is still answered at once).
+    pub wait: Option<bool>,
 }
 
 /// `POST /v1/keys/{key_id}/decrypt` body.
@@ -64,7 +80,7 @@ pub struct DecryptResponse {
 }
 
 /// A key as the API shows it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct KeyView {
     /// Key id (UUID).
     pub key_id: String,
@@ -211,9 +227,11 @@ pub struct Health {
         title = "Sigil",
         description = "Threshold key management and signing. Authenticate with the X-API-Key header."
     ),
-    paths(health, create_key, list_keys, get_key, sign, decrypt),
+    paths(health, create_key, get_operation, list_keys, get_key, sign, decrypt),
     components(schemas(
         CreateKeyRequest,
+        OperationView,
+        crate::operations::OperationState,
         KeyView,
         KeyList,
         SignRequest,
@@ -282,6 +300,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let v1 = Router::new()
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{key_id}", get(get_key))
+        .route("/v1/operations/{operation_id}", get(get_operation))
         .route("/v1/keys/{key_id}/sign", post(sign))
         .route("/v1/keys/{key_id}/decrypt", post(decrypt))
         .route_layer(axum::middleware::from_fn_with_state(node.clone(), require_api_key));
@@ -382,10 +401,12 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
 }
 
 /// Creates a key by distributed key generation; no dealer, the private key
-/// never exists whole.
-#[utoipa::path(post, path = "/v1/keys", request_body = CreateKeyRequest,
+/// never exists whole. Waits for the key (201), or with `?wait=false`
+/// answers 202 with an operation to poll.
+#[utoipa::path(post, path = "/v1/keys", request_body = CreateKeyRequest, params(CreateKeyQuery),
     responses(
         (status = 201, body = KeyView),
+        (status = 202, body = OperationView, description = "`wait=false`: started; poll the `Location` header's URL"),
         (status = 400, body = ErrorBody, description = "unknown scheme, threshold out of range, bad parties"),
         (status = 401, body = ErrorBody),
         (status = 502, body = ErrorBody, description = "a party misbehaved; `nodes` names it"),
@@ -394,16 +415,57 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     security(("api_key" = [])))]
 async fn create_key(
     State(node): State<Arc<Node>>,
+    axum::extract::Query(q): axum::extract::Query<CreateKeyQuery>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
-) -> Result<(StatusCode, Json<KeyView>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let scheme: Scheme = req
         .scheme
         .parse()
         .map_err(|e: sigil_crypto::Error| ApiError::bad_request(e.to_string()))?;
-    let key = node
-        .create_key(scheme, req.threshold, req.parties, req.label, req.bits)
-        .await?;
-    Ok((StatusCode::CREATED, Json(KeyView::from_record(&key))))
+    let plan = node.plan_keygen(crate::KeygenRequest {
+        scheme,
+        threshold: req.threshold,
+        parties: req.parties,
+        label: req.label,
+        bits: req.bits,
+        prime_threshold: req.prime_threshold,
+    })?;
+    if q.wait.unwrap_or(true) {
+        let key = node
+            .run_keygen(plan, &crate::operations::KeygenProgress::default())
+            .await?;
+        return Ok((StatusCode::CREATED, Json(KeyView::from_record(&key))).into_response());
+    }
+    let op = node.operations().start(&plan.key_id, plan.scheme.as_str())?;
+    let (task_node, task_op) = (node.clone(), op.clone());
+    tokio::spawn(async move {
+        let r = task_node.run_keygen(plan, &task_op.progress).await;
+        task_op.finish(r.map(|k| KeyView::from_record(&k)));
+    });
+    let location = format!("/v1/operations/{}", op.id());
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, location)],
+        Json(op.view()),
+    )
+        .into_response())
+}
+
+/// A key generation started with `wait=false`: its progress (Paillier:
+/// attempts, candidates, elapsed), then its key or error. Held by the node
+/// that answered the `POST`, for an hour after it ends.
+#[utoipa::path(get, path = "/v1/operations/{operation_id}", params(("operation_id" = String, Path)),
+    responses((status = 200, body = OperationView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+async fn get_operation(
+    State(node): State<Arc<Node>>,
+    Path(operation_id): Path<String>,
+) -> Result<Json<OperationView>, ApiError> {
+    node.operations()
+        .get(&operation_id)
+        .map(|op| Json(op.view()))
+        .ok_or_else(|| ApiError::not_found(format!("no operation {operation_id} on this node")))
 }
 
 /// Lists the active keys.

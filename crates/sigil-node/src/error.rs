@@ -67,7 +67,7 @@ pub struct ErrorBody {
 }
 
 /// The error inside [`ErrorBody`].
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code (`bad_request`, `not_found`,
     /// `unauthorized`, `payload_too_large`, `party_timeout`,
@@ -126,6 +126,27 @@ impl ApiError {
             message: "internal error".into(),
             nodes: vec![],
         }
+    }
+    /// 503 `party_unavailable`, naming `nodes` (or a full node).
+    pub fn unavailable(nodes: Vec<u16>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "party_unavailable",
+            message: message.into(),
+            nodes,
+        }
+    }
+    /// The HTTP status and the body's detail.
+    #[must_use]
+    pub fn detail(&self) -> (u16, ErrorDetail) {
+        (
+            self.status.as_u16(),
+            ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                nodes: self.nodes.clone(),
+            },
+        )
     }
     /// Any status with a code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {

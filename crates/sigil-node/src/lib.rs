@@ -18,6 +18,7 @@ pub mod ecdsa;
 pub mod error;
 pub mod paillier;
 pub mod peer;
+pub mod operations;
 pub mod prime_service;
 pub mod session;
 
@@ -64,6 +65,37 @@ pub struct Node {
     pending_presigs: Mutex<HashMap<SessionId, ecdsa::PendingPresig>>,
     /// The prime pool service, when `prime_source` is remote.
     remote_primes: Option<ecdsa::RemotePrimes>,
+    operations: operations::Operations,
+}
+
+/// What `POST /v1/keys` asks for (see [`api::CreateKeyRequest`]).
+#[derive(Debug, Clone)]
+pub struct KeygenRequest {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// Parties needed to sign or decrypt, `t`.
+    pub threshold: u16,
+    /// Node ids that get a share (default: every node).
+    pub parties: Option<Vec<u16>>,
+    /// Free text, at most 128 characters.
+    pub label: Option<String>,
+    /// `paillier`: bits of `N` (default 2048).
+    pub bits: Option<u32>,
+    /// `paillier`: trial-division bound for `N` (default 2000, TNO's).
+    pub prime_threshold: Option<u32>,
+}
+
+/// A checked key generation ([`Node::plan_keygen`]), ready to run.
+#[derive(Debug, Clone)]
+pub struct KeygenPlan {
+    /// The id the key will have.
+    pub key_id: String,
+    /// The scheme.
+    pub scheme: Scheme,
+    threshold: u16,
+    parties: Vec<u16>,
+    label: Option<String>,
+    kind: Kind,
 }
 
 /// An active key kept in memory: its metadata and, once first used here,
@@ -152,6 +184,7 @@ pub async fn run(
         aux_lock: tokio::sync::Mutex::new(()),
         pending_presigs: Mutex::new(HashMap::new()),
         remote_primes,
+        operations: operations::Operations::default(),
     });
     if let Some(path) = &cfg.prime_seed_file {
         if node.store.count_primes(ecdsa::PRIME_BITS).await? == 0 {
@@ -349,11 +382,15 @@ impl Node {
         }
         let parties: Vec<u16> = spec.parties.to_vec();
         let (me, sid) = (spec.me, spec.id);
+        let mut outcome = SessionOutcome::default();
         let (key_package, public_package) = if scheme.is_paillier() {
-            match self.paillier_attempt_part(spec, &d).await? {
+            let (found, stats) = self.paillier_attempt_part(spec, &d).await?;
+            outcome.candidates = stats.candidates as u64;
+            outcome.past_trial_division = stats.trial_passed as u64;
+            match found {
                 Some(found) => found,
-                // No key in this attempt: nothing stored, empty outcome.
-                None => return Ok(SessionOutcome::default()),
+                // No key in this attempt: nothing stored, no public package.
+                None => return Ok(outcome),
             }
         } else {
             self.frost_or_ecdsa_keygen(spec, scheme, me, sid, n, t).await?
@@ -375,10 +412,8 @@ impl Node {
             .put_key(&record, self.cfg.node_id, Some(&key_package))
             .await
             .map_err(internal)?;
-        Ok(SessionOutcome {
-            public_key_package: public_package,
-            ..Default::default()
-        })
+        outcome.public_key_package = public_package;
+        Ok(outcome)
     }
 
     /// FROST or CGGMP21 key generation as this party: the share and the
@@ -681,19 +716,31 @@ impl Node {
         Err(first_error.unwrap_or_else(|| SessionError::Internal("session ended without an outcome".into())))
     }
 
-    /// Creates a key by DKG among `parties` (default: every node).
+    /// Creates a key by DKG among `parties` (default: every node) and
+    /// waits for it: [`Node::plan_keygen`] then [`Node::run_keygen`].
     ///
     /// # Errors
     /// [`ApiError`] 400 for bad parameters; the session's failure otherwise
     /// (nothing is kept: pending shares are deleted).
-    pub async fn create_key(
-        &self,
-        scheme: Scheme,
-        threshold: u16,
-        parties: Option<Vec<u16>>,
-        label: Option<String>,
-        bits: Option<u32>,
-    ) -> Result<KeyRecord, ApiError> {
+    pub async fn create_key(&self, req: KeygenRequest) -> Result<KeyRecord, ApiError> {
+        let plan = self.plan_keygen(req)?;
+        self.run_keygen(plan, &operations::KeygenProgress::default()).await
+    }
+
+    /// Checks a key generation request (every 400 is found here, before
+    /// anything runs) and fixes the key id.
+    ///
+    /// # Errors
+    /// [`ApiError`] 400 for bad parameters.
+    pub fn plan_keygen(&self, req: KeygenRequest) -> Result<KeygenPlan, ApiError> {
+        let KeygenRequest {
+            scheme,
+            threshold,
+            parties,
+            label,
+            bits,
+            prime_threshold,
+        } = req;
         let cluster = self.cfg.node_ids();
         let parties = match parties {
             None => cluster.clone(),
@@ -724,17 +771,19 @@ impl Node {
                 return Err(ApiError::bad_request("label longer than 128 characters"));
             }
         }
-        if scheme.is_ecdsa() {
-            self.ensure_aux(&parties).await.map_err(ApiError::from)?;
-        }
-        let bits = match (scheme.is_paillier(), bits) {
-            (true, b) => {
-                let b = b.unwrap_or(2048);
-                paillier::check_settings(n, threshold, b).map_err(ApiError::bad_request)?;
-                b
+        let (bits, prime_threshold) = if scheme.is_paillier() {
+            let b = bits.unwrap_or(2048);
+            paillier::check_settings(n, threshold, b).map_err(ApiError::bad_request)?;
+            let pt = paillier::prime_threshold(prime_threshold).map_err(ApiError::bad_request)?;
+            (b, pt)
+        } else {
+            if bits.is_some() {
+                return Err(ApiError::bad_request("bits is for paillier keys"));
             }
-            (false, None) => 0,
-            (false, Some(_)) => return Err(ApiError::bad_request("bits is for paillier keys")),
+            if prime_threshold.is_some() {
+                return Err(ApiError::bad_request("prime_threshold is for paillier keys"));
+            }
+            (0, 0)
         };
         let key_id = uuid::Uuid::new_v4().to_string();
         let kind = Kind::Dkg(DkgProposal {
@@ -743,12 +792,46 @@ impl Node {
             threshold: u32::from(threshold),
             label: label.clone().unwrap_or_default(),
             bits,
+            prime_threshold,
         });
+        Ok(KeygenPlan {
+            key_id,
+            scheme,
+            threshold,
+            parties,
+            label,
+            kind,
+        })
+    }
+
+    /// Runs a planned key generation, counting progress into `progress`.
+    /// On failure nothing is kept: every party deletes its pending share.
+    ///
+    /// # Errors
+    /// The session's failure ([`ApiError`] 502/503/504 naming nodes), or a
+    /// 504 when a Paillier search exceeds [`paillier::KEYGEN_BUDGET`].
+    pub async fn run_keygen(
+        &self,
+        plan: KeygenPlan,
+        progress: &operations::KeygenProgress,
+    ) -> Result<KeyRecord, ApiError> {
+        let KeygenPlan {
+            key_id,
+            scheme,
+            threshold,
+            parties,
+            label,
+            kind,
+        } = plan;
+        let cluster = self.cfg.node_ids();
+        if scheme.is_ecdsa() {
+            self.ensure_aux(&parties).await.map_err(ApiError::from)?;
+        }
         let started = Instant::now();
         let result = if scheme.is_paillier() {
-            self.paillier_keygen(&parties, kind).await
+            self.paillier_keygen(&parties, kind, progress).await
         } else {
-            self.dkg_once(&parties, kind).await
+            self.dkg_once(&parties, kind).await.map_err(ApiError::from)
         };
         let meta = |public_key: Vec<u8>, public_package: Vec<u8>| KeyMeta {
             key_id: key_id.clone(),
@@ -765,8 +848,8 @@ impl Node {
             Ok(p) => p,
             Err(e) => {
                 self.finalize_everywhere(&parties, meta(vec![], vec![]), false).await;
-                tracing::warn!(key_id, error = %e, "key generation failed");
-                return Err(e.into());
+                tracing::warn!(key_id, error = ?e, "key generation failed");
+                return Err(e);
             }
         };
         let public_key = scheme.public_key(&public_package).map_err(ApiError::internal)?;
@@ -778,6 +861,12 @@ impl Node {
             .get_key(&key_id)
             .await?
             .ok_or_else(|| ApiError::internal("created key missing from the local store"))
+    }
+
+    /// The long operations this node coordinates.
+    #[must_use]
+    pub fn operations(&self) -> &operations::Operations {
+        &self.operations
     }
 
     /// One DKG session; the public package every party reported (they must agree).
@@ -800,40 +889,59 @@ impl Node {
 
     /// Paillier key generation: attempts (sessions over a batch of
     /// candidates each) until one yields the key, within
-    /// [`paillier::KEYGEN_BUDGET`]; progress in the log.
-    async fn paillier_keygen(&self, parties: &[u16], kind: Kind) -> Result<Vec<u8>, SessionError> {
+    /// [`paillier::KEYGEN_BUDGET`]; progress in `progress` and the log.
+    async fn paillier_keygen(
+        &self,
+        parties: &[u16],
+        kind: Kind,
+        progress: &operations::KeygenProgress,
+    ) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();
         for attempt in 1u32.. {
             let o = self.coordinate(parties, kind.clone(), true).await?;
-            let packages: Vec<Vec<u8>> = o
-                .by_party
-                .into_iter()
-                .map(|x| x.map(|o| o.public_key_package).unwrap_or_default())
-                .collect();
-            let first = packages.first().cloned().unwrap_or_default();
-            if packages.iter().any(|p| *p != first) {
+            let outcomes: Vec<SessionOutcome> = o.by_party.into_iter().map(Option::unwrap_or_default).collect();
+            let first = outcomes.first().cloned().unwrap_or_default();
+            if outcomes.iter().any(|p| {
+                p.public_key_package != first.public_key_package
+                    || (p.candidates, p.past_trial_division) != (first.candidates, first.past_trial_division)
+            }) {
                 return Err(SessionError::Protocol {
                     culprits: vec![],
                     reason: "parties disagree on the outcome of a key generation attempt".into(),
-                });
+                }
+                .into());
             }
-            if !first.is_empty() {
-                tracing::info!(attempt, seconds = started.elapsed().as_secs_f64(), "paillier key found");
-                return Ok(first);
+            progress.attempt(first.candidates, first.past_trial_division);
+            let (_, candidates, past) = progress.get();
+            if !first.public_key_package.is_empty() {
+                tracing::info!(
+                    attempt,
+                    candidates,
+                    past_trial_division = past,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "paillier key found"
+                );
+                return Ok(first.public_key_package);
             }
             tracing::info!(
                 attempt,
+                candidates,
+                past_trial_division = past,
                 seconds = started.elapsed().as_secs_f64(),
                 "paillier keygen: no biprime in this batch, next"
             );
             if started.elapsed() > paillier::KEYGEN_BUDGET {
-                return Err(SessionError::Internal(format!(
-                    "no Paillier key after {attempt} attempts in {} s",
-                    paillier::KEYGEN_BUDGET.as_secs()
-                )));
+                return Err(ApiError::new(
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    "keygen_budget",
+                    format!(
+                        "no Paillier key after {attempt} attempts ({candidates} candidates) in {} s",
+                        paillier::KEYGEN_BUDGET.as_secs()
+                    ),
+                ));
             }
         }
-        Err(SessionError::Internal("unreachable".into()))
+        Err(ApiError::internal("unreachable"))
     }
 
     async fn finalize_everywhere(&self, nodes: &[u16], meta: KeyMeta, commit: bool) {

@@ -37,28 +37,45 @@ struct StoredShare {
     share: String,
 }
 
-/// The public values for `(n, t, bits)`, derived once (the field primes
-/// take about a second at 2048 bits).
-fn setup(parties: usize, t: usize, bits: u32) -> Result<Arc<Setup>, SessionError> {
-    type Cache = Mutex<HashMap<(usize, usize, u32), Arc<Setup>>>;
+/// The public values for `(n, t, bits, prime_threshold)`, derived once
+/// (the field primes take about a second at 2048 bits).
+fn setup(parties: usize, t: usize, bits: u32, prime_threshold: u32) -> Result<Arc<Setup>, SessionError> {
+    type Cache = Mutex<HashMap<(usize, usize, u32, u32), Arc<Setup>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(s) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&(parties, t, bits)) {
+    let k = (parties, t, bits, prime_threshold);
+    if let Some(s) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
         return Ok(s.clone());
     }
     let mut params = Params::new(parties, t, bits);
     params.batch_size = BATCH;
-    // Trial division of N up to 20,000 rather than TNO's default 2,000:
-    // dividing by a prime costs nanoseconds, a biprimality base about a
-    // millisecond, and 10x the bound stops about 40% more non-biprimes
-    // before that test. (The measured figures use this setting.)
-    params.prime_threshold = 20_000;
+    params.prime_threshold = prime_threshold;
     let s = Arc::new(params.setup().map_err(|e| SessionError::Invalid(e.to_string()))?);
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert((parties, t, bits), s.clone());
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(k, s.clone());
     Ok(s)
+}
+
+/// TNO's default `prime_threshold` (trial division of `N` by the primes up
+/// to it), used when a request leaves it out.
+pub const DEFAULT_PRIME_THRESHOLD: u32 = 2_000;
+
+/// `prime_threshold` values accepted.
+pub const PRIME_THRESHOLDS: std::ops::RangeInclusive<u32> = 3..=100_000;
+
+/// The `prime_threshold` a proposal asks for (0: the default), checked.
+///
+/// # Errors
+/// A message for a 400 when out of [`PRIME_THRESHOLDS`].
+pub fn prime_threshold(requested: Option<u32>) -> Result<u32, String> {
+    match requested {
+        None | Some(0) => Ok(DEFAULT_PRIME_THRESHOLD),
+        Some(b) if PRIME_THRESHOLDS.contains(&b) => Ok(b),
+        Some(b) => Err(format!(
+            "prime_threshold must be within {}..={}, got {b}",
+            PRIME_THRESHOLDS.start(),
+            PRIME_THRESHOLDS.end()
+        )),
+    }
 }
 
 /// Checks the API's settings: `threshold` parties decrypt (corruption
@@ -152,17 +169,18 @@ impl Node {
 
     /// One key generation attempt as a party. Returns the share and public
     /// package if this attempt found the key (every party alike), `None`
-    /// otherwise.
+    /// otherwise, with the attempt's counters.
     pub(crate) async fn paillier_attempt_part(
         &self,
         spec: SessionSpec,
         d: &DkgProposal,
-    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+    ) -> Result<(Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, protocol::AttemptStats), SessionError> {
         let n = spec.parties.len();
         let threshold = u16::try_from(d.threshold).map_err(|_| SessionError::Invalid("threshold".into()))?;
         check_settings(n, threshold, d.bits).map_err(SessionError::Invalid)?;
         let t = usize::from(threshold) - 1;
-        let setup = setup(n, t, d.bits)?;
+        let bound = prime_threshold(Some(d.prime_threshold)).map_err(SessionError::Invalid)?;
+        let setup = setup(n, t, d.bits, bound)?;
         let (me, sid) = (spec.me, spec.id);
         let started = Instant::now();
         let s2 = setup.clone();
@@ -185,7 +203,7 @@ impl Node {
             ms = started.elapsed().as_millis() as u64,
             "paillier keygen attempt"
         );
-        let Some(out) = out else { return Ok(None) };
+        let Some(out) = out else { return Ok((None, stats)) };
         let public = PaillierPublic {
             n: out.public_key.n.to_string(),
             theta: out.public_key.theta.to_string(),
@@ -199,7 +217,7 @@ impl Node {
             })
             .map_err(internal)?,
         );
-        Ok(Some((share, serde_json::to_vec(&public).map_err(internal)?)))
+        Ok((Some((share, serde_json::to_vec(&public).map_err(internal)?)), stats))
     }
 
     /// A party's partial decryption of the ciphertext in `s.message`
