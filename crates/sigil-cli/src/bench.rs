@@ -132,13 +132,7 @@ async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
             sorted.last().copied().unwrap_or(f64::NAN),
         );
         if let Some(py) = &a.tno_python {
-            let tno = tno_runs(
-                py,
-                bits,
-                a.tno_runs.unwrap_or(a.runs),
-                a.tno_timeout,
-                a.prime_threshold,
-            )?;
+            let tno = tno_runs(py, bits, a.tno_runs.unwrap_or(a.runs), a.tno_timeout, a.prime_threshold)?;
             let done: Vec<f64> = tno.iter().flatten().copied().collect();
             let mut sorted = done.clone();
             sorted.sort_by(f64::total_cmp);

@@ -2,23 +2,20 @@
 //! Paillier key (T = 2) without a dealer; Python's `phe` (an independent,
 //! standard Paillier implementation) encrypts to it and adds ciphertexts;
 //! the cluster decrypts; bad input gets 400s. (Decryption with nodes down
-//! is in `e2e.rs`, whose harness can kill single nodes.)
+//! is in `e2e.rs`.) A party that goes silent during the candidate search:
+//! the key generation fails at the session deadline naming it, and no node
+//! keeps anything of the key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod common;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::{free_port, Cluster, SESSION_TIMEOUT_MS};
 use serde_json::{json, Value};
 
 const KEY: &str = "paillier-test-key";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `phe`: encrypt `a` and `b` to `n`, return (E(a), E(a) + E(b)) as decimal strings.
 fn phe_encrypt_and_add(n: &str, a: u64, b: u64) -> (String, String) {
@@ -177,4 +174,107 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
     assert_eq!(s, 400, "{v}");
 
     drop(dev);
+}
+
+/// One GET of an operation on node 0.
+async fn operation(c: &Cluster, id: &str) -> Value {
+    let (s, v) = c.api(0, "GET", &format!("/v1/operations/{id}"), json!(null)).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paillier_keygen_with_a_silent_party_fails_naming_it_and_keeps_nothing() {
+    let c = Cluster::with_presign_pool(3, 0);
+    for i in 0..3 {
+        c.wait_healthy(i).await;
+    }
+    let (s, v) = c.api(0, "GET", "/v1/operations/no-such-operation", json!(null)).await;
+    assert_eq!(s, 404, "{v}");
+    // A 2048-bit search takes several attempts (sessions). Follow it as a
+    // long operation; once an attempt has finished, stop node 2 (SIGSTOP:
+    // silent, its sockets stay open). If the key was found first, try again.
+    for _ in 0..5 {
+        let (s, op) = c
+            .api(
+                0,
+                "POST",
+                "/v1/keys?wait=false",
+                json!({"scheme": "paillier", "threshold": 2, "bits": 2048}),
+            )
+            .await;
+        assert_eq!(s, 202, "{op}");
+        assert_eq!(op["state"], "running", "{op}");
+        let id = op["operation_id"].as_str().unwrap().to_string();
+        let key_id = op["key_id"].as_str().unwrap().to_string();
+        let start = Instant::now();
+        let mut v = operation(&c, &id).await;
+        while v["state"] == "running" && v["attempts"].as_u64().unwrap() == 0 {
+            assert!(start.elapsed() < Duration::from_secs(120), "no attempt finished: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            v = operation(&c, &id).await;
+        }
+        if v["state"] == "succeeded" {
+            continue;
+        }
+        assert_eq!(v["state"], "running", "{v}");
+        assert!(v["candidates"].as_u64().unwrap() > 0, "progress counts candidates: {v}");
+        c.signal(2, "-STOP");
+        let stopped = Instant::now();
+        while v["state"] == "running" {
+            assert!(
+                stopped.elapsed() < Duration::from_millis(2 * SESSION_TIMEOUT_MS + 5000),
+                "still running with node 2 silent: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            v = operation(&c, &id).await;
+        }
+        let took = stopped.elapsed();
+        c.signal(2, "-CONT");
+        if v["state"] == "succeeded" {
+            // Node 2 had already answered the attempt that found the key.
+            continue;
+        }
+        // It fails at the deadline of the session in flight, naming node 2.
+        assert_eq!(v["state"], "failed", "{v}");
+        assert_eq!(v["status"], 504, "{v}");
+        assert_eq!(v["error"]["code"], "party_timeout", "{v}");
+        assert_eq!(v["error"]["nodes"], json!([2]), "{v}");
+        assert!(
+            took < Duration::from_millis(SESSION_TIMEOUT_MS + 3000),
+            "failed {took:?} after node 2 went silent"
+        );
+        assert!(v.get("key").is_none(), "{v}");
+        // Nothing half-made: no node has the key, active or pending, nor a share.
+        c.wait_healthy(2).await;
+        for i in 0..3u16 {
+            let (s, k) = c.api(i, "GET", &format!("/v1/keys/{key_id}"), json!(null)).await;
+            assert_eq!(s, 404, "node {i}: {k}");
+            let dir = c.dir.path().join(format!("node-{i}"));
+            let mk = std::fs::read_to_string(dir.join("master.key")).unwrap();
+            let mk = sigil_store::MasterKey::from_hex(mk.trim()).unwrap();
+            let store = sigil_store::SqliteStore::open(&dir.join("node.db"), &mk).await.unwrap();
+            use sigil_store::Store;
+            assert!(
+                store.get_key(&key_id).await.unwrap().is_none(),
+                "node {i} keeps a record"
+            );
+            assert!(
+                store.raw_share_for_tests(&key_id).await.unwrap().is_none(),
+                "node {i} keeps a share"
+            );
+        }
+        // The cluster still makes keys.
+        let (s, k) = c
+            .api(
+                1,
+                "POST",
+                "/v1/keys",
+                json!({"scheme": "paillier", "threshold": 2, "bits": 512}),
+            )
+            .await;
+        assert_eq!(s, 201, "{k}");
+        return;
+    }
+    panic!("the key was found five times before node 2 could be stopped");
 }

@@ -16,9 +16,9 @@ pub mod certs;
 pub mod config;
 pub mod ecdsa;
 pub mod error;
+pub mod operations;
 pub mod paillier;
 pub mod peer;
-pub mod operations;
 pub mod prime_service;
 pub mod session;
 
@@ -1058,6 +1058,44 @@ impl Node {
                 return Ok(Signed { signature, signers });
             }
         }
+        let kind = Kind::Sign(SignProposal {
+            key_id: key.key_id.clone(),
+            message,
+            epoch: key.epoch,
+            scheme: key.scheme.clone(),
+            derivation_path: derivation_path.to_vec(),
+            presignature_id: String::new(),
+        });
+        let (o, signers) = self.coordinate_quorum(&key, kind, false, "signers").await?;
+        let signature = o
+            .by_party
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|o| o.signature)
+            .unwrap_or_default();
+        if signature.is_empty() {
+            return Err(ApiError::internal("aggregator returned no signature"));
+        }
+        Ok(Signed { signature, signers })
+    }
+
+    /// Runs a session among `key.threshold` of the key's parties: this node
+    /// first, recently failed nodes last, the rest by id. When a chosen
+    /// party is unreachable it is marked down and another set is tried,
+    /// until the session deadline. Returns the outcomes and the parties
+    /// used (in session order).
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`] naming the unreachable nodes when fewer
+    /// than `threshold` remain; the session's own errors otherwise.
+    pub(crate) async fn coordinate_quorum(
+        &self,
+        key: &KeyRecord,
+        kind: Kind,
+        wait_all: bool,
+        role: &str,
+    ) -> Result<(Outcomes, Vec<u16>), SessionError> {
         let deadline = Instant::now() + self.timeout();
         let mut excluded: Vec<u16> = Vec::new();
         let mut last_reason = String::new();
@@ -1068,37 +1106,16 @@ impl Node {
                 return Err(SessionError::Unavailable {
                     nodes: excluded,
                     reason: format!(
-                        "fewer than {} signers reachable; last error: {last_reason}",
+                        "fewer than {} {role} reachable; last error: {last_reason}",
                         key.threshold
                     ),
-                }
-                .into());
+                });
             }
-            let signers: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
-            let kind = Kind::Sign(SignProposal {
-                key_id: key.key_id.clone(),
-                message: message.clone(),
-                epoch: key.epoch,
-                scheme: key.scheme.clone(),
-                derivation_path: derivation_path.to_vec(),
-                presignature_id: String::new(),
-            });
-            match self.coordinate(&signers, kind, false).await {
-                Ok(o) => {
-                    let signature = o
-                        .by_party
-                        .into_iter()
-                        .next()
-                        .flatten()
-                        .map(|o| o.signature)
-                        .unwrap_or_default();
-                    if signature.is_empty() {
-                        return Err(ApiError::internal("aggregator returned no signature"));
-                    }
-                    return Ok(Signed { signature, signers });
-                }
+            let chosen: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
+            match self.coordinate(&chosen, kind.clone(), wait_all).await {
+                Ok(o) => return Ok((o, chosen)),
                 Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
-                    tracing::info!(?nodes, %reason, "signer unavailable, choosing another signer set");
+                    tracing::info!(?nodes, %reason, "{role}: a party is unavailable, choosing another set");
                     for n in nodes {
                         self.mark_down(n);
                         if !excluded.contains(&n) {
@@ -1107,7 +1124,7 @@ impl Node {
                     }
                     last_reason = reason;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     }

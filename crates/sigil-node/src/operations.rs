@@ -102,6 +102,9 @@ pub struct OperationView {
     pub error: Option<ErrorDetail>,
 }
 
+/// How an operation ended: the key, or the HTTP status and error.
+type Outcome = Result<KeyView, (u16, ErrorDetail)>;
+
 /// One operation.
 #[derive(Debug)]
 pub struct Operation {
@@ -111,7 +114,7 @@ pub struct Operation {
     started: Instant,
     /// The key generation's counters.
     pub progress: KeygenProgress,
-    end: Mutex<Option<(Instant, Result<KeyView, (u16, ErrorDetail)>)>>,
+    end: Mutex<Option<(Instant, Outcome)>>,
 }
 
 impl Operation {
@@ -203,6 +206,7 @@ impl Operations {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -120,51 +120,24 @@ impl Node {
         }
         let pk = public_key(&key.public_package)?;
         parse_ciphertext(&pk, ciphertext.as_bytes()).map_err(ApiError::bad_request)?;
-        let deadline = Instant::now() + self.timeout();
-        let mut excluded: Vec<u16> = Vec::new();
-        loop {
-            let mut candidates: Vec<u16> = key.parties.iter().copied().filter(|p| !excluded.contains(p)).collect();
-            candidates.sort_by_key(|&p| (p != self.cfg.node_id, self.recently_down(p), p));
-            if candidates.len() < usize::from(key.threshold) {
-                return Err(SessionError::Unavailable {
-                    nodes: excluded,
-                    reason: format!("fewer than {} parties reachable to decrypt", key.threshold),
-                }
-                .into());
-            }
-            let chosen: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
-            let kind = sigil_proto::peer::session_proposal::Kind::Sign(SignProposal {
-                key_id: key.key_id.clone(),
-                message: ciphertext.as_bytes().to_vec(),
-                epoch: key.epoch,
-                scheme: key.scheme.clone(),
-                derivation_path: vec![],
-                presignature_id: String::new(),
-            });
-            match self.coordinate(&chosen, kind, true).await {
-                Ok(o) => {
-                    let answers: Vec<Vec<u8>> = o
-                        .by_party
-                        .into_iter()
-                        .map(|x| x.map(|o| o.partial_signature).unwrap_or_default())
-                        .collect();
-                    let m = tokio::task::spawn_blocking(move || combine(&pk, &answers))
-                        .await
-                        .map_err(ApiError::internal)??;
-                    return Ok((m.to_string(), chosen));
-                }
-                Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
-                    tracing::info!(?nodes, %reason, "decryption party unavailable, choosing another set");
-                    for n in nodes {
-                        self.mark_down(n);
-                        if !excluded.contains(&n) {
-                            excluded.push(n);
-                        }
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let kind = sigil_proto::peer::session_proposal::Kind::Sign(SignProposal {
+            key_id: key.key_id.clone(),
+            message: ciphertext.as_bytes().to_vec(),
+            epoch: key.epoch,
+            scheme: key.scheme.clone(),
+            derivation_path: vec![],
+            presignature_id: String::new(),
+        });
+        let (o, chosen) = self.coordinate_quorum(&key, kind, true, "decryption parties").await?;
+        let answers: Vec<Vec<u8>> = o
+            .by_party
+            .into_iter()
+            .map(|x| x.map(|o| o.partial_signature).unwrap_or_default())
+            .collect();
+        let m = tokio::task::spawn_blocking(move || combine(&pk, &answers))
+            .await
+            .map_err(ApiError::internal)??;
+        Ok((m.to_string(), chosen))
     }
 
     /// One key generation attempt as a party. Returns the share and public

@@ -1,0 +1,306 @@
+//! The end-to-end harness: real `sigil node` processes on loopback, each
+//! with its own data directory, config, master key and mTLS certificate,
+//! driven through the REST API. Shared by the e2e test files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    dead_code,
+    missing_docs
+)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::Digest;
+use sigil_crypto::Scheme;
+use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
+
+pub const API_KEY: &str = "e2e-test-key";
+pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub configs: Vec<PathBuf>,
+    pub http: Vec<u16>,
+    pub procs: Vec<Option<Child>>,
+    pub http_client: reqwest::Client,
+}
+
+impl Cluster {
+    /// `n` nodes, each with a presignature pool of 2.
+    pub fn new(n: u16) -> Self {
+        Self::with_presign_pool(n, 2)
+    }
+
+    /// `n` nodes with a presignature pool of `presign_pool_size` each
+    /// (0: no background presigning).
+    pub fn with_presign_pool(n: u16, presign_pool_size: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let primes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/primes-1536.txt");
+        let ids: Vec<u16> = (0..n).collect();
+        sigil_node::certs::init(&certs, &ids).unwrap();
+        let http: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+        let peer: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+        let nodes: Vec<NodeEntry> = ids
+            .iter()
+            .map(|&i| NodeEntry {
+                id: i,
+                peer_addr: format!("127.0.0.1:{}", peer[usize::from(i)]),
+            })
+            .collect();
+        let mut configs = Vec::new();
+        for &i in &ids {
+            let nd = dir.path().join(format!("node-{i}"));
+            std::fs::create_dir_all(&nd).unwrap();
+            // Two primes of the fixture per node, never shared.
+            let all = std::fs::read_to_string(&primes).unwrap();
+            let mine: Vec<&str> = all.lines().skip(2 * usize::from(i)).take(2).collect();
+            let seed = nd.join("primes.txt");
+            std::fs::write(&seed, mine.join("\n")).unwrap();
+            let mk = nd.join("master.key");
+            std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();
+            let c = sigil_node::certs::node_cert_paths(&certs, i);
+            let cfg = NodeConfig {
+                prime_source: Default::default(),
+                node_id: i,
+                data_dir: nd.clone(),
+                listen_http: format!("127.0.0.1:{}", http[usize::from(i)]).parse().unwrap(),
+                listen_peer: format!("127.0.0.1:{}", peer[usize::from(i)]).parse().unwrap(),
+                master_key_file: Some(mk),
+                api_key_sha256: hex::encode(sha2::Sha256::digest(API_KEY)),
+                session_timeout_ms: SESSION_TIMEOUT_MS,
+                max_body_bytes: 64 * 1024,
+                aux_timeout_ms: 120_000,
+                prime_pool_size: 0,
+                presign_pool_size,
+                prime_seed_file: Some(seed.clone()),
+                tls: TlsConfig {
+                    ca_cert: sigil_node::certs::ca_cert_path(&certs),
+                    cert: c.cert,
+                    key: c.key,
+                },
+                nodes: nodes.clone(),
+            };
+            let path = nd.join("config.toml");
+            std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+            configs.push(path);
+        }
+        let mut c = Cluster {
+            dir,
+            configs,
+            http,
+            procs: Vec::new(),
+            http_client: reqwest::Client::new(),
+        };
+        for i in 0..n {
+            let p = c.spawn(i, None);
+            c.procs.push(Some(p));
+        }
+        c
+    }
+
+    pub fn spawn(&self, i: u16, master_key_env: Option<&str>) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.{}.log", now_ms()))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
+        cmd.arg("node").arg("--config").arg(&self.configs[usize::from(i)]);
+        cmd.env_remove("SIGIL_MASTER_KEY").env_remove("SIGIL_API_KEY");
+        if let Some(k) = master_key_env {
+            cmd.env("SIGIL_MASTER_KEY", k);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn url(&self, i: u16) -> String {
+        format!("http://127.0.0.1:{}", self.http[usize::from(i)])
+    }
+
+    pub async fn wait_healthy(&self, i: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http_client.get(format!("{}/health", self.url(i))).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {i} not healthy");
+    }
+
+    pub fn kill9(&mut self, i: u16) {
+        if let Some(mut p) = self.procs[usize::from(i)].take() {
+            p.kill().unwrap(); // SIGKILL
+            p.wait().unwrap();
+        }
+    }
+
+    pub async fn restart(&mut self, i: u16) {
+        let p = self.spawn(i, None);
+        self.procs[usize::from(i)] = Some(p);
+        self.wait_healthy(i).await;
+    }
+
+    pub fn signal(&self, i: u16, sig: &str) {
+        let pid = self.procs[usize::from(i)].as_ref().unwrap().id();
+        assert!(Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success());
+        if sig == "-STOP" {
+            // Wait until every thread of the node has actually stopped.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .unwrap()
+                    .filter_map(|t| t.ok())
+                    .all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
+                            .unwrap_or(true)
+                    });
+                if stopped {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {i} did not stop");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    pub async fn call(
+        &self,
+        i: u16,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.url(i));
+        let mut req = match method {
+            "GET" => self.http_client.get(url),
+            _ => self.http_client.post(url).header("content-type", "application/json"),
+        };
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn api(&self, i: u16, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let b = if method == "GET" { None } else { Some(body.to_string()) };
+        self.call(i, method, path, b, Some(API_KEY)).await
+    }
+
+    pub async fn create(&self, i: u16, scheme: &str, t: u16) -> Value {
+        let (s, v) = self
+            .api(i, "POST", "/v1/keys", json!({"scheme": scheme, "threshold": t}))
+            .await;
+        assert_eq!(s, 201, "create {scheme}: {v}");
+        v
+    }
+
+    /// Signs `msg` (ECDSA: its SHA-256 digest) and verifies the result.
+    pub async fn sign_ok(&self, i: u16, key: &Value, msg: &[u8]) -> Value {
+        let scheme: Scheme = key["scheme"].as_str().unwrap().parse().unwrap();
+        let msg: Vec<u8> = if scheme.is_ecdsa() {
+            sha2::Sha256::digest(msg).to_vec()
+        } else {
+            msg.to_vec()
+        };
+        let id = key["key_id"].as_str().unwrap();
+        let (s, v) = self
+            .api(
+                i,
+                "POST",
+                &format!("/v1/keys/{id}/sign"),
+                json!({"message": hex::encode(&msg)}),
+            )
+            .await;
+        assert_eq!(s, 200, "sign via node {i}: {v}");
+        let pk = hex::decode(key["public_key"].as_str().unwrap()).unwrap();
+        let sig = hex::decode(v["signature"].as_str().unwrap()).unwrap();
+        scheme.verify(&pk, &msg, &sig).unwrap();
+        if scheme.is_ecdsa() {
+            let der = hex::decode(v["der"].as_str().unwrap()).unwrap();
+            assert_eq!(der.first(), Some(&0x30), "DER sequence");
+            let rid = v["recovery_id"].as_u64().unwrap();
+            assert!(rid < 2);
+            if scheme == Scheme::EcdsaSecp256k1 {
+                // ecrecover: the key comes back from (digest, r || s, recovery id).
+                let sig = k256::ecdsa::Signature::from_slice(&sig).unwrap();
+                let rid8 = k256::ecdsa::RecoveryId::from_byte(u8::try_from(rid).unwrap()).unwrap();
+                let rec = k256::ecdsa::VerifyingKey::recover_from_prehash(&msg, &sig, rid8).unwrap();
+                assert_eq!(rec.to_encoded_point(true).as_bytes(), pk.as_slice());
+                assert_eq!(v["v"].as_u64(), Some(27 + rid));
+            }
+        }
+        v
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Show what the nodes said: the test's directory is deleted next.
+            let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .collect();
+            logs.sort_by_key(|e| e.file_name());
+            for e in logs {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" INFO ")).collect();
+                eprintln!("--- {} (warnings and errors, last 30)", e.file_name().to_string_lossy());
+                for l in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        for p in self.procs.iter_mut().flatten() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+pub fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+pub fn assert_error(status: u16, v: &Value, want_status: u16, what: &str) {
+    assert_eq!(status, want_status, "{what}: {v}");
+    assert!(
+        v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+        "{what}: JSON error body, got {v}"
+    );
+}
