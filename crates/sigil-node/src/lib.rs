@@ -847,13 +847,15 @@ impl Node {
         let public_package = match result {
             Ok(p) => p,
             Err(e) => {
-                self.finalize_everywhere(&parties, meta(vec![], vec![]), false).await;
+                let named = e.detail().1.nodes;
+                self.finalize_everywhere(&parties, meta(vec![], vec![]), false, &named)
+                    .await;
                 tracing::warn!(key_id, error = ?e, "key generation failed");
                 return Err(e);
             }
         };
         let public_key = scheme.public_key(&public_package).map_err(ApiError::internal)?;
-        self.finalize_everywhere(&cluster, meta(public_key, public_package), true)
+        self.finalize_everywhere(&cluster, meta(public_key, public_package), true, &[])
             .await;
         metrics::histogram!("sigil_dkg_seconds", "scheme" => scheme.as_str()).record(started.elapsed().as_secs_f64());
         tracing::info!(key_id, %scheme, threshold, ?parties, "key created");
@@ -944,28 +946,47 @@ impl Node {
         Err(ApiError::internal("unreachable"))
     }
 
-    async fn finalize_everywhere(&self, nodes: &[u16], meta: KeyMeta, commit: bool) {
+    /// Tells `nodes` to activate (`commit`) or delete their pending share
+    /// of a key, and waits for them, except for the nodes in `detach`
+    /// (nodes a failed session named as silent or down): those are told in
+    /// the background, so a failure is answered at its deadline rather
+    /// than after another timeout.
+    async fn finalize_everywhere(&self, nodes: &[u16], meta: KeyMeta, commit: bool, detach: &[u16]) {
         let req = FinalizeKeyRequest {
             key: Some(meta),
             commit,
         };
-        let calls = nodes.iter().map(|&node| {
-            let req = req.clone();
-            async move {
-                let r = if node == self.cfg.node_id {
-                    self.finalize_key(req).await.map_err(|e| e.to_string())
-                } else if let Some(mut c) = self.peers.client(node) {
-                    let mut r = tonic::Request::new(req);
-                    r.set_timeout(Duration::from_secs(5));
-                    c.finalize_key(r).await.map(|_| ()).map_err(|s| s.message().to_string())
-                } else {
-                    Ok(())
-                };
-                if let Err(e) = r {
-                    tracing::warn!(node, commit, error = %e, "could not finalize key on node");
-                }
+        for &node in nodes.iter().filter(|n| detach.contains(n) && **n != self.cfg.node_id) {
+            if let Some(mut c) = self.peers.client(node) {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(Duration::from_secs(30));
+                tokio::spawn(async move {
+                    if let Err(e) = c.finalize_key(r).await {
+                        tracing::warn!(node, commit, error = %e.message(), "could not finalize key on node");
+                    }
+                });
             }
-        });
+        }
+        let calls = nodes
+            .iter()
+            .filter(|n| !detach.contains(n) || **n == self.cfg.node_id)
+            .map(|&node| {
+                let req = req.clone();
+                async move {
+                    let r = if node == self.cfg.node_id {
+                        self.finalize_key(req).await.map_err(|e| e.to_string())
+                    } else if let Some(mut c) = self.peers.client(node) {
+                        let mut r = tonic::Request::new(req);
+                        r.set_timeout(Duration::from_secs(5));
+                        c.finalize_key(r).await.map(|_| ()).map_err(|s| s.message().to_string())
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(node, commit, error = %e, "could not finalize key on node");
+                    }
+                }
+            });
         futures::future::join_all(calls).await;
     }
 
