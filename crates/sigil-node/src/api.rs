@@ -587,9 +587,16 @@ mod tests {
             "/v1/keys/{key_id}",
             "/v1/keys/{key_id}/sign",
             "/v1/keys/{key_id}/decrypt",
+            "/v1/operations/{operation_id}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
         assert_eq!(doc["components"]["securitySchemes"]["api_key"]["name"], "X-API-Key");
+        let post = &doc["paths"]["/v1/keys"]["post"];
+        assert!(post["responses"]["202"].is_object(), "202 for wait=false");
+        assert!(
+            post["parameters"].as_array().is_some_and(|p| p.iter().any(|x| x["name"] == "wait")),
+            "wait query parameter"
+        );
     }
 }
