@@ -75,7 +75,8 @@ fn tno_runs(
     timeout: u64,
     prime_threshold: u32,
 ) -> anyhow::Result<Vec<Option<f64>>> {
-    let out = std::process::Command::new(python)
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(python)
         .args([
             "scripts/tno_keygen.py",
             "--bits",
@@ -85,16 +86,26 @@ fn tno_runs(
         ])
         .args(["--timeout", &timeout.to_string()])
         .args(["--prime-threshold", &prime_threshold.to_string()])
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .output()
+        .spawn()
         .context("running scripts/tno_keygen.py (from the repository root)")?;
-    anyhow::ensure!(out.status.success(), "tno_keygen.py failed");
-    let text = String::from_utf8(out.stdout)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| v["seconds"].as_f64())
-        .collect())
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from tno_keygen.py"))?;
+    let mut runs_out = Vec::new();
+    // One JSON line per run, shown as it comes (a TNO run takes minutes).
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line?) else {
+            continue;
+        };
+        let secs = v["seconds"].as_f64();
+        match secs {
+            Some(t) => eprintln!("{bits}-bit TNO keygen: {t:.2} s"),
+            None => eprintln!("{bits}-bit TNO keygen: not finished within {timeout} s"),
+        }
+        runs_out.push(secs);
+    }
+    anyhow::ensure!(child.wait()?.success(), "tno_keygen.py failed");
+    Ok(runs_out)
 }
 
 async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
