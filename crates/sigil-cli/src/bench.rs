@@ -90,7 +90,10 @@ fn tno_runs(
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .context("running scripts/tno_keygen.py (from the repository root)")?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from tno_keygen.py"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout from tno_keygen.py"))?;
     let mut runs_out = Vec::new();
     // One JSON line per run, shown as it comes (a TNO run takes minutes).
     for line in std::io::BufReader::new(stdout).lines() {

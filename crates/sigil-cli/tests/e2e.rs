@@ -306,6 +306,17 @@ async fn cluster_keys_sign_faults_and_restart() {
         .await;
     assert_error(s, &v, 503, "dkg with a node down");
     assert_eq!(v["error"]["nodes"], json!([1]), "{v}");
+    // A key among nodes 0 and 2 made while node 1 is down: node 1 misses
+    // its FinalizeKey, and catches up from its peers after the restart.
+    let (s, missed) = c
+        .api(
+            0,
+            "POST",
+            "/v1/keys",
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0, 2]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{missed}");
     // Paillier, T = 2: with node 1 down, nodes 0 and 2 decrypt; with node 2
     // down too, fewer than T parties are reachable: a 503.
     let decrypt_path = format!("/v1/keys/{pai_id}/decrypt");
@@ -319,6 +330,16 @@ async fn cluster_keys_sign_faults_and_restart() {
 
     // Restart it: the old keys sign again, coordinated by the restarted node.
     c.restart(1).await;
+    let missed_path = format!("/v1/keys/{}", missed["key_id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.api(1, "GET", &missed_path, json!(null)).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not catch up with the key made while it was down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.sign_ok(1, &missed, b"caught up").await;
     for key in &keys {
         c.sign_ok(1, key, b"node 1 is back").await;
     }

@@ -595,7 +595,9 @@ mod tests {
         let post = &doc["paths"]["/v1/keys"]["post"];
         assert!(post["responses"]["202"].is_object(), "202 for wait=false");
         assert!(
-            post["parameters"].as_array().is_some_and(|p| p.iter().any(|x| x["name"] == "wait")),
+            post["parameters"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|x| x["name"] == "wait")),
             "wait query parameter"
         );
     }

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod catch_up;
 pub mod certs;
 pub mod config;
 pub mod ecdsa;
@@ -194,6 +195,7 @@ pub async fn run(
     }
     tokio::spawn(ecdsa::refill_primes(node.clone()));
     tokio::spawn(ecdsa::refill_presignatures(node.clone()));
+    tokio::spawn(catch_up::run(node.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

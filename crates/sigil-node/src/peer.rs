@@ -11,7 +11,8 @@ use sigil_proto::peer::peer_client::PeerClient;
 use sigil_proto::peer::peer_server::Peer;
 use sigil_proto::peer::{
     DeliverAck, Envelope, FinalizeKeyRequest, FinalizeKeyResponse, FinalizePresignatureRequest,
-    FinalizePresignatureResponse, SessionOutcome, SessionProposal,
+    FinalizePresignatureResponse, GetKeyMetaRequest, KeyMeta, ListKeyIdsRequest, ListKeyIdsResponse, SessionOutcome,
+    SessionProposal,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Response, Status};
@@ -220,6 +221,26 @@ impl Peer for PeerService {
             .await
             .map(|()| Response::new(FinalizeKeyResponse {}))
             .map_err(|e| session_status(&e))
+    }
+
+    async fn list_key_ids(&self, req: Request<ListKeyIdsRequest>) -> Result<Response<ListKeyIdsResponse>, Status> {
+        let _caller = self.caller(&req)?;
+        let r = req.into_inner();
+        self.node
+            .active_key_ids(&r.after, r.limit)
+            .await
+            .map(|key_ids| Response::new(ListKeyIdsResponse { key_ids }))
+            .map_err(|e| session_status(&e))
+    }
+
+    async fn get_key_meta(&self, req: Request<GetKeyMetaRequest>) -> Result<Response<KeyMeta>, Status> {
+        let _caller = self.caller(&req)?;
+        let id = req.into_inner().key_id;
+        match self.node.active_key_meta(&id).await {
+            Ok(Some(meta)) => Ok(Response::new(meta)),
+            Ok(None) => Err(Status::not_found(format!("no active key {id:?}"))),
+            Err(e) => Err(session_status(&e)),
+        }
     }
 
     async fn finalize_presignature(

@@ -1,0 +1,214 @@
+//! Catching up with keys whose `FinalizeKey` this node missed.
+//!
+//! A key becomes active when its coordinator tells every node
+//! (`FinalizeKey`, commit). A node that was down or silent at that moment
+//! keeps its share *pending* (a party) or does not know the key at all (not
+//! a party), so it can neither sign with it nor coordinate for it. Every
+//! [`INTERVAL`], and [`FIRST_DELAY`] after start, each node asks its peers
+//! for their active key ids (`ListKeyIds`, paged) and, for each id it does
+//! not hold as active, fetches the public metadata (`GetKeyMeta`) and:
+//! - holds a pending record with the same public key and package:
+//!   activates it (the commit it missed);
+//! - holds nothing and is not a party: stores the public metadata, as the
+//!   commit would have;
+//! - is a party but holds no share, or holds a different public key: logs
+//!   a warning and changes nothing (a share cannot be recovered from
+//!   peers).
+//!
+//! Only public metadata crosses the wire, over the same mutual TLS as
+//! every peer call. A peer can only make this node activate a pending
+//! share whose public key it already holds.
+
+use std::time::Duration;
+
+use sigil_proto::peer::{GetKeyMetaRequest, KeyMeta, ListKeyIdsRequest};
+use sigil_store::{KeyRecord, KeyStatus};
+
+use crate::error::SessionError;
+use crate::{internal, Node};
+
+/// Time between two catch-up passes.
+pub const INTERVAL: Duration = Duration::from_secs(30);
+
+/// Delay of the first pass after start.
+pub const FIRST_DELAY: Duration = Duration::from_secs(2);
+
+/// Ids per `ListKeyIds` page, and the most a peer returns.
+pub const PAGE: u32 = 10_000;
+
+/// What a catch-up pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Pending shares activated.
+    pub activated: usize,
+    /// Keys of other parties registered (metadata only).
+    pub registered: usize,
+}
+
+fn meta_of(k: &KeyRecord) -> KeyMeta {
+    KeyMeta {
+        key_id: k.key_id.clone(),
+        scheme: k.scheme.clone(),
+        threshold: u32::from(k.threshold),
+        parties: k.parties.iter().map(|&p| u32::from(p)).collect(),
+        public_key: k.public_key.clone(),
+        public_key_package: k.public_package.clone(),
+        epoch: k.epoch,
+        label: k.label.clone().unwrap_or_default(),
+        created_at: k.created_at,
+    }
+}
+
+impl Node {
+    /// Ids of the active keys held here, sorted, strictly after `after`,
+    /// at most `limit` (0 or above [`PAGE`]: [`PAGE`]).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, SessionError> {
+        let limit = if limit == 0 || limit > PAGE { PAGE } else { limit };
+        let mut ids: Vec<String> = self
+            .store
+            .list_keys()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|k| k.key_id)
+            .filter(|id| id.as_str() > after)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(ids)
+    }
+
+    /// The public metadata of the active key `key_id`, if held here.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn active_key_meta(&self, key_id: &str) -> Result<Option<KeyMeta>, SessionError> {
+        Ok(self
+            .store
+            .get_key(key_id)
+            .await
+            .map_err(internal)?
+            .filter(|k| k.status == KeyStatus::Active)
+            .map(|k| meta_of(&k)))
+    }
+
+    /// One catch-up pass over every reachable peer (see the module docs).
+    /// Unreachable peers are skipped until the next pass.
+    pub async fn catch_up_keys(&self) -> CatchUp {
+        let mut done = CatchUp::default();
+        for peer in self.cfg.node_ids() {
+            if peer == self.cfg.node_id {
+                continue;
+            }
+            let Some(mut client) = self.peers.client(peer) else {
+                continue;
+            };
+            let mut after = String::new();
+            loop {
+                let mut req = tonic::Request::new(ListKeyIdsRequest {
+                    after: after.clone(),
+                    limit: PAGE,
+                });
+                req.set_timeout(Duration::from_secs(10));
+                let ids = match client.list_key_ids(req).await {
+                    Ok(r) => r.into_inner().key_ids,
+                    Err(e) => {
+                        tracing::debug!(peer, error = %e.message(), "catch-up: peer not reachable");
+                        break;
+                    }
+                };
+                for id in &ids {
+                    if let Err(e) = self.catch_up_key(&mut client, peer, id, &mut done).await {
+                        tracing::warn!(peer, key_id = %id, error = %e, "catch-up: key skipped");
+                    }
+                }
+                match ids.last() {
+                    Some(last) if ids.len() == PAGE as usize && last.as_str() > after.as_str() => {
+                        after = last.clone();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if done != CatchUp::default() {
+            tracing::info!(
+                activated = done.activated,
+                registered = done.registered,
+                "caught up with keys finalized while this node was away"
+            );
+        }
+        done
+    }
+
+    async fn catch_up_key(
+        &self,
+        client: &mut sigil_proto::peer::peer_client::PeerClient<tonic::transport::Channel>,
+        peer: u16,
+        key_id: &str,
+        done: &mut CatchUp,
+    ) -> Result<(), SessionError> {
+        let local = self.store.get_key(key_id).await.map_err(internal)?;
+        if local.as_ref().is_some_and(|k| k.status == KeyStatus::Active) {
+            return Ok(());
+        }
+        let mut req = tonic::Request::new(GetKeyMetaRequest {
+            key_id: key_id.to_string(),
+        });
+        req.set_timeout(Duration::from_secs(10));
+        let meta = client
+            .get_key_meta(req)
+            .await
+            .map_err(|e| SessionError::Unavailable {
+                nodes: vec![peer],
+                reason: e.message().to_string(),
+            })?
+            .into_inner();
+        if meta.key_id != key_id {
+            return Err(SessionError::Invalid(format!("peer {peer} answered for another key")));
+        }
+        let me = u32::from(self.cfg.node_id);
+        match local {
+            Some(k) if k.public_key == meta.public_key && k.public_package == meta.public_key_package => {
+                self.store.activate_key(key_id).await.map_err(internal)?;
+                tracing::info!(
+                    key_id,
+                    peer,
+                    "catch-up: activated a pending share whose commit was missed"
+                );
+                done.activated += 1;
+            }
+            Some(_) => {
+                return Err(SessionError::Invalid(
+                    "the pending share here has another public key than the peer's active key".into(),
+                ))
+            }
+            None if meta.parties.contains(&me) => {
+                return Err(SessionError::Invalid(
+                    "this node is a party of the key but holds no share of it".into(),
+                ))
+            }
+            None => {
+                self.finalize_key(sigil_proto::peer::FinalizeKeyRequest {
+                    key: Some(meta),
+                    commit: true,
+                })
+                .await?;
+                tracing::info!(key_id, peer, "catch-up: registered a key of other parties");
+                done.registered += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs [`Node::catch_up_keys`] after [`FIRST_DELAY`], then every [`INTERVAL`].
+pub async fn run(node: std::sync::Arc<Node>) {
+    tokio::time::sleep(FIRST_DELAY).await;
+    loop {
+        node.catch_up_keys().await;
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
