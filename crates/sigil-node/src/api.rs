@@ -432,9 +432,16 @@ async fn create_key(
         prime_threshold: req.prime_threshold,
     })?;
     if q.wait.unwrap_or(true) {
-        let key = node
-            .run_keygen(plan, &crate::operations::KeygenProgress::default())
-            .await?;
+        // In its own task: a client that hangs up does not cut a key
+        // generation between its sessions and their commit or abort.
+        let task_node = node.clone();
+        let key = tokio::spawn(async move {
+            task_node
+                .run_keygen(plan, &crate::operations::KeygenProgress::default())
+                .await
+        })
+        .await
+        .map_err(ApiError::internal)??;
         return Ok((StatusCode::CREATED, Json(KeyView::from_record(&key))).into_response());
     }
     let op = node.operations().start(&plan.key_id, plan.scheme.as_str())?;
