@@ -150,18 +150,20 @@ async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
             let done: Vec<f64> = tno.iter().flatten().copied().collect();
             let mut sorted = done.clone();
             sorted.sort_by(f64::total_cmp);
-            let tmean = done.iter().sum::<f64>() / done.len().max(1) as f64;
+            let cell = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+            let tmean = (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64);
             println!(
-                "| TNO distributed_keygen 4.3.0, same parameters, all parties in one process ({} of {} finished within {} s) | {bits} | {} | {tmean:.2} | {:.2} | {:.2} | {:.2} |",
+                "| TNO distributed_keygen 4.3.0, same parameters, all parties in one process ({} of {} finished within {} s) | {bits} | {} | {} | {} | {} | {} |",
                 done.len(),
                 tno.len(),
                 a.tno_timeout,
                 done.len(),
-                sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
-                sorted.first().copied().unwrap_or(f64::NAN),
-                sorted.last().copied().unwrap_or(f64::NAN),
+                cell(tmean),
+                cell(sorted.get(sorted.len() / 2).copied()),
+                cell(sorted.first().copied()),
+                cell(sorted.last().copied()),
             );
-            if !done.is_empty() {
+            if let Some(tmean) = tmean {
                 println!("| mean ratio TNO / Sigil | {bits} | | {:.0}x | | | |", tmean / mean);
             }
         }
