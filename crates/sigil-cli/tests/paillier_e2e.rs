@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, Cluster, SESSION_TIMEOUT_MS};
+use common::{Cluster, DevCluster, SESSION_TIMEOUT_MS};
 use serde_json::{json, Value};
 
 const KEY: &str = "paillier-test-key";
@@ -35,14 +35,6 @@ fn phe_encrypt_and_add(n: &str, a: u64, b: u64) -> (String, String) {
     (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
 }
 
-struct Dev(Child);
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
 async fn post(web: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     let r = web.post(url).header("X-API-Key", KEY).json(&body).send().await.unwrap();
     let status = r.status().as_u16();
@@ -52,49 +44,10 @@ async fn post(web: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
     let tmp = tempfile::tempdir().unwrap();
-    let http = free_port();
-    let dev = Dev(Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args([
-            "dev",
-            "--nodes",
-            "3",
-            "--threshold",
-            "2",
-            "--prime-pool-size",
-            "0",
-            "--presign-pool-size",
-            "0",
-        ])
-        .args([
-            "--http-port",
-            &http.to_string(),
-            "--peer-port",
-            &free_port().to_string(),
-            "--api-key",
-            KEY,
-        ])
-        .arg("--data-dir")
-        .arg(tmp.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(tmp.path().join("dev.log")).unwrap())
-        .spawn()
-        .unwrap());
+    let dev = DevCluster::start(3, tmp.path(), KEY, &[]).await;
     let web = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{http}");
-    let start = Instant::now();
-    for port in [http, http + 1, http + 2] {
-        while web.get(format!("http://127.0.0.1:{port}/health")).send().await.is_err() {
-            assert!(start.elapsed() < Duration::from_secs(60), "dev cluster did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let logs = || {
-        ["dev.log", "node-0/node.log", "node-1/node.log", "node-2/node.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(tmp.path().join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let base = dev.url(0);
+    let logs = || dev.logs();
 
     // Settings the protocol cannot honour are 400s.
     for (body, what) in [
@@ -137,7 +90,7 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
     assert_eq!(v["plaintext"], "123456789");
     let (s, v) = post(
         &web,
-        &format!("http://127.0.0.1:{}/v1/keys/{id}/decrypt", http + 2),
+        &format!("{}/v1/keys/{id}/decrypt", dev.url(2)),
         json!({"ciphertext": sum}),
     )
     .await;

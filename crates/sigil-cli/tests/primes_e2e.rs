@@ -4,11 +4,14 @@
 //! restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::{free_port, DevCluster};
 use sha2::Digest;
 use sigil_crypto::primes::{is_safe_prime, rug::Integer};
 use sigil_proto::prime::prime_service_client::PrimeServiceClient;
@@ -16,14 +19,6 @@ use sigil_proto::prime::{pre_params, GetPoolStatusRequest, GetPreParamsRequest, 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const TOKEN: &str = "prime-token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn(config: &Path, dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join("primes.log")).unwrap();
@@ -298,51 +293,24 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
     // makes aux info from primes the service serves (one set per node),
     // and the key signs.
     std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let http = free_port();
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args([
-            "dev",
-            "--nodes",
-            "2",
-            "--threshold",
-            "2",
-            "--prime-pool-size",
-            "0",
-            "--presign-pool-size",
-            "0",
-        ])
-        .args([
-            "--http-port",
-            &http.to_string(),
-            "--peer-port",
-            &free_port().to_string(),
-            "--api-key",
-            "k",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("dev"))
-        .env("SIGIL_PRIME_SOURCE__KIND", "remote")
-        .env("SIGIL_PRIME_SOURCE__URL", format!("https://127.0.0.1:{port}"))
-        .env("SIGIL_PRIME_SOURCE__SERVER_NAME", "node-2")
-        .env("SIGIL_PRIME_SOURCE__API_TOKEN_FILE", dir.join("token"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let dev = DevCluster::start(
+        2,
+        &dir.join("dev"),
+        "k",
+        &[
+            ("SIGIL_PRIME_SOURCE__KIND", "remote".to_string()),
+            ("SIGIL_PRIME_SOURCE__URL", format!("https://127.0.0.1:{port}")),
+            ("SIGIL_PRIME_SOURCE__SERVER_NAME", "node-2".to_string()),
+            (
+                "SIGIL_PRIME_SOURCE__API_TOKEN_FILE",
+                dir.join("token").display().to_string(),
+            ),
+        ],
+    )
+    .await;
     let web = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{http}");
-    let start = Instant::now();
-    while web.get(format!("{url}/health")).send().await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(60), "dev cluster did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let node_logs = || {
-        ["dev.log", "dev/node-0/node.log", "dev/node-1/node.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let url = dev.url(0);
+    let node_logs = || dev.logs();
     let key: serde_json::Value = web
         .post(format!("{url}/v1/keys"))
         .header("X-API-Key", "k")
@@ -382,8 +350,7 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
         .into_inner();
     let cg = status.kinds.iter().find(|k| k.kind == "cggmp21").unwrap();
     assert_eq!(cg.total_served, 6, "one set per node for aux info");
-    let _ = Command::new("kill").args(["-INT", &dev.id().to_string()]).status();
-    let _ = dev.wait();
+    drop(dev);
     proc.kill().unwrap();
     proc.wait().unwrap();
 }

@@ -3,7 +3,7 @@
 //! - [`peer`]: gRPC `sigil.peer.v1.Peer` over mutual TLS; a node accepts
 //!   protocol messages only from the node its certificate names
 //!   ([`session`] lists the acceptance rules).
-//! - [`Node::create_key`] / [`Node::sign`]: the node that takes an API
+//! - [`Node::run_keygen`] / [`Node::sign`]: the node that takes an API
 //!   request coordinates it: picks the parties, proposes the session to
 //!   them (`RunSession`), runs its own part and returns the result.
 //! - [`api`]: the REST API (axum) with its OpenAPI document.
@@ -718,19 +718,9 @@ impl Node {
         Err(first_error.unwrap_or_else(|| SessionError::Internal("session ended without an outcome".into())))
     }
 
-    /// Creates a key by DKG among `parties` (default: every node) and
-    /// waits for it: [`Node::plan_keygen`] then [`Node::run_keygen`].
-    ///
-    /// # Errors
-    /// [`ApiError`] 400 for bad parameters; the session's failure otherwise
-    /// (nothing is kept: pending shares are deleted).
-    pub async fn create_key(&self, req: KeygenRequest) -> Result<KeyRecord, ApiError> {
-        let plan = self.plan_keygen(req)?;
-        self.run_keygen(plan, &operations::KeygenProgress::default()).await
-    }
-
-    /// Checks a key generation request (every 400 is found here, before
-    /// anything runs) and fixes the key id.
+    /// Checks a request to create a key by DKG among `parties` (default:
+    /// every node): every 400 is found here, before anything runs. Fixes
+    /// the key id. [`Node::run_keygen`] runs the plan.
     ///
     /// # Errors
     /// [`ApiError`] 400 for bad parameters.

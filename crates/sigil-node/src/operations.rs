@@ -5,7 +5,7 @@
 //! Operations live in the memory of the node that coordinates them: a
 //! restart of that node ends them (the key generation itself dies with
 //! the coordinator; nothing half-made is kept, see
-//! [`Node::create_key`](crate::Node::create_key)). Finished operations are
+//! [`Node::run_keygen`](crate::Node::run_keygen)). Finished operations are
 //! kept for [`KEEP_FINISHED`], and at most [`MAX_OPERATIONS`] at a time.
 
 use std::collections::HashMap;

@@ -304,3 +304,82 @@ pub fn assert_error(status: u16, v: &Value, want_status: u16, what: &str) {
         "{what}: JSON error body, got {v}"
     );
 }
+
+/// A `sigil dev` process (the front-door command; its nodes are its child
+/// processes), in `data_dir`, with no background pools. Stopped with
+/// SIGINT, as a user would, on drop.
+pub struct DevCluster {
+    child: Child,
+    data_dir: PathBuf,
+    nodes: u16,
+    /// Node 0's REST port; node `i` listens on `http + i`.
+    pub http: u16,
+}
+
+impl DevCluster {
+    /// Starts `nodes` nodes (threshold 2) with API key `api_key` and the
+    /// extra environment `env`, and waits until every node answers /health.
+    pub async fn start(nodes: u16, data_dir: &std::path::Path, api_key: &str, env: &[(&str, String)]) -> Self {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let http = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["dev", "--nodes", &nodes.to_string(), "--threshold", "2"])
+            .args(["--prime-pool-size", "0", "--presign-pool-size", "0"])
+            .args([
+                "--http-port",
+                &http.to_string(),
+                "--peer-port",
+                &free_port().to_string(),
+            ])
+            .args(["--api-key", api_key])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data_dir.join("dev.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let dev = DevCluster {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            nodes,
+            http,
+        };
+        let web = reqwest::Client::new();
+        let start = Instant::now();
+        for i in 0..nodes {
+            while web.get(format!("{}/health", dev.url(i))).send().await.is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "dev cluster did not start\n{}",
+                    dev.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        dev
+    }
+
+    /// Node `i`'s REST base URL.
+    pub fn url(&self, i: u16) -> String {
+        format!("http://127.0.0.1:{}", self.http + i)
+    }
+
+    /// `sigil dev`'s log and every node's, concatenated.
+    pub fn logs(&self) -> String {
+        std::iter::once("dev.log".to_string())
+            .chain((0..self.nodes).map(|i| format!("node-{i}/node.log")))
+            .map(|f| std::fs::read_to_string(self.data_dir.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
