@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use sigil_crypto::Scheme;
 use sigil_node::config::NodeConfig;
+use sigil_store::{KeyStatus, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_keys_sign_faults_and_restart() {
@@ -328,18 +329,58 @@ async fn cluster_keys_sign_faults_and_restart() {
     assert_error(s, &v, 503, "decrypt with two of three nodes down");
     c.restart(2).await;
 
+    // While node 1 is down, make its store show the two other things a
+    // node can miss: the commit of a key it is a party of (its share of
+    // keys[0] is back to pending), and the abort of a failed keygen (two
+    // pending keys no node has: one older than the pending TTL, one fresh).
+    let node1_dir = c.dir.path().join("node-1");
+    let uncommitted = keys[0]["key_id"].as_str().unwrap().to_string();
+    let now_s = i64::try_from(common::now_ms() / 1000).unwrap();
+    let ttl_s = i64::try_from(sigil_node::catch_up::PENDING_TTL.as_secs()).unwrap();
+    {
+        let store = common::open_store(&node1_dir).await;
+        store
+            .set_status_for_tests(&uncommitted, KeyStatus::Pending)
+            .await
+            .unwrap();
+        let mut stale = sigil_store::conformance::sample_key("aborted-long-ago");
+        stale.created_at = now_s - ttl_s - 60;
+        store.put_key(&stale, 1, Some(b"share")).await.unwrap();
+        let mut fresh = sigil_store::conformance::sample_key("aborted-just-now");
+        fresh.created_at = now_s;
+        store.put_key(&fresh, 1, Some(b"share")).await.unwrap();
+    }
+
     // Restart it: the old keys sign again, coordinated by the restarted node.
     c.restart(1).await;
     let missed_path = format!("/v1/keys/{}", missed["key_id"].as_str().unwrap());
+    let uncommitted_path = format!("/v1/keys/{uncommitted}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while c.api(1, "GET", &missed_path, json!(null)).await.0 != 200 {
+    while c.api(1, "GET", &missed_path, json!(null)).await.0 != 200
+        || c.api(1, "GET", &uncommitted_path, json!(null)).await.0 != 200
+    {
         assert!(
             Instant::now() < deadline,
-            "node 1 did not catch up with the key made while it was down"
+            "node 1 did not catch up with the keys whose FinalizeKey it missed"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     c.sign_ok(1, &missed, b"caught up").await;
+    c.sign_ok(1, &keys[0], b"commit caught up").await;
+    // The stale pending key is gone with its share; the fresh one stays
+    // (its keygen could still be running).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let store = common::open_store(&node1_dir).await;
+        if store.get_key("aborted-long-ago").await.unwrap().is_none() {
+            assert!(store.raw_share_for_tests("aborted-long-ago").await.unwrap().is_none());
+            let fresh = store.get_key("aborted-just-now").await.unwrap();
+            assert_eq!(fresh.map(|k| k.status), Some(KeyStatus::Pending));
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 kept a stale pending key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for key in &keys {
         c.sign_ok(1, key, b"node 1 is back").await;
     }

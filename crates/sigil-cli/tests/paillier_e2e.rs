@@ -203,10 +203,7 @@ async fn paillier_keygen_with_a_silent_party_fails_naming_it_and_keeps_nothing()
         for i in 0..3u16 {
             let (s, k) = c.api(i, "GET", &format!("/v1/keys/{key_id}"), json!(null)).await;
             assert_eq!(s, 404, "node {i}: {k}");
-            let dir = c.dir.path().join(format!("node-{i}"));
-            let mk = std::fs::read_to_string(dir.join("master.key")).unwrap();
-            let mk = sigil_store::MasterKey::from_hex(mk.trim()).unwrap();
-            let store = sigil_store::SqliteStore::open(&dir.join("node.db"), &mk).await.unwrap();
+            let store = common::open_store(&c.dir.path().join(format!("node-{i}"))).await;
             use sigil_store::Store;
             assert!(
                 store.get_key(&key_id).await.unwrap().is_none(),

@@ -15,6 +15,11 @@
 //!   a warning and changes nothing (a share cannot be recovered from
 //!   peers).
 //!
+//!
+//! The same pass deletes *stale* pending keys, older than [`PENDING_TTL`]
+//! and active on no node: keygens that failed while this node missed the
+//! abort (see [`Node::catch_up_keys`]).
+//!
 //! Only public metadata crosses the wire, over the same mutual TLS as
 //! every peer call. A peer can only make this node activate a pending
 //! share whose public key it already holds.
@@ -43,7 +48,13 @@ pub struct CatchUp {
     pub activated: usize,
     /// Keys of other parties registered (metadata only).
     pub registered: usize,
+    /// Stale pending keys deleted (aborted keygens whose abort was missed).
+    pub deleted: usize,
 }
+
+/// Age after which a pending key is stale: far beyond any keygen's budget
+/// (10 minutes for Paillier) and its commit or abort, which follow at once.
+pub const PENDING_TTL: Duration = Duration::from_secs(3600);
 
 fn meta_of(k: &KeyRecord) -> KeyMeta {
     KeyMeta {
@@ -67,18 +78,7 @@ impl Node {
     /// Storage failures.
     pub async fn active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, SessionError> {
         let limit = if limit == 0 || limit > PAGE { PAGE } else { limit };
-        let mut ids: Vec<String> = self
-            .store
-            .list_keys()
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|k| k.key_id)
-            .filter(|id| id.as_str() > after)
-            .collect();
-        ids.sort_unstable();
-        ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(ids)
+        self.store.list_active_key_ids(after, limit).await.map_err(internal)
     }
 
     /// The public metadata of the active key `key_id`, if held here.
@@ -95,8 +95,9 @@ impl Node {
             .map(|k| meta_of(&k)))
     }
 
-    /// One catch-up pass over every reachable peer (see the module docs).
-    /// Unreachable peers are skipped until the next pass.
+    /// One catch-up pass over every reachable peer (see the module docs),
+    /// then over this node's stale pending keys. Unreachable peers are
+    /// skipped until the next pass.
     pub async fn catch_up_keys(&self) -> CatchUp {
         let mut done = CatchUp::default();
         for peer in self.cfg.node_ids() {
@@ -133,14 +134,75 @@ impl Node {
                 }
             }
         }
+        self.collect_stale_pending(&mut done).await;
         if done != CatchUp::default() {
             tracing::info!(
                 activated = done.activated,
                 registered = done.registered,
+                deleted = done.deleted,
                 "caught up with keys finalized while this node was away"
             );
         }
         done
+    }
+
+    /// Deletes the pending keys older than [`PENDING_TTL`] that no node
+    /// holds as active: keygens that failed, whose abort (`FinalizeKey`,
+    /// commit = false) this node missed. A key is deleted only when *every*
+    /// other node answers that it holds no such active key; one unreachable
+    /// node, or one that holds it active (then the listing pass activates
+    /// it here), keeps it until a later pass. The commit of a key comes
+    /// from its coordinator right after the keygen, so past the TTL none
+    /// can still arrive.
+    async fn collect_stale_pending(&self, done: &mut CatchUp) {
+        let ttl = i64::try_from(PENDING_TTL.as_secs()).unwrap_or(i64::MAX);
+        let stale = match self
+            .store
+            .list_pending_keys(crate::now_unix().saturating_sub(ttl))
+            .await
+        {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up: cannot list pending keys");
+                return;
+            }
+        };
+        'keys: for key in stale {
+            for peer in self.cfg.node_ids() {
+                if peer == self.cfg.node_id {
+                    continue;
+                }
+                let Some(mut client) = self.peers.client(peer) else {
+                    continue 'keys;
+                };
+                let mut req = tonic::Request::new(GetKeyMetaRequest {
+                    key_id: key.key_id.clone(),
+                });
+                req.set_timeout(Duration::from_secs(10));
+                match client.get_key_meta(req).await {
+                    Err(e) if e.code() == tonic::Code::NotFound => {}
+                    Ok(_) => continue 'keys,
+                    Err(e) => {
+                        tracing::debug!(peer, key_id = %key.key_id, error = %e.message(),
+                            "catch-up: stale pending key kept, peer not reachable");
+                        continue 'keys;
+                    }
+                }
+            }
+            match self.store.delete_pending_key(&key.key_id).await {
+                Ok(()) => {
+                    tracing::info!(
+                        key_id = %key.key_id,
+                        created_at = key.created_at,
+                        "catch-up: deleted a stale pending key that no node holds as active"
+                    );
+                    done.deleted += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(key_id = %key.key_id, error = %e, "catch-up: cannot delete a stale pending key")
+                }
+            }
+        }
     }
 
     async fn catch_up_key(

@@ -82,6 +82,32 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     store.delete_pending_key("a").await?;
     check(store.get_key("a").await?.is_some(), "active key is not deleted")?;
 
+    // Pending keys by age: "b" (pending, created at 1_700_000_000) only.
+    let pending = store.list_pending_keys(1_700_000_000).await?;
+    check(
+        pending.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>() == ["b"],
+        "pending keys at or before a time",
+    )?;
+    check(
+        store.list_pending_keys(1_699_999_999).await?.is_empty(),
+        "no pending key before its creation",
+    )?;
+
+    // Active key ids in pages, sorted, pending ones left out.
+    for id in ["e", "d", "f"] {
+        store.put_key(&sample_key(id), 1, None).await?;
+        store.activate_key(id).await?;
+    }
+    check(
+        store.list_active_key_ids("", 10).await? == ["a", "d", "e", "f"],
+        "all active key ids, sorted",
+    )?;
+    check(
+        store.list_active_key_ids("a", 2).await? == ["d", "e"],
+        "a page of active key ids",
+    )?;
+    check(store.list_active_key_ids("f", 10).await?.is_empty(), "past the last id")?;
+
     // Aux info per party set, replaced in place.
     store.put_aux_info("0,1,2", 1, b"aux-v1").await?;
     store.put_aux_info("0,1,2", 1, b"aux-v2").await?;

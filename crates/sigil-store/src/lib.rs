@@ -116,6 +116,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every active key, oldest first.
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
 
+    /// Ids of the active keys, in bytewise (UTF-8) order, strictly after
+    /// `after` (`""`: from the first), at most `limit`. Reads ids only, in
+    /// index order, so a page costs the same however many keys there are.
+    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError>;
+
+    /// Every pending key created at or before `created_before` (seconds
+    /// since the Unix epoch), oldest first.
+    async fn list_pending_keys(&self, created_before: i64) -> Result<Vec<KeyRecord>, StoreError>;
+
     /// This node's secret share of `key_id` at `epoch`, unsealed.
     ///
     /// # Errors

@@ -129,6 +129,18 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Sets a key's status, whatever it was. For tests of a missed
+    /// `FinalizeKey` only.
+    #[doc(hidden)]
+    pub async fn set_status_for_tests(&self, key_id: &str, status: KeyStatus) -> Result<(), StoreError> {
+        sqlx::query("UPDATE keys SET status = ? WHERE key_id = ?")
+            .bind(status.as_str())
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The raw sealed share of a key, for tests.
     #[doc(hidden)]
     pub async fn raw_share_for_tests(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -240,6 +252,27 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM keys WHERE status = 'active' ORDER BY created_at, key_id")
             .fetch_all(&self.pool)
             .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT key_id FROM keys WHERE key_id > ? AND status = 'active' ORDER BY key_id LIMIT ?")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("key_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn list_pending_keys(&self, created_before: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM keys WHERE status = 'pending' AND created_at <= ? ORDER BY created_at, key_id")
+                .bind(created_before)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(key_from_row).collect()
     }
 

@@ -290,6 +290,14 @@ impl Drop for Cluster {
     }
 }
 
+/// Opens the store of the node whose data directory is `dir`, with its
+/// master key, beside the running node (SQLite allows it).
+pub async fn open_store(dir: &std::path::Path) -> sigil_store::SqliteStore {
+    let mk = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    let mk = sigil_store::MasterKey::from_hex(mk.trim()).unwrap();
+    sigil_store::SqliteStore::open(&dir.join("node.db"), &mk).await.unwrap()
+}
+
 pub fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
