@@ -59,15 +59,7 @@ async fn cluster_keys_sign_faults_and_restart() {
     let ecdsa_key = keys.iter().find(|k| k["scheme"] == "ecdsa-secp256k1").unwrap().clone();
     // A threshold Paillier key (T = 2 of 3, 512-bit to keep the debug build
     // quick) and a ciphertext of 31337 under it.
-    let (s, pai) = c
-        .api(
-            0,
-            "POST",
-            "/v1/keys",
-            json!({"scheme": "paillier", "threshold": 2, "bits": 512}),
-        )
-        .await;
-    assert_eq!(s, 201, "{pai}");
+    let pai = c.create_paillier(0, 2, 512).await;
     let pai_id = pai["key_id"].as_str().unwrap().to_string();
     let pai_n: sigil_paillier::rug::Integer = pai["n"].as_str().unwrap().parse().unwrap();
     let pai_pk = sigil_paillier::decrypt::PublicKey::new(pai_n, sigil_paillier::rug::Integer::from(1), 3, 1);

@@ -26,8 +26,10 @@
 
 use std::time::Duration;
 
+use sigil_proto::peer::peer_client::PeerClient;
 use sigil_proto::peer::{GetKeyMetaRequest, KeyMeta, ListKeyIdsRequest};
 use sigil_store::{KeyRecord, KeyStatus};
+use tonic::transport::Channel;
 
 use crate::error::SessionError;
 use crate::{internal, Node};
@@ -175,11 +177,7 @@ impl Node {
                 let Some(mut client) = self.peers.client(peer) else {
                     continue 'keys;
                 };
-                let mut req = tonic::Request::new(GetKeyMetaRequest {
-                    key_id: key.key_id.clone(),
-                });
-                req.set_timeout(Duration::from_secs(10));
-                match client.get_key_meta(req).await {
+                match key_meta(&mut client, &key.key_id).await {
                     Err(e) if e.code() == tonic::Code::NotFound => {}
                     Ok(_) => continue 'keys,
                     Err(e) => {
@@ -207,7 +205,7 @@ impl Node {
 
     async fn catch_up_key(
         &self,
-        client: &mut sigil_proto::peer::peer_client::PeerClient<tonic::transport::Channel>,
+        client: &mut PeerClient<Channel>,
         peer: u16,
         key_id: &str,
         done: &mut CatchUp,
@@ -216,18 +214,10 @@ impl Node {
         if local.as_ref().is_some_and(|k| k.status == KeyStatus::Active) {
             return Ok(());
         }
-        let mut req = tonic::Request::new(GetKeyMetaRequest {
-            key_id: key_id.to_string(),
-        });
-        req.set_timeout(Duration::from_secs(10));
-        let meta = client
-            .get_key_meta(req)
-            .await
-            .map_err(|e| SessionError::Unavailable {
-                nodes: vec![peer],
-                reason: e.message().to_string(),
-            })?
-            .into_inner();
+        let meta = key_meta(client, key_id).await.map_err(|e| SessionError::Unavailable {
+            nodes: vec![peer],
+            reason: e.message().to_string(),
+        })?;
         if meta.key_id != key_id {
             return Err(SessionError::Invalid(format!("peer {peer} answered for another key")));
         }
@@ -264,6 +254,16 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// Asks a peer for the public metadata of its active key `key_id`
+/// (`GetKeyMeta`, 10 s timeout); NotFound if it holds no such active key.
+async fn key_meta(client: &mut PeerClient<Channel>, key_id: &str) -> Result<KeyMeta, tonic::Status> {
+    let mut req = tonic::Request::new(GetKeyMetaRequest {
+        key_id: key_id.to_string(),
+    });
+    req.set_timeout(Duration::from_secs(10));
+    client.get_key_meta(req).await.map(tonic::Response::into_inner)
 }
 
 /// Runs [`Node::catch_up_keys`] after [`FIRST_DELAY`], then every [`INTERVAL`].

@@ -224,6 +224,21 @@ impl Cluster {
         v
     }
 
+    /// A `bits`-bit threshold Paillier key, `t` parties to decrypt, made
+    /// through node `i`.
+    pub async fn create_paillier(&self, i: u16, t: u16, bits: u32) -> Value {
+        let (s, v) = self
+            .api(
+                i,
+                "POST",
+                "/v1/keys",
+                json!({"scheme": "paillier", "threshold": t, "bits": bits}),
+            )
+            .await;
+        assert_eq!(s, 201, "create a {bits}-bit paillier key: {v}");
+        v
+    }
+
     /// Signs `msg` (ECDSA: its SHA-256 digest) and verifies the result.
     pub async fn sign_ok(&self, i: u16, key: &Value, msg: &[u8]) -> Value {
         let scheme: Scheme = key["scheme"].as_str().unwrap().parse().unwrap();
