@@ -1,7 +1,13 @@
 //! The REST API (axum). JSON in and out; errors as
 //! `{"error": {"code", "message", "nodes"?}}` with a 4xx/5xx status.
-//! Every `/v1` route needs `X-API-Key`; `/health`, `/metrics` and
-//! `/openapi.json` do not. The OpenAPI document is at `/openapi.json`.
+//! Every `/v1` route needs `Authorization: Bearer <JWT>` signed by a
+//! client this node trusts ([`crate::auth`]): a write token (bound to the
+//! body) for `POST`, a read token or a write token for `GET`. Refusals are
+//! 401 (who: `unknown_client`, `bad_signature`, `expired`, `replayed`,
+//! `body_mismatch`, ...) or 403 (`forbidden`: role or key policy), each
+//! audited and counted in `sigil_auth_refusals_total{reason}`. `/health`,
+//! `/metrics` and `/openapi.json` need no token; every route is subject to
+//! the `allowed_ips` list. The OpenAPI document is at `/openapi.json`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,9 +23,10 @@ use sigil_crypto::Scheme;
 use sigil_store::KeyRecord;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::auth::Role;
 use crate::error::{ApiError, ErrorBody};
 use crate::operations::OperationView;
-use crate::Node;
+use crate::{audit, Node, RequestAuth};
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -50,6 +57,13 @@ pub struct CreateKeyRequest {
     /// `prime_threshold`). Default 2000, TNO's default; 3 to 100000.
     #[serde(default)]
     pub prime_threshold: Option<u32>,
+    /// Which clients may use the key: `{"sign": [ids], "decrypt": [ids],
+    /// "admin": [ids]}` (at most 64 ids a list). Default: the creating
+    /// client in every list. Every party stores and attests it, and
+    /// refuses requests outside it.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<sigil_store::KeyPolicy>,
 }
 
 /// Query of `POST /v1/keys`.
@@ -116,6 +130,22 @@ pub struct KeyView {
     /// Set when the view is of a derived child key (`?derivation_path=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derivation_path: Option<String>,
+    /// Which clients may use the key.
+    #[schema(value_type = Object)]
+    pub policy: sigil_store::KeyPolicy,
+    /// The client whose request created the key.
+    pub created_by: String,
+    /// That request's token `jti`.
+    pub create_jti: String,
+    /// The scheme's public key package, hex (as the protocol crate
+    /// serializes it; its SHA-256 is in the attested record).
+    pub public_key_package: String,
+    /// Hex SHA-256 of the canonical key record (`crate::attest`).
+    pub record_hash: String,
+    /// Every party's Ed25519 signature over the canonical record:
+    /// `[{"node", "signature" (hex)}]`; check with `sigil keys verify`.
+    #[schema(value_type = Vec<Object>)]
+    pub attestations: Vec<sigil_store::Attestation>,
 }
 
 /// Query of `GET /v1/keys/{key_id}`.
@@ -152,8 +182,30 @@ impl KeyView {
                 .then(|| sigil_crypto::scheme::xpub(&k.public_package, &[]).ok())
                 .flatten(),
             derivation_path: None,
+            policy: k.policy.clone(),
+            created_by: k.created_by.clone(),
+            create_jti: k.create_jti.clone(),
+            public_key_package: hex::encode(&k.public_package),
+            record_hash: crate::attest::record_hash(k),
+            attestations: k.attestations.clone(),
         }
     }
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// Records with a greater `seq` (default 0: from the first).
+    pub after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/audit` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// Records in `seq` order.
+    pub records: Vec<audit::AuditRecord>,
 }
 
 /// `GET /v1/keys` answer.
@@ -225,9 +277,9 @@ pub struct Health {
 #[openapi(
     info(
         title = "Sigil",
-        description = "Threshold key management and signing. Authenticate with the X-API-Key header."
+        description = "Threshold key management and signing. Every /v1 request carries Authorization: Bearer <JWT> signed by a client (EdDSA or ES256) with claims sub, aud, iat, exp, jti, htm, htu and, for writes, body_sha256."
     ),
-    paths(health, create_key, get_operation, list_keys, get_key, sign, decrypt),
+    paths(health, create_key, get_operation, list_keys, get_key, sign, decrypt, get_audit),
     components(schemas(
         CreateKeyRequest,
         OperationView,
@@ -239,22 +291,29 @@ pub struct Health {
         DecryptRequest,
         DecryptResponse,
         Health,
+        AuditPage,
+        audit::AuditRecord,
         ErrorBody
     )),
-    modifiers(&ApiKeyScheme)
+    modifiers(&TokenScheme)
 )]
 struct ApiDoc;
 
-/// Declares the `api_key` security scheme: header `X-API-Key`.
-struct ApiKeyScheme;
+/// Declares the `client_token` security scheme: a bearer JWT.
+struct TokenScheme;
 
-impl utoipa::Modify for ApiKeyScheme {
+impl utoipa::Modify for TokenScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+            "client_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -303,7 +362,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/operations/{operation_id}", get(get_operation))
         .route("/v1/keys/{key_id}/sign", post(sign))
         .route("/v1/keys/{key_id}/decrypt", post(decrypt))
-        .route_layer(axum::middleware::from_fn_with_state(node.clone(), require_api_key));
+        .route("/v1/audit", get(get_audit))
+        .route_layer(axum::middleware::from_fn_with_state(node.clone(), authenticate));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -312,6 +372,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(node.cfg.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(node.clone(), reject_oversized))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::front::allow_ips))
         .with_state(node)
 }
 
@@ -344,15 +405,129 @@ async fn reject_oversized(State(node): State<Arc<Node>>, req: Request, next: Nex
     }
 }
 
-async fn require_api_key(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get("x-api-key")
-        .is_some_and(|v| node.api_key_ok(v.as_bytes()));
-    if !ok {
-        return ApiError::unauthorized().into_response();
+/// What a route needs beyond a valid token (sign and decrypt: the key's
+/// policy, checked by the node).
+fn required_role(method: &axum::http::Method, path: &str) -> Option<Role> {
+    match (method.as_str(), path) {
+        ("POST", "/v1/keys") => Some(Role::Create),
+        ("GET", "/v1/audit") => Some(Role::Audit),
+        ("GET", _) => Some(Role::Read),
+        _ => None,
     }
-    next.run(req).await
+}
+
+/// The operation a route performs, for the audit log.
+fn operation_of(method: &axum::http::Method, path: &str) -> &'static str {
+    match (method.as_str(), path.rsplit('/').next()) {
+        ("POST", Some("keys")) => "create_key",
+        ("POST", Some("sign")) => "sign",
+        ("POST", Some("decrypt")) => "decrypt",
+        ("GET", Some("audit")) => "read_audit",
+        _ => "read",
+    }
+}
+
+/// Checks the client's token (signature, audience, lifetime, method, path,
+/// body hash, single use, role) and hands the request on with a
+/// [`RequestAuth`] extension; refusals are audited, counted and answered
+/// 401/403.
+async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, node.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body over the limit")
+                .into_response()
+        }
+    };
+    let path = parts.uri.path().to_string();
+    let method = parts.method.clone();
+    let token = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    let checked = if token.is_empty() {
+        Err(crate::auth::Refusal::MissingToken)
+    } else {
+        let with_body = (method != axum::http::Method::GET).then_some(body.as_ref());
+        node.verifier()
+            .check(&token, method.as_str(), &path, with_body)
+            .and_then(|(who, claims)| {
+                node.verifier()
+                    .claim_at_door(&claims, who.write, node.cfg.node_id, crate::now_unix())?;
+                if let Some(role) = required_role(&method, &path) {
+                    who.require(role)?;
+                }
+                Ok(who)
+            })
+    };
+    let who = match checked {
+        Ok(who) => who,
+        Err(refusal) => {
+            metrics::counter!("sigil_auth_refusals_total", "reason" => refusal.reason()).increment(1);
+            tracing::warn!(%method, path, reason = refusal.reason(), "request refused");
+            node.audit()
+                .record(audit::Entry {
+                    role: "door",
+                    operation: operation_of(&method, &path),
+                    outcome: format!("refused:{}", refusal.reason()),
+                    ..Default::default()
+                })
+                .await;
+            return ApiError::refused(&refusal).into_response();
+        }
+    };
+    parts.extensions.insert(RequestAuth {
+        client: who.client,
+        jti: who.jti,
+        proto: sigil_proto::peer::ClientAuthorization {
+            token,
+            method: method.as_str().to_string(),
+            path,
+            body: body.to_vec(),
+        },
+    });
+    next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
+}
+
+/// Records a coordinated operation's outcome in the audit log and passes
+/// the result on.
+async fn audited<T>(
+    node: &Node,
+    auth: &RequestAuth,
+    operation: &'static str,
+    key_id: &str,
+    message: &[u8],
+    r: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => {
+            let (status, d) = e.detail();
+            if status == 401 || status == 403 {
+                format!("refused:{}", d.code)
+            } else {
+                format!("failed:{}", d.code)
+            }
+        }
+    };
+    node.audit()
+        .record(audit::Entry {
+            role: "coordinator",
+            client: auth.client.clone(),
+            jti: auth.jti.clone(),
+            operation,
+            key_id: key_id.to_string(),
+            message_sha256: if message.is_empty() { String::new() } else { audit::message_hash(message) },
+            session_id: String::new(),
+            outcome,
+        })
+        .await;
+    r
 }
 
 static PROMETHEUS: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
@@ -412,10 +587,11 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
         (status = 502, body = ErrorBody, description = "a party misbehaved; `nodes` names it"),
         (status = 503, body = ErrorBody, description = "a party is unreachable; `nodes` names it"),
         (status = 504, body = ErrorBody, description = "a party went silent; `nodes` names it")),
-    security(("api_key" = [])))]
+    security(("client_token" = [])))]
 async fn create_key(
     State(node): State<Arc<Node>>,
     axum::extract::Query(q): axum::extract::Query<CreateKeyQuery>,
+    axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
@@ -423,22 +599,25 @@ async fn create_key(
         .scheme
         .parse()
         .map_err(|e: sigil_crypto::Error| ApiError::bad_request(e.to_string()))?;
-    let plan = node.plan_keygen(crate::KeygenRequest {
-        scheme,
-        threshold: req.threshold,
-        parties: req.parties,
-        label: req.label,
-        bits: req.bits,
-        prime_threshold: req.prime_threshold,
-    })?;
+    let plan = node.plan_keygen(
+        crate::KeygenRequest {
+            scheme,
+            threshold: req.threshold,
+            parties: req.parties,
+            label: req.label,
+            bits: req.bits,
+            prime_threshold: req.prime_threshold,
+            policy: req.policy,
+        },
+        auth.clone(),
+    )?;
     if q.wait.unwrap_or(true) {
         // In its own task: a client that hangs up does not cut a key
         // generation between its sessions and their commit or abort.
         let task_node = node.clone();
         let key = tokio::spawn(async move {
-            task_node
-                .run_keygen(plan, &crate::operations::KeygenProgress::default())
-                .await
+            let progress = crate::operations::KeygenProgress::default();
+            keygen_audited(&task_node, &auth, plan, &progress).await
         })
         .await
         .map_err(ApiError::internal)??;
@@ -447,7 +626,7 @@ async fn create_key(
     let op = node.operations().start(&plan.key_id, plan.scheme.as_str())?;
     let (task_node, task_op) = (node.clone(), op.clone());
     tokio::spawn(async move {
-        let r = task_node.run_keygen(plan, &task_op.progress).await;
+        let r = keygen_audited(&task_node, &auth, plan, &task_op.progress).await;
         task_op.finish(r.map(|k| KeyView::from_record(&k)));
     });
     let location = format!("/v1/operations/{}", op.id());
@@ -459,12 +638,23 @@ async fn create_key(
         .into_response())
 }
 
+async fn keygen_audited(
+    node: &Node,
+    auth: &RequestAuth,
+    plan: crate::KeygenPlan,
+    progress: &crate::operations::KeygenProgress,
+) -> Result<KeyRecord, ApiError> {
+    let key_id = plan.key_id.clone();
+    let r = node.run_keygen(plan, progress).await;
+    audited(node, auth, "create_key", &key_id, &[], r).await
+}
+
 /// A key generation started with `wait=false`: its progress (Paillier:
 /// attempts, candidates, elapsed), then its key or error. Held by the node
 /// that answered the `POST`, for an hour after it ends.
 #[utoipa::path(get, path = "/v1/operations/{operation_id}", params(("operation_id" = String, Path)),
     responses((status = 200, body = OperationView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
-    security(("api_key" = [])))]
+    security(("client_token" = [])))]
 async fn get_operation(
     State(node): State<Arc<Node>>,
     Path(operation_id): Path<String>,
@@ -476,7 +666,7 @@ async fn get_operation(
 }
 
 /// Lists the active keys.
-#[utoipa::path(get, path = "/v1/keys", responses((status = 200, body = KeyList), (status = 401, body = ErrorBody)), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/v1/keys", responses((status = 200, body = KeyList), (status = 401, body = ErrorBody)), security(("client_token" = [])))]
 async fn list_keys(State(node): State<Arc<Node>>) -> Result<Json<KeyList>, ApiError> {
     let keys = node.store().list_keys().await?;
     Ok(Json(KeyList {
@@ -487,7 +677,7 @@ async fn list_keys(State(node): State<Arc<Node>>) -> Result<Json<KeyList>, ApiEr
 /// One key, with its public key as PEM.
 #[utoipa::path(get, path = "/v1/keys/{key_id}", params(("key_id" = String, Path), KeyQuery),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
-    security(("api_key" = [])))]
+    security(("client_token" = [])))]
 async fn get_key(
     State(node): State<Arc<Node>>,
     Path(key_id): Path<String>,
@@ -517,12 +707,25 @@ async fn get_key(
         (status = 400, body = ErrorBody, description = "message not hex or too long"),
         (status = 404, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)),
-    security(("api_key" = [])))]
+    security(("client_token" = [])))]
 async fn sign(
     State(node): State<Arc<Node>>,
     Path(key_id): Path<String>,
+    axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<SignRequest>,
 ) -> Result<Json<SignResponse>, ApiError> {
+    let message = hex::decode(req.message.trim()).unwrap_or_default();
+    let r = sign_inner(&node, &key_id, &auth, req).await;
+    audited(&node, &auth, "sign", &key_id, &message, r).await
+}
+
+async fn sign_inner(
+    node: &Node,
+    key_id: &str,
+    auth: &RequestAuth,
+    req: SignRequest,
+) -> Result<Json<SignResponse>, ApiError> {
+    let key_id = key_id.to_string();
     let message =
         hex::decode(req.message.trim()).map_err(|e| ApiError::bad_request(format!("message must be hex: {e}")))?;
     let key = node.active_key(&key_id).await?;
@@ -530,7 +733,7 @@ async fn sign(
         Some(p) => sigil_crypto::ecdsa::parse_derivation_path(p).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => Vec::new(),
     };
-    let signed = node.sign(&key_id, message.clone(), &path).await?;
+    let signed = node.sign(&key_id, message.clone(), &path, auth).await?;
     metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.clone()).increment(1);
     let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
     let (mut recovery_id, mut der, mut v) = (None, None, None);
@@ -570,16 +773,37 @@ async fn sign(
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 503, description = "Fewer than T parties reachable", body = ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("client_token" = []))
 )]
 async fn decrypt(
     State(node): State<Arc<Node>>,
     Path(key_id): Path<String>,
+    axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<DecryptRequest>,
 ) -> Result<Json<DecryptResponse>, ApiError> {
-    let (plaintext, parties) = node.decrypt(&key_id, req.ciphertext.trim()).await?;
+    let ciphertext = req.ciphertext.trim();
+    let r = node.decrypt(&key_id, ciphertext, &auth).await;
+    let (plaintext, parties) = audited(&node, &auth, "decrypt", &key_id, ciphertext.as_bytes(), r).await?;
     metrics::counter!("sigil_decryptions_total").increment(1);
     Ok(Json(DecryptResponse { plaintext, parties }))
+}
+
+/// The audit log of this node, in `seq` order (role `audit` or `admin`).
+/// Check a chain with `sigil audit verify`.
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("client_token" = [])))]
+async fn get_audit(
+    State(node): State<Arc<Node>>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = node.store().audit_after(q.after.unwrap_or(0), limit).await?;
+    let records = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.record).map_err(ApiError::internal))
+        .collect::<Result<Vec<audit::AuditRecord>, _>>()?;
+    Ok(Json(AuditPage { records }))
 }
 
 #[cfg(test)]
@@ -598,7 +822,8 @@ mod tests {
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
-        assert_eq!(doc["components"]["securitySchemes"]["api_key"]["name"], "X-API-Key");
+        assert_eq!(doc["components"]["securitySchemes"]["client_token"]["scheme"], "bearer");
+        assert!(doc["paths"]["/v1/audit"].is_object(), "/v1/audit missing");
         let post = &doc["paths"]["/v1/keys"]["post"];
         assert!(post["responses"]["202"].is_object(), "202 for wait=false");
         assert!(

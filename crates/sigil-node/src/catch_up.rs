@@ -21,8 +21,9 @@
 //! abort (see [`Node::catch_up_keys`]).
 //!
 //! Only public metadata crosses the wire, over the same mutual TLS as
-//! every peer call. A peer can only make this node activate a pending
-//! share whose public key it already holds.
+//! every peer call. A record is accepted only with every party's
+//! attestation (see [`crate::attest`]); a pending share is activated only
+//! by a record equal to its own pending record.
 
 use std::time::Duration;
 
@@ -58,7 +59,8 @@ pub struct CatchUp {
 /// (10 minutes for Paillier) and its commit or abort, which follow at once.
 pub const PENDING_TTL: Duration = Duration::from_secs(3600);
 
-fn meta_of(k: &KeyRecord) -> KeyMeta {
+/// The wire form of a key record.
+pub fn meta_of(k: &KeyRecord) -> KeyMeta {
     KeyMeta {
         key_id: k.key_id.clone(),
         scheme: k.scheme.clone(),
@@ -69,7 +71,52 @@ fn meta_of(k: &KeyRecord) -> KeyMeta {
         epoch: k.epoch,
         label: k.label.clone().unwrap_or_default(),
         created_at: k.created_at,
+        policy: serde_json::to_string(&k.policy).unwrap_or_default(),
+        created_by: k.created_by.clone(),
+        create_jti: k.create_jti.clone(),
+        attestations: k
+            .attestations
+            .iter()
+            .map(|a| sigil_proto::peer::Attestation {
+                node: u32::from(a.node),
+                signature: a.signature.clone(),
+            })
+            .collect(),
     }
+}
+
+/// A key record from its wire form, with `status`.
+///
+/// # Errors
+/// `Invalid` for out-of-range numbers or a policy that does not parse.
+pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, SessionError> {
+    let small = |x: u32, what: &str| u16::try_from(x).map_err(|_| SessionError::Invalid(format!("{what} out of range")));
+    let parties = meta
+        .parties
+        .iter()
+        .map(|&p| small(p, "party"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let attestations = meta
+        .attestations
+        .iter()
+        .map(|a| Ok(sigil_store::Attestation { node: small(a.node, "attesting node")?, signature: a.signature.clone() }))
+        .collect::<Result<Vec<_>, SessionError>>()?;
+    Ok(KeyRecord {
+        key_id: meta.key_id.clone(),
+        scheme: meta.scheme.clone(),
+        threshold: small(meta.threshold, "threshold")?,
+        parties,
+        public_key: meta.public_key.clone(),
+        public_package: meta.public_key_package.clone(),
+        epoch: meta.epoch,
+        label: (!meta.label.is_empty()).then(|| meta.label.clone()),
+        created_at: meta.created_at,
+        status,
+        policy: serde_json::from_str(&meta.policy).map_err(|e| SessionError::Invalid(format!("policy: {e}")))?,
+        created_by: meta.created_by.clone(),
+        create_jti: meta.create_jti.clone(),
+        attestations,
+    })
 }
 
 impl Node {
@@ -221,36 +268,23 @@ impl Node {
         if meta.key_id != key_id {
             return Err(SessionError::Invalid(format!("peer {peer} answered for another key")));
         }
-        let me = u32::from(self.cfg.node_id);
-        match local {
-            Some(k) if k.public_key == meta.public_key && k.public_package == meta.public_key_package => {
-                self.store.activate_key(key_id).await.map_err(internal)?;
-                tracing::info!(
-                    key_id,
-                    peer,
-                    "catch-up: activated a pending share whose commit was missed"
-                );
-                done.activated += 1;
-            }
-            Some(_) => {
-                return Err(SessionError::Invalid(
-                    "the pending share here has another public key than the peer's active key".into(),
-                ))
-            }
-            None if meta.parties.contains(&me) => {
-                return Err(SessionError::Invalid(
-                    "this node is a party of the key but holds no share of it".into(),
-                ))
-            }
-            None => {
-                self.finalize_key(sigil_proto::peer::FinalizeKeyRequest {
-                    key: Some(meta),
-                    commit: true,
-                })
-                .await?;
-                tracing::info!(key_id, peer, "catch-up: registered a key of other parties");
-                done.registered += 1;
-            }
+        // The same checks as a commit: every party's attestation, a pending
+        // record here equal to it, never a party without a share.
+        let pending = local.is_some();
+        self.finalize_key(
+            None,
+            sigil_proto::peer::FinalizeKeyRequest {
+                key: Some(meta),
+                commit: true,
+            },
+        )
+        .await?;
+        if pending {
+            tracing::info!(key_id, peer, "catch-up: activated a pending share whose commit was missed");
+            done.activated += 1;
+        } else {
+            tracing::info!(key_id, peer, "catch-up: registered a key of other parties");
+            done.registered += 1;
         }
         Ok(())
     }

@@ -37,17 +37,68 @@ pub fn node_cert_paths(dir: &Path, id: u16) -> NodeCertPaths {
     }
 }
 
+/// Path of node `id`'s Ed25519 identity key (PKCS#8 PEM) inside `dir`.
+pub fn identity_key_path(dir: &Path, id: u16) -> PathBuf {
+    dir.join(format!("node-{id}.identity.key"))
+}
+
+/// Path of `identities.json` inside `dir`: `{"<id>": "<hex public key>"}`
+/// for every node, what a client needs to check key attestations.
+pub fn identities_path(dir: &Path) -> PathBuf {
+    dir.join("identities.json")
+}
+
+/// Loads an identity key file.
+///
+/// # Errors
+/// Unreadable file or not a PKCS#8 Ed25519 key.
+pub fn load_identity(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("identity key {}: {e}", path.display()))?,
+    );
+    ed25519_dalek::SigningKey::from_pkcs8_pem(pem.trim())
+        .map_err(|e| anyhow::anyhow!("identity key {}: {e}", path.display()))
+}
+
+/// The hex public key of node `id`'s identity key in `dir`.
+///
+/// # Errors
+/// See [`load_identity`].
+pub fn identity_public(dir: &Path, id: u16) -> anyhow::Result<String> {
+    Ok(hex::encode(load_identity(&identity_key_path(dir, id))?.verifying_key().as_bytes()))
+}
+
 /// Creates `ca.pem`, `ca.key` and `node-<id>.pem/.key` for `ids` in `dir`,
-/// unless `ca.pem` exists there already (then nothing is changed and
-/// `false` is returned).
+/// unless `ca.pem` exists there already (then the certificates are left
+/// unchanged and `false` is returned); and, either way, an Ed25519
+/// identity key `node-<id>.identity.key` for each id that has none, and
+/// `identities.json`.
 ///
 /// # Errors
 /// File-system or certificate-generation failures.
 pub fn init(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(dir)?;
+    let created = init_ca(dir, ids)?;
+    let mut identities = std::collections::BTreeMap::new();
+    for &id in ids {
+        let path = identity_key_path(dir, id);
+        if !path.exists() {
+            use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+            let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("{e}"))?;
+            write_secret(&path, pem.as_bytes())?;
+        }
+        identities.insert(id.to_string(), identity_public(dir, id)?);
+    }
+    std::fs::write(identities_path(dir), serde_json::to_string_pretty(&identities)?)?;
+    Ok(created)
+}
+
+fn init_ca(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
     if ca_cert_path(dir).exists() {
         return Ok(false);
     }
-    std::fs::create_dir_all(dir)?;
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -112,7 +163,12 @@ mod tests {
     fn init_creates_certs_naming_nodes_and_is_idempotent() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         assert!(init(dir.path(), &[0, 1, 2])?);
+        let id1 = identity_public(dir.path(), 1)?;
         assert!(!init(dir.path(), &[0, 1, 2])?, "second init keeps the existing CA");
+        assert_eq!(identity_public(dir.path(), 1)?, id1, "and the identity keys");
+        let ids: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(identities_path(dir.path()))?)?;
+        assert_eq!(ids.get("1"), Some(&id1));
         let pem = std::fs::read_to_string(node_cert_paths(dir.path(), 2).cert)?;
         let der = rustls_pemfile_der(&pem);
         assert_eq!(node_id_of_cert(&der), Some(2));

@@ -19,6 +19,20 @@ pub struct NodeEntry {
     pub id: u16,
     /// `host:port` of the node's peer gRPC endpoint.
     pub peer_addr: String,
+    /// The node's Ed25519 identity public key, 64 hex characters (made by
+    /// `sigil certs init` beside its certificate); key records must carry
+    /// its signature when the node is a party.
+    pub identity_key: String,
+}
+
+/// TLS of the REST listener (PEM files).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8 PEM). Secret.
+    pub key: PathBuf,
 }
 
 /// Certificate files of the node (PEM).
@@ -71,9 +85,28 @@ pub struct NodeConfig {
     /// `SIGIL_MASTER_KEY` is not set.
     #[serde(default)]
     pub master_key_file: Option<PathBuf>,
-    /// SHA-256 (64 hex characters) of the API key clients send as
-    /// `X-API-Key`. The key itself is never stored.
-    pub api_key_sha256: String,
+    /// The cluster's id: the `aud` every client token must carry (1 to 64
+    /// characters).
+    pub cluster_id: String,
+    /// This node's Ed25519 identity key (PKCS#8 PEM, secret), with which it
+    /// attests key records; its public key is this node's
+    /// `nodes[].identity_key`.
+    pub identity_key_file: PathBuf,
+    /// The clients this node trusts (`[[clients]] id, public_key,
+    /// roles`); each operator lists them independently.
+    #[serde(default)]
+    pub clients: Vec<crate::auth::ClientEntry>,
+    /// Source addresses allowed on the REST API, as CIDRs (default
+    /// loopback only: `127.0.0.0/8` and `::1/128`). Others get a 403.
+    #[serde(default = "default_allowed_ips")]
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    /// TLS for the REST listener (optional).
+    #[serde(default)]
+    pub http_tls: Option<HttpTls>,
+    /// Allow a non-loopback `listen_http` without `http_tls` (default
+    /// false: such a config does not start).
+    #[serde(default)]
+    pub insecure_plaintext_http: bool,
     /// Deadline of a protocol session, in milliseconds (default 10 000).
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
@@ -109,7 +142,13 @@ pub struct NodeConfig {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 15] = [
+const CONFIG_FIELDS: [&str; 20] = [
+    "cluster_id",
+    "identity_key_file",
+    "clients",
+    "allowed_ips",
+    "http_tls",
+    "insecure_plaintext_http",
     "prime_source",
     "presign_pool_size",
     "aux_timeout_ms",
@@ -120,7 +159,6 @@ const CONFIG_FIELDS: [&str; 15] = [
     "listen_http",
     "listen_peer",
     "master_key_file",
-    "api_key_sha256",
     "session_timeout_ms",
     "max_body_bytes",
     "tls",
@@ -129,6 +167,9 @@ const CONFIG_FIELDS: [&str; 15] = [
 
 fn default_listen_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+fn default_allowed_ips() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"].iter().filter_map(|c| c.parse().ok()).collect()
 }
 fn default_session_timeout_ms() -> u64 {
     10_000
@@ -180,8 +221,16 @@ impl NodeConfig {
         anyhow::ensure!(ids.len() == self.nodes.len(), "nodes: duplicate node id");
         anyhow::ensure!(ids.contains(&self.node_id), "node_id {} is not in nodes", self.node_id);
         anyhow::ensure!(
-            self.api_key_sha256.len() == 64 && hex::decode(&self.api_key_sha256).is_ok(),
-            "api_key_sha256 must be 64 hex characters"
+            !self.cluster_id.is_empty() && self.cluster_id.len() <= 64,
+            "cluster_id must be 1 to 64 characters"
+        );
+        for n in &self.nodes {
+            crate::attest::parse_public(&n.identity_key).map_err(|e| anyhow::anyhow!("nodes[{}]: {e}", n.id))?;
+        }
+        anyhow::ensure!(
+            self.listen_http.ip().is_loopback() || self.http_tls.is_some() || self.insecure_plaintext_http,
+            "listen_http {} is not a loopback address: set http_tls, or insecure_plaintext_http = true to serve plaintext",
+            self.listen_http
         );
         anyhow::ensure!(
             (100..=600_000).contains(&self.session_timeout_ms),
@@ -213,7 +262,8 @@ mod tests {
                 node_id = 0
                 data_dir = "/tmp/x"
                 listen_peer = "127.0.0.1:7100"
-                api_key_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+                cluster_id = "c1"
+                identity_key_file = "id.key"
                 [tls]
                 ca_cert = "ca.pem"
                 cert = "c.pem"
@@ -221,6 +271,7 @@ mod tests {
                 [[nodes]]
                 id = 0
                 peer_addr = "127.0.0.1:7100"
+                identity_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
                 "#,
             )?;
             jail.set_env("SIGIL_SESSION_TIMEOUT_MS", "2500");
@@ -231,8 +282,15 @@ mod tests {
             assert_eq!(cfg.session_timeout_ms, 2500);
             assert_eq!(cfg.tls.cert, PathBuf::from("other.pem"));
             assert_eq!(cfg.max_body_bytes, 64 * 1024, "default");
+            assert_eq!(cfg.allowed_ips.len(), 2, "loopback by default");
             jail.set_env("SIGIL_SESSION_TIMEOUT_MS", "5");
             assert!(NodeConfig::load(Path::new("node.toml")).is_err(), "validate() runs");
+            jail.set_env("SIGIL_SESSION_TIMEOUT_MS", "2500");
+            jail.set_env("SIGIL_LISTEN_HTTP", "0.0.0.0:7070");
+            let e = NodeConfig::load(Path::new("node.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("not a loopback address"), "{e}");
+            jail.set_env("SIGIL_INSECURE_PLAINTEXT_HTTP", "true");
+            assert!(NodeConfig::load(Path::new("node.toml")).is_ok());
             Ok(())
         });
     }

@@ -82,8 +82,13 @@ impl Node {
     pub(crate) async fn aux_part(&self, spec: SessionSpec, _a: AuxProposal) -> Result<SessionOutcome, SessionError> {
         let set = party_set(&spec.parties);
         let n = u16::try_from(spec.parties.len()).map_err(|_| SessionError::Invalid("too many parties".into()))?;
+        if self.store.get_aux_info(&set, self.cfg.node_id).await.map_err(internal)?.is_some() {
+            return Err(SessionError::Invalid(format!(
+                "aux info of party set {set} exists here and is never replaced"
+            )));
+        }
         let primes = self.primes_for_aux().await?;
-        let (me, sid) = (spec.me, spec.id);
+        let (me, sid) = (spec.me, spec.eid);
         let aux = session::run::<ecdsa::AuxMsg, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
             let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
                 .map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
@@ -105,7 +110,11 @@ impl Node {
     ///
     /// # Errors
     /// The aux session's failure.
-    pub async fn ensure_aux(&self, parties: &[u16]) -> Result<(), SessionError> {
+    pub async fn ensure_aux(
+        &self,
+        parties: &[u16],
+        auth: &sigil_proto::peer::ClientAuthorization,
+    ) -> Result<(), SessionError> {
         let set = party_set(parties);
         let _one_at_a_time = self.aux_lock.lock().await;
         if !parties.contains(&self.cfg.node_id)
@@ -120,7 +129,7 @@ impl Node {
         }
         tracing::info!(party_set = %set, "generating CGGMP21 aux info");
         let started = std::time::Instant::now();
-        self.coordinate_with_budget(parties, Kind::Aux(AuxProposal {}), true, self.aux_timeout())
+        self.coordinate_with_budget(parties, Kind::Aux(AuxProposal {}), true, self.aux_timeout(), Some(auth))
             .await?;
         metrics::histogram!("sigil_aux_info_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
@@ -153,7 +162,7 @@ impl Node {
         t: u16,
     ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), SessionError> {
         let aux = self.load_aux(&spec.parties).await?;
-        let (me, sid) = (spec.me, spec.id);
+        let (me, sid) = (spec.me, spec.eid);
         with_curve!(scheme, E => {
             let share = session::run::<ecdsa::KeygenMsg<E>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
                 let mut rng = rand::rngs::OsRng;
@@ -187,7 +196,7 @@ impl Node {
             let share = material
                 .downcast_ref::<ecdsa::KeyShare<E>>()
                 .ok_or_else(|| internal("cached key material of another scheme"))?;
-            let (me, sid) = (spec.me, spec.id);
+            let (me, sid) = (spec.me, spec.eid);
             let sig = session::run::<ecdsa::SignMsg<E>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
                 let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
                 ecdsa::sign::<E, _, _>(party, &sid, me, &signers, share, &digest, derivation_path, &mut rng).await
@@ -422,13 +431,13 @@ impl Node {
             return Err(SessionError::Invalid("a presignature needs exactly t signers".into()));
         }
         let set = party_set(&spec.parties);
-        let (me, sid, spec_coordinator) = (spec.me, spec.id, spec.coordinator);
+        let (me, sid, eid, spec_coordinator) = (spec.me, spec.id, spec.eid, spec.coordinator);
         let bytes = with_curve!(scheme, E => {
             let material = self.load_complete_share::<E>(&cached).await?;
             let share = material.downcast_ref::<ecdsa::KeyShare<E>>().ok_or_else(|| internal("key material of another scheme"))?;
             let presig = session::run::<ecdsa::SignMsg<E>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
                 let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
-                ecdsa::presign::<E, _, _>(party, &sid, me, &signers, share, &mut rng).await
+                ecdsa::presign::<E, _, _>(party, &eid, me, &signers, share, &mut rng).await
             })
             .await?;
             Zeroizing::new(serde_json::to_vec(&presig).map_err(internal)?)
@@ -577,6 +586,7 @@ impl Node {
         key: &sigil_store::KeyRecord,
         digest: &[u8; 32],
         path: &[u32],
+        auth: &sigil_proto::peer::ClientAuthorization,
     ) -> Result<Option<(Vec<u8>, Vec<u16>)>, SessionError> {
         if self.cfg.presign_pool_size == 0 || !key.parties.contains(&self.cfg.node_id) {
             return Ok(None);
@@ -596,7 +606,7 @@ impl Node {
             let Some((presig_id, own)) = self.partial_from_pool(&cached, &set, None, digest, path).await? else {
                 continue;
             };
-            match self.combine_pooled(&cached, &set, &presig_id, own, digest, path).await {
+            match self.combine_pooled(&cached, &set, &presig_id, own, digest, path, auth).await {
                 Ok(sig) => return Ok(Some((sig, set))),
                 Err(e) => {
                     if let SessionError::Unavailable { nodes, .. } = &e {
@@ -621,6 +631,7 @@ impl Node {
         own: Vec<u8>,
         digest: &[u8; 32],
         path: &[u32],
+        auth: &sigil_proto::peer::ClientAuthorization,
     ) -> Result<Vec<u8>, SessionError> {
         let key = &cached.record;
         let scheme: Scheme = key.scheme.parse().map_err(internal)?;
@@ -633,7 +644,7 @@ impl Node {
             presignature_id: presig_id.to_string(),
         });
         let outcomes = self
-            .coordinate_inner(set, kind, true, self.timeout(), false, crate::random_session_id())
+            .coordinate_inner(set, kind, true, self.timeout(), false, crate::random_session_id(), Some(auth))
             .await?;
         let public_key = if path.is_empty() {
             key.public_key.clone()
@@ -736,7 +747,9 @@ pub async fn refill_presignatures(node: Arc<Node>) {
                 });
                 let started = std::time::Instant::now();
                 let sid = crate::random_session_id();
-                let r = node.coordinate_inner(&set, kind, true, node.timeout(), true, sid).await;
+                let r = node
+                    .coordinate_inner(&set, kind, true, node.timeout(), true, sid, None)
+                    .await;
                 // Pool only what every signer made; otherwise discard
                 // everywhere, including any party that already committed.
                 let r = match r {

@@ -34,6 +34,15 @@ pub enum SessionError {
     /// The session request itself is invalid.
     #[error("invalid session: {0}")]
     Invalid(String),
+    /// The client's authorization (or the caller's role) does not allow
+    /// it; `node` is the node that refused.
+    #[error("node {node} refused: {refusal}")]
+    Refused {
+        /// The refusing node.
+        node: u16,
+        /// Why.
+        refusal: crate::auth::Refusal,
+    },
     /// Storage or another local failure.
     #[error("internal: {0}")]
     Internal(String),
@@ -54,6 +63,7 @@ impl SessionError {
             SessionError::Protocol { culprits, .. } => culprits.clone(),
             SessionError::Timeout { missing, .. } => missing.clone(),
             SessionError::Unavailable { nodes, .. } => nodes.clone(),
+            SessionError::Refused { node, .. } => vec![*node],
             SessionError::Invalid(_) | SessionError::Internal(_) => Vec::new(),
         }
     }
@@ -70,7 +80,10 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code (`bad_request`, `not_found`,
-    /// `unauthorized`, `payload_too_large`, `party_timeout`,
+    /// `payload_too_large`, `party_timeout`, the refusal reasons
+    /// `missing_token`, `malformed_token`, `unknown_client`,
+    /// `wrong_algorithm`, `bad_signature`, `wrong_audience`, `expired`,
+    /// `replayed`, `body_mismatch`, `forbidden`, `ip_not_allowed`, `busy`;
     /// `party_unavailable`, `protocol_failed`, `internal`).
     pub code: &'static str,
     /// Human-readable explanation; never contains secrets.
@@ -108,14 +121,26 @@ impl ApiError {
             nodes: vec![],
         }
     }
-    /// 401 `unauthorized`.
-    pub fn unauthorized() -> Self {
+    /// 401 (who the client is) or 403 (what it may do, or `busy` 503),
+    /// with the refusal's reason as the code.
+    pub fn refused(r: &crate::auth::Refusal) -> Self {
+        let status = match r {
+            crate::auth::Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            r if r.is_authentication() => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        };
         Self {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "missing or wrong X-API-Key".into(),
+            status,
+            code: r.reason(),
+            message: r.to_string(),
             nodes: vec![],
         }
+    }
+    /// The same error naming `nodes`.
+    #[must_use]
+    pub fn with_nodes(mut self, nodes: Vec<u16>) -> Self {
+        self.nodes = nodes;
+        self
     }
     /// 500 `internal`; the detail is logged, not returned.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
@@ -167,6 +192,7 @@ impl From<SessionError> for ApiError {
             SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "party_timeout"),
             SessionError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "party_unavailable"),
             SessionError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            SessionError::Refused { refusal, .. } => return ApiError::refused(refusal).with_nodes(nodes),
             SessionError::Internal(_) => return ApiError::internal(e),
         };
         ApiError {

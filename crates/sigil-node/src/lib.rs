@@ -12,11 +12,16 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod attest;
+pub mod audit;
+pub mod auth;
+pub mod authority;
 pub mod catch_up;
 pub mod certs;
 pub mod config;
 pub mod ecdsa;
 pub mod error;
+pub mod front;
 pub mod operations;
 pub mod paillier;
 pub mod peer;
@@ -32,8 +37,10 @@ use sigil_crypto::frost::{dkg, sign};
 use sigil_crypto::scheme::frost_core;
 use sigil_crypto::{with_ciphersuite, Scheme, SessionId};
 use sigil_proto::peer::session_proposal::Kind;
-use sigil_proto::peer::{DkgProposal, FinalizeKeyRequest, KeyMeta, SessionOutcome, SessionProposal, SignProposal};
-use sigil_store::{KeyRecord, KeyStatus, MasterKey, SqliteStore, Store};
+use sigil_proto::peer::{
+    ClientAuthorization, DkgProposal, FinalizeKeyRequest, KeyMeta, SessionOutcome, SessionProposal, SignProposal,
+};
+use sigil_store::{KeyPolicy, KeyRecord, KeyStatus, MasterKey, SqliteStore, Store};
 use tokio::time::Instant;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use zeroize::Zeroizing;
@@ -58,7 +65,18 @@ pub struct Node {
     pub sessions: Sessions,
     peers: PeerClients,
     down: Mutex<HashMap<u16, Instant>>,
-    api_key_hash: [u8; 32],
+    /// Checks client tokens.
+    verifier: auth::Verifier,
+    /// This node's identity key (attests key records).
+    identity: ed25519_dalek::SigningKey,
+    /// Every node's identity public key, from this node's config.
+    identities: HashMap<u16, ed25519_dalek::VerifyingKey>,
+    /// The audit log.
+    audit: audit::AuditLog,
+    /// Coordinator of each DKG whose share is pending here (in memory: a
+    /// restarted node activates pending shares through catch-up, which
+    /// checks every party's attestation).
+    dkg_coordinators: Mutex<HashMap<String, u16>>,
     keys: Mutex<HashMap<String, Arc<CachedKey>>>,
     aux_lock: tokio::sync::Mutex<()>,
     /// Presignatures made but not yet committed by their coordinator, by
@@ -67,6 +85,17 @@ pub struct Node {
     /// The prime pool service, when `prime_source` is remote.
     remote_primes: Option<ecdsa::RemotePrimes>,
     operations: operations::Operations,
+}
+
+/// A client's checked request, as the node that took it forwards it.
+#[derive(Debug, Clone)]
+pub struct RequestAuth {
+    /// Client id.
+    pub client: String,
+    /// The token's `jti`.
+    pub jti: String,
+    /// Token, method, path and body, forwarded in every proposal.
+    pub proto: ClientAuthorization,
 }
 
 /// What `POST /v1/keys` asks for (see [`api::CreateKeyRequest`]).
@@ -84,6 +113,8 @@ pub struct KeygenRequest {
     pub bits: Option<u32>,
     /// `paillier`: trial-division bound for `N` (default 2000, TNO's).
     pub prime_threshold: Option<u32>,
+    /// Who may use the key (default: the creating client).
+    pub policy: Option<KeyPolicy>,
 }
 
 /// A checked key generation ([`Node::plan_keygen`]), ready to run.
@@ -97,6 +128,8 @@ pub struct KeygenPlan {
     parties: Vec<u16>,
     label: Option<String>,
     kind: Kind,
+    policy: KeyPolicy,
+    auth: RequestAuth,
 }
 
 /// An active key kept in memory: its metadata and, once first used here,
@@ -172,15 +205,34 @@ pub async fn run(
     let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
     let peers = PeerClients::new(&cfg, &ca, &identity)?;
     let remote_primes = ecdsa::RemotePrimes::new(&cfg.prime_source, &ca, &identity)?;
-    let mut api_key_hash = [0u8; 32];
-    hex::decode_to_slice(&cfg.api_key_sha256, &mut api_key_hash)?;
+    let verifier = auth::Verifier::new(&cfg.cluster_id, &cfg.clients, now_unix())?;
+    if cfg.clients.is_empty() {
+        tracing::warn!("no [[clients]] configured: every API request will be refused");
+    }
+    let node_identity = certs::load_identity(&cfg.identity_key_file)?;
+    let identities = cfg
+        .nodes
+        .iter()
+        .map(|n| attest::parse_public(&n.identity_key).map(|k| (n.id, k)))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    anyhow::ensure!(
+        identities.get(&cfg.node_id) == Some(&node_identity.verifying_key()),
+        "identity_key_file does not hold the identity key nodes[{}].identity_key names",
+        cfg.node_id
+    );
+    let store: Arc<dyn Store> = Arc::new(store);
+    let audit = audit::AuditLog::open(store.clone(), cfg.node_id).await?;
     let node = Arc::new(Node {
         cfg: cfg.clone(),
-        store: Arc::new(store),
+        store,
         sessions: Sessions::default(),
         peers,
         down: Mutex::new(HashMap::new()),
-        api_key_hash,
+        verifier,
+        identity: node_identity,
+        identities,
+        audit,
+        dkg_coordinators: Mutex::new(HashMap::new()),
         keys: Mutex::new(HashMap::new()),
         aux_lock: tokio::sync::Mutex::new(()),
         pending_presigs: Mutex::new(HashMap::new()),
@@ -220,8 +272,18 @@ pub async fn run(
                 .max_decoding_message_size(16 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(tokio_stream_listener(peer_listener), wait(stop_rx.clone()));
-    let app = api::router(node.clone());
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(wait(stop_rx.clone()));
+    let app = api::router(node.clone()).into_make_service_with_connect_info::<front::ClientAddr>();
+    let http_stop = wait(stop_rx.clone());
+    let http = async move {
+        match &cfg.http_tls {
+            Some(tls) => {
+                let l = front::TlsListener::new(http_listener, tls)?;
+                axum::serve(l, app).with_graceful_shutdown(http_stop).await
+            }
+            None => axum::serve(http_listener, app).with_graceful_shutdown(http_stop).await,
+        }
+        .map_err(anyhow::Error::from)
+    };
     tracing::info!(node = cfg.node_id, http = %cfg.listen_http, peer = %cfg.listen_peer, "node started");
     let (g, h) = tokio::join!(grpc, http);
     g?;
@@ -252,14 +314,14 @@ impl Node {
         Duration::from_millis(self.cfg.session_timeout_ms)
     }
 
-    /// Whether `presented` is the API key (SHA-256 compared in constant
-    /// time).
-    pub fn api_key_ok(&self, presented: &[u8]) -> bool {
-        use sha2::Digest;
-        use subtle::ConstantTimeEq;
-        let h = sha2::Sha256::digest(presented);
-        let h: [u8; 32] = h.into();
-        h.ct_eq(&self.api_key_hash).into()
+    /// The token verifier.
+    pub fn verifier(&self) -> &auth::Verifier {
+        &self.verifier
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &audit::AuditLog {
+        &self.audit
     }
 
     /// The store.
@@ -296,8 +358,29 @@ impl Node {
                 p.coordinator
             )));
         }
+        let entry = proposal_entry("participant", &p);
+        let r = self.check_and_run(p).await;
+        self.audit_outcome(entry, &r).await;
+        r
+    }
+
+    /// Checks a proposal (shape, then the authority behind it) and runs
+    /// this node's part.
+    async fn check_and_run(&self, p: SessionProposal) -> Result<SessionOutcome, SessionError> {
+        let auth = p.authorization.clone();
         let (spec, kind) = self.check_proposal(p)?;
-        self.run_part(spec, kind).await
+        let grant = self.authorize(&spec, &kind, auth.as_ref()).await?;
+        self.run_part(spec, kind, grant.unwrap_or_default()).await
+    }
+
+    /// Appends the outcome of `r` to the audit log.
+    async fn audit_outcome<T>(&self, mut entry: audit::Entry, r: &Result<T, SessionError>) {
+        entry.outcome = match r {
+            Ok(_) => "ok".into(),
+            Err(SessionError::Refused { refusal, .. }) => format!("refused:{}", refusal.reason()),
+            Err(e) => format!("failed:{}", ApiError::from(e.clone()).detail().1.code),
+        };
+        self.audit.record(entry).await;
     }
 
     fn check_proposal(&self, p: SessionProposal) -> Result<(SessionSpec, Kind), SessionError> {
@@ -346,8 +429,11 @@ impl Node {
         };
         let coordinator = u16::try_from(p.coordinator)
             .map_err(|_| SessionError::Invalid(format!("coordinator {} out of range", p.coordinator)))?;
+        let body = p.authorization.as_ref().map(|a| a.body.as_slice()).unwrap_or_default();
+        let eid = authority::execution_id(&kind, &parties, coordinator, &id, body);
         let spec = SessionSpec {
             id,
+            eid,
             parties: parties.into(),
             me,
             coordinator,
@@ -357,16 +443,21 @@ impl Node {
         Ok((spec, kind))
     }
 
-    async fn run_part(&self, spec: SessionSpec, kind: Kind) -> Result<SessionOutcome, SessionError> {
+    async fn run_part(&self, spec: SessionSpec, kind: Kind, grant: authority::Grant) -> Result<SessionOutcome, SessionError> {
         match kind {
-            Kind::Dkg(d) => self.dkg_part(spec, d).await,
+            Kind::Dkg(d) => self.dkg_part(spec, d, grant).await,
             Kind::Sign(s) => self.sign_part(spec, s).await,
             Kind::Aux(a) => self.aux_part(spec, a).await,
             Kind::Presign(p) => self.presign_part(spec, p).await,
         }
     }
 
-    async fn dkg_part(&self, spec: SessionSpec, d: DkgProposal) -> Result<SessionOutcome, SessionError> {
+    async fn dkg_part(
+        &self,
+        spec: SessionSpec,
+        d: DkgProposal,
+        grant: authority::Grant,
+    ) -> Result<SessionOutcome, SessionError> {
         let scheme: Scheme = d
             .scheme
             .parse()
@@ -383,7 +474,7 @@ impl Node {
             return Err(SessionError::Invalid(format!("key {} exists", d.key_id)));
         }
         let parties: Vec<u16> = spec.parties.to_vec();
-        let (me, sid) = (spec.me, spec.id);
+        let (me, sid, coordinator) = (spec.me, spec.eid, spec.coordinator);
         let mut outcome = SessionOutcome::default();
         let (key_package, public_package) = if scheme.is_paillier() {
             let (found, stats) = self.paillier_attempt_part(spec, &d).await?;
@@ -409,11 +500,20 @@ impl Node {
             label: (!d.label.is_empty()).then(|| d.label.clone()),
             created_at: now_unix(),
             status: KeyStatus::Pending,
+            policy: grant.policy,
+            created_by: grant.client,
+            create_jti: grant.jti,
+            attestations: vec![],
         };
         self.store
             .put_key(&record, self.cfg.node_id, Some(&key_package))
             .await
             .map_err(internal)?;
+        self.dkg_coordinators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.key_id.clone(), coordinator);
+        outcome.attestation = attest::sign(&self.identity, &record);
         outcome.public_key_package = public_package;
         Ok(outcome)
     }
@@ -541,49 +641,86 @@ impl Node {
         })
     }
 
-    /// Commits or abandons a key after its DKG.
+    /// Commits or abandons a key after its DKG, at the request of `caller`
+    /// (`None`: this node itself). See [`authority`] for the rules.
     ///
     /// # Errors
-    /// Malformed metadata or a storage failure.
-    pub async fn finalize_key(&self, r: FinalizeKeyRequest) -> Result<(), SessionError> {
+    /// [`SessionError::Refused`] for a caller or record this node does not
+    /// accept, `Invalid` for malformed metadata, storage failures.
+    pub async fn finalize_key(&self, caller: Option<u16>, r: FinalizeKeyRequest) -> Result<(), SessionError> {
         let meta = r.key.ok_or_else(|| SessionError::Invalid("no key".into()))?;
+        let local = self.store.get_key(&meta.key_id).await.map_err(internal)?;
+        let coordinator = self
+            .dkg_coordinators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&meta.key_id)
+            .copied();
+        let from_coordinator = caller.is_none() || caller == coordinator;
+        let forbid = |m: &str| self.refused(auth::Refusal::Forbidden(m.to_string()));
         if !r.commit {
-            return self.store.delete_pending_key(&meta.key_id).await.map_err(internal);
+            return match local {
+                Some(k) if k.status == KeyStatus::Pending && from_coordinator => {
+                    self.forget_dkg(&meta.key_id);
+                    self.store.delete_pending_key(&meta.key_id).await.map_err(internal)
+                }
+                Some(k) if k.status == KeyStatus::Pending => Err(forbid("only the DKG's coordinator may abort it")),
+                Some(_) => Err(forbid("an active key is never deleted by a peer")),
+                None => Ok(()),
+            };
         }
-        if self.store.get_key(&meta.key_id).await.map_err(internal)?.is_some() {
-            self.store.activate_key(&meta.key_id).await.map_err(internal)?;
-            return Ok(());
+        let record = catch_up::record_of(&meta, KeyStatus::Active)?;
+        attest::verify_all(&record, |n| self.identities.get(&n).copied())
+            .map_err(|e| forbid(&format!("key record not attested: {e}")))?;
+        match local {
+            Some(k) if k.status == KeyStatus::Active => {
+                if attest::record_bytes(&k) != attest::record_bytes(&record) {
+                    return Err(forbid("an active key record is never replaced"));
+                }
+                Ok(())
+            }
+            Some(k) => {
+                if attest::record_bytes(&k) != attest::record_bytes(&record) {
+                    return Err(forbid("the record differs from this node's pending record"));
+                }
+                if !from_coordinator && coordinator.is_some() {
+                    return Err(forbid("only the DKG's coordinator may commit it"));
+                }
+                self.forget_dkg(&meta.key_id);
+                self.store
+                    .activate_key(&meta.key_id, &record.attestations)
+                    .await
+                    .map_err(internal)?;
+                Ok(())
+            }
+            None if record.parties.contains(&self.cfg.node_id) => {
+                Err(forbid("this node is a party of the key but holds no share of it"))
+            }
+            // Not a party: keep the attested metadata so this node can coordinate.
+            None => self.store.put_key(&record, self.cfg.node_id, None).await.map_err(internal),
         }
-        // Not a party: keep the public metadata so this node can coordinate.
-        let parties = meta
-            .parties
-            .iter()
-            .map(|&p| u16::try_from(p).map_err(|_| SessionError::Invalid("party out of range".into())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let record = KeyRecord {
-            key_id: meta.key_id,
-            scheme: meta.scheme,
-            threshold: u16::try_from(meta.threshold).map_err(|_| SessionError::Invalid("threshold".into()))?,
-            parties,
-            public_key: meta.public_key,
-            public_package: meta.public_key_package,
-            epoch: meta.epoch,
-            label: (!meta.label.is_empty()).then_some(meta.label),
-            created_at: meta.created_at,
-            status: KeyStatus::Active,
-        };
-        self.store
-            .put_key(&record, self.cfg.node_id, None)
-            .await
-            .map_err(internal)
+    }
+
+    fn forget_dkg(&self, key_id: &str) {
+        self.dkg_coordinators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_id);
     }
 
     // ----- coordinator side -------------------------------------------------
 
     /// Proposes a session to `parties` and runs our own part if we are one.
     /// Waits for every party (`all = true`) or only for party 0's outcome.
-    async fn coordinate(&self, parties: &[u16], kind: Kind, all: bool) -> Result<Outcomes, SessionError> {
-        self.coordinate_with_budget(parties, kind, all, self.timeout()).await
+    async fn coordinate(
+        &self,
+        parties: &[u16],
+        kind: Kind,
+        all: bool,
+        auth: Option<&ClientAuthorization>,
+    ) -> Result<Outcomes, SessionError> {
+        self.coordinate_with_budget(parties, kind, all, self.timeout(), auth)
+            .await
     }
 
     /// [`Node::coordinate`] with a session deadline of `budget`.
@@ -593,8 +730,9 @@ impl Node {
         kind: Kind,
         all: bool,
         budget: Duration,
+        auth: Option<&ClientAuthorization>,
     ) -> Result<Outcomes, SessionError> {
-        self.coordinate_inner(parties, kind, all, budget, true, random_session_id())
+        self.coordinate_inner(parties, kind, all, budget, true, random_session_id(), auth)
             .await
     }
 
@@ -609,12 +747,14 @@ impl Node {
         budget: Duration,
         run_local: bool,
         session_id: SessionId,
+        auth: Option<&ClientAuthorization>,
     ) -> Result<Outcomes, SessionError> {
         let proposal = SessionProposal {
             session_id: session_id.to_vec(),
             coordinator: u32::from(self.cfg.node_id),
             parties: parties.iter().map(|&p| u32::from(p)).collect(),
             deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
+            authorization: auth.cloned(),
             kind: Some(kind),
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -656,8 +796,7 @@ impl Node {
             if !is_party {
                 return futures::future::pending().await;
             }
-            let (spec, kind) = self.check_proposal(proposal.clone())?;
-            self.run_part(spec, kind).await
+            self.check_and_run(proposal.clone()).await
         };
         tokio::pin!(local);
         let my_index = parties.iter().position(|&p| p == self.cfg.node_id);
@@ -724,7 +863,7 @@ impl Node {
     ///
     /// # Errors
     /// [`ApiError`] 400 for bad parameters.
-    pub fn plan_keygen(&self, req: KeygenRequest) -> Result<KeygenPlan, ApiError> {
+    pub fn plan_keygen(&self, req: KeygenRequest, auth: RequestAuth) -> Result<KeygenPlan, ApiError> {
         let KeygenRequest {
             scheme,
             threshold,
@@ -732,7 +871,9 @@ impl Node {
             label,
             bits,
             prime_threshold,
+            policy,
         } = req;
+        let policy = authority::resolve_policy(policy.as_ref(), &auth.client).map_err(ApiError::bad_request)?;
         let cluster = self.cfg.node_ids();
         let parties = match parties {
             None => cluster.clone(),
@@ -764,7 +905,7 @@ impl Node {
             }
         }
         let (bits, prime_threshold) = if scheme.is_paillier() {
-            let b = bits.unwrap_or(2048);
+            let b = bits.unwrap_or(paillier::DEFAULT_BITS);
             paillier::check_settings(n, threshold, b).map_err(ApiError::bad_request)?;
             let pt = paillier::prime_threshold(prime_threshold).map_err(ApiError::bad_request)?;
             (b, pt)
@@ -793,6 +934,8 @@ impl Node {
             parties,
             label,
             kind,
+            policy,
+            auth,
         })
     }
 
@@ -814,40 +957,46 @@ impl Node {
             parties,
             label,
             kind,
+            policy,
+            auth,
         } = plan;
         let cluster = self.cfg.node_ids();
         if scheme.is_ecdsa() {
-            self.ensure_aux(&parties).await.map_err(ApiError::from)?;
+            self.ensure_aux(&parties, &auth.proto).await.map_err(ApiError::from)?;
         }
         let started = Instant::now();
         let result = if scheme.is_paillier() {
-            self.paillier_keygen(&parties, kind, progress).await
+            self.paillier_keygen(&parties, kind, progress, &auth.proto).await
         } else {
-            self.dkg_once(&parties, kind).await.map_err(ApiError::from)
+            self.coordinate(&parties, kind, true, Some(&auth.proto))
+                .await
+                .map_err(ApiError::from)
         };
-        let meta = |public_key: Vec<u8>, public_package: Vec<u8>| KeyMeta {
+        let mut record = KeyRecord {
             key_id: key_id.clone(),
             scheme: scheme.as_str().into(),
-            threshold: u32::from(threshold),
-            parties: parties.iter().map(|&p| u32::from(p)).collect(),
-            public_key,
-            public_key_package: public_package,
+            threshold,
+            parties: parties.clone(),
+            public_key: vec![],
+            public_package: vec![],
             epoch: 0,
-            label: label.clone().unwrap_or_default(),
+            label: label.clone(),
             created_at: now_unix(),
+            status: KeyStatus::Active,
+            policy,
+            created_by: auth.client.clone(),
+            create_jti: auth.jti.clone(),
+            attestations: vec![],
         };
-        let public_package = match result {
-            Ok(p) => p,
-            Err(e) => {
-                let named = e.detail().1.nodes;
-                self.finalize_everywhere(&parties, meta(vec![], vec![]), false, &named)
-                    .await;
-                tracing::warn!(key_id, error = ?e, "key generation failed");
-                return Err(e);
-            }
-        };
-        let public_key = scheme.public_key(&public_package).map_err(ApiError::internal)?;
-        self.finalize_everywhere(&cluster, meta(public_key, public_package), true, &[])
+        let attested = result.and_then(|o| self.attested_record(&mut record, &parties, o).map_err(ApiError::from));
+        if let Err(e) = attested {
+            let named = e.detail().1.nodes;
+            self.finalize_everywhere(&parties, catch_up::meta_of(&record), false, &named)
+                .await;
+            tracing::warn!(key_id, error = ?e, "key generation failed");
+            return Err(e);
+        }
+        self.finalize_everywhere(&cluster, catch_up::meta_of(&record), true, &[])
             .await;
         metrics::histogram!("sigil_dkg_seconds", "scheme" => scheme.as_str()).record(started.elapsed().as_secs_f64());
         tracing::info!(key_id, %scheme, threshold, ?parties, "key created");
@@ -863,21 +1012,34 @@ impl Node {
         &self.operations
     }
 
-    /// One DKG session; the public package every party reported (they must agree).
-    async fn dkg_once(&self, parties: &[u16], kind: Kind) -> Result<Vec<u8>, SessionError> {
-        self.coordinate(parties, kind, true).await.and_then(|o| {
-            let mut packages = o
-                .by_party
-                .into_iter()
-                .map(|x| x.map(|o| o.public_key_package).unwrap_or_default());
-            let first = packages.next().unwrap_or_default();
-            if first.is_empty() || packages.any(|p| p != first) {
-                return Err(SessionError::Protocol {
-                    culprits: vec![],
-                    reason: "parties finished the DKG with different public keys".into(),
-                });
+    /// Fills `record` from a finished DKG session's outcomes: the public
+    /// package every party reported (they must agree) and every party's
+    /// attestation of the resulting record (each must verify).
+    fn attested_record(&self, record: &mut KeyRecord, parties: &[u16], o: Outcomes) -> Result<(), SessionError> {
+        let first = o.by_party.first().cloned().flatten().unwrap_or_default().public_key_package;
+        if first.is_empty() || o.by_party.iter().any(|x| x.as_ref().map(|x| &x.public_key_package) != Some(&first)) {
+            return Err(SessionError::Protocol {
+                culprits: vec![],
+                reason: "parties finished the DKG with different public keys".into(),
+            });
+        }
+        let scheme: Scheme = record.scheme.parse().map_err(internal)?;
+        record.public_key = scheme.public_key(&first).map_err(internal)?;
+        record.public_package = first;
+        record.attestations = parties
+            .iter()
+            .zip(&o.by_party)
+            .map(|(&node, x)| attest::attestation(node, x.as_ref().map(|x| x.attestation.clone()).unwrap_or_default()))
+            .collect();
+        attest::verify_all(record, |n| self.identities.get(&n).copied()).map_err(|e| {
+            let culprits = match e {
+                attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
+                _ => vec![],
+            };
+            SessionError::Protocol {
+                culprits,
+                reason: format!("key record attestation: {e}"),
             }
-            Ok(first)
         })
     }
 
@@ -889,11 +1051,12 @@ impl Node {
         parties: &[u16],
         kind: Kind,
         progress: &operations::KeygenProgress,
-    ) -> Result<Vec<u8>, ApiError> {
+        auth: &ClientAuthorization,
+    ) -> Result<Outcomes, ApiError> {
         let started = Instant::now();
         for attempt in 1u32.. {
-            let o = self.coordinate(parties, kind.clone(), true).await?;
-            let outcomes: Vec<SessionOutcome> = o.by_party.into_iter().map(Option::unwrap_or_default).collect();
+            let o = self.coordinate(parties, kind.clone(), true, Some(auth)).await?;
+            let outcomes: Vec<SessionOutcome> = o.by_party.iter().cloned().map(Option::unwrap_or_default).collect();
             let first = outcomes.first().cloned().unwrap_or_default();
             if outcomes.iter().any(|p| {
                 p.public_key_package != first.public_key_package
@@ -915,7 +1078,7 @@ impl Node {
                     seconds = started.elapsed().as_secs_f64(),
                     "paillier key found"
                 );
-                return Ok(first.public_key_package);
+                return Ok(o);
             }
             tracing::info!(
                 attempt,
@@ -966,7 +1129,7 @@ impl Node {
                 let req = req.clone();
                 async move {
                     let r = if node == self.cfg.node_id {
-                        self.finalize_key(req).await.map_err(|e| e.to_string())
+                        self.finalize_key(None, req).await.map_err(|e| e.to_string())
                     } else if let Some(mut c) = self.peers.client(node) {
                         let mut r = tonic::Request::new(req);
                         r.set_timeout(Duration::from_secs(5));
@@ -1043,13 +1206,25 @@ impl Node {
     /// 404 for an unknown key, 400 for a long message, 503 naming the
     /// unreachable nodes when fewer than `t` can sign, 504 naming the
     /// silent ones at the deadline, 502 naming culprits.
-    pub async fn sign(&self, key_id: &str, message: Vec<u8>, derivation_path: &[u32]) -> Result<Signed, ApiError> {
+    pub async fn sign(
+        &self,
+        key_id: &str,
+        message: Vec<u8>,
+        derivation_path: &[u32],
+        auth: &RequestAuth,
+    ) -> Result<Signed, ApiError> {
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(ApiError::bad_request(format!(
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
         let key = self.active_key(key_id).await?;
+        if !key.policy.sign.contains(&auth.client) {
+            return Err(ApiError::refused(&auth::Refusal::Forbidden(format!(
+                "client {} may not sign with key {key_id}",
+                auth.client
+            ))));
+        }
         let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
         if scheme.is_paillier() {
             return Err(ApiError::bad_request(
@@ -1066,7 +1241,7 @@ impl Node {
         if scheme.is_ecdsa() {
             let digest =
                 sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            if let Some((signature, signers)) = self.sign_from_pool(&key, &digest, derivation_path).await? {
+            if let Some((signature, signers)) = self.sign_from_pool(&key, &digest, derivation_path, &auth.proto).await? {
                 metrics::counter!("sigil_presignatures_used_total").increment(1);
                 return Ok(Signed { signature, signers });
             }
@@ -1079,7 +1254,9 @@ impl Node {
             derivation_path: derivation_path.to_vec(),
             presignature_id: String::new(),
         });
-        let (o, signers) = self.coordinate_quorum(&key, kind, false, "signers").await?;
+        let (o, signers) = self
+            .coordinate_quorum(&key, kind, false, "signers", Some(&auth.proto))
+            .await?;
         let signature = o
             .by_party
             .into_iter()
@@ -1108,6 +1285,7 @@ impl Node {
         kind: Kind,
         wait_all: bool,
         role: &str,
+        auth: Option<&ClientAuthorization>,
     ) -> Result<(Outcomes, Vec<u16>), SessionError> {
         let deadline = Instant::now() + self.timeout();
         let mut excluded: Vec<u16> = Vec::new();
@@ -1125,7 +1303,7 @@ impl Node {
                 });
             }
             let chosen: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
-            match self.coordinate(&chosen, kind.clone(), wait_all).await {
+            match self.coordinate(&chosen, kind.clone(), wait_all, auth).await {
                 Ok(o) => return Ok((o, chosen)),
                 Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
                     tracing::info!(?nodes, %reason, "{role}: a party is unavailable, choosing another set");
@@ -1140,5 +1318,37 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// The audit entry of a proposal (outcome filled in later).
+fn proposal_entry(role: &'static str, p: &SessionProposal) -> audit::Entry {
+    let (client, jti) = p
+        .authorization
+        .as_ref()
+        .and_then(|a| {
+            let payload = a.token.split('.').nth(1)?;
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
+            let c: auth::Claims = serde_json::from_slice(&bytes).ok()?;
+            Some((c.sub, c.jti))
+        })
+        .unwrap_or_default();
+    let (operation, key_id, message): (&'static str, String, &[u8]) = match &p.kind {
+        Some(Kind::Dkg(d)) => ("create_key", d.key_id.clone(), &[]),
+        Some(Kind::Sign(s)) if s.scheme == Scheme::Paillier.as_str() => ("decrypt", s.key_id.clone(), &s.message),
+        Some(Kind::Sign(s)) => ("sign", s.key_id.clone(), &s.message),
+        Some(Kind::Aux(_)) => ("aux_info", String::new(), &[]),
+        Some(Kind::Presign(x)) => ("presign", x.key_id.clone(), &[]),
+        None => ("unknown", String::new(), &[]),
+    };
+    audit::Entry {
+        role,
+        client,
+        jti,
+        operation,
+        key_id,
+        message_sha256: if message.is_empty() { String::new() } else { audit::message_hash(message) },
+        session_id: hex::encode(&p.session_id),
+        outcome: String::new(),
     }
 }

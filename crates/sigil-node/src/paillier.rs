@@ -25,6 +25,9 @@ use crate::error::SessionError;
 use crate::session::{self, SessionSpec};
 use crate::{internal, CachedKey, Node};
 
+/// Bits of `N` when a request gives none.
+pub const DEFAULT_BITS: u32 = 2048;
+
 /// Key sizes accepted, in bits of `N`.
 pub const BITS: std::ops::RangeInclusive<u32> = 512..=4096;
 
@@ -112,11 +115,22 @@ impl Node {
     /// # Errors
     /// 404 unknown key; 400 not a paillier key or a bad ciphertext; 503
     /// fewer than `T` parties reachable; the session's errors.
-    pub async fn decrypt(&self, key_id: &str, ciphertext: &str) -> Result<(String, Vec<u16>), crate::error::ApiError> {
+    pub async fn decrypt(
+        &self,
+        key_id: &str,
+        ciphertext: &str,
+        auth: &crate::RequestAuth,
+    ) -> Result<(String, Vec<u16>), crate::error::ApiError> {
         use crate::error::ApiError;
         let key = self.active_key(key_id).await?;
         if key.scheme != sigil_crypto::Scheme::Paillier.as_str() {
             return Err(ApiError::bad_request(format!("{} keys do not decrypt", key.scheme)));
+        }
+        if !key.policy.decrypt.contains(&auth.client) {
+            return Err(ApiError::refused(&crate::auth::Refusal::Forbidden(format!(
+                "client {} may not decrypt with key {key_id}",
+                auth.client
+            ))));
         }
         let pk = public_key(&key.public_package)?;
         parse_ciphertext(&pk, ciphertext.as_bytes()).map_err(ApiError::bad_request)?;
@@ -128,7 +142,9 @@ impl Node {
             derivation_path: vec![],
             presignature_id: String::new(),
         });
-        let (o, chosen) = self.coordinate_quorum(&key, kind, true, "decryption parties").await?;
+        let (o, chosen) = self
+            .coordinate_quorum(&key, kind, true, "decryption parties", Some(&auth.proto))
+            .await?;
         let answers: Vec<Vec<u8>> = o
             .by_party
             .into_iter()
@@ -154,7 +170,7 @@ impl Node {
         let t = usize::from(threshold) - 1;
         let bound = prime_threshold(Some(d.prime_threshold)).map_err(SessionError::Invalid)?;
         let setup = setup(n, t, d.bits, bound)?;
-        let (me, sid) = (spec.me, spec.id);
+        let (me, sid) = (spec.me, spec.eid);
         let started = Instant::now();
         let s2 = setup.clone();
         let (out, stats) = session::run::<protocol::Msg, _, _, _>(&self.sessions, &self.peers, spec, |party| {

@@ -68,6 +68,8 @@ impl PeerClients {
 pub fn session_status(e: &SessionError) -> Status {
     let code = match e {
         SessionError::Invalid(_) => tonic::Code::InvalidArgument,
+        SessionError::Refused { refusal, .. } if refusal.is_authentication() => tonic::Code::Unauthenticated,
+        SessionError::Refused { .. } => tonic::Code::PermissionDenied,
         SessionError::Unavailable { .. } => tonic::Code::FailedPrecondition,
         SessionError::Timeout { .. } => tonic::Code::DeadlineExceeded,
         SessionError::Protocol { .. } => tonic::Code::Aborted,
@@ -77,10 +79,19 @@ pub fn session_status(e: &SessionError) -> Status {
     Status::with_details(code, e.to_string(), details.into())
 }
 
-/// Decodes what [`session_status`] encoded; other statuses become
-/// `Unavailable` naming `node`.
+/// Decodes what [`session_status`] encoded by node `node`; other statuses
+/// become `Unavailable` naming `node`. A remote error names at most
+/// `node` itself: a peer's word never marks another node down or blames
+/// it (its claim stays in the message).
 pub fn status_session_error(node: u16, s: &Status) -> SessionError {
-    if let Ok(w) = serde_json::from_slice::<WireError>(s.details()) {
+    if let Ok(mut w) = serde_json::from_slice::<WireError>(s.details()) {
+        if w.nodes.iter().any(|&n| n != node) {
+            w.message = format!("node {node} reports nodes {:?}: {}", w.nodes, w.message);
+        }
+        w.nodes.retain(|&n| n == node);
+        if w.kind == "unavailable" || w.kind == "refused" {
+            w.nodes = vec![node];
+        }
         return w.into();
     }
     SessionError::Unavailable {
@@ -104,6 +115,7 @@ impl From<&SessionError> for WireError {
             SessionError::Timeout { round, .. } => ("timeout", String::new(), *round),
             SessionError::Unavailable { reason, .. } => ("unavailable", reason.clone(), 0),
             SessionError::Invalid(m) => ("invalid", m.clone(), 0),
+            SessionError::Refused { refusal, .. } => ("refused", refusal.reason().to_string(), 0),
             SessionError::Internal(_) => ("internal", "internal error".to_string(), 0),
         };
         WireError {
@@ -131,6 +143,10 @@ impl From<WireError> for SessionError {
                 reason: w.message,
             },
             "invalid" => SessionError::Invalid(w.message),
+            "refused" => SessionError::Refused {
+                node: w.nodes.first().copied().unwrap_or_default(),
+                refusal: crate::auth::Refusal::from_reason(&w.message),
+            },
             _ => SessionError::Internal(w.message),
         }
     }
@@ -215,9 +231,9 @@ impl Peer for PeerService {
     }
 
     async fn finalize_key(&self, req: Request<FinalizeKeyRequest>) -> Result<Response<FinalizeKeyResponse>, Status> {
-        let _caller = self.caller(&req)?;
+        let caller = self.caller(&req)?;
         self.node
-            .finalize_key(req.into_inner())
+            .finalize_key(Some(caller), req.into_inner())
             .await
             .map(|()| Response::new(FinalizeKeyResponse {}))
             .map_err(|e| session_status(&e))

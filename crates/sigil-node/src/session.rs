@@ -242,8 +242,12 @@ pub type SessionDelivery<M> = (
 
 /// Static description of one session.
 pub struct SessionSpec {
-    /// The session id.
+    /// The session id (routes envelopes).
     pub id: SessionId,
+    /// The execution id the protocol runs under
+    /// ([`crate::authority::execution_id`]: the session id bound to the
+    /// kind, key, parties, coordinator and the client's body).
+    pub eid: SessionId,
     /// Node ids in session order.
     pub parties: Arc<[u16]>,
     /// Our party index.

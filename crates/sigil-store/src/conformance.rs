@@ -17,6 +17,14 @@ pub fn sample_key(key_id: &str) -> KeyRecord {
         label: Some("test".into()),
         created_at: 1_700_000_000,
         status: KeyStatus::Pending,
+        policy: crate::KeyPolicy {
+            sign: vec!["alice".into()],
+            decrypt: vec![],
+            admin: vec!["alice".into()],
+        },
+        created_by: "alice".into(),
+        create_jti: "jti-1".into(),
+        attestations: vec![],
     }
 }
 
@@ -63,11 +71,16 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     )?;
 
     // Activation lists the key with all its fields.
-    check(store.activate_key("a").await?, "activate existing key")?;
-    check(!store.activate_key("missing").await?, "activate missing key")?;
+    let att = vec![crate::Attestation {
+        node: 1,
+        signature: vec![9; 64],
+    }];
+    check(store.activate_key("a", &att).await?, "activate existing key")?;
+    check(!store.activate_key("missing", &att).await?, "activate missing key")?;
     let listed = store.list_keys().await?;
     let mut want = sample_key("a");
     want.status = KeyStatus::Active;
+    want.attestations = att;
     check(listed == vec![want], "listed key equals stored key")?;
 
     // A key without a share (a non-party's registry entry).
@@ -96,7 +109,7 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     // Active key ids in pages, sorted, pending ones left out.
     for id in ["e", "d", "f"] {
         store.put_key(&sample_key(id), 1, None).await?;
-        store.activate_key(id).await?;
+        store.activate_key(id, &[]).await?;
     }
     check(
         store.list_active_key_ids("", 10).await? == ["a", "d", "e", "f"],
@@ -108,13 +121,16 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     )?;
     check(store.list_active_key_ids("f", 10).await?.is_empty(), "past the last id")?;
 
-    // Aux info per party set, replaced in place.
+    // Aux info per party set, never replaced.
     store.put_aux_info("0,1,2", 1, b"aux-v1").await?;
-    store.put_aux_info("0,1,2", 1, b"aux-v2").await?;
+    check(
+        matches!(store.put_aux_info("0,1,2", 1, b"aux-v2").await, Err(StoreError::Conflict(_))),
+        "aux info is not replaced",
+    )?;
     let aux = store.get_aux_info("0,1,2", 1).await?;
     check(
-        aux.as_deref().map(|s| s.as_slice()) == Some(&b"aux-v2"[..]),
-        "aux info replaced",
+        aux.as_deref().map(|s| s.as_slice()) == Some(&b"aux-v1"[..]),
+        "aux info kept",
     )?;
     check(
         store.get_aux_info("0,1", 1).await?.is_none(),
@@ -171,5 +187,21 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
         store.count_presignatures("a", "0,2").await? == 0 && !store.discard_presignature(1, "s3").await?,
         "discarded presignature gone",
     )?;
+
+    // The audit log: appended in order, read in pages, never overwritten.
+    check(store.last_audit().await?.is_none(), "empty audit log")?;
+    let row = |seq: u64| crate::AuditRow {
+        seq,
+        record: format!("{{\"seq\":{seq}}}"),
+    };
+    store.append_audit(&[row(1), row(2)]).await?;
+    store.append_audit(&[row(3)]).await?;
+    check(
+        matches!(store.append_audit(&[row(3)]).await, Err(StoreError::Conflict(_))),
+        "an audit record is never overwritten",
+    )?;
+    check(store.last_audit().await? == Some(row(3)), "last audit record")?;
+    check(store.audit_after(1, 10).await? == vec![row(2), row(3)], "audit page after a seq")?;
+    check(store.audit_after(0, 1).await? == vec![row(1)], "audit page limit")?;
     Ok(())
 }

@@ -14,7 +14,7 @@ pub mod seal;
 mod sqlite;
 
 pub use seal::{MasterKey, RecordId, Sealer};
-pub use sqlite::SqliteStore;
+pub use sqlite::{read_audit_log, SqliteStore};
 use zeroize::Zeroizing;
 
 /// Errors of the store.
@@ -89,6 +89,62 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// Lifecycle state on this node.
     pub status: KeyStatus,
+    /// Which clients may use the key.
+    pub policy: KeyPolicy,
+    /// Id of the client whose signed request created the key.
+    pub created_by: String,
+    /// `jti` of that request's token.
+    pub create_jti: String,
+    /// Every party's signature over the canonical key record (empty while
+    /// pending); the record is valid only with all of them.
+    pub attestations: Vec<Attestation>,
+}
+
+/// Which clients may use a key, by client id. Sent as JSON in `POST
+/// /v1/keys` (`"policy": {"sign": [...], "decrypt": [...], "admin": [...]}`);
+/// a missing list means the creating client alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicy {
+    /// Clients that may ask for signatures.
+    #[serde(default)]
+    pub sign: Vec<String>,
+    /// Clients that may ask for decryptions (paillier keys).
+    #[serde(default)]
+    pub decrypt: Vec<String>,
+    /// Clients that may manage the key (refresh, reshare, policy).
+    #[serde(default)]
+    pub admin: Vec<String>,
+}
+
+/// One party's signature over a key record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attestation {
+    /// The party's node id.
+    pub node: u16,
+    /// Ed25519 signature by the node's identity key (64 bytes, hex in JSON).
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One audit-log record as stored: its sequence number (from 1) and its
+/// JSON text (which carries its own and the previous record's hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// The record, JSON.
+    pub record: String,
 }
 
 /// The storage of one node.
@@ -104,8 +160,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Conflict`] if the key id exists.
     async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError>;
 
-    /// Marks a pending key active. Returns whether the key exists.
-    async fn activate_key(&self, key_id: &str) -> Result<bool, StoreError>;
+    /// Marks a pending key active with its parties' `attestations`.
+    /// Returns whether the key exists.
+    async fn activate_key(&self, key_id: &str, attestations: &[Attestation]) -> Result<bool, StoreError>;
 
     /// Deletes a key that is still pending (nothing half-made is kept).
     async fn delete_pending_key(&self, key_id: &str) -> Result<(), StoreError>;
@@ -132,7 +189,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
 
     /// Stores this node's aux info for an ordered party set (sealed as
-    /// record `("aux_info", party_set, party, 0)`), replacing any older one.
+    /// record `("aux_info", party_set, party, 0)`). Aux info is never
+    /// replaced once stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if aux info of that set and party exists.
     async fn put_aux_info(&self, party_set: &str, party: u16, aux: &[u8]) -> Result<(), StoreError>;
 
     /// This node's aux info for `party_set`, unsealed.
@@ -180,4 +241,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of pooled presignatures of (`key_id`, `signer_set`).
     async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError>;
+
+    /// Appends audit records (consecutive `seq`s after the last one) in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if a `seq` exists.
+    async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError>;
+
+    /// Audit records with `seq > after`, ascending, at most `limit`.
+    async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// The last audit record, if any.
+    async fn last_audit(&self) -> Result<Option<AuditRow>, StoreError>;
 }

@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use zeroize::Zeroizing;
 
-use crate::{KeyRecord, KeyStatus, MasterKey, RecordId, Sealer, Store, StoreError};
+use crate::{Attestation, AuditRow, KeyPolicy, KeyRecord, KeyStatus, MasterKey, RecordId, Sealer, Store, StoreError};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS primes (
     bits   INTEGER NOT NULL,
     sealed BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq     INTEGER PRIMARY KEY,
+    record  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS key_shares (
     key_id  TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
     party   INTEGER NOT NULL,
@@ -55,6 +59,15 @@ CREATE TABLE IF NOT EXISTS key_shares (
     PRIMARY KEY (key_id, party, epoch)
 );
 "#;
+
+/// Columns added to `keys` after the first release: `(name, definition)`,
+/// added to older databases at open.
+const KEY_COLUMNS: [(&str, &str); 4] = [
+    ("policy", "TEXT NOT NULL DEFAULT '{}'"),
+    ("created_by", "TEXT NOT NULL DEFAULT ''"),
+    ("create_jti", "TEXT NOT NULL DEFAULT ''"),
+    ("attestations", "TEXT NOT NULL DEFAULT '[]'"),
+];
 
 const CANARY: &[u8] = b"sigil store canary v1";
 
@@ -80,6 +93,19 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        let have: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('keys')")
+            .fetch_all(&pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("name"))
+            .collect::<Result<_, _>>()?;
+        for (name, def) in KEY_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                sqlx::raw_sql(&format!("ALTER TABLE keys ADD COLUMN {name} {def}"))
+                    .execute(&pool)
+                    .await?;
+            }
+        }
         let store = SqliteStore {
             pool,
             sealer: Sealer::new(master),
@@ -166,6 +192,11 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> 
     };
     let threshold: i64 = row.try_get("threshold")?;
     let epoch: i64 = row.try_get("epoch")?;
+    let policy: String = row.try_get("policy")?;
+    let policy: KeyPolicy = serde_json::from_str(&policy).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))?;
+    let attestations: String = row.try_get("attestations")?;
+    let attestations: Vec<Attestation> =
+        serde_json::from_str(&attestations).map_err(|e| StoreError::Corrupt(format!("attestations: {e}")))?;
     Ok(KeyRecord {
         key_id: row.try_get("key_id")?,
         scheme: row.try_get("scheme")?,
@@ -177,17 +208,48 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> 
         label: row.try_get("label")?,
         created_at: row.try_get("created_at")?,
         status,
+        policy,
+        created_by: row.try_get("created_by")?,
+        create_jti: row.try_get("create_jti")?,
+        attestations,
     })
+}
+
+fn audit_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRow, StoreError> {
+    let seq: i64 = row.try_get("seq")?;
+    Ok(AuditRow {
+        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?,
+        record: row.try_get("record")?,
+    })
+}
+
+/// Reads the audit log of the SQLite store at `path` without its master
+/// key (the log holds no secrets), read-only, for `sigil audit verify`.
+///
+/// # Errors
+/// The file cannot be opened or holds no audit table.
+pub async fn read_audit_log(path: &Path) -> Result<Vec<AuditRow>, StoreError> {
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?.read_only(true);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+    let rows = sqlx::query("SELECT seq, record FROM audit ORDER BY seq")
+        .fetch_all(&pool)
+        .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError> {
-        let parties = serde_json::to_string(&key.parties).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let parties = to_json(&key.parties)?;
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at, status)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key_id) DO NOTHING",
+            "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at, status,
+                               policy, created_by, create_jti, attestations)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key_id) DO NOTHING",
         )
         .bind(&key.key_id)
         .bind(&key.scheme)
@@ -199,6 +261,10 @@ impl Store for SqliteStore {
         .bind(&key.label)
         .bind(key.created_at)
         .bind(key.status.as_str())
+        .bind(to_json(&key.policy)?)
+        .bind(&key.created_by)
+        .bind(&key.create_jti)
+        .bind(to_json(&key.attestations)?)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -224,8 +290,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn activate_key(&self, key_id: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE keys SET status = 'active' WHERE key_id = ?")
+    async fn activate_key(&self, key_id: &str, attestations: &[Attestation]) -> Result<bool, StoreError> {
+        let attestations = to_json(&attestations)?;
+        let r = sqlx::query("UPDATE keys SET status = 'active', attestations = ? WHERE key_id = ?")
+            .bind(attestations)
             .bind(key_id)
             .execute(&self.pool)
             .await?;
@@ -302,12 +370,17 @@ impl Store for SqliteStore {
             epoch: 0,
         };
         let sealed = self.sealer.seal(&id, aux)?;
-        sqlx::query("INSERT OR REPLACE INTO aux_info (party_set, party, sealed) VALUES (?, ?, ?)")
-            .bind(party_set)
-            .bind(i64::from(party))
-            .bind(sealed)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "INSERT INTO aux_info (party_set, party, sealed) VALUES (?, ?, ?) ON CONFLICT(party_set, party) DO NOTHING",
+        )
+        .bind(party_set)
+        .bind(i64::from(party))
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("aux info of party set {party_set} exists")));
+        }
         Ok(())
     }
 
@@ -467,6 +540,43 @@ impl Store for SqliteStore {
             .await?;
         let n: i64 = row.try_get("n")?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            let seq = i64::try_from(r.seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?;
+            sqlx::query("INSERT INTO audit (seq, record) VALUES (?, ?)")
+                .bind(seq)
+                .bind(&r.record)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        StoreError::Conflict(format!("audit record {} exists", r.seq))
+                    }
+                    e => StoreError::Database(e),
+                })?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = sqlx::query("SELECT seq, record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn last_audit(&self) -> Result<Option<AuditRow>, StoreError> {
+        let row = sqlx::query("SELECT seq, record FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(audit_from_row).transpose()
     }
 }
 

@@ -1,0 +1,152 @@
+//! Attested key records: every party of a key signs its canonical record
+//! with its node identity key (Ed25519), and a record counts only with the
+//! signatures of all its parties.
+//!
+//! The canonical record ([`record_bytes`]) is, in this order, with
+//! `lp(x)` = `x`'s length as a big-endian `u32` then `x`:
+//! `lp("sigil/key-record/v1")`, `lp(key_id)`, `lp(scheme)`, `t` (`u16`
+//! BE), `n` (`u16` BE), each party's node id (`u16` BE),
+//! `lp(public_key)`, `SHA-256(public_key_package)`, `epoch` (`u32` BE),
+//! `lp(policy as JSON)`, `lp(created_by)`, `lp(create_jti)`. The label and
+//! the creation time are not part of it (they authorize nothing).
+//!
+//! Nodes accept a key record from a peer (`FinalizeKey`, catch-up) only
+//! if every party's signature verifies under the identity key *their own
+//! config* lists for that party; clients check the same with `sigil keys
+//! verify`, so none needs to trust the node it asks.
+
+use ed25519_dalek::{Signer, Verifier as _};
+use sha2::Digest;
+use sigil_store::{Attestation, KeyRecord};
+
+/// Domain separation tag of the canonical record.
+pub const DOMAIN: &[u8] = b"sigil/key-record/v1";
+
+fn lp(out: &mut Vec<u8>, x: &[u8]) {
+    out.extend_from_slice(&u32::try_from(x.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(x);
+}
+
+/// The canonical bytes of `k`'s record (see the module docs).
+pub fn record_bytes(k: &KeyRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    lp(&mut out, DOMAIN);
+    lp(&mut out, k.key_id.as_bytes());
+    lp(&mut out, k.scheme.as_bytes());
+    out.extend_from_slice(&k.threshold.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(k.parties.len()).unwrap_or(u16::MAX).to_be_bytes());
+    for p in &k.parties {
+        out.extend_from_slice(&p.to_be_bytes());
+    }
+    lp(&mut out, &k.public_key);
+    out.extend_from_slice(&sha2::Sha256::digest(&k.public_package));
+    out.extend_from_slice(&k.epoch.to_be_bytes());
+    lp(&mut out, serde_json::to_string(&k.policy).unwrap_or_default().as_bytes());
+    lp(&mut out, k.created_by.as_bytes());
+    lp(&mut out, k.create_jti.as_bytes());
+    out
+}
+
+/// Hex SHA-256 of the canonical record (shown by the API as `record_hash`).
+pub fn record_hash(k: &KeyRecord) -> String {
+    hex::encode(sha2::Sha256::digest(record_bytes(k)))
+}
+
+/// This node's signature over `k`'s record.
+pub fn sign(identity: &ed25519_dalek::SigningKey, k: &KeyRecord) -> Vec<u8> {
+    identity.sign(&record_bytes(k)).to_bytes().to_vec()
+}
+
+/// Why a record's attestations do not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestError {
+    /// A party's signature is missing.
+    #[error("no attestation of party node {0}")]
+    Missing(u16),
+    /// A party's signature does not verify.
+    #[error("the attestation of node {0} does not verify")]
+    Invalid(u16),
+    /// No identity key is configured for a party.
+    #[error("no identity key configured for node {0}")]
+    UnknownNode(u16),
+    /// An attestation names a node that is not a party.
+    #[error("attestation by node {0}, which is not a party of the key")]
+    NotAParty(u16),
+}
+
+/// Checks that `k.attestations` hold a valid signature of every party of
+/// `k` (and nothing else) under the identity keys `identity_of` gives.
+///
+/// # Errors
+/// The first [`AttestError`].
+pub fn verify_all(
+    k: &KeyRecord,
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<(), AttestError> {
+    let bytes = record_bytes(k);
+    if let Some(a) = k.attestations.iter().find(|a| !k.parties.contains(&a.node)) {
+        return Err(AttestError::NotAParty(a.node));
+    }
+    for &party in &k.parties {
+        let a = k
+            .attestations
+            .iter()
+            .find(|a| a.node == party)
+            .ok_or(AttestError::Missing(party))?;
+        let key = identity_of(party).ok_or(AttestError::UnknownNode(party))?;
+        let sig = ed25519_dalek::Signature::from_slice(&a.signature).map_err(|_| AttestError::Invalid(party))?;
+        key.verify(&bytes, &sig).map_err(|_| AttestError::Invalid(party))?;
+    }
+    Ok(())
+}
+
+/// One attestation.
+pub fn attestation(node: u16, signature: Vec<u8>) -> Attestation {
+    Attestation { node, signature }
+}
+
+/// Parses a hex Ed25519 public key (32 bytes).
+///
+/// # Errors
+/// Not 64 hex characters or not a valid point.
+pub fn parse_public(hex_key: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+    let mut b = [0u8; 32];
+    hex::decode_to_slice(hex_key.trim(), &mut b).map_err(|e| anyhow::anyhow!("identity key: {e}"))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|e| anyhow::anyhow!("identity key: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_parties_must_sign_the_same_record() {
+        let keys: Vec<ed25519_dalek::SigningKey> = (0..3u8).map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32])).collect();
+        let of = |n: u16| keys.get(usize::from(n)).map(|k| k.verifying_key());
+        let mut k = sigil_store::conformance::sample_key("k");
+        k.attestations = (0..3u16).map(|i| attestation(i, sign(&keys[usize::from(i)], &k))).collect();
+        verify_all(&k, of).unwrap();
+        // Any field changed breaks every signature.
+        let mut other = k.clone();
+        other.public_key[0] ^= 1;
+        assert_eq!(verify_all(&other, of), Err(AttestError::Invalid(0)));
+        let mut other = k.clone();
+        other.policy.sign.push("mallory".into());
+        assert_eq!(verify_all(&other, of), Err(AttestError::Invalid(0)));
+        // A missing party, a forged signature, a non-party.
+        let mut other = k.clone();
+        other.attestations.pop();
+        assert_eq!(verify_all(&other, of), Err(AttestError::Missing(2)));
+        let mut other = k.clone();
+        other.attestations[1] = attestation(1, sign(&keys[0], &k));
+        assert_eq!(verify_all(&other, of), Err(AttestError::Invalid(1)));
+        let mut other = k.clone();
+        other.attestations.push(attestation(7, vec![0; 64]));
+        assert_eq!(verify_all(&other, of), Err(AttestError::NotAParty(7)));
+        // The label is not part of the record.
+        let mut other = k.clone();
+        other.label = None;
+        verify_all(&other, of).unwrap();
+    }
+}

@@ -1,0 +1,286 @@
+//! Who may ask this node for what: the checks a node makes itself, on
+//! evidence it can verify, before it loads a share.
+//!
+//! | peer call | who may send it | what the receiver verifies |
+//! |---|---|---|
+//! | `RunSession` DKG | any node (the coordinator, as its certificate says) | the client's token (signature with its own copy of the client key, `aud`, lifetime, `jti` unseen or seen from this coordinator), role `create`, and that the body the client signed asks for this scheme, threshold, parties, label, bits and policy |
+//! | `RunSession` sign / decrypt (full or pooled) | any node | the token as above, path `/v1/keys/{key_id}/sign` or `/decrypt`, body message / derivation path / ciphertext equal to the proposal's, and the client in the key's policy (`sign` / `decrypt`) of this node's own record |
+//! | `RunSession` aux info | any node | the token of a `POST /v1/keys` for an ECDSA key among exactly these parties, role `create`; no aux info of the set stored yet |
+//! | `RunSession` presign | only the signer set's refiller (its lowest node id) | the set is a `t`-subset of the key's parties in ascending order, this node holds the key active |
+//! | `FinalizeKey` commit | any node | every party's attestation of the record under the identity keys of this node's config; a pending record here must equal it and the caller must be its DKG's coordinator; an active record is never replaced |
+//! | `FinalizeKey` abort | the DKG's coordinator | a pending record of that DKG here |
+//! | `FinalizePresignature` | the presigning session's coordinator | a presignature pending from that session |
+//!
+//! Every protocol run is bound to its context: its execution id is
+//! `H(domain, kind, key id, parties, coordinator, session id, H(body))`
+//! ([`execution_id`]), so parties that were shown different proposals
+//! cannot complete it together.
+
+use sha2::Digest;
+use sigil_proto::peer::session_proposal::Kind;
+use sigil_proto::peer::{ClientAuthorization, DkgProposal, SignProposal};
+use sigil_store::KeyPolicy;
+
+use crate::api::{CreateKeyRequest, DecryptRequest, SignRequest};
+use crate::auth::{Refusal, Role};
+use crate::error::SessionError;
+use crate::session::SessionSpec;
+use crate::Node;
+
+/// What an authorized proposal grants: the client and its token's `jti`.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    /// Client id.
+    pub client: String,
+    /// Token `jti`.
+    pub jti: String,
+    /// DKG: the key's policy, from the body the client signed.
+    pub policy: KeyPolicy,
+}
+
+/// Domain of [`execution_id`].
+const EID_DOMAIN: &[u8] = b"sigil/execution-id/v1";
+
+/// The execution id protocols run under: SHA-256 over the domain, the
+/// kind, the key id, the parties, the coordinator, the session id and
+/// SHA-256 of the client's body (empty for presigning), each length-prefixed.
+pub fn execution_id(
+    kind: &Kind,
+    parties: &[u16],
+    coordinator: u16,
+    session_id: &[u8; 32],
+    body: &[u8],
+) -> [u8; 32] {
+    let (tag, key_id): (&[u8], &str) = match kind {
+        Kind::Dkg(d) => (b"dkg", &d.key_id),
+        Kind::Sign(s) => (b"sign", &s.key_id),
+        Kind::Aux(_) => (b"aux", ""),
+        Kind::Presign(p) => (b"presign", &p.key_id),
+    };
+    let mut h = sha2::Sha256::new();
+    for part in [EID_DOMAIN, tag, key_id.as_bytes()] {
+        h.update(u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+        h.update(part);
+    }
+    h.update(u32::try_from(parties.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for p in parties {
+        h.update(p.to_be_bytes());
+    }
+    h.update(coordinator.to_be_bytes());
+    h.update(session_id);
+    h.update(sha2::Sha256::digest(body));
+    h.finalize().into()
+}
+
+/// The policy of a new key: as the client gave it, or the creating client
+/// alone in every list.
+///
+/// # Errors
+/// A list over 64 entries or an id over 64 characters.
+pub fn resolve_policy(given: Option<&KeyPolicy>, creator: &str) -> Result<KeyPolicy, String> {
+    let Some(p) = given else {
+        return Ok(KeyPolicy {
+            sign: vec![creator.into()],
+            decrypt: vec![creator.into()],
+            admin: vec![creator.into()],
+        });
+    };
+    for list in [&p.sign, &p.decrypt, &p.admin] {
+        if list.len() > 64 || list.iter().any(|c| c.is_empty() || c.len() > 64) {
+            return Err("policy: at most 64 client ids per list, each 1 to 64 characters".into());
+        }
+    }
+    Ok(p.clone())
+}
+
+fn mismatch(what: &str) -> Refusal {
+    Refusal::BodyMismatch(format!("the proposal's {what} is not what the client signed"))
+}
+
+impl Node {
+    pub(crate) fn refused(&self, refusal: Refusal) -> SessionError {
+        SessionError::Refused {
+            node: self.cfg.node_id,
+            refusal,
+        }
+    }
+
+    /// Checks the authority behind a proposal (see the module table).
+    ///
+    /// # Errors
+    /// [`SessionError::Refused`] naming this node, or `Invalid`.
+    pub(crate) async fn authorize(
+        &self,
+        spec: &SessionSpec,
+        kind: &Kind,
+        auth: Option<&ClientAuthorization>,
+    ) -> Result<Option<Grant>, SessionError> {
+        if let Kind::Presign(p) = kind {
+            self.check_refiller(spec, &p.key_id).await?;
+            return Ok(None);
+        }
+        let a = auth.ok_or_else(|| self.refused(Refusal::MissingToken))?;
+        let (who, claims) = self
+            .verifier
+            .check(&a.token, &a.method, &a.path, Some(&a.body))
+            .map_err(|r| self.refused(r))?;
+        let mut grant = Grant {
+            client: who.client.clone(),
+            jti: who.jti.clone(),
+            policy: KeyPolicy::default(),
+        };
+        let r = match kind {
+            Kind::Dkg(d) => self.check_dkg(spec, d, a, &who.client).map(|p| grant.policy = p),
+            Kind::Aux(_) => self.check_aux(spec, a),
+            Kind::Sign(s) => self.check_use(s, a, &who.client).await,
+            Kind::Presign(_) => Ok(()),
+        };
+        r.map_err(|r| self.refused(r))?;
+        if matches!(kind, Kind::Dkg(_) | Kind::Aux(_)) {
+            who.require(Role::Create).map_err(|r| self.refused(r))?;
+        }
+        self.verifier
+            .claim_as_participant(&claims, spec.coordinator, crate::now_unix())
+            .map_err(|r| self.refused(r))?;
+        Ok(Some(grant))
+    }
+
+    /// The parties a create request asks for (default: every node).
+    fn requested_parties(&self, req: &CreateKeyRequest) -> Vec<u16> {
+        req.parties.clone().unwrap_or_else(|| self.cfg.node_ids())
+    }
+
+    fn parse_create(a: &ClientAuthorization) -> Result<CreateKeyRequest, Refusal> {
+        if a.method != "POST" || a.path != "/v1/keys" {
+            return Err(mismatch("operation"));
+        }
+        serde_json::from_slice(&a.body).map_err(|_| mismatch("body"))
+    }
+
+    fn check_dkg(&self, spec: &SessionSpec, d: &DkgProposal, a: &ClientAuthorization, client: &str) -> Result<KeyPolicy, Refusal> {
+        let req = Self::parse_create(a)?;
+        if req.scheme != d.scheme || u32::from(req.threshold) != d.threshold {
+            return Err(mismatch("scheme or threshold"));
+        }
+        if self.requested_parties(&req) != spec.parties.to_vec() {
+            return Err(mismatch("party list"));
+        }
+        if req.label.unwrap_or_default() != d.label {
+            return Err(mismatch("label"));
+        }
+        let paillier = d.scheme == sigil_crypto::Scheme::Paillier.as_str();
+        let bits = if paillier { req.bits.unwrap_or(crate::paillier::DEFAULT_BITS) } else { 0 };
+        let bound = if paillier {
+            crate::paillier::prime_threshold(req.prime_threshold).map_err(|_| mismatch("prime_threshold"))?
+        } else {
+            0
+        };
+        if bits != d.bits || bound != d.prime_threshold {
+            return Err(mismatch("key size"));
+        }
+        resolve_policy(req.policy.as_ref(), client).map_err(Refusal::BodyMismatch)
+    }
+
+    fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
+        let req = Self::parse_create(a)?;
+        let ecdsa = req.scheme.parse::<sigil_crypto::Scheme>().is_ok_and(sigil_crypto::Scheme::is_ecdsa);
+        if !ecdsa || self.requested_parties(&req) != spec.parties.to_vec() {
+            return Err(Refusal::Forbidden(
+                "aux info is made only for a client's ECDSA key request among these parties".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sign or decrypt: the body signed by the client asks for exactly this
+    /// operation, and this node's record of the key lets the client do it.
+    async fn check_use(&self, s: &SignProposal, a: &ClientAuthorization, client: &str) -> Result<(), Refusal> {
+        let key = match self.cached_key(&s.key_id).await {
+            Ok(Some(k)) => k,
+            _ => return Err(Refusal::Forbidden(format!("no active key {} here", s.key_id))),
+        };
+        let decrypt = key.record.scheme == sigil_crypto::Scheme::Paillier.as_str();
+        let op = if decrypt { "decrypt" } else { "sign" };
+        if a.method != "POST" || a.path != format!("/v1/keys/{}/{op}", s.key_id) {
+            return Err(mismatch("key or operation"));
+        }
+        if decrypt {
+            let req: DecryptRequest = serde_json::from_slice(&a.body).map_err(|_| mismatch("body"))?;
+            if req.ciphertext.trim().as_bytes() != s.message.as_slice() {
+                return Err(mismatch("ciphertext"));
+            }
+        } else {
+            let req: SignRequest = serde_json::from_slice(&a.body).map_err(|_| mismatch("body"))?;
+            if hex::decode(req.message.trim()).ok().as_deref() != Some(s.message.as_slice()) {
+                return Err(mismatch("message"));
+            }
+            let path = match &req.derivation_path {
+                Some(p) => sigil_crypto::ecdsa::parse_derivation_path(p).map_err(|_| mismatch("derivation path"))?,
+                None => Vec::new(),
+            };
+            if path != s.derivation_path {
+                return Err(mismatch("derivation path"));
+            }
+        }
+        let allowed = if decrypt { &key.record.policy.decrypt } else { &key.record.policy.sign };
+        if !allowed.iter().any(|c| c == client) {
+            return Err(Refusal::Forbidden(format!("client {client} may not {op} with key {}", s.key_id)));
+        }
+        Ok(())
+    }
+
+    /// Presigning is proposed only by the signer set's refiller: the set is
+    /// one of the key's `t`-subsets in ascending order, led by the caller.
+    async fn check_refiller(&self, spec: &SessionSpec, key_id: &str) -> Result<(), SessionError> {
+        let key = self
+            .cached_key(key_id)
+            .await
+            .map_err(crate::internal)?
+            .ok_or_else(|| SessionError::Invalid(format!("key {key_id} is not active here")))?;
+        let set = spec.parties.to_vec();
+        let ok = spec.parties.first() == Some(&spec.coordinator)
+            && crate::ecdsa::signer_sets(&key.record, Some(spec.coordinator)).contains(&set);
+        if !ok {
+            return Err(self.refused(Refusal::Forbidden(format!(
+                "node {} is not the refiller of signer set {set:?}",
+                spec.coordinator
+            ))));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_ids_differ_with_every_input() {
+        let sid = [7u8; 32];
+        let sign = |key: &str| {
+            Kind::Sign(SignProposal {
+                key_id: key.into(),
+                ..Default::default()
+            })
+        };
+        let base = execution_id(&sign("k"), &[0, 1], 0, &sid, b"body");
+        assert_eq!(base, execution_id(&sign("k"), &[0, 1], 0, &sid, b"body"));
+        assert_ne!(base, execution_id(&sign("j"), &[0, 1], 0, &sid, b"body"));
+        assert_ne!(base, execution_id(&sign("k"), &[1, 0], 0, &sid, b"body"));
+        assert_ne!(base, execution_id(&sign("k"), &[0, 1], 1, &sid, b"body"));
+        assert_ne!(base, execution_id(&sign("k"), &[0, 1], 0, &[8; 32], b"body"));
+        assert_ne!(base, execution_id(&sign("k"), &[0, 1], 0, &sid, b"other"));
+    }
+
+    #[test]
+    fn the_default_policy_is_the_creator() {
+        let p = resolve_policy(None, "alice").unwrap_or_default();
+        assert_eq!(p.sign, ["alice"]);
+        assert_eq!(p.admin, ["alice"]);
+        let long = KeyPolicy {
+            sign: vec!["x".repeat(65)],
+            ..Default::default()
+        };
+        assert!(resolve_policy(Some(&long), "alice").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The REST front door: the source-address allowlist (`allowed_ips`) and
+//! optional TLS on the listener (`http_tls`, rustls).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::Node;
+
+/// The client's address, for plaintext and TLS listeners alike.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// Answers 403 `ip_not_allowed` unless the peer address is in
+/// `allowed_ips`.
+pub async fn allow_ips(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|c| c.0 .0.ip());
+    let allowed = ip.is_some_and(|ip| node.cfg.allowed_ips.iter().any(|net| net.contains(&ip)));
+    if !allowed {
+        metrics::counter!("sigil_auth_refusals_total", "reason" => "ip_not_allowed").increment(1);
+        tracing::warn!(ip = ?ip, "request from an address outside allowed_ips");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            "this address may not use the API (allowed_ips)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// TLS handshakes waiting to finish, at most (each has [`HANDSHAKE_TIMEOUT`]).
+const PENDING_HANDSHAKES: usize = 256;
+
+/// Time a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A TCP listener whose connections are TLS (rustls): handshakes run in
+/// their own tasks, so a slow client does not hold up the others.
+pub struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Serves TLS on `l` with the certificate chain and key in `tls`.
+    ///
+    /// # Errors
+    /// Unreadable or malformed PEM files.
+    pub fn new(l: tokio::net::TcpListener, tls: &crate::config::HttpTls) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&tls.cert)
+            .map_err(|e| anyhow::anyhow!("http_tls.cert {}: {e}", tls.cert.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("http_tls.cert {}: {e}", tls.cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&tls.key)
+            .map_err(|e| anyhow::anyhow!("http_tls.key {}: {e}", tls.key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let local = l.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(PENDING_HANDSHAKES);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, addr)) = l.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => {
+                            let _ = tx.send((s, addr)).await;
+                        }
+                        _ => tracing::debug!(%addr, "TLS handshake failed or timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { rx, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept task never ends; wait forever rather than spin.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
