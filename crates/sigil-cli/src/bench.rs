@@ -34,9 +34,9 @@ pub struct PaillierArgs {
     /// Node URL.
     #[arg(long, default_value = "http://127.0.0.1:7070")]
     pub url: String,
-    /// API key.
-    #[arg(long, env = "SIGIL_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// Who signs the requests.
+    #[command(flatten)]
+    pub auth: crate::client::AuthArgs,
     /// Bits of N, one or more sizes (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1024")]
     pub bits: Vec<u32>,
@@ -113,7 +113,7 @@ fn tno_runs(
 
 async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
     use sigil_paillier::rug::Integer;
-    let client = Client::with_url(&a.url, a.api_key.clone());
+    let client = Client::with_url(&a.url, crate::client::TokenMaker::load(&a.auth)?);
     println!("| what | bits | count | mean s | median s | min s | max s |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut dec_rows = Vec::new();
@@ -210,9 +210,9 @@ pub struct SignArgs {
         default_value = "http://127.0.0.1:7070,http://127.0.0.1:7071,http://127.0.0.1:7072"
     )]
     pub urls: Vec<String>,
-    /// API key.
-    #[arg(long, env = "SIGIL_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// Who signs the requests.
+    #[command(flatten)]
+    pub auth: crate::client::AuthArgs,
     /// Scheme.
     #[arg(long, default_value = "frost-ed25519")]
     pub scheme: String,
@@ -456,7 +456,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Paillier(p) => return bench_paillier(p).await,
     };
     let scheme: Scheme = a.scheme.parse()?;
-    let clients: Vec<Client> = a.urls.iter().map(|u| Client::with_url(u, a.api_key.clone())).collect();
+    let tokens = crate::client::TokenMaker::load(&a.auth)?;
+    let clients: Vec<Client> = a.urls.iter().map(|u| Client::with_url(u, tokens.clone())).collect();
     let first = clients.first().ok_or_else(|| anyhow!("no --url"))?;
     let health = first
         .get("/health")

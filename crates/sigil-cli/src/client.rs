@@ -1,11 +1,68 @@
 //! A small REST client for the commands `keys`, `sign`, `verify`, `bench`.
+//! It signs every request itself: a write token bound to the exact body
+//! bytes for `POST`, a read token for `GET` (see `sigil_node::auth`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 use sigil_crypto::Scheme;
+use sigil_node::auth::ClientSigner;
 
 use crate::ApiArgs;
+
+/// Who the CLI is: the client id, its private key and the cluster id.
+#[derive(Args, Clone, Debug)]
+pub struct AuthArgs {
+    /// Client id (the tokens' `sub`).
+    #[arg(long, env = "SIGIL_CLIENT_ID", default_value = "admin", global = true)]
+    pub client_id: String,
+    /// The client's private key, PKCS#8 PEM (Ed25519 or P-256), as made by
+    /// `sigil clients keygen` (`sigil dev` makes `.sigil-dev/clients/admin.key`).
+    #[arg(
+        long,
+        env = "SIGIL_CLIENT_KEY",
+        default_value = ".sigil-dev/clients/admin.key",
+        global = true
+    )]
+    pub client_key: PathBuf,
+    /// Cluster id (the tokens' `aud`).
+    #[arg(long, env = "SIGIL_CLUSTER_ID", default_value = "sigil-dev", global = true)]
+    pub cluster_id: String,
+}
+
+/// A client key and the cluster its tokens are for.
+pub struct TokenMaker {
+    signer: ClientSigner,
+    aud: String,
+}
+
+impl TokenMaker {
+    /// Loads the key `a` names.
+    ///
+    /// # Errors
+    /// Unreadable or malformed key file.
+    pub fn load(a: &AuthArgs) -> anyhow::Result<Arc<Self>> {
+        let signer = ClientSigner::load(&a.client_id, &a.client_key)
+            .with_context(|| "set --client-key / SIGIL_CLIENT_KEY (sigil clients keygen makes one)")?;
+        Ok(Arc::new(TokenMaker {
+            signer,
+            aud: a.cluster_id.clone(),
+        }))
+    }
+
+    /// A token for `method path`: a write token over `body` if given (5
+    /// minutes), else a read token (1 minute).
+    ///
+    /// # Errors
+    /// Signing failure.
+    pub fn token(&self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<String> {
+        let ttl = if body.is_some() { 300 } else { 60 };
+        self.signer.token(&self.aud, method, path, body, ttl)
+    }
+}
 
 /// The message to sign or verify.
 #[derive(Args, Clone, Debug)]
@@ -72,17 +129,20 @@ impl KeyOptions {
 pub struct Client {
     http: reqwest::Client,
     url: String,
-    api_key: Option<String>,
+    tokens: Arc<TokenMaker>,
 }
 
 impl Client {
     /// A client for `api`.
-    pub fn new(api: &ApiArgs) -> Self {
-        Self::with_url(&api.url, api.api_key.clone())
+    ///
+    /// # Errors
+    /// The client key does not load.
+    pub fn new(api: &ApiArgs) -> anyhow::Result<Self> {
+        Ok(Self::with_url(&api.url, TokenMaker::load(&api.auth)?))
     }
 
-    /// A client for `url`.
-    pub fn with_url(url: &str, api_key: Option<String>) -> Self {
+    /// A client for `url` signing with `tokens`.
+    pub fn with_url(url: &str, tokens: Arc<TokenMaker>) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
@@ -91,15 +151,11 @@ impl Client {
         Client {
             http,
             url: url.trim_end_matches('/').to_string(),
-            api_key,
+            tokens,
         }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let req = match &self.api_key {
-            Some(k) => req.header("X-API-Key", k),
-            None => req,
-        };
         let resp = req.send().await.with_context(|| format!("cannot reach {}", self.url))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -111,15 +167,24 @@ impl Client {
         Ok(body)
     }
 
-    /// GET a path.
+    /// GET a path, with a read token.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.url))).await
+        let token = self.tokens.token("GET", path, None)?;
+        self.send(self.http.get(format!("{}{path}", self.url)).bearer_auth(token))
+            .await
     }
 
-    /// POST JSON to a path.
+    /// POST JSON to a path, with a write token over the exact body bytes.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(body))
-            .await
+        let bytes = serde_json::to_vec(body)?;
+        let token = self.tokens.token("POST", path, Some(&bytes))?;
+        let req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(bytes);
+        self.send(req).await
     }
 
     /// Creates a key and waits for it.
@@ -206,7 +271,7 @@ pub async fn verify(
     let (scheme, public_key) = match (key, scheme, public_key) {
         (_, Some(s), Some(pk)) => (s, pk),
         (Some(k), _, _) => {
-            let v = Client::new(api).get(&format!("/v1/keys/{k}")).await?;
+            let v = Client::new(api)?.get(&format!("/v1/keys/{k}")).await?;
             let s = v["scheme"]
                 .as_str()
                 .ok_or_else(|| anyhow!("key has no scheme"))?
@@ -233,7 +298,7 @@ pub async fn verify(
 /// standard Paillier (`g = N + 1`); prints the decimal ciphertext.
 pub async fn paillier_encrypt(api: &crate::ApiArgs, key: &str, value: &str) -> anyhow::Result<()> {
     use sigil_paillier::rug::Integer;
-    let v = Client::new(api).get(&format!("/v1/keys/{key}")).await?;
+    let v = Client::new(api)?.get(&format!("/v1/keys/{key}")).await?;
     anyhow::ensure!(v["scheme"] == "paillier", "key {key} is not a paillier key");
     let n: Integer = v["n"]
         .as_str()

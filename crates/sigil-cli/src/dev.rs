@@ -3,7 +3,10 @@
 //! Layout of the data directory (reused on the next start, so keys stay):
 //! ```text
 //! certs/ca.pem, ca.key, node-<i>.pem, node-<i>.key
-//! api-key                      the API key (mode 0600)
+//! certs/node-<i>.identity.key  node i's Ed25519 identity key (attests key records)
+//! certs/identities.json        every node's identity public key
+//! clients/admin.key, admin.pub the admin client's key pair (private: mode 0600),
+//!                              registered on every node; the CLI's default key
 //! node-<i>/config.toml         rewritten at every start
 //! node-<i>/master.key          the node's master key (mode 0600)
 //! node-<i>/node.db             the node's SQLite store
@@ -16,8 +19,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use rand::RngCore;
-use sha2::Digest;
+use sigil_node::auth::{ClientEntry, Role};
 use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
 use sigil_store::MasterKey;
 
@@ -39,9 +41,13 @@ pub struct DevArgs {
     /// Peer (gRPC) port of node 0; default http-port + 100.
     #[arg(long)]
     pub peer_port: Option<u16>,
-    /// API key (default: generated once and kept in the data directory).
-    #[arg(long, env = "SIGIL_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// Cluster id: the `aud` of client tokens.
+    #[arg(long, default_value = "sigil-dev")]
+    pub cluster_id: String,
+    /// Public keys (PEM files) of more clients to register on every node,
+    /// as ID=FILE with roles create and read (repeatable).
+    #[arg(long = "client", value_parser = parse_client)]
+    pub clients: Vec<(String, PathBuf)>,
     /// Session deadline in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
@@ -59,39 +65,56 @@ pub struct DevArgs {
     pub prime_seed_file: Option<PathBuf>,
 }
 
-fn api_key(args: &DevArgs) -> anyhow::Result<String> {
-    if let Some(k) = &args.api_key {
-        return Ok(k.clone());
+fn parse_client(s: &str) -> Result<(String, PathBuf), String> {
+    let (id, file) = s.split_once('=').ok_or("expected ID=FILE")?;
+    Ok((id.to_string(), PathBuf::from(file)))
+}
+
+/// The admin client's key pair in `data_dir/clients` (made once); returns
+/// its public key PEM.
+fn admin_client(data_dir: &Path) -> anyhow::Result<String> {
+    let dir = data_dir.join("clients");
+    std::fs::create_dir_all(&dir)?;
+    let (key, public) = (dir.join("admin.key"), dir.join("admin.pub"));
+    if !key.exists() {
+        let (private, pem) = sigil_node::auth::generate_client_key(false)?;
+        sigil_node::certs::write_secret(&key, private.as_bytes())?;
+        std::fs::write(&public, pem)?;
     }
-    let path = args.data_dir.join("api-key");
-    if let Ok(k) = std::fs::read_to_string(&path) {
-        return Ok(k.trim().to_string());
-    }
-    let mut raw = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let k = format!("sk_dev_{}", hex::encode(raw));
-    sigil_node::certs::write_secret(&path, k.as_bytes())?;
-    Ok(k)
+    Ok(std::fs::read_to_string(&public)?)
 }
 
 /// Writes the config of every node; returns their config paths.
-pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
+pub fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(args.nodes >= 1 && args.nodes <= 64, "--nodes must be within 1..=64");
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let ids: Vec<u16> = (0..args.nodes).collect();
     let certs = data_dir.join("certs");
     sigil_node::certs::init(&certs, &ids)?;
-    let key = api_key(args)?;
-    let api_key_sha256 = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let mut clients = vec![ClientEntry {
+        id: "admin".into(),
+        public_key: admin_client(&data_dir)?,
+        roles: vec![Role::Admin],
+    }];
+    for (id, file) in &args.clients {
+        clients.push(ClientEntry {
+            id: id.clone(),
+            public_key: std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?,
+            roles: vec![Role::Create, Role::Read],
+        });
+    }
     let peer_base = args.peer_port.unwrap_or(args.http_port.saturating_add(100));
     let nodes: Vec<NodeEntry> = ids
         .iter()
-        .map(|&i| NodeEntry {
-            id: i,
-            peer_addr: format!("127.0.0.1:{}", peer_base + i),
+        .map(|&i| {
+            Ok(NodeEntry {
+                id: i,
+                peer_addr: format!("127.0.0.1:{}", peer_base + i),
+                identity_key: sigil_node::certs::identity_public(&certs, i)?,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let mut paths = Vec::new();
     for &i in &ids {
         let dir = data_dir.join(format!("node-{i}"));
@@ -108,7 +131,12 @@ pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
             listen_http: format!("127.0.0.1:{}", args.http_port + i).parse()?,
             listen_peer: format!("127.0.0.1:{}", peer_base + i).parse()?,
             master_key_file: Some(mk),
-            api_key_sha256: api_key_sha256.clone(),
+            cluster_id: args.cluster_id.clone(),
+            identity_key_file: sigil_node::certs::identity_key_path(&certs, i),
+            clients: clients.clone(),
+            allowed_ips: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
+            http_tls: None,
+            insecure_plaintext_http: false,
             session_timeout_ms: args.session_timeout_ms,
             max_body_bytes: 64 * 1024,
             aux_timeout_ms: 120_000,
@@ -144,7 +172,7 @@ pub fn prepare(args: &DevArgs) -> anyhow::Result<(Vec<PathBuf>, String)> {
         std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
         paths.push(path);
     }
-    Ok((paths, key))
+    Ok(paths)
 }
 
 async fn wait_healthy(url: &str, deadline: tokio::time::Instant) -> bool {
@@ -168,7 +196,7 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// Runs the dev cluster until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let (configs, key) = prepare(&args)?;
+    let configs = prepare(&args)?;
     let exe = std::env::current_exe()?;
     // Environment the nodes must not inherit from the caller.
     let mut children = Vec::new();
@@ -183,7 +211,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .arg("--config")
             .arg(cfg)
             .env_remove("SIGIL_MASTER_KEY")
-            .env_remove("SIGIL_API_KEY")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -214,13 +241,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for i in 0..args.nodes {
         println!("  node {i}: http://127.0.0.1:{}", args.http_port + i);
     }
-    println!("API key: {key}");
-    println!();
-    println!("Try:");
-    println!("  export SIGIL_API_KEY={key}");
     println!(
-        "  curl -s -X POST {url0}/v1/keys -H \"X-API-Key: $SIGIL_API_KEY\" -H 'content-type: application/json' \\\n       -d '{{\"scheme\":\"frost-ed25519\",\"threshold\":{}}}'",
+        "Admin client: id admin, key {} (the CLI's default; cluster id {})",
+        args.data_dir.join("clients/admin.key").display(),
+        args.cluster_id
+    );
+    println!();
+    println!("Try (every request is signed by the client; `sigil token` makes one for curl):");
+    println!(
+        "  BODY='{{\"scheme\":\"frost-ed25519\",\"threshold\":{}}}'",
         args.threshold.min(args.nodes)
+    );
+    println!("  TOKEN=$(sigil token --method POST --path /v1/keys --body \"$BODY\")");
+    println!(
+        "  curl -s -X POST {url0}/v1/keys -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d \"$BODY\""
     );
     println!("Press Ctrl-C to stop.");
     let mut exited = None;

@@ -105,7 +105,7 @@ fn address_of(vk: &k256::ecdsa::VerifyingKey) -> String {
 
 /// Runs `sigil eth sign-tx`.
 pub async fn sign_tx(a: SignTxArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.api);
+    let client = Client::new(&a.api)?;
     let path_q = a
         .derivation_path
         .as_deref()

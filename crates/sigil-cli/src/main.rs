@@ -10,6 +10,7 @@ mod client;
 mod dev;
 mod eth;
 mod primes;
+mod tools;
 
 use std::path::PathBuf;
 
@@ -29,9 +30,9 @@ pub struct ApiArgs {
     /// Base URL of a node's REST API.
     #[arg(long, env = "SIGIL_URL", default_value = "http://127.0.0.1:7070", global = true)]
     pub url: String,
-    /// API key (sent as X-API-Key).
-    #[arg(long, env = "SIGIL_API_KEY", global = true, hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// Who signs the requests.
+    #[command(flatten)]
+    pub auth: client::AuthArgs,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +126,62 @@ enum Cmd {
         #[command(subcommand)]
         cmd: primes::PrimesCmd,
     },
+    /// Client identities.
+    Clients {
+        #[command(subcommand)]
+        cmd: ClientsCmd,
+    },
+    /// Print a signed request token (for curl): a write token bound to
+    /// --body, or with no body a read token for GET.
+    Token(tools::TokenArgs),
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsCmd {
+    /// Make a client key pair: OUT/ID.key (private, mode 0600) and
+    /// OUT/ID.pub; prints the `[[clients]]` entry for node configs.
+    Keygen {
+        /// Client id.
+        #[arg(long)]
+        id: String,
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// ECDSA P-256 (ES256) instead of Ed25519 (EdDSA).
+        #[arg(long)]
+        p256: bool,
+        /// Roles to print in the entry (admin, create, read, audit).
+        #[arg(long, value_delimiter = ',', default_value = "create,read")]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check a hash chain: from a file of records (JSON lines or GET
+    /// /v1/audit pages) or straight from a node's SQLite database (no
+    /// master key needed). Reports the first broken link.
+    Verify {
+        /// File of records.
+        #[arg(long, conflicts_with = "db")]
+        file: Option<PathBuf>,
+        /// A node's `node.db`.
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Print a node's audit log as JSON lines (needs role audit or admin).
+    Export {
+        /// Records after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +239,16 @@ enum KeysCmd {
     Get {
         /// Key id.
         key: String,
+    },
+    /// Check a key's attestations: every party's identity-key signature
+    /// over the canonical record, against the node keys in --identities
+    /// (so the node asked need not be trusted).
+    Verify {
+        /// Key id.
+        key: String,
+        /// `identities.json` of the cluster (`sigil certs init` writes it).
+        #[arg(long, default_value = ".sigil-dev/certs/identities.json")]
+        identities: PathBuf,
     },
 }
 
@@ -277,7 +344,10 @@ async fn main() -> std::process::ExitCode {
         }
         Cmd::Dev(args) => dev::run(args).await,
         Cmd::Keys { cmd, api } => {
-            let c = client::Client::new(&api);
+            let c = match client::Client::new(&api) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
             match cmd {
                 KeysCmd::Create {
                     scheme,
@@ -303,6 +373,7 @@ async fn main() -> std::process::ExitCode {
                 }
                 KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
                 KeysCmd::Get { key } => c.get(&format!("/v1/keys/{key}")).await.map(|v| client::print_json(&v)),
+                KeysCmd::Verify { key, identities } => tools::verify_key(&c, &key, &identities).await,
             }
         }
         Cmd::Sign {
@@ -311,10 +382,13 @@ async fn main() -> std::process::ExitCode {
             msg,
             api,
         } => match msg.bytes() {
-            Ok(m) => client::Client::new(&api)
-                .sign_with_path(&key, &m, derivation_path.as_deref())
-                .await
-                .map(|v| client::print_json(&v)),
+            Ok(m) => match client::Client::new(&api) {
+                Ok(c) => c
+                    .sign_with_path(&key, &m, derivation_path.as_deref())
+                    .await
+                    .map(|v| client::print_json(&v)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Cmd::Verify {
@@ -327,13 +401,27 @@ async fn main() -> std::process::ExitCode {
         } => client::verify(&api, key, scheme, public_key, &signature, &msg).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
         Cmd::Encrypt { key, value, api } => client::paillier_encrypt(&api, &key, &value).await,
-        Cmd::Decrypt { key, ciphertext, api } => client::Client::new(&api)
-            .post(
-                &format!("/v1/keys/{key}/decrypt"),
-                &serde_json::json!({"ciphertext": ciphertext}),
-            )
-            .await
-            .map(|v| client::print_json(&v)),
+        Cmd::Decrypt { key, ciphertext, api } => match client::Client::new(&api) {
+            Ok(c) => c
+                .post(
+                    &format!("/v1/keys/{key}/decrypt"),
+                    &serde_json::json!({"ciphertext": ciphertext}),
+                )
+                .await
+                .map(|v| client::print_json(&v)),
+            Err(e) => Err(e),
+        },
+        Cmd::Clients {
+            cmd: ClientsCmd::Keygen { id, out, p256, roles },
+        } => tools::client_keygen(&id, &out, p256, &roles),
+        Cmd::Token(a) => tools::token(&a),
+        Cmd::Audit { cmd: AuditCmd::Verify { file, db } } => tools::audit_verify(file.as_deref(), db.as_deref()).await,
+        Cmd::Audit {
+            cmd: AuditCmd::Export { after, api },
+        } => match client::Client::new(&api) {
+            Ok(c) => tools::audit_export(&c, after).await,
+            Err(e) => Err(e),
+        },
         Cmd::Primes {
             cmd: primes::PrimesCmd::Serve { config },
         } => {
@@ -351,9 +439,11 @@ async fn main() -> std::process::ExitCode {
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
+}
+
+fn fail(e: anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {e:#}");
+    std::process::ExitCode::FAILURE
 }
