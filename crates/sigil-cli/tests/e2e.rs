@@ -14,7 +14,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_error, Cluster, API_KEY, SESSION_TIMEOUT_MS};
+use common::{assert_error, Cluster, SESSION_TIMEOUT_MS};
 use serde_json::{json, Value};
 use sha2::Digest;
 use sigil_crypto::Scheme;
@@ -112,7 +112,7 @@ async fn cluster_keys_sign_faults_and_restart() {
             "1000",
         ])
         .args(["--url", &c.url(0), "--derivation-path", "m/0/7"])
-        .env("SIGIL_API_KEY", API_KEY)
+        .envs(c.cli_env("admin"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -202,11 +202,13 @@ async fn cluster_keys_sign_faults_and_restart() {
 
     // Bad input: clear 4xx with a JSON body; the node stays healthy.
     let (s, v) = c.call(0, "GET", "/v1/keys", None, None).await;
-    assert_error(s, &v, 401, "missing api key");
+    assert_error(s, &v, 401, "missing token");
+    assert_eq!(v["error"]["code"], "missing_token");
     let (s, v) = c.call(0, "GET", "/v1/keys", None, Some("wrong")).await;
-    assert_error(s, &v, 401, "wrong api key");
+    assert_error(s, &v, 401, "malformed token");
+    let t = c.token("admin", "POST", "/v1/keys", Some("{not json"));
     let (s, v) = c
-        .call(0, "POST", "/v1/keys", Some("{not json".into()), Some(API_KEY))
+        .call(0, "POST", "/v1/keys", Some("{not json".into()), Some(&t))
         .await;
     assert_error(s, &v, 400, "malformed json");
     for (body, what) in [
@@ -249,8 +251,9 @@ async fn cluster_keys_sign_faults_and_restart() {
     let (s, v) = c.api(0, "GET", "/v1/keys/no-such-key", json!(null)).await;
     assert_error(s, &v, 404, "unknown key (get)");
     let huge = json!({"message": "00".repeat(200_000)}).to_string();
+    let t = c.token("admin", "POST", &format!("/v1/keys/{ed_id}/sign"), Some(&huge));
     let (s, v) = c
-        .call(0, "POST", &format!("/v1/keys/{ed_id}/sign"), Some(huge), Some(API_KEY))
+        .call(0, "POST", &format!("/v1/keys/{ed_id}/sign"), Some(huge), Some(&t))
         .await;
     assert_error(s, &v, 413, "oversized body");
     let (s, v) = c

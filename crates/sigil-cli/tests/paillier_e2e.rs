@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::{Cluster, DevCluster, SESSION_TIMEOUT_MS};
 use serde_json::{json, Value};
 
-const KEY: &str = "paillier-test-key";
 
 /// `phe`: encrypt `a` and `b` to `n`, return (E(a), E(a) + E(b)) as decimal strings.
 fn phe_encrypt_and_add(n: &str, a: u64, b: u64) -> (String, String) {
@@ -35,17 +34,10 @@ fn phe_encrypt_and_add(n: &str, a: u64, b: u64) -> (String, String) {
     (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
 }
 
-async fn post(web: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let r = web.post(url).header("X-API-Key", KEY).json(&body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
     let tmp = tempfile::tempdir().unwrap();
-    let dev = DevCluster::start(3, tmp.path(), KEY, &[]).await;
-    let web = reqwest::Client::new();
+    let dev = DevCluster::start(3, tmp.path(), &[]).await;
     let base = dev.url(0);
     let logs = || dev.logs();
 
@@ -64,16 +56,16 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
             "bits for a signing scheme",
         ),
     ] {
-        let (s, v) = post(&web, &format!("{base}/v1/keys"), body).await;
+        let (s, v) = dev.post(0, "/v1/keys", &body).await;
         assert_eq!(s, 400, "{what}: {v}");
         assert!(v["error"]["message"].is_string(), "{what}: {v}");
     }
 
     // Dealerless key generation.
-    let (s, key) = post(
-        &web,
-        &format!("{base}/v1/keys"),
-        json!({"scheme": "paillier", "threshold": 2, "bits": 1024}),
+    let (s, key) = dev.post(
+        0,
+        "/v1/keys",
+        &json!({"scheme": "paillier", "threshold": 2, "bits": 1024}),
     )
     .await;
     assert_eq!(s, 201, "{key}\n{}", logs());
@@ -85,13 +77,13 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
 
     // phe encrypts and adds; the cluster decrypts, through any node.
     let (ea, sum) = phe_encrypt_and_add(&n, 123_456_789, 987_654_321);
-    let (s, v) = post(&web, &format!("{base}/v1/keys/{id}/decrypt"), json!({"ciphertext": ea})).await;
+    let (s, v) = dev.post(0, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": ea})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["plaintext"], "123456789");
-    let (s, v) = post(
-        &web,
-        &format!("{}/v1/keys/{id}/decrypt", dev.url(2)),
-        json!({"ciphertext": sum}),
+    let (s, v) = dev.post(
+        2,
+        &format!("/v1/keys/{id}/decrypt"),
+        &json!({"ciphertext": sum}),
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -99,13 +91,15 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
 
     // Our own client encrypts too (sigil encrypt), and sigil decrypt answers.
     let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["encrypt", "--key", &id, "42", "--url", &base, "--api-key", KEY])
+        .args(["encrypt", "--key", &id, "42", "--url", &base])
+        .envs(dev.cli_env())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let c = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["decrypt", "--key", &id, &c, "--url", &base, "--api-key", KEY])
+        .args(["decrypt", "--key", &id, &c, "--url", &base])
+        .envs(dev.cli_env())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -120,10 +114,10 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
         (n.as_str(), "not invertible"),
         ("12x", "not decimal"),
     ] {
-        let (s, v) = post(&web, &format!("{base}/v1/keys/{id}/decrypt"), json!({"ciphertext": c})).await;
+        let (s, v) = dev.post(0, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": c})).await;
         assert_eq!(s, 400, "{what}: {v}");
     }
-    let (s, v) = post(&web, &format!("{base}/v1/keys/{id}/sign"), json!({"message": "00"})).await;
+    let (s, v) = dev.post(0, &format!("/v1/keys/{id}/sign"), &json!({"message": "00"})).await;
     assert_eq!(s, 400, "{v}");
 
     drop(dev);

@@ -296,7 +296,6 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
     let dev = DevCluster::start(
         2,
         &dir.join("dev"),
-        "k",
         &[
             ("SIGIL_PRIME_SOURCE__KIND", "remote".to_string()),
             ("SIGIL_PRIME_SOURCE__URL", format!("https://127.0.0.1:{port}")),
@@ -308,33 +307,17 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
         ],
     )
     .await;
-    let web = reqwest::Client::new();
-    let url = dev.url(0);
     let node_logs = || dev.logs();
-    let key: serde_json::Value = web
-        .post(format!("{url}/v1/keys"))
-        .header("X-API-Key", "k")
-        .json(&serde_json::json!({"scheme": "ecdsa-secp256k1", "threshold": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, key) = dev
+        .post(0, "/v1/keys", &serde_json::json!({"scheme": "ecdsa-secp256k1", "threshold": 2}))
+        .await;
     let id = key["key_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{key}\n{}", node_logs()));
     let digest = [7u8; 32];
-    let sig: serde_json::Value = web
-        .post(format!("{url}/v1/keys/{id}/sign"))
-        .header("X-API-Key", "k")
-        .json(&serde_json::json!({"message": hex::encode(digest)}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, sig) = dev
+        .post(0, &format!("/v1/keys/{id}/sign"), &serde_json::json!({"message": hex::encode(digest)}))
+        .await;
     let scheme: sigil_crypto::Scheme = "ecdsa-secp256k1".parse().unwrap();
     scheme
         .verify(

@@ -240,8 +240,8 @@ mod tests {
     async fn the_chain_survives_a_reopen_and_edits_break_it() {
         let dir = tempfile::tempdir().unwrap();
         let mk = sigil_store::MasterKey::generate();
-        let open = || sigil_store::SqliteStore::open(&dir.path().join("n.db"), &mk);
-        let store: Arc<dyn Store> = Arc::new(open().await.unwrap());
+        let path = dir.path().join("n.db");
+        let store: Arc<dyn Store> = Arc::new(sigil_store::SqliteStore::open(&path, &mk).await.unwrap());
         let log = AuditLog::open(store.clone(), 3).await.unwrap();
         for k in 0..5 {
             log.record(Entry {

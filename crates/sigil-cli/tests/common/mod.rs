@@ -17,10 +17,53 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::Digest;
 use sigil_crypto::Scheme;
+use sigil_node::auth::{ClientEntry, ClientSigner, Role};
 use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
 
-pub const API_KEY: &str = "e2e-test-key";
 pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+/// The cluster id (token audience) of test clusters.
+pub const CLUSTER_ID: &str = "e2e";
+
+/// The clients of a test cluster: `admin` (Ed25519, role admin), `alice`
+/// (P-256, create and read), `bob` (Ed25519, read only).
+pub const CLIENTS: [(&str, bool, &[Role]); 3] = [
+    ("admin", false, &[Role::Admin]),
+    ("alice", true, &[Role::Create, Role::Read]),
+    ("bob", false, &[Role::Read]),
+];
+
+/// Writes the key pairs of [`CLIENTS`] to `dir/clients/<id>.key`; returns
+/// their config entries.
+pub fn make_clients(dir: &std::path::Path) -> Vec<ClientEntry> {
+    let cdir = dir.join("clients");
+    std::fs::create_dir_all(&cdir).unwrap();
+    CLIENTS
+        .iter()
+        .map(|&(id, p256, roles)| {
+            let (sk, pk) = sigil_node::auth::generate_client_key(p256).unwrap();
+            std::fs::write(cdir.join(format!("{id}.key")), sk.as_bytes()).unwrap();
+            ClientEntry {
+                id: id.into(),
+                public_key: pk,
+                roles: roles.to_vec(),
+            }
+        })
+        .collect()
+}
+
+/// Client `id`'s signer, from `dir/clients/<id>.key`.
+pub fn signer(dir: &std::path::Path, id: &str) -> ClientSigner {
+    ClientSigner::load(id, &dir.join(format!("clients/{id}.key"))).unwrap()
+}
+
+/// A token of client `id` (key in `dir`) for `aud`: a write token over
+/// `body` (GET: a read token).
+pub fn token_in(dir: &std::path::Path, aud: &str, id: &str, method: &str, path: &str, body: Option<&str>) -> String {
+    let ttl = if body.is_some() { 300 } else { 600 };
+    signer(dir, id)
+        .token(aud, method, path, body.map(str::as_bytes), ttl)
+        .unwrap()
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -52,6 +95,7 @@ impl Cluster {
         let primes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/primes-1536.txt");
         let ids: Vec<u16> = (0..n).collect();
         sigil_node::certs::init(&certs, &ids).unwrap();
+        let clients = make_clients(dir.path());
         let http: Vec<u16> = ids.iter().map(|_| free_port()).collect();
         let peer: Vec<u16> = ids.iter().map(|_| free_port()).collect();
         let nodes: Vec<NodeEntry> = ids
@@ -59,6 +103,7 @@ impl Cluster {
             .map(|&i| NodeEntry {
                 id: i,
                 peer_addr: format!("127.0.0.1:{}", peer[usize::from(i)]),
+                identity_key: sigil_node::certs::identity_public(&certs, i).unwrap(),
             })
             .collect();
         let mut configs = Vec::new();
@@ -80,7 +125,12 @@ impl Cluster {
                 listen_http: format!("127.0.0.1:{}", http[usize::from(i)]).parse().unwrap(),
                 listen_peer: format!("127.0.0.1:{}", peer[usize::from(i)]).parse().unwrap(),
                 master_key_file: Some(mk),
-                api_key_sha256: hex::encode(sha2::Sha256::digest(API_KEY)),
+                cluster_id: CLUSTER_ID.into(),
+                identity_key_file: sigil_node::certs::identity_key_path(&certs, i),
+                clients: clients.clone(),
+                allowed_ips: vec!["127.0.0.0/8".parse().unwrap()],
+                http_tls: None,
+                insecure_plaintext_http: false,
                 session_timeout_ms: SESSION_TIMEOUT_MS,
                 max_body_bytes: 64 * 1024,
                 aux_timeout_ms: 120_000,
@@ -116,7 +166,7 @@ impl Cluster {
         let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.{}.log", now_ms()))).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
         cmd.arg("node").arg("--config").arg(&self.configs[usize::from(i)]);
-        cmd.env_remove("SIGIL_MASTER_KEY").env_remove("SIGIL_API_KEY");
+        cmd.env_remove("SIGIL_MASTER_KEY");
         if let Some(k) = master_key_env {
             cmd.env("SIGIL_MASTER_KEY", k);
         }
@@ -186,21 +236,27 @@ impl Cluster {
         }
     }
 
+    /// A token of client `id` for `method path` over `body`.
+    pub fn token(&self, id: &str, method: &str, path: &str, body: Option<&str>) -> String {
+        token_in(self.dir.path(), CLUSTER_ID, id, method, path, body)
+    }
+
+    /// One request with `token` (raw, as given) as bearer.
     pub async fn call(
         &self,
         i: u16,
         method: &str,
         path: &str,
         body: Option<String>,
-        key: Option<&str>,
+        token: Option<&str>,
     ) -> (u16, Value) {
         let url = format!("{}{path}", self.url(i));
         let mut req = match method {
             "GET" => self.http_client.get(url),
             _ => self.http_client.post(url).header("content-type", "application/json"),
         };
-        if let Some(k) = key {
-            req = req.header("X-API-Key", k);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
         }
         if let Some(b) = body {
             req = req.body(b);
@@ -211,9 +267,28 @@ impl Cluster {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// A request signed by the admin client.
     pub async fn api(&self, i: u16, method: &str, path: &str, body: Value) -> (u16, Value) {
+        self.api_as("admin", i, method, path, body).await
+    }
+
+    /// A request signed by client `id`.
+    pub async fn api_as(&self, id: &str, i: u16, method: &str, path: &str, body: Value) -> (u16, Value) {
         let b = if method == "GET" { None } else { Some(body.to_string()) };
-        self.call(i, method, path, b, Some(API_KEY)).await
+        let t = self.token(id, method, path, b.as_deref());
+        self.call(i, method, path, b, Some(&t)).await
+    }
+
+    /// The environment for a `sigil` CLI command acting as client `id`.
+    pub fn cli_env(&self, id: &str) -> Vec<(String, String)> {
+        vec![
+            ("SIGIL_CLIENT_ID".into(), id.into()),
+            (
+                "SIGIL_CLIENT_KEY".into(),
+                self.dir.path().join(format!("clients/{id}.key")).display().to_string(),
+            ),
+            ("SIGIL_CLUSTER_ID".into(), CLUSTER_ID.into()),
+        ]
     }
 
     pub async fn create(&self, i: u16, scheme: &str, t: u16) -> Value {
@@ -340,9 +415,9 @@ pub struct DevCluster {
 }
 
 impl DevCluster {
-    /// Starts `nodes` nodes (threshold 2) with API key `api_key` and the
-    /// extra environment `env`, and waits until every node answers /health.
-    pub async fn start(nodes: u16, data_dir: &std::path::Path, api_key: &str, env: &[(&str, String)]) -> Self {
+    /// Starts `nodes` nodes (threshold 2) with the extra environment
+    /// `env`, and waits until every node answers /health.
+    pub async fn start(nodes: u16, data_dir: &std::path::Path, env: &[(&str, String)]) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
         let http = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
@@ -354,7 +429,6 @@ impl DevCluster {
                 "--peer-port",
                 &free_port().to_string(),
             ])
-            .args(["--api-key", api_key])
             .arg("--data-dir")
             .arg(data_dir)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -386,6 +460,30 @@ impl DevCluster {
     /// Node `i`'s REST base URL.
     pub fn url(&self, i: u16) -> String {
         format!("http://127.0.0.1:{}", self.http + i)
+    }
+
+    /// POST `body` to node `i` signed by the admin client `sigil dev` made.
+    pub async fn post(&self, i: u16, path: &str, body: &Value) -> (u16, Value) {
+        let b = body.to_string();
+        let t = token_in(&self.data_dir, "sigil-dev", "admin", "POST", path, Some(&b));
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.url(i)))
+            .header("authorization", format!("Bearer {t}"))
+            .header("content-type", "application/json")
+            .body(b)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The environment for a `sigil` CLI command as the admin client.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        vec![(
+            "SIGIL_CLIENT_KEY".into(),
+            self.data_dir.join("clients/admin.key").display().to_string(),
+        )]
     }
 
     /// `sigil dev`'s log and every node's, concatenated.
