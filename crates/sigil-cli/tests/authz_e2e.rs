@@ -281,6 +281,7 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     assert_error(s, &v, 403, "bob lacks role audit");
     // A token issued before a restart is refused after it (never seen there).
     let early = c.token("admin", "POST", &ed_sign, Some(&body));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     c.kill9(0);
     c.restart(0).await;
     let (_, v) = post0(&c, &ed_sign, early, body.clone()).await;

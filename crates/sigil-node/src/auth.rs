@@ -21,9 +21,12 @@
 //! ([`Verifier::claim_as_participant`]) before it loads a share.
 //!
 //! Replay: `jti`s are remembered in memory until `exp` plus
-//! [`CONTINUATION_S`]; a token issued before the node started
-//! (`iat < started_at`) is refused as `replayed`, so a restart cannot
-//! reopen a token the node may have seen. A participant accepts a `jti`
+//! [`CONTINUATION_S`]; a token issued before the second the node started
+//! (`iat < started_at`, both in whole seconds, no skew allowance) is
+//! refused as `replayed`, so a restart cannot reopen a token the node may
+//! have seen. (A token used within the same second just before a crash
+//! and replayed just after the restart is the one gap; clients with a
+//! clock behind the node's are refused for their skew after a restart.) A participant accepts a `jti`
 //! again only from the coordinator that first presented it (the same
 //! request retried with another signer set, or a Paillier key generation's
 //! next attempt), so a token replayed to another coordinator is refused by
@@ -393,7 +396,7 @@ impl Verifier {
         if c.exp + CLOCK_SKEW_S < now {
             return Err(Refusal::Expired(format!("expired {} s ago", now - c.exp)));
         }
-        if c.iat + CLOCK_SKEW_S < self.started_at {
+        if c.iat < self.started_at {
             return Err(Refusal::Replayed("issued before this node started".into()));
         }
         Ok(())

@@ -839,9 +839,10 @@ impl Node {
                         }
                         Err(status) => {
                             let e = status_session_error(node, &status);
-                            if matches!(e, SessionError::Unavailable { .. }) {
-                                // A party that cannot take part: stop now so the
-                                // caller can pick other signers.
+                            if matches!(e, SessionError::Unavailable { .. } | SessionError::Refused { .. }) {
+                                // A party that cannot or will not take part: stop
+                                // now (the caller may pick other signers; a
+                                // refusal is final).
                                 abort_all(&tasks);
                                 return Err(e);
                             }
