@@ -415,7 +415,9 @@ async fn main() -> std::process::ExitCode {
             cmd: ClientsCmd::Keygen { id, out, p256, roles },
         } => tools::client_keygen(&id, &out, p256, &roles),
         Cmd::Token(a) => tools::token(&a),
-        Cmd::Audit { cmd: AuditCmd::Verify { file, db } } => tools::audit_verify(file.as_deref(), db.as_deref()).await,
+        Cmd::Audit {
+            cmd: AuditCmd::Verify { file, db },
+        } => tools::audit_verify(file.as_deref(), db.as_deref()).await,
         Cmd::Audit {
             cmd: AuditCmd::Export { after, api },
         } => match client::Client::new(&api) {

@@ -102,7 +102,13 @@ async fn audit_outcomes(c: &Cluster, i: u16) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| format!("{} {}", r["operation"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["operation"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -122,7 +128,8 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     let mut p2 = peer_as(&c, 0, 2).await;
     // A FROST signature no client asked for: refused, no token.
     let m = refused(
-        p1.run_session(proposal(&[1, 2], sign_kind(&ed, b"steal", ""), None)).await,
+        p1.run_session(proposal(&[1, 2], sign_kind(&ed, b"steal", ""), None))
+            .await,
         "sign without a client token",
     );
     assert!(m.contains("no bearer token"), "{m}");
@@ -145,7 +152,8 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     // ECDSA full and pooled, Paillier decryption: no token, refused.
     let digest = [9u8; 32];
     refused(
-        p1.run_session(proposal(&[1, 2], sign_kind(&ecdsa, &digest, ""), None)).await,
+        p1.run_session(proposal(&[1, 2], sign_kind(&ecdsa, &digest, ""), None))
+            .await,
         "ecdsa full",
     );
     refused(
@@ -154,7 +162,8 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
         "ecdsa pooled partial",
     );
     refused(
-        p1.run_session(proposal(&[1, 2], sign_kind(&pai, b"12345", ""), None)).await,
+        p1.run_session(proposal(&[1, 2], sign_kind(&pai, b"12345", ""), None))
+            .await,
         "paillier partial decryption",
     );
     // Presigning for a set whose refiller is node 1; aux info without a request.
@@ -165,7 +174,8 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     let m = refused(p1.run_session(proposal(&[1, 2], presign, None)).await, "presign");
     assert!(m.contains("refiller"), "{m}");
     refused(
-        p1.run_session(proposal(&[0, 1, 2], Kind::Aux(AuxProposal {}), None)).await,
+        p1.run_session(proposal(&[0, 1, 2], Kind::Aux(AuxProposal {}), None))
+            .await,
         "aux info",
     );
     // FinalizeKey: inject a key nobody made, overwrite one, delete one.
@@ -188,7 +198,14 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     over.parties = vec![0, 1, 2];
     refused(p2.finalize_key(fin(over.clone(), true)).await, "overwrite");
     refused(p2.finalize_key(fin(over, false)).await, "delete");
-    let (s, v) = c.api(2, "GET", &format!("/v1/keys/{}", ed["key_id"].as_str().unwrap()), json!(null)).await;
+    let (s, v) = c
+        .api(
+            2,
+            "GET",
+            &format!("/v1/keys/{}", ed["key_id"].as_str().unwrap()),
+            json!(null),
+        )
+        .await;
     assert_eq!((s, &v["public_key"]), (200, &ed["public_key"]), "key unchanged");
     // Nothing changed: the key still signs, through node 1 and 2.
     c.sign_ok(1, &ed, b"still mine").await;
@@ -202,7 +219,10 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
         "presign refused:forbidden",
         "aux_info refused:missing_token",
     ] {
-        assert!(outcomes.iter().any(|o| o == want), "node 1 audit lacks {want:?}: {outcomes:?}");
+        assert!(
+            outcomes.iter().any(|o| o == want),
+            "node 1 audit lacks {want:?}: {outcomes:?}"
+        );
     }
 
     // --- Attested records ----------------------------------------------
@@ -262,7 +282,13 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     let (_, v) = post0(&c, &ed_sign, read, body.clone()).await;
     assert_eq!(v["error"]["code"], "forbidden", "{v}");
     let (s, alices) = c
-        .api_as("alice", 1, "POST", "/v1/keys", json!({"scheme": "frost-ed25519", "threshold": 2}))
+        .api_as(
+            "alice",
+            1,
+            "POST",
+            "/v1/keys",
+            json!({"scheme": "frost-ed25519", "threshold": 2}),
+        )
         .await;
     assert_eq!(s, 201, "alice (P-256, ES256) creates: {alices}");
     assert_eq!(alices["policy"]["sign"], json!(["alice"]));
@@ -270,11 +296,19 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     for i in 0..3 {
         let (s, v) = c.api(i, "POST", &alice_sign, json!({"message": "00"})).await;
         assert_error(s, &v, 403, &format!("admin outside alice's key policy via node {i}"));
-        let (s, v) = c.api_as("alice", i, "POST", &alice_sign, json!({"message": "00"})).await;
+        let (s, v) = c
+            .api_as("alice", i, "POST", &alice_sign, json!({"message": "00"}))
+            .await;
         assert_eq!(s, 200, "alice signs via node {i}: {v}");
     }
     let (s, v) = c
-        .api_as("bob", 0, "POST", "/v1/keys", json!({"scheme": "frost-ed25519", "threshold": 2}))
+        .api_as(
+            "bob",
+            0,
+            "POST",
+            "/v1/keys",
+            json!({"scheme": "frost-ed25519", "threshold": 2}),
+        )
         .await;
     assert_error(s, &v, 403, "bob lacks role create");
     let (s, v) = c.api_as("bob", 0, "GET", "/v1/audit", json!(null)).await;

@@ -207,9 +207,7 @@ async fn cluster_keys_sign_faults_and_restart() {
     let (s, v) = c.call(0, "GET", "/v1/keys", None, Some("wrong")).await;
     assert_error(s, &v, 401, "malformed token");
     let t = c.token("admin", "POST", "/v1/keys", Some("{not json"));
-    let (s, v) = c
-        .call(0, "POST", "/v1/keys", Some("{not json".into()), Some(&t))
-        .await;
+    let (s, v) = c.call(0, "POST", "/v1/keys", Some("{not json".into()), Some(&t)).await;
     assert_error(s, &v, 400, "malformed json");
     for (body, what) in [
         (json!({"scheme": "rsa", "threshold": 2}), "unknown scheme"),

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::{Cluster, DevCluster, SESSION_TIMEOUT_MS};
 use serde_json::{json, Value};
 
-
 /// `phe`: encrypt `a` and `b` to `n`, return (E(a), E(a) + E(b)) as decimal strings.
 fn phe_encrypt_and_add(n: &str, a: u64, b: u64) -> (String, String) {
     let script = format!(
@@ -62,12 +61,13 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
     }
 
     // Dealerless key generation.
-    let (s, key) = dev.post(
-        0,
-        "/v1/keys",
-        &json!({"scheme": "paillier", "threshold": 2, "bits": 1024}),
-    )
-    .await;
+    let (s, key) = dev
+        .post(
+            0,
+            "/v1/keys",
+            &json!({"scheme": "paillier", "threshold": 2, "bits": 1024}),
+        )
+        .await;
     assert_eq!(s, 201, "{key}\n{}", logs());
     let id = key["key_id"].as_str().unwrap().to_string();
     let n = key["n"].as_str().unwrap().to_string();
@@ -77,15 +77,14 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
 
     // phe encrypts and adds; the cluster decrypts, through any node.
     let (ea, sum) = phe_encrypt_and_add(&n, 123_456_789, 987_654_321);
-    let (s, v) = dev.post(0, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": ea})).await;
+    let (s, v) = dev
+        .post(0, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": ea}))
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["plaintext"], "123456789");
-    let (s, v) = dev.post(
-        2,
-        &format!("/v1/keys/{id}/decrypt"),
-        &json!({"ciphertext": sum}),
-    )
-    .await;
+    let (s, v) = dev
+        .post(2, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": sum}))
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["plaintext"], (123_456_789u64 + 987_654_321).to_string());
 
@@ -114,10 +113,14 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
         (n.as_str(), "not invertible"),
         ("12x", "not decimal"),
     ] {
-        let (s, v) = dev.post(0, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": c})).await;
+        let (s, v) = dev
+            .post(0, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": c}))
+            .await;
         assert_eq!(s, 400, "{what}: {v}");
     }
-    let (s, v) = dev.post(0, &format!("/v1/keys/{id}/sign"), &json!({"message": "00"})).await;
+    let (s, v) = dev
+        .post(0, &format!("/v1/keys/{id}/sign"), &json!({"message": "00"}))
+        .await;
     assert_eq!(s, 400, "{v}");
 
     drop(dev);

@@ -309,14 +309,22 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
     .await;
     let node_logs = || dev.logs();
     let (_, key) = dev
-        .post(0, "/v1/keys", &serde_json::json!({"scheme": "ecdsa-secp256k1", "threshold": 2}))
+        .post(
+            0,
+            "/v1/keys",
+            &serde_json::json!({"scheme": "ecdsa-secp256k1", "threshold": 2}),
+        )
         .await;
     let id = key["key_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{key}\n{}", node_logs()));
     let digest = [7u8; 32];
     let (_, sig) = dev
-        .post(0, &format!("/v1/keys/{id}/sign"), &serde_json::json!({"message": hex::encode(digest)}))
+        .post(
+            0,
+            &format!("/v1/keys/{id}/sign"),
+            &serde_json::json!({"message": hex::encode(digest)}),
+        )
         .await;
     let scheme: sigil_crypto::Scheme = "ecdsa-secp256k1".parse().unwrap();
     scheme

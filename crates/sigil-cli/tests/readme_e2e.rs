@@ -8,7 +8,9 @@ use common::DevCluster;
 
 /// The `sh` blocks of the README section headed `heading`, in order.
 fn blocks(readme: &str, heading: &str) -> Vec<String> {
-    let start = readme.find(heading).unwrap_or_else(|| panic!("README has no {heading:?}"));
+    let start = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has no {heading:?}"));
     let section = &readme[start + heading.len()..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     section
@@ -38,7 +40,11 @@ async fn the_readme_walk_throughs_run() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "walk-through failed\n{stdout}\n{stderr}\n{}", dev.logs());
+    assert!(
+        out.status.success(),
+        "walk-through failed\n{stdout}\n{stderr}\n{}",
+        dev.logs()
+    );
     for want in [
         "Signature Verified Successfully",
         "\"code\":\"replayed\"",
@@ -46,6 +52,9 @@ async fn the_readme_walk_throughs_run() {
         "attested by every party",
         "audit chain intact",
     ] {
-        assert!(stdout.contains(want), "walk-through output lacks {want:?}\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(want),
+            "walk-through output lacks {want:?}\n{stdout}\n{stderr}"
+        );
     }
 }

@@ -372,7 +372,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(node.cfg.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(node.clone(), reject_oversized))
-        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::front::allow_ips))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::front::allow_ips,
+        ))
         .with_state(node)
 }
 
@@ -436,8 +439,12 @@ async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -
     let body = match axum::body::to_bytes(body, node.cfg.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body over the limit")
-                .into_response()
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body over the limit",
+            )
+            .into_response()
         }
     };
     let path = parts.uri.path().to_string();
@@ -522,7 +529,11 @@ async fn audited<T>(
             jti: auth.jti.clone(),
             operation,
             key_id: key_id.to_string(),
-            message_sha256: if message.is_empty() { String::new() } else { audit::message_hash(message) },
+            message_sha256: if message.is_empty() {
+                String::new()
+            } else {
+                audit::message_hash(message)
+            },
             session_id: String::new(),
             outcome,
         })

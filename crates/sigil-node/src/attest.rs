@@ -41,7 +41,10 @@ pub fn record_bytes(k: &KeyRecord) -> Vec<u8> {
     lp(&mut out, &k.public_key);
     out.extend_from_slice(&sha2::Sha256::digest(&k.public_package));
     out.extend_from_slice(&k.epoch.to_be_bytes());
-    lp(&mut out, serde_json::to_string(&k.policy).unwrap_or_default().as_bytes());
+    lp(
+        &mut out,
+        serde_json::to_string(&k.policy).unwrap_or_default().as_bytes(),
+    );
     lp(&mut out, k.created_by.as_bytes());
     lp(&mut out, k.create_jti.as_bytes());
     out
@@ -122,10 +125,14 @@ mod tests {
 
     #[test]
     fn all_parties_must_sign_the_same_record() {
-        let keys: Vec<ed25519_dalek::SigningKey> = (0..3u8).map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32])).collect();
+        let keys: Vec<ed25519_dalek::SigningKey> = (0..3u8)
+            .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32]))
+            .collect();
         let of = |n: u16| keys.get(usize::from(n)).map(|k| k.verifying_key());
         let mut k = sigil_store::conformance::sample_key("k");
-        k.attestations = (0..3u16).map(|i| attestation(i, sign(&keys[usize::from(i)], &k))).collect();
+        k.attestations = (0..3u16)
+            .map(|i| attestation(i, sign(&keys[usize::from(i)], &k)))
+            .collect();
         verify_all(&k, of).unwrap();
         // Any field changed breaks every signature.
         let mut other = k.clone();

@@ -224,7 +224,10 @@ impl Authorized {
         if self.has(role) {
             Ok(())
         } else {
-            Err(Refusal::Forbidden(format!("client {} lacks role {role:?}", self.client)))
+            Err(Refusal::Forbidden(format!(
+                "client {} lacks role {role:?}",
+                self.client
+            )))
         }
     }
 }
@@ -312,7 +315,11 @@ impl Verifier {
                 key,
                 roles: c.roles.clone(),
             };
-            anyhow::ensure!(map.insert(c.id.clone(), entry).is_none(), "clients: {} listed twice", c.id);
+            anyhow::ensure!(
+                map.insert(c.id.clone(), entry).is_none(),
+                "clients: {} listed twice",
+                c.id
+            );
         }
         Ok(Verifier {
             aud: aud.to_string(),
@@ -330,7 +337,13 @@ impl Verifier {
     ///
     /// # Errors
     /// The [`Refusal`].
-    pub fn check(&self, token: &str, method: &str, path: &str, body: Option<&[u8]>) -> Result<(Authorized, Claims), Refusal> {
+    pub fn check(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(Authorized, Claims), Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::Malformed(format!("token over {MAX_TOKEN_BYTES} bytes")));
         }
@@ -432,9 +445,7 @@ impl Verifier {
         cache.purge(now);
         match cache.seen.get(&c.jti) {
             Some(&(first, _)) if first == coordinator => Ok(()),
-            Some(&(first, _)) => Err(Refusal::Replayed(format!(
-                "jti already presented by node {first}"
-            ))),
+            Some(&(first, _)) => Err(Refusal::Replayed(format!("jti already presented by node {first}"))),
             None => {
                 self.check_time(c, now)?;
                 Self::remember(&mut cache, c, coordinator)
@@ -543,7 +554,14 @@ impl ClientSigner {
     ///
     /// # Errors
     /// Signing failure.
-    pub fn token(&self, aud: &str, method: &str, path: &str, body: Option<&[u8]>, ttl_s: i64) -> anyhow::Result<String> {
+    pub fn token(
+        &self,
+        aud: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        ttl_s: i64,
+    ) -> anyhow::Result<String> {
         self.sign_claims(&self.claims(aud, method, path, body, ttl_s))
     }
 }
@@ -558,7 +576,10 @@ pub fn generate_client_key(p256: bool) -> anyhow::Result<(zeroize::Zeroizing<Str
     if p256 {
         let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let public = k.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let public = k
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         return Ok((zeroize::Zeroizing::new(private.to_string()), public));
     }
     let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
@@ -607,29 +628,60 @@ mod tests {
             v.claim_as_participant(&c, 0, now_unix()).unwrap();
             assert_eq!(reason(v.claim_as_participant(&c, 2, now_unix())), Some("replayed"));
             let check = |t: &str| reason(v.check(t, "POST", path, Some(body)).map(|_| ()));
-            assert_eq!(check(&mallory.token("c1", "POST", path, Some(body), 60).unwrap()), Some("bad_signature"));
-            assert_eq!(check(&alice.token("c2", "POST", path, Some(body), 60).unwrap()), Some("wrong_audience"));
-            assert_eq!(check(&alice.token("c1", "POST", path, Some(b"{}"), 60).unwrap()), Some("body_mismatch"));
-            assert_eq!(check(&alice.token("c1", "POST", "/v1/keys/x/sign", Some(body), 60).unwrap()), Some("body_mismatch"));
-            assert_eq!(check(&alice.token("c1", "POST", path, Some(body), 301).unwrap()), Some("expired"));
-            assert_eq!(check(&alice.token("c1", "POST", path, None, 60).unwrap()), Some("forbidden"), "read token for a write");
+            assert_eq!(
+                check(&mallory.token("c1", "POST", path, Some(body), 60).unwrap()),
+                Some("bad_signature")
+            );
+            assert_eq!(
+                check(&alice.token("c2", "POST", path, Some(body), 60).unwrap()),
+                Some("wrong_audience")
+            );
+            assert_eq!(
+                check(&alice.token("c1", "POST", path, Some(b"{}"), 60).unwrap()),
+                Some("body_mismatch")
+            );
+            assert_eq!(
+                check(&alice.token("c1", "POST", "/v1/keys/x/sign", Some(body), 60).unwrap()),
+                Some("body_mismatch")
+            );
+            assert_eq!(
+                check(&alice.token("c1", "POST", path, Some(body), 301).unwrap()),
+                Some("expired")
+            );
+            assert_eq!(
+                check(&alice.token("c1", "POST", path, None, 60).unwrap()),
+                Some("forbidden"),
+                "read token for a write"
+            );
             let bob = ClientSigner::from_pem("bob", &generate_client_key(p256).unwrap().0).unwrap();
-            assert_eq!(check(&bob.token("c1", "POST", path, Some(body), 60).unwrap()), Some("unknown_client"));
+            assert_eq!(
+                check(&bob.token("c1", "POST", path, Some(body), 60).unwrap()),
+                Some("unknown_client")
+            );
             assert_eq!(check("not.a.jwt"), Some("malformed_token"));
             assert_eq!(check(""), Some("malformed_token"));
             // Wrong algorithm: an HS256 token made with the public key as secret.
             let claims = alice.claims("c1", "POST", path, Some(body), 60);
-            let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"pk")).unwrap();
+            let hs = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"pk"),
+            )
+            .unwrap();
             assert_eq!(check(&hs), Some("wrong_algorithm"));
             // Expired and pre-start tokens.
             let mut old = alice.claims("c1", "POST", path, Some(body), 60);
             old.iat -= 400;
             old.exp -= 400;
-            let (_, c) = v.check(&alice.sign_claims(&old).unwrap(), "POST", path, Some(body)).unwrap();
+            let (_, c) = v
+                .check(&alice.sign_claims(&old).unwrap(), "POST", path, Some(body))
+                .unwrap();
             assert_eq!(reason(v.claim_at_door(&c, true, 0, now_unix())), Some("expired"));
             let mut before_start = alice.claims("c1", "POST", path, Some(body), 60);
             before_start.iat -= 100;
-            let (_, c) = v.check(&alice.sign_claims(&before_start).unwrap(), "POST", path, Some(body)).unwrap();
+            let (_, c) = v
+                .check(&alice.sign_claims(&before_start).unwrap(), "POST", path, Some(body))
+                .unwrap();
             assert_eq!(reason(v.claim_at_door(&c, true, 0, now_unix())), Some("replayed"));
             // Read tokens: GET only, reusable.
             let r = alice.token("c1", "GET", "/v1/keys", None, 3600).unwrap();
@@ -643,7 +695,14 @@ mod tests {
     #[test]
     fn the_replay_cache_forgets_expired_tokens() {
         let (v, alice, _) = setup(false);
-        let (_, c) = v.check(&alice.token("c1", "POST", "/p", Some(b""), 10).unwrap(), "POST", "/p", Some(b"")).unwrap();
+        let (_, c) = v
+            .check(
+                &alice.token("c1", "POST", "/p", Some(b""), 10).unwrap(),
+                "POST",
+                "/p",
+                Some(b""),
+            )
+            .unwrap();
         v.claim_at_door(&c, true, 0, now_unix()).unwrap();
         let later = c.exp + CLOCK_SKEW_S + CONTINUATION_S + 1;
         v.replay.lock().unwrap().purge(later);

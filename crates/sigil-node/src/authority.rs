@@ -44,13 +44,7 @@ const EID_DOMAIN: &[u8] = b"sigil/execution-id/v1";
 /// The execution id protocols run under: SHA-256 over the domain, the
 /// kind, the key id, the parties, the coordinator, the session id and
 /// SHA-256 of the client's body (empty for presigning), each length-prefixed.
-pub fn execution_id(
-    kind: &Kind,
-    parties: &[u16],
-    coordinator: u16,
-    session_id: &[u8; 32],
-    body: &[u8],
-) -> [u8; 32] {
+pub fn execution_id(kind: &Kind, parties: &[u16], coordinator: u16, session_id: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let (tag, key_id): (&[u8], &str) = match kind {
         Kind::Dkg(d) => (b"dkg", &d.key_id),
         Kind::Sign(s) => (b"sign", &s.key_id),
@@ -157,7 +151,13 @@ impl Node {
         serde_json::from_slice(&a.body).map_err(|_| mismatch("body"))
     }
 
-    fn check_dkg(&self, spec: &SessionSpec, d: &DkgProposal, a: &ClientAuthorization, client: &str) -> Result<KeyPolicy, Refusal> {
+    fn check_dkg(
+        &self,
+        spec: &SessionSpec,
+        d: &DkgProposal,
+        a: &ClientAuthorization,
+        client: &str,
+    ) -> Result<KeyPolicy, Refusal> {
         let req = Self::parse_create(a)?;
         if req.scheme != d.scheme || u32::from(req.threshold) != d.threshold {
             return Err(mismatch("scheme or threshold"));
@@ -169,7 +169,11 @@ impl Node {
             return Err(mismatch("label"));
         }
         let paillier = d.scheme == sigil_crypto::Scheme::Paillier.as_str();
-        let bits = if paillier { req.bits.unwrap_or(crate::paillier::DEFAULT_BITS) } else { 0 };
+        let bits = if paillier {
+            req.bits.unwrap_or(crate::paillier::DEFAULT_BITS)
+        } else {
+            0
+        };
         let bound = if paillier {
             crate::paillier::prime_threshold(req.prime_threshold).map_err(|_| mismatch("prime_threshold"))?
         } else {
@@ -183,7 +187,10 @@ impl Node {
 
     fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
         let req = Self::parse_create(a)?;
-        let ecdsa = req.scheme.parse::<sigil_crypto::Scheme>().is_ok_and(sigil_crypto::Scheme::is_ecdsa);
+        let ecdsa = req
+            .scheme
+            .parse::<sigil_crypto::Scheme>()
+            .is_ok_and(sigil_crypto::Scheme::is_ecdsa);
         if !ecdsa || self.requested_parties(&req) != spec.parties.to_vec() {
             return Err(Refusal::Forbidden(
                 "aux info is made only for a client's ECDSA key request among these parties".into(),
@@ -222,9 +229,16 @@ impl Node {
                 return Err(mismatch("derivation path"));
             }
         }
-        let allowed = if decrypt { &key.record.policy.decrypt } else { &key.record.policy.sign };
+        let allowed = if decrypt {
+            &key.record.policy.decrypt
+        } else {
+            &key.record.policy.sign
+        };
         if !allowed.iter().any(|c| c == client) {
-            return Err(Refusal::Forbidden(format!("client {client} may not {op} with key {}", s.key_id)));
+            return Err(Refusal::Forbidden(format!(
+                "client {client} may not {op} with key {}",
+                s.key_id
+            )));
         }
         Ok(())
     }

@@ -90,7 +90,8 @@ pub fn meta_of(k: &KeyRecord) -> KeyMeta {
 /// # Errors
 /// `Invalid` for out-of-range numbers or a policy that does not parse.
 pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, SessionError> {
-    let small = |x: u32, what: &str| u16::try_from(x).map_err(|_| SessionError::Invalid(format!("{what} out of range")));
+    let small =
+        |x: u32, what: &str| u16::try_from(x).map_err(|_| SessionError::Invalid(format!("{what} out of range")));
     let parties = meta
         .parties
         .iter()
@@ -99,7 +100,12 @@ pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, Session
     let attestations = meta
         .attestations
         .iter()
-        .map(|a| Ok(sigil_store::Attestation { node: small(a.node, "attesting node")?, signature: a.signature.clone() }))
+        .map(|a| {
+            Ok(sigil_store::Attestation {
+                node: small(a.node, "attesting node")?,
+                signature: a.signature.clone(),
+            })
+        })
         .collect::<Result<Vec<_>, SessionError>>()?;
     Ok(KeyRecord {
         key_id: meta.key_id.clone(),
@@ -280,7 +286,11 @@ impl Node {
         )
         .await?;
         if pending {
-            tracing::info!(key_id, peer, "catch-up: activated a pending share whose commit was missed");
+            tracing::info!(
+                key_id,
+                peer,
+                "catch-up: activated a pending share whose commit was missed"
+            );
             done.activated += 1;
         } else {
             tracing::info!(key_id, peer, "catch-up: registered a key of other parties");

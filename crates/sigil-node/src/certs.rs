@@ -66,7 +66,9 @@ pub fn load_identity(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
 /// # Errors
 /// See [`load_identity`].
 pub fn identity_public(dir: &Path, id: u16) -> anyhow::Result<String> {
-    Ok(hex::encode(load_identity(&identity_key_path(dir, id))?.verifying_key().as_bytes()))
+    Ok(hex::encode(
+        load_identity(&identity_key_path(dir, id))?.verifying_key().as_bytes(),
+    ))
 }
 
 /// Creates `ca.pem`, `ca.key` and `node-<id>.pem/.key` for `ids` in `dir`,

@@ -169,7 +169,10 @@ fn default_listen_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7070))
 }
 fn default_allowed_ips() -> Vec<ipnet::IpNet> {
-    ["127.0.0.0/8", "::1/128"].iter().filter_map(|c| c.parse().ok()).collect()
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect()
 }
 fn default_session_timeout_ms() -> u64 {
     10_000
@@ -287,7 +290,10 @@ mod tests {
             assert!(NodeConfig::load(Path::new("node.toml")).is_err(), "validate() runs");
             jail.set_env("SIGIL_SESSION_TIMEOUT_MS", "2500");
             jail.set_env("SIGIL_LISTEN_HTTP", "0.0.0.0:7070");
-            let e = NodeConfig::load(Path::new("node.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = NodeConfig::load(Path::new("node.toml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains("not a loopback address"), "{e}");
             jail.set_env("SIGIL_INSECURE_PLAINTEXT_HTTP", "true");
             assert!(NodeConfig::load(Path::new("node.toml")).is_ok());

@@ -82,7 +82,13 @@ impl Node {
     pub(crate) async fn aux_part(&self, spec: SessionSpec, _a: AuxProposal) -> Result<SessionOutcome, SessionError> {
         let set = party_set(&spec.parties);
         let n = u16::try_from(spec.parties.len()).map_err(|_| SessionError::Invalid("too many parties".into()))?;
-        if self.store.get_aux_info(&set, self.cfg.node_id).await.map_err(internal)?.is_some() {
+        if self
+            .store
+            .get_aux_info(&set, self.cfg.node_id)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
             return Err(SessionError::Invalid(format!(
                 "aux info of party set {set} exists here and is never replaced"
             )));
@@ -606,7 +612,10 @@ impl Node {
             let Some((presig_id, own)) = self.partial_from_pool(&cached, &set, None, digest, path).await? else {
                 continue;
             };
-            match self.combine_pooled(&cached, &set, &presig_id, own, digest, path, auth).await {
+            match self
+                .combine_pooled(&cached, &set, &presig_id, own, digest, path, auth)
+                .await
+            {
                 Ok(sig) => return Ok(Some((sig, set))),
                 Err(e) => {
                     if let SessionError::Unavailable { nodes, .. } = &e {
@@ -644,7 +653,15 @@ impl Node {
             presignature_id: presig_id.to_string(),
         });
         let outcomes = self
-            .coordinate_inner(set, kind, true, self.timeout(), false, crate::random_session_id(), Some(auth))
+            .coordinate_inner(
+                set,
+                kind,
+                true,
+                self.timeout(),
+                false,
+                crate::random_session_id(),
+                Some(auth),
+            )
             .await?;
         let public_key = if path.is_empty() {
             key.public_key.clone()

@@ -31,10 +31,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 /// Answers 403 `ip_not_allowed` unless the peer address is in
 /// `allowed_ips`.
 pub async fn allow_ips(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<ClientAddr>>()
-        .map(|c| c.0 .0.ip());
+    let ip = req.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0 .0.ip());
     let allowed = ip.is_some_and(|ip| node.cfg.allowed_ips.iter().any(|net| net.contains(&ip)));
     if !allowed {
         metrics::counter!("sigil_auth_refusals_total", "reason" => "ip_not_allowed").increment(1);

@@ -443,7 +443,12 @@ impl Node {
         Ok((spec, kind))
     }
 
-    async fn run_part(&self, spec: SessionSpec, kind: Kind, grant: authority::Grant) -> Result<SessionOutcome, SessionError> {
+    async fn run_part(
+        &self,
+        spec: SessionSpec,
+        kind: Kind,
+        grant: authority::Grant,
+    ) -> Result<SessionOutcome, SessionError> {
         match kind {
             Kind::Dkg(d) => self.dkg_part(spec, d, grant).await,
             Kind::Sign(s) => self.sign_part(spec, s).await,
@@ -697,7 +702,11 @@ impl Node {
                 Err(forbid("this node is a party of the key but holds no share of it"))
             }
             // Not a party: keep the attested metadata so this node can coordinate.
-            None => self.store.put_key(&record, self.cfg.node_id, None).await.map_err(internal),
+            None => self
+                .store
+                .put_key(&record, self.cfg.node_id, None)
+                .await
+                .map_err(internal),
         }
     }
 
@@ -1017,8 +1026,18 @@ impl Node {
     /// package every party reported (they must agree) and every party's
     /// attestation of the resulting record (each must verify).
     fn attested_record(&self, record: &mut KeyRecord, parties: &[u16], o: Outcomes) -> Result<(), SessionError> {
-        let first = o.by_party.first().cloned().flatten().unwrap_or_default().public_key_package;
-        if first.is_empty() || o.by_party.iter().any(|x| x.as_ref().map(|x| &x.public_key_package) != Some(&first)) {
+        let first = o
+            .by_party
+            .first()
+            .cloned()
+            .flatten()
+            .unwrap_or_default()
+            .public_key_package;
+        if first.is_empty()
+            || o.by_party
+                .iter()
+                .any(|x| x.as_ref().map(|x| &x.public_key_package) != Some(&first))
+        {
             return Err(SessionError::Protocol {
                 culprits: vec![],
                 reason: "parties finished the DKG with different public keys".into(),
@@ -1242,7 +1261,8 @@ impl Node {
         if scheme.is_ecdsa() {
             let digest =
                 sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            if let Some((signature, signers)) = self.sign_from_pool(&key, &digest, derivation_path, &auth.proto).await? {
+            if let Some((signature, signers)) = self.sign_from_pool(&key, &digest, derivation_path, &auth.proto).await?
+            {
                 metrics::counter!("sigil_presignatures_used_total").increment(1);
                 return Ok(Signed { signature, signers });
             }
@@ -1348,7 +1368,11 @@ fn proposal_entry(role: &'static str, p: &SessionProposal) -> audit::Entry {
         jti,
         operation,
         key_id,
-        message_sha256: if message.is_empty() { String::new() } else { audit::message_hash(message) },
+        message_sha256: if message.is_empty() {
+            String::new()
+        } else {
+            audit::message_hash(message)
+        },
         session_id: hex::encode(&p.session_id),
         outcome: String::new(),
     }

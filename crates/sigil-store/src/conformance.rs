@@ -124,7 +124,10 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     // Aux info per party set, never replaced.
     store.put_aux_info("0,1,2", 1, b"aux-v1").await?;
     check(
-        matches!(store.put_aux_info("0,1,2", 1, b"aux-v2").await, Err(StoreError::Conflict(_))),
+        matches!(
+            store.put_aux_info("0,1,2", 1, b"aux-v2").await,
+            Err(StoreError::Conflict(_))
+        ),
         "aux info is not replaced",
     )?;
     let aux = store.get_aux_info("0,1,2", 1).await?;
@@ -201,7 +204,10 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
         "an audit record is never overwritten",
     )?;
     check(store.last_audit().await? == Some(row(3)), "last audit record")?;
-    check(store.audit_after(1, 10).await? == vec![row(2), row(3)], "audit page after a seq")?;
+    check(
+        store.audit_after(1, 10).await? == vec![row(2), row(3)],
+        "audit page after a seq",
+    )?;
     check(store.audit_after(0, 1).await? == vec![row(1)], "audit page limit")?;
     Ok(())
 }

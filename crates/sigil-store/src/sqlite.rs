@@ -379,7 +379,9 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         if r.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("aux info of party set {party_set} exists")));
+            return Err(StoreError::Conflict(format!(
+                "aux info of party set {party_set} exists"
+            )));
         }
         Ok(())
     }
