@@ -193,7 +193,7 @@ enum EthCmd {
 
 #[derive(Subcommand)]
 enum CertsCmd {
-    /// Create a CA and one certificate per node (node-<id>.pem/.key) in DIR.
+    /// Create a CA and one certificate per node (`node-<id>.pem`/`.key`), and node identity keys, in DIR.
     Init {
         /// Output directory.
         #[arg(long, default_value = "certs")]

@@ -1,6 +1,12 @@
 //! The README's walk-throughs (curl and CLI), run as written against a
 //! `sigil dev` cluster, from a directory holding its `.sigil-dev`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
 
 mod common;
 

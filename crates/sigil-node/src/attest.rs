@@ -119,7 +119,7 @@ pub fn parse_public(hex_key: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

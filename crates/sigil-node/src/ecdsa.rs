@@ -632,6 +632,7 @@ impl Node {
         Ok(None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn combine_pooled(
         &self,
         cached: &CachedKey,

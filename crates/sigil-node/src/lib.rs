@@ -748,6 +748,9 @@ impl Node {
     /// [`Node::coordinate_with_budget`]; with `run_local = false` this node
     /// does not run its own part (it already did, e.g. its partial
     /// signature from a pooled presignature) and waits only for the others.
+    // One parameter per independent choice of the callers (pooled signing,
+    // presigning, client sessions); a settings struct is the next step.
+    #[allow(clippy::too_many_arguments)]
     async fn coordinate_inner(
         &self,
         parties: &[u16],
