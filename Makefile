@@ -21,7 +21,7 @@ test: setup
 
 ## Benchmark against a running `make dev` cluster (in another terminal).
 bench: setup
-	SIGIL_API_KEY=$$(cat .sigil-dev/api-key) cargo run --release -p sigil-cli --bin sigil -- bench sign
+	cargo run --release -p sigil-cli --bin sigil -- bench sign
 
 clean-dev:
 	rm -rf .sigil-dev
