@@ -59,8 +59,15 @@ impl TokenMaker {
     /// # Errors
     /// Signing failure.
     pub fn token(&self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<String> {
-        let ttl = if body.is_some() { 300 } else { 60 };
-        self.signer.token(&self.aud, method, path, body, ttl)
+        self.token_ttl(method, path, body, if body.is_some() { 300 } else { 60 })
+    }
+
+    /// A token as [`TokenMaker::token`] with a lifetime of `ttl_s` seconds.
+    ///
+    /// # Errors
+    /// Signing failure.
+    pub fn token_ttl(&self, method: &str, path: &str, body: Option<&[u8]>, ttl_s: i64) -> anyhow::Result<String> {
+        self.signer.token(&self.aud, method, path, body, ttl_s)
     }
 }
 

@@ -67,13 +67,7 @@ pub fn token(a: &TokenArgs) -> anyhow::Result<()> {
     }
     let maker = TokenMaker::load(&a.auth)?;
     let t = match a.ttl {
-        Some(ttl) => sigil_node::auth::ClientSigner::load(&a.auth.client_id, &a.auth.client_key)?.token(
-            &a.auth.cluster_id,
-            &method,
-            &a.path,
-            body.as_deref(),
-            ttl,
-        )?,
+        Some(ttl) => maker.token_ttl(&method, &a.path, body.as_deref(), ttl)?,
         None => maker.token(&method, &a.path, body.as_deref())?,
     };
     println!("{t}");

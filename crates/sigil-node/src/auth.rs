@@ -466,7 +466,7 @@ impl Verifier {
 
 /// The claims of `token` before its signature is checked (to find the
 /// client's key); never trusted as such.
-fn unverified_claims(token: &str) -> Result<Claims, Refusal> {
+pub(crate) fn unverified_claims(token: &str) -> Result<Claims, Refusal> {
     let mut parts = token.split('.');
     let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(_), Some(p), Some(_), None) => p,

@@ -1350,12 +1350,8 @@ fn proposal_entry(role: &'static str, p: &SessionProposal) -> audit::Entry {
     let (client, jti) = p
         .authorization
         .as_ref()
-        .and_then(|a| {
-            let payload = a.token.split('.').nth(1)?;
-            let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
-            let c: auth::Claims = serde_json::from_slice(&bytes).ok()?;
-            Some((c.sub, c.jti))
-        })
+        .and_then(|a| auth::unverified_claims(&a.token).ok())
+        .map(|c| (c.sub, c.jti))
         .unwrap_or_default();
     let (operation, key_id, message): (&'static str, String, &[u8]) = match &p.kind {
         Some(Kind::Dkg(d)) => ("create_key", d.key_id.clone(), &[]),
