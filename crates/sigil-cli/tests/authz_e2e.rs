@@ -20,7 +20,8 @@ use sigil_node::config::NodeConfig;
 use sigil_proto::peer::peer_client::PeerClient;
 use sigil_proto::peer::session_proposal::Kind;
 use sigil_proto::peer::{
-    AuxProposal, ClientAuthorization, FinalizeKeyRequest, KeyMeta, PresignProposal, SessionProposal, SignProposal,
+    Attestation, AuxProposal, ClientAuthorization, FinalizeAuxRequest, FinalizeKeyRequest, KeyMeta, PresignProposal,
+    SessionProposal, SignProposal,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -178,6 +179,29 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
             .await,
         "aux info",
     );
+    // FinalizeAux with node 0's signature only, and with forged ones: the
+    // committed aux info of {0,1,2} stays, and {1,2} gets none.
+    let fin_aux = |parties: Vec<u32>, nodes: Vec<u32>| FinalizeAuxRequest {
+        parties,
+        fingerprint: vec![5; 32],
+        attestations: nodes
+            .into_iter()
+            .map(|node| Attestation {
+                node,
+                signature: vec![1; 64],
+            })
+            .collect(),
+    };
+    let m = refused(
+        p1.finalize_aux(fin_aux(vec![0, 1, 2], vec![0, 1, 2])).await,
+        "aux commit, forged",
+    );
+    assert!(m.contains("not attested"), "{m}");
+    let m = refused(
+        p1.finalize_aux(fin_aux(vec![1, 2], vec![1, 2])).await,
+        "aux commit, no aux",
+    );
+    assert!(m.contains("no aux info"), "{m}");
     // FinalizeKey: inject a key nobody made, overwrite one, delete one.
     let fake = KeyMeta {
         key_id: "injected".into(),
@@ -218,6 +242,7 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
         "decrypt refused:missing_token",
         "presign refused:forbidden",
         "aux_info refused:missing_token",
+        "aux_commit refused:forbidden",
     ] {
         assert!(
             outcomes.iter().any(|o| o == want),
@@ -360,4 +385,65 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken at seq 3"), "{err}");
+}
+
+/// The REST API over TLS (`http_tls`): https works with the server's
+/// certificate, plaintext gets no answer; a non-loopback `listen_http`
+/// without TLS does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_api_over_tls_and_no_plaintext_off_loopback() {
+    let mut c = Cluster::new(1);
+    c.wait_healthy(0).await;
+    c.kill9(0);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (c.dir.path().join("https.crt"), c.dir.path().join("https.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let text = std::fs::read_to_string(&c.configs[0]).unwrap();
+    let mut cfg: NodeConfig = toml::from_str(&text).unwrap();
+
+    // Off loopback without TLS: a start-up error that says what to do.
+    cfg.listen_http = "0.0.0.0:0".parse().unwrap();
+    std::fs::write(&c.configs[0], toml::to_string(&cfg).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["node", "--config"])
+        .arg(&c.configs[0])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("http_tls"),
+        "{err}"
+    );
+
+    cfg.listen_http = format!("127.0.0.1:{}", c.http[0]).parse().unwrap();
+    cfg.http_tls = Some(sigil_node::config::HttpTls {
+        cert: cert_path,
+        key: key_path,
+    });
+    std::fs::write(&c.configs[0], toml::to_string(&cfg).unwrap()).unwrap();
+    c.procs[0] = Some(c.spawn(0, None));
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/health", c.http[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let health = loop {
+        match https.get(&url).send().await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no https answer: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(health.status(), 200);
+    let plain = c.http_client.get(format!("{}/health", c.url(0))).send().await;
+    assert!(plain.is_err(), "plaintext answered: {plain:?}");
 }

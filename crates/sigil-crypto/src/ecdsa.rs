@@ -155,6 +155,28 @@ where
         .map_err(|e| protocol_error("aux info", e))
 }
 
+/// SHA-256 fingerprint of the public part of aux info: every party's
+/// Paillier modulus `N_j` and ring-Pedersen parameters `s_j`, `t_j`, in
+/// party order (each serialized as the crate serializes it, length-prefixed
+/// by its `u32` BE byte length), after the domain tag `sigil/aux-public/v1`.
+/// Every party of one aux session computes the same value; the node commits
+/// aux info only when all parties attest to the same fingerprint.
+pub fn aux_fingerprint(aux: &AuxInfo) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    let mut lp = |x: &[u8]| {
+        h.update(u32::try_from(x.len()).unwrap_or(u32::MAX).to_be_bytes());
+        h.update(x);
+    };
+    lp(b"sigil/aux-public/v1");
+    for p in &aux.parties {
+        for x in [&p.N, &p.s, &p.t] {
+            lp(&serde_json::to_vec(x).unwrap_or_default());
+        }
+    }
+    h.finalize().into()
+}
+
 /// Joins a DKG output with the aux info of the same ordered party set.
 ///
 /// # Errors

@@ -351,6 +351,9 @@ pub mod sign {
             shares.insert(id, msg.0);
         }
         // §5.3 aggregate, with §5.4 cheater detection naming every culprit.
+        // `aggregate_custom` verifies the aggregate signature against the
+        // group key and returns it only if it verifies (on failure it checks
+        // every share to name the culprits), so no second verification here.
         let signature = frost_core::aggregate_custom(
             &signing_package,
             &shares,
@@ -358,10 +361,6 @@ pub mod sign {
             frost_core::CheaterDetection::AllCheaters,
         )
         .map_err(|e| blame(e, to_session))?;
-        public_key_package
-            .verifying_key()
-            .verify(message, &signature)
-            .map_err(|e| Error::Frost(e.to_string()))?;
         Ok(Some(signature))
     }
 }

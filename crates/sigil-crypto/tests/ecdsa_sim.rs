@@ -222,3 +222,13 @@ fn openssl_safe_prime(bits: u32) -> cggmp21::rug::Integer {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }
+
+/// All parties of one aux session share the fingerprint; another set's
+/// aux info (other moduli) does not.
+#[test]
+fn aux_fingerprint_is_shared_by_the_parties() {
+    let three = load_aux(3);
+    let fp = ecdsa::aux_fingerprint(&three[0]);
+    assert!(three.iter().all(|a| ecdsa::aux_fingerprint(a) == fp));
+    assert_ne!(ecdsa::aux_fingerprint(&load_aux(5)[0]), fp);
+}

@@ -86,21 +86,64 @@ pub fn verify_all(
     k: &KeyRecord,
     identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
 ) -> Result<(), AttestError> {
-    let bytes = record_bytes(k);
-    if let Some(a) = k.attestations.iter().find(|a| !k.parties.contains(&a.node)) {
+    verify_parties(&record_bytes(k), &k.parties, &k.attestations, identity_of)
+}
+
+/// Checks that `attestations` hold a valid signature over `bytes` of every
+/// node in `parties` (and of no other node).
+fn verify_parties(
+    bytes: &[u8],
+    parties: &[u16],
+    attestations: &[Attestation],
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<(), AttestError> {
+    if let Some(a) = attestations.iter().find(|a| !parties.contains(&a.node)) {
         return Err(AttestError::NotAParty(a.node));
     }
-    for &party in &k.parties {
-        let a = k
-            .attestations
+    for &party in parties {
+        let a = attestations
             .iter()
             .find(|a| a.node == party)
             .ok_or(AttestError::Missing(party))?;
         let key = identity_of(party).ok_or(AttestError::UnknownNode(party))?;
         let sig = ed25519_dalek::Signature::from_slice(&a.signature).map_err(|_| AttestError::Invalid(party))?;
-        key.verify(&bytes, &sig).map_err(|_| AttestError::Invalid(party))?;
+        key.verify(bytes, &sig).map_err(|_| AttestError::Invalid(party))?;
     }
     Ok(())
+}
+
+/// Domain separation tag of an aux info attestation.
+pub const AUX_DOMAIN: &[u8] = b"sigil/aux-info/v1";
+
+/// The bytes a party signs to attest aux info: `lp("sigil/aux-info/v1")`,
+/// `lp(party_set)` (node ids joined by `,`), then the 32-byte fingerprint
+/// of all parties' public parameters (`sigil_crypto::ecdsa::aux_fingerprint`).
+pub fn aux_bytes(party_set: &str, fingerprint: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + party_set.len());
+    lp(&mut out, AUX_DOMAIN);
+    lp(&mut out, party_set.as_bytes());
+    lp(&mut out, fingerprint);
+    out
+}
+
+/// This node's signature attesting aux info of `party_set` with `fingerprint`.
+pub fn sign_aux(identity: &ed25519_dalek::SigningKey, party_set: &str, fingerprint: &[u8]) -> Vec<u8> {
+    identity.sign(&aux_bytes(party_set, fingerprint)).to_bytes().to_vec()
+}
+
+/// Checks that every node of `parties` attested aux info of their set with
+/// `fingerprint`.
+///
+/// # Errors
+/// The first [`AttestError`].
+pub fn verify_aux(
+    parties: &[u16],
+    fingerprint: &[u8],
+    attestations: &[Attestation],
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<(), AttestError> {
+    let set = parties.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    verify_parties(&aux_bytes(&set, fingerprint), parties, attestations, identity_of)
 }
 
 /// One attestation.
@@ -155,5 +198,28 @@ mod tests {
         let mut other = k.clone();
         other.label = None;
         verify_all(&other, of).unwrap();
+    }
+
+    #[test]
+    fn aux_attestations_bind_set_and_fingerprint() {
+        let keys: Vec<ed25519_dalek::SigningKey> = (0..3u8)
+            .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32]))
+            .collect();
+        let of = |n: u16| keys.get(usize::from(n)).map(|k| k.verifying_key());
+        let fp = [7u8; 32];
+        let all: Vec<Attestation> = (0..3u16)
+            .map(|i| attestation(i, sign_aux(&keys[usize::from(i)], "0,1,2", &fp)))
+            .collect();
+        verify_aux(&[0, 1, 2], &fp, &all, of).unwrap();
+        assert_eq!(
+            verify_aux(&[0, 1, 2], &[8u8; 32], &all, of),
+            Err(AttestError::Invalid(0))
+        );
+        assert_eq!(verify_aux(&[0, 1], &fp, &all[..2], of), Err(AttestError::Invalid(0)));
+        assert_eq!(verify_aux(&[0, 1, 2], &fp, &all[..2], of), Err(AttestError::Missing(2)));
+        // A record attestation is no aux attestation.
+        let k = sigil_store::conformance::sample_key("k");
+        let wrong = vec![attestation(0, sign(&keys[0], &k))];
+        assert_eq!(verify_aux(&[0], &fp, &wrong, of), Err(AttestError::Invalid(0)));
     }
 }

@@ -234,8 +234,18 @@ impl Authorized {
 
 struct ClientKey {
     alg: Algorithm,
-    key: DecodingKey,
+    key: VerifyKey,
     roles: Vec<Role>,
+}
+
+/// A client's public key, parsed once at start-up.
+enum VerifyKey {
+    /// Verified with `ed25519-dalek` (the point decompressed once, not per
+    /// token as `jsonwebtoken` does; RFC 8037 section 3.1 signatures over
+    /// the JWS signing input, RFC 8032 section 5.1.7).
+    Ed25519(ed25519_dalek::VerifyingKey),
+    /// Verified with `jsonwebtoken` (ES256).
+    Jwt(DecodingKey),
 }
 
 #[derive(Default)]
@@ -268,12 +278,11 @@ pub struct Verifier {
 }
 
 /// Parses a PEM SubjectPublicKeyInfo into the algorithm and decoding key.
-fn decoding_key(pem: &str) -> anyhow::Result<(Algorithm, DecodingKey)> {
+fn decoding_key(pem: &str) -> anyhow::Result<(Algorithm, VerifyKey)> {
     use p256::pkcs8::DecodePublicKey;
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim()) {
-        let key = DecodingKey::from_ed_components(&b64(k.as_bytes()))?;
-        return Ok((Algorithm::EdDSA, key));
+        return Ok((Algorithm::EdDSA, VerifyKey::Ed25519(k)));
     }
     let k = p256::PublicKey::from_public_key_pem(pem.trim())
         .map_err(|_| anyhow::anyhow!("not an Ed25519 or P-256 public key (PEM SubjectPublicKeyInfo)"))?;
@@ -282,7 +291,10 @@ fn decoding_key(pem: &str) -> anyhow::Result<(Algorithm, DecodingKey)> {
         point.x().ok_or_else(|| anyhow::anyhow!("P-256 key has no x"))?,
         point.y().ok_or_else(|| anyhow::anyhow!("P-256 key has no y"))?,
     );
-    Ok((Algorithm::ES256, DecodingKey::from_ec_components(&b64(x), &b64(y))?))
+    Ok((
+        Algorithm::ES256,
+        VerifyKey::Jwt(DecodingKey::from_ec_components(&b64(x), &b64(y))?),
+    ))
 }
 
 /// Seconds since the Unix epoch.
@@ -344,26 +356,44 @@ impl Verifier {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<(Authorized, Claims), Refusal> {
+        self.check_inner(token, method, path, body, true)
+    }
+
+    /// [`Verifier::check`] without the signature check, for a token this
+    /// very process verified at its door and passes to its own part of the
+    /// session in memory (never for a token that came over the network):
+    /// the request is re-derived and the policy applied as for any party.
+    ///
+    /// # Errors
+    /// The [`Refusal`].
+    pub(crate) fn recheck_own(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(Authorized, Claims), Refusal> {
+        self.check_inner(token, method, path, body, false)
+    }
+
+    fn check_inner(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        verify_signature: bool,
+    ) -> Result<(Authorized, Claims), Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::Malformed(format!("token over {MAX_TOKEN_BYTES} bytes")));
         }
         let unverified = unverified_claims(token)?;
         let client = self.clients.get(&unverified.sub).ok_or(Refusal::UnknownClient)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|e| Refusal::Malformed(e.to_string()))?;
-        if header.alg != client.alg {
-            return Err(Refusal::WrongAlgorithm);
-        }
-        let mut v = Validation::new(client.alg);
-        v.validate_exp = false;
-        v.validate_aud = false;
-        v.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<Claims>(token, &client.key, &v)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => Refusal::BadSignature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Refusal::WrongAlgorithm,
-                _ => Refusal::Malformed(e.to_string()),
-            })?
-            .claims;
+        let claims = if verify_signature {
+            verified_claims(token, client, unverified)?
+        } else {
+            unverified
+        };
         if claims.aud != self.aud {
             return Err(Refusal::WrongAudience);
         }
@@ -464,6 +494,51 @@ impl Verifier {
     }
 }
 
+/// The claims of `token` after checking its header's algorithm (the one
+/// pinned for `client`) and its signature under `client`'s key.
+/// `unverified` are the token's claims as parsed before the check.
+fn verified_claims(token: &str, client: &ClientKey, unverified: Claims) -> Result<Claims, Refusal> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if header.alg != client.alg {
+        return Err(Refusal::WrongAlgorithm);
+    }
+    match &client.key {
+        VerifyKey::Ed25519(k) => {
+            // JWS compact serialization (RFC 7515 section 7.1): the
+            // signature covers `header.payload` exactly, so the claims
+            // parsed from that payload are the signed ones.
+            let (signing_input, signature) = token
+                .rsplit_once('.')
+                .ok_or_else(|| Refusal::Malformed("not a JWS compact serialization".into()))?;
+            let mut sig = [0u8; 64];
+            let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode_slice(signature, &mut sig)
+                .map_err(|_| Refusal::BadSignature)?;
+            if n != sig.len() {
+                return Err(Refusal::BadSignature);
+            }
+            // RFC 8032 verification as `jsonwebtoken` (ring) does it:
+            // canonical `S`, cofactorless equation.
+            ed25519_dalek::Verifier::verify(k, signing_input.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
+                .map_err(|_| Refusal::BadSignature)?;
+            Ok(unverified)
+        }
+        VerifyKey::Jwt(key) => {
+            let mut v = Validation::new(client.alg);
+            v.validate_exp = false;
+            v.validate_aud = false;
+            v.required_spec_claims.clear();
+            jsonwebtoken::decode::<Claims>(token, key, &v)
+                .map(|d| d.claims)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => Refusal::BadSignature,
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Refusal::WrongAlgorithm,
+                    _ => Refusal::Malformed(e.to_string()),
+                })
+        }
+    }
+}
+
 /// The claims of `token` before its signature is checked (to find the
 /// client's key); never trusted as such.
 pub(crate) fn unverified_claims(token: &str) -> Result<Claims, Refusal> {
@@ -482,8 +557,16 @@ pub(crate) fn unverified_claims(token: &str) -> Result<Claims, Refusal> {
 pub struct ClientSigner {
     /// Client id (`sub`).
     pub id: String,
-    alg: Algorithm,
-    key: EncodingKey,
+    key: SigningKey,
+}
+
+/// The parsed private key: Ed25519 tokens are signed with the key parsed
+/// once (`jsonwebtoken` parses its PKCS#8 DER again for every token); the
+/// tokens are the same JWS compact serialization (RFC 7515 section 7.1,
+/// RFC 8037 section 3.1), verified by `jsonwebtoken` on the nodes.
+enum SigningKey {
+    Ed25519(ed25519_dalek::SigningKey),
+    Es256(EncodingKey),
 }
 
 impl ClientSigner {
@@ -494,11 +577,9 @@ impl ClientSigner {
     pub fn from_pem(id: &str, pem: &str) -> anyhow::Result<Self> {
         use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
         if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem.trim()) {
-            let der = k.to_pkcs8_der().map_err(|e| anyhow::anyhow!("{e}"))?;
             return Ok(ClientSigner {
                 id: id.into(),
-                alg: Algorithm::EdDSA,
-                key: EncodingKey::from_ed_der(der.as_bytes()),
+                key: SigningKey::Ed25519(k),
             });
         }
         let k = p256::SecretKey::from_pkcs8_pem(pem.trim())
@@ -506,8 +587,7 @@ impl ClientSigner {
         let der = k.to_pkcs8_der().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(ClientSigner {
             id: id.into(),
-            alg: Algorithm::ES256,
-            key: EncodingKey::from_ec_der(der.as_bytes()),
+            key: SigningKey::Es256(EncodingKey::from_ec_der(der.as_bytes())),
         })
     }
 
@@ -527,7 +607,21 @@ impl ClientSigner {
     /// # Errors
     /// Signing failure.
     pub fn sign_claims(&self, claims: &Claims) -> anyhow::Result<String> {
-        Ok(jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key)?)
+        match &self.key {
+            SigningKey::Es256(k) => Ok(jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, k)?),
+            SigningKey::Ed25519(k) => {
+                use base64::Engine as _;
+                use ed25519_dalek::Signer as _;
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let mut token = b64.encode(br#"{"typ":"JWT","alg":"EdDSA"}"#);
+                token.push('.');
+                b64.encode_string(serde_json::to_vec(claims)?, &mut token);
+                let signature = k.sign(token.as_bytes());
+                token.push('.');
+                b64.encode_string(signature.to_bytes(), &mut token);
+                Ok(token)
+            }
+        }
     }
 
     /// The claims of a token for `method path`: a write token binding
@@ -592,7 +686,7 @@ pub fn generate_client_key(p256: bool) -> anyhow::Result<(zeroize::Zeroizing<Str
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -658,6 +752,14 @@ mod tests {
                 check(&bob.token("c1", "POST", path, Some(body), 60).unwrap()),
                 Some("unknown_client")
             );
+            // The payload swapped under a valid signature, a cut signature.
+            let other = alice.token("c1", "POST", path, Some(body), 60).unwrap();
+            let parts: Vec<&str> = t.split('.').collect();
+            let other_parts: Vec<&str> = other.split('.').collect();
+            let swapped = format!("{}.{}.{}", parts[0], other_parts[1], parts[2]);
+            assert_eq!(check(&swapped), Some("bad_signature"));
+            let cut = &t[..t.len() - 4];
+            assert!(matches!(check(cut), Some("bad_signature" | "malformed_token")));
             assert_eq!(check("not.a.jwt"), Some("malformed_token"));
             assert_eq!(check(""), Some("malformed_token"));
             // Wrong algorithm: an HS256 token made with the public key as secret.
@@ -690,6 +792,27 @@ mod tests {
             v.claim_at_door(&c, false, 0, now_unix()).unwrap();
             v.claim_at_door(&c, false, 0, now_unix()).unwrap();
         }
+    }
+
+    /// Ed25519 signatures are deterministic: our EdDSA tokens are byte for
+    /// byte what `jsonwebtoken` makes from the same key and claims.
+    #[test]
+    fn eddsa_tokens_match_jsonwebtoken() {
+        use p256::pkcs8::DecodePrivateKey;
+        let (sk, _) = generate_client_key(false).unwrap();
+        let ours = ClientSigner::from_pem("alice", &sk).unwrap();
+        let claims = ours.claims("c1", "POST", "/v1/keys", Some(b"{}"), 60);
+        let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(
+            &ed25519_dalek::SigningKey::from_pkcs8_pem(&sk).unwrap(),
+        )
+        .unwrap();
+        let theirs = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_der(der.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(ours.sign_claims(&claims).unwrap(), theirs);
     }
 
     #[test]

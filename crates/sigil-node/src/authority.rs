@@ -5,11 +5,12 @@
 //! |---|---|---|
 //! | `RunSession` DKG | any node (the coordinator, as its certificate says) | the client's token (signature with its own copy of the client key, `aud`, lifetime, `jti` unseen or seen from this coordinator), role `create`, and that the body the client signed asks for this scheme, threshold, parties, label, bits and policy |
 //! | `RunSession` sign / decrypt (full or pooled) | any node | the token as above, path `/v1/keys/{key_id}/sign` or `/decrypt`, body message / derivation path / ciphertext equal to the proposal's, and the client in the key's policy (`sign` / `decrypt`) of this node's own record |
-//! | `RunSession` aux info | any node | the token of a `POST /v1/keys` for an ECDSA key among exactly these parties, role `create`; no aux info of the set stored yet |
+//! | `RunSession` aux info | any node | the token of a `POST /v1/keys` for an ECDSA key among exactly these parties, role `create`; no committed aux info of the set here and no other aux session of the set running here; the result is stored *pending* |
 //! | `RunSession` presign | only the signer set's refiller (its lowest node id) | the set is a `t`-subset of the key's parties in ascending order, this node holds the key active |
 //! | `FinalizeKey` commit | any node | every party's attestation of the record under the identity keys of this node's config; a pending record here must equal it and the caller must be its DKG's coordinator; an active record is never replaced |
 //! | `FinalizeKey` abort | the DKG's coordinator | a pending record of that DKG here |
 //! | `FinalizePresignature` | the presigning session's coordinator | a presignature pending from that session |
+//! | `FinalizeAux` | any node | this node is in the set, and every party of the set signed (identity key of this node's config) the fingerprint of *this node's own* pending aux info: all parties hold the same public Paillier and ring-Pedersen parameters; only then is the aux info committed (usable by keygen) |
 //!
 //! Every protocol run is bound to its context: its execution id is
 //! `H(domain, kind, key id, parties, coordinator, session id, H(body))`
@@ -108,16 +109,19 @@ impl Node {
         spec: &SessionSpec,
         kind: &Kind,
         auth: Option<&ClientAuthorization>,
+        from_own_door: bool,
     ) -> Result<Option<Grant>, SessionError> {
         if let Kind::Presign(p) = kind {
             self.check_refiller(spec, &p.key_id).await?;
             return Ok(None);
         }
         let a = auth.ok_or_else(|| self.refused(Refusal::MissingToken))?;
-        let (who, claims) = self
-            .verifier
-            .check(&a.token, &a.method, &a.path, Some(&a.body))
-            .map_err(|r| self.refused(r))?;
+        let (who, claims) = if from_own_door {
+            self.verifier.recheck_own(&a.token, &a.method, &a.path, Some(&a.body))
+        } else {
+            self.verifier.check(&a.token, &a.method, &a.path, Some(&a.body))
+        }
+        .map_err(|r| self.refused(r))?;
         let mut grant = Grant {
             client: who.client.clone(),
             jti: who.jti.clone(),

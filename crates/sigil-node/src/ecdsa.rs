@@ -5,7 +5,12 @@
 //! CPU per party, so it is generated once per ordered party set (the
 //! coordinator runs an aux session before the first ECDSA keygen of a set),
 //! stored sealed as record `("aux_info", "<ids>", node, 0)`, and reused for
-//! every key of that set. Each aux run consumes two 1536-bit safe primes
+//! every key of that set. Aux info is committed in two phases: each party
+//! stores its result *pending* and answers with the fingerprint of all
+//! parties' public parameters ([`ecdsa::aux_fingerprint`]) signed with its
+//! identity key; the coordinator sends every party all the signatures
+//! (`FinalizeAux`), and a party commits only if all of them verify over its
+//! own fingerprint. Keygen uses committed aux info only. Each aux run consumes two 1536-bit safe primes
 //! from the local pool; the pool is refilled in the background (`StdRng`
 //! seeded from `OsRng`, not `OsRng` itself, which spends its time in the
 //! kernel) and can be seeded from a file of primes.
@@ -18,7 +23,7 @@ use sigil_crypto::ecdsa::{self, cggmp21};
 use sigil_crypto::scheme::EcdsaPublic;
 use sigil_crypto::{with_curve, Scheme};
 use sigil_proto::peer::session_proposal::Kind;
-use sigil_proto::peer::{AuxProposal, SessionOutcome};
+use sigil_proto::peer::{AuxProposal, FinalizeAuxRequest, SessionOutcome};
 use zeroize::Zeroizing;
 
 use crate::error::SessionError;
@@ -78,19 +83,18 @@ impl Node {
         ecdsa::PregeneratedPrimes::new(p, q).ok_or_else(|| internal("pooled primes are too small"))
     }
 
-    /// This node's part of an aux info session for the session's parties.
+    /// This node's part of an aux info session for the session's parties:
+    /// stores the result as pending and answers with the fingerprint of
+    /// all parties' public parameters and this node's signature over it.
+    /// Refused while another aux session of the same set runs here, and
+    /// once aux info of the set is committed here.
     pub(crate) async fn aux_part(&self, spec: SessionSpec, _a: AuxProposal) -> Result<SessionOutcome, SessionError> {
         let set = party_set(&spec.parties);
         let n = u16::try_from(spec.parties.len()).map_err(|_| SessionError::Invalid("too many parties".into()))?;
-        if self
-            .store
-            .get_aux_info(&set, self.cfg.node_id)
-            .await
-            .map_err(internal)?
-            .is_some()
-        {
+        let _running = AuxRunning::claim(&self.aux_running, &set)?;
+        if self.committed_aux(&set).await? {
             return Err(SessionError::Invalid(format!(
-                "aux info of party set {set} exists here and is never replaced"
+                "aux info of party set {set} is committed here and is never replaced"
             )));
         }
         let primes = self.primes_for_aux().await?;
@@ -101,21 +105,36 @@ impl Node {
             ecdsa::aux_info(party, &sid, me, n, primes, &mut rng).await
         })
         .await?;
+        let fingerprint = ecdsa::aux_fingerprint(&aux);
         let bytes = Zeroizing::new(serde_json::to_vec(&aux).map_err(internal)?);
         self.store
             .put_aux_info(&set, self.cfg.node_id, &bytes)
             .await
             .map_err(internal)?;
-        tracing::info!(party_set = %set, "aux info stored");
-        Ok(SessionOutcome::default())
+        tracing::info!(party_set = %set, fingerprint = %hex::encode(fingerprint), "aux info stored, pending");
+        Ok(SessionOutcome {
+            attestation: crate::attest::sign_aux(&self.identity, &set, &fingerprint),
+            aux_fingerprint: fingerprint.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    async fn committed_aux(&self, set: &str) -> Result<bool, SessionError> {
+        Ok(self
+            .store
+            .get_aux_info(set, self.cfg.node_id)
+            .await
+            .map_err(internal)?
+            .is_some())
     }
 
     /// Runs aux info generation among `parties` unless this node already
-    /// has it for that ordered set (every party makes it in the same
-    /// session, so one node's copy speaks for all).
+    /// has committed aux info for that ordered set, then commits it on
+    /// every party (two-phase: [`Node::finalize_aux`]).
     ///
     /// # Errors
-    /// The aux session's failure.
+    /// The aux session's failure; a protocol error naming the parties whose
+    /// fingerprint or attestation differs.
     pub async fn ensure_aux(
         &self,
         parties: &[u16],
@@ -123,21 +142,118 @@ impl Node {
     ) -> Result<(), SessionError> {
         let set = party_set(parties);
         let _one_at_a_time = self.aux_lock.lock().await;
-        if !parties.contains(&self.cfg.node_id)
-            || self
-                .store
-                .get_aux_info(&set, self.cfg.node_id)
-                .await
-                .map_err(internal)?
-                .is_some()
-        {
+        if !parties.contains(&self.cfg.node_id) || self.committed_aux(&set).await? {
             return Ok(());
         }
         tracing::info!(party_set = %set, "generating CGGMP21 aux info");
         let started = std::time::Instant::now();
-        self.coordinate_with_budget(parties, Kind::Aux(AuxProposal {}), true, self.aux_timeout(), Some(auth))
+        let o = self
+            .coordinate_with_budget(parties, Kind::Aux(AuxProposal {}), true, self.aux_timeout(), Some(auth))
             .await?;
+        let req = aux_commit_request(parties, &o.by_party, |n| self.identities.get(&n).copied())?;
+        self.finalize_aux_everywhere(req).await;
         metrics::histogram!("sigil_aux_info_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Sends `req` to every party of its set (this node directly) and waits
+    /// for their first answer; parties that fail are retried in the
+    /// background for about a minute.
+    async fn finalize_aux_everywhere(&self, req: FinalizeAuxRequest) {
+        let me = self.cfg.node_id;
+        let calls = req.parties.iter().filter_map(|&p| u16::try_from(p).ok()).map(|node| {
+            let req = req.clone();
+            async move {
+                if node == me {
+                    if let Err(e) = self.finalize_aux(me, req).await {
+                        tracing::error!(error = %e, "could not commit own aux info");
+                    }
+                    return;
+                }
+                let Some(mut c) = self.peers.client(node) else { return };
+                if finalize_aux_once(&mut c, node, &req).await {
+                    return;
+                }
+                tokio::spawn(async move {
+                    let mut wait = Duration::from_millis(200);
+                    for _ in 0..8 {
+                        tokio::time::sleep(wait).await;
+                        if finalize_aux_once(&mut c, node, &req).await {
+                            return;
+                        }
+                        wait *= 2;
+                    }
+                });
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// Commits this node's pending aux info of `req.parties`, at the
+    /// request of `caller` (any peer: the evidence is every party's
+    /// signature over the fingerprint of this node's own pending aux info).
+    /// Idempotent once committed (the evidence is checked all the same).
+    /// Audited.
+    ///
+    /// # Errors
+    /// [`SessionError::Refused`] (`forbidden`) if this node is not a party,
+    /// holds no aux info of the set, or the attestations do not all verify
+    /// over its own fingerprint.
+    pub async fn finalize_aux(&self, caller: u16, req: FinalizeAuxRequest) -> Result<(), SessionError> {
+        let parties = req
+            .parties
+            .iter()
+            .map(|&p| u16::try_from(p))
+            .collect::<Result<Vec<u16>, _>>()
+            .map_err(|_| SessionError::Invalid("party id out of range".into()))?;
+        let set = party_set(&parties);
+        let entry = crate::audit::Entry {
+            role: "peer",
+            client: format!("node:{caller}"),
+            jti: String::new(),
+            operation: "aux_commit",
+            key_id: format!("aux:{set}"),
+            message_sha256: hex::encode(&req.fingerprint),
+            session_id: String::new(),
+            outcome: String::new(),
+        };
+        let r = self.commit_aux(&parties, &set, &req).await;
+        self.audit_outcome(entry, &r).await;
+        r
+    }
+
+    async fn commit_aux(&self, parties: &[u16], set: &str, req: &FinalizeAuxRequest) -> Result<(), SessionError> {
+        let forbid = |m: String| self.refused(crate::auth::Refusal::Forbidden(m));
+        if !parties.contains(&self.cfg.node_id) {
+            return Err(forbid(format!("this node is not a party of set {set}")));
+        }
+        let attestations: Vec<_> = req
+            .attestations
+            .iter()
+            .map(|a| crate::attest::attestation(u16::try_from(a.node).unwrap_or(u16::MAX), a.signature.clone()))
+            .collect();
+        let me = self.cfg.node_id;
+        let (bytes, pending) = match self.store.get_pending_aux_info(set, me).await.map_err(internal)? {
+            Some(b) => (b, true),
+            None => match self.store.get_aux_info(set, me).await.map_err(internal)? {
+                Some(b) => (b, false),
+                None => return Err(forbid(format!("no aux info of set {set} here"))),
+            },
+        };
+        let aux: ecdsa::AuxInfo = serde_json::from_slice(&bytes).map_err(internal)?;
+        let fingerprint = ecdsa::aux_fingerprint(&aux);
+        crate::attest::verify_aux(parties, &fingerprint, &attestations, |n| {
+            self.identities.get(&n).copied()
+        })
+        .map_err(|e| forbid(format!("aux info of set {set} not attested by every party: {e}")))?;
+        if !pending {
+            return Ok(());
+        }
+        self.store
+            .commit_aux_info(set, self.cfg.node_id)
+            .await
+            .map_err(internal)?;
+        tracing::info!(party_set = %set, "aux info committed");
         Ok(())
     }
 
@@ -807,6 +923,110 @@ pub async fn refill_presignatures(node: Arc<Node>) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// One `FinalizeAux` call to `node`; whether it succeeded.
+async fn finalize_aux_once(
+    c: &mut sigil_proto::peer::peer_client::PeerClient<tonic::transport::Channel>,
+    node: u16,
+    req: &FinalizeAuxRequest,
+) -> bool {
+    let mut r = tonic::Request::new(req.clone());
+    r.set_timeout(Duration::from_secs(5));
+    match c.finalize_aux(r).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(node, error = %e.message(), "could not commit aux info on node");
+            false
+        }
+    }
+}
+
+/// Marks an aux session of a party set as running on this node until
+/// dropped: a second one of the same set is refused meanwhile.
+struct AuxRunning<'a> {
+    running: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    set: String,
+}
+
+impl<'a> AuxRunning<'a> {
+    fn claim(
+        running: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+        set: &str,
+    ) -> Result<Self, SessionError> {
+        if !running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(set.to_string())
+        {
+            return Err(SessionError::Invalid(format!(
+                "an aux session of party set {set} is already running here"
+            )));
+        }
+        Ok(AuxRunning {
+            running,
+            set: set.to_string(),
+        })
+    }
+}
+
+impl Drop for AuxRunning<'_> {
+    fn drop(&mut self) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.set);
+    }
+}
+
+/// The commit request of a finished aux session: every party must report
+/// the same fingerprint with a valid attestation over it.
+///
+/// # Errors
+/// A protocol error naming the parties that differ or do not attest.
+fn aux_commit_request(
+    parties: &[u16],
+    outcomes: &[Option<SessionOutcome>],
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<FinalizeAuxRequest, SessionError> {
+    let fingerprint = outcomes.first().cloned().flatten().unwrap_or_default().aux_fingerprint;
+    let differ: Vec<u16> = parties
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| o.as_ref().map(|o| &o.aux_fingerprint) != Some(&fingerprint))
+        .map(|(&p, _)| p)
+        .collect();
+    if fingerprint.len() != 32 || !differ.is_empty() {
+        return Err(SessionError::Protocol {
+            culprits: differ,
+            reason: "parties finished aux info with different public parameters".into(),
+        });
+    }
+    let attestations: Vec<_> = parties
+        .iter()
+        .zip(outcomes)
+        .map(|(&node, o)| {
+            crate::attest::attestation(node, o.as_ref().map(|o| o.attestation.clone()).unwrap_or_default())
+        })
+        .collect();
+    crate::attest::verify_aux(parties, &fingerprint, &attestations, identity_of).map_err(|e| {
+        let culprits = match e {
+            crate::attest::AttestError::Invalid(n) | crate::attest::AttestError::Missing(n) => vec![n],
+            _ => vec![],
+        };
+        SessionError::Protocol {
+            culprits,
+            reason: format!("aux info attestation: {e}"),
+        }
+    })?;
+    Ok(FinalizeAuxRequest {
+        parties: parties.iter().map(|&p| u32::from(p)).collect(),
+        fingerprint,
+        attestations: attestations
+            .into_iter()
+            .map(|a| sigil_proto::peer::Attestation {
+                node: u32::from(a.node),
+                signature: a.signature,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -79,6 +79,8 @@ pub struct Node {
     dkg_coordinators: Mutex<HashMap<String, u16>>,
     keys: Mutex<HashMap<String, Arc<CachedKey>>>,
     aux_lock: tokio::sync::Mutex<()>,
+    /// Party sets with an aux session running here (one at a time per set).
+    aux_running: Mutex<std::collections::HashSet<String>>,
     /// Presignatures made but not yet committed by their coordinator, by
     /// session id (see [`Node::finalize_presignature`]).
     pending_presigs: Mutex<HashMap<SessionId, ecdsa::PendingPresig>>,
@@ -235,6 +237,7 @@ pub async fn run(
         dkg_coordinators: Mutex::new(HashMap::new()),
         keys: Mutex::new(HashMap::new()),
         aux_lock: tokio::sync::Mutex::new(()),
+        aux_running: Mutex::default(),
         pending_presigs: Mutex::new(HashMap::new()),
         remote_primes,
         operations: operations::Operations::default(),
@@ -359,17 +362,19 @@ impl Node {
             )));
         }
         let entry = proposal_entry("participant", &p);
-        let r = self.check_and_run(p).await;
+        let r = self.check_and_run(p, false).await;
         self.audit_outcome(entry, &r).await;
         r
     }
 
     /// Checks a proposal (shape, then the authority behind it) and runs
-    /// this node's part.
-    async fn check_and_run(&self, p: SessionProposal) -> Result<SessionOutcome, SessionError> {
+    /// this node's part. `from_own_door`: the proposal is this node's own,
+    /// carrying a token its REST API verified (the signature is not checked
+    /// a second time; everything else is).
+    async fn check_and_run(&self, p: SessionProposal, from_own_door: bool) -> Result<SessionOutcome, SessionError> {
         let auth = p.authorization.clone();
         let (spec, kind) = self.check_proposal(p)?;
-        let grant = self.authorize(&spec, &kind, auth.as_ref()).await?;
+        let grant = self.authorize(&spec, &kind, auth.as_ref(), from_own_door).await?;
         self.run_part(spec, kind, grant.unwrap_or_default()).await
     }
 
@@ -808,7 +813,7 @@ impl Node {
             if !is_party {
                 return futures::future::pending().await;
             }
-            self.check_and_run(proposal.clone()).await
+            self.check_and_run(proposal.clone(), true).await
         };
         tokio::pin!(local);
         let my_index = parties.iter().position(|&p| p == self.cfg.node_id);

@@ -10,9 +10,9 @@ use std::time::Duration;
 use sigil_proto::peer::peer_client::PeerClient;
 use sigil_proto::peer::peer_server::Peer;
 use sigil_proto::peer::{
-    DeliverAck, Envelope, FinalizeKeyRequest, FinalizeKeyResponse, FinalizePresignatureRequest,
-    FinalizePresignatureResponse, GetKeyMetaRequest, KeyMeta, ListKeyIdsRequest, ListKeyIdsResponse, SessionOutcome,
-    SessionProposal,
+    DeliverAck, Envelope, FinalizeAuxRequest, FinalizeAuxResponse, FinalizeKeyRequest, FinalizeKeyResponse,
+    FinalizePresignatureRequest, FinalizePresignatureResponse, GetKeyMetaRequest, KeyMeta, ListKeyIdsRequest,
+    ListKeyIdsResponse, SessionOutcome, SessionProposal,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Response, Status};
@@ -257,6 +257,15 @@ impl Peer for PeerService {
             Ok(None) => Err(Status::not_found(format!("no active key {id:?}"))),
             Err(e) => Err(session_status(&e)),
         }
+    }
+
+    async fn finalize_aux(&self, req: Request<FinalizeAuxRequest>) -> Result<Response<FinalizeAuxResponse>, Status> {
+        let caller = self.caller(&req)?;
+        self.node
+            .finalize_aux(caller, req.into_inner())
+            .await
+            .map(|()| Response::new(FinalizeAuxResponse {}))
+            .map_err(|e| session_status(&e))
     }
 
     async fn finalize_presignature(

@@ -121,19 +121,39 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     )?;
     check(store.list_active_key_ids("f", 10).await?.is_empty(), "past the last id")?;
 
-    // Aux info per party set, never replaced.
+    // Aux info per party set: pending until committed, then never replaced.
+    store.put_aux_info("0,1,2", 1, b"aux-v0").await?;
+    check(
+        store.get_aux_info("0,1,2", 1).await?.is_none(),
+        "pending aux info is not served",
+    )?;
     store.put_aux_info("0,1,2", 1, b"aux-v1").await?;
+    let pending = store.get_pending_aux_info("0,1,2", 1).await?;
+    check(
+        pending.as_deref().map(|s| s.as_slice()) == Some(&b"aux-v1"[..]),
+        "pending aux info is replaced by a newer run",
+    )?;
+    check(store.commit_aux_info("0,1,2", 1).await?, "pending aux info commits")?;
+    check(store.commit_aux_info("0,1,2", 1).await?, "commit is idempotent")?;
+    check(
+        !store.commit_aux_info("0,1", 1).await?,
+        "nothing to commit for another set",
+    )?;
     check(
         matches!(
             store.put_aux_info("0,1,2", 1, b"aux-v2").await,
             Err(StoreError::Conflict(_))
         ),
-        "aux info is not replaced",
+        "committed aux info is not replaced",
     )?;
     let aux = store.get_aux_info("0,1,2", 1).await?;
     check(
         aux.as_deref().map(|s| s.as_slice()) == Some(&b"aux-v1"[..]),
         "aux info kept",
+    )?;
+    check(
+        store.get_pending_aux_info("0,1,2", 1).await?.is_none(),
+        "committed aux info is not pending",
     )?;
     check(
         store.get_aux_info("0,1", 1).await?.is_none(),

@@ -188,16 +188,28 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Unseal`] if the sealed record fails authentication.
     async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
 
-    /// Stores this node's aux info for an ordered party set (sealed as
-    /// record `("aux_info", party_set, party, 0)`). Aux info is never
-    /// replaced once stored.
+    /// Stores this node's aux info for an ordered party set as *pending*
+    /// (sealed as record `("aux_info", party_set, party, 0)`): not served by
+    /// [`Store::get_aux_info`] until [`Store::commit_aux_info`]. A pending
+    /// record is replaced by a newer run; a committed one never is.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if aux info of that set and party exists.
+    /// [`StoreError::Conflict`] if committed aux info of that set and party
+    /// exists.
     async fn put_aux_info(&self, party_set: &str, party: u16, aux: &[u8]) -> Result<(), StoreError>;
 
-    /// This node's aux info for `party_set`, unsealed.
+    /// This node's *committed* aux info for `party_set`, unsealed.
     async fn get_aux_info(&self, party_set: &str, party: u16) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+
+    /// This node's *pending* aux info for `party_set`, unsealed (to check
+    /// its fingerprint before committing it).
+    async fn get_pending_aux_info(&self, party_set: &str, party: u16)
+        -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+
+    /// Commits the pending aux info of `party_set`. Idempotent: `Ok(true)`
+    /// if it is committed now (also when it already was), `Ok(false)` if no
+    /// aux info of that set is stored.
+    async fn commit_aux_info(&self, party_set: &str, party: u16) -> Result<bool, StoreError>;
 
     /// Adds one pre-generated safe prime of `bits` bits to the pool
     /// (sealed as record `("prime", "", 0, 0)`).

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS aux_info (
     party_set TEXT NOT NULL,
     party     INTEGER NOT NULL,
     sealed    BLOB NOT NULL,
+    committed INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (party_set, party)
 );
 CREATE TABLE IF NOT EXISTS presignatures (
@@ -69,6 +70,34 @@ const KEY_COLUMNS: [(&str, &str); 4] = [
     ("attestations", "TEXT NOT NULL DEFAULT '[]'"),
 ];
 
+fn aux_id(party_set: &str, party: u16) -> RecordId<'_> {
+    RecordId {
+        kind: "aux_info",
+        key_id: party_set,
+        party,
+        epoch: 0,
+    }
+}
+
+/// Adds each of `columns` (`(name, definition)`) that `table` lacks: the
+/// schema of stores made by older versions grows in place.
+async fn add_missing_columns(pool: &SqlitePool, table: &str, columns: &[(&str, &str)]) -> Result<(), StoreError> {
+    let have: Vec<String> = sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("name"))
+        .collect::<Result<_, _>>()?;
+    for (name, def) in columns {
+        if !have.iter().any(|h| h == name) {
+            sqlx::raw_sql(&format!("ALTER TABLE {table} ADD COLUMN {name} {def}"))
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 const CANARY: &[u8] = b"sigil store canary v1";
 
 /// SQLite implementation of [`Store`].
@@ -93,25 +122,32 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        let have: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('keys')")
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("name"))
-            .collect::<Result<_, _>>()?;
-        for (name, def) in KEY_COLUMNS {
-            if !have.iter().any(|h| h == name) {
-                sqlx::raw_sql(&format!("ALTER TABLE keys ADD COLUMN {name} {def}"))
-                    .execute(&pool)
-                    .await?;
-            }
-        }
+        add_missing_columns(&pool, "keys", &KEY_COLUMNS).await?;
+        // Aux info stored before two-phase commit existed was committed.
+        add_missing_columns(&pool, "aux_info", &[("committed", "INTEGER NOT NULL DEFAULT 1")]).await?;
         let store = SqliteStore {
             pool,
             sealer: Sealer::new(master),
         };
         store.check_canary().await?;
         Ok(store)
+    }
+
+    async fn aux_info(
+        &self,
+        party_set: &str,
+        party: u16,
+        committed: bool,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let row = sqlx::query("SELECT sealed FROM aux_info WHERE party_set = ? AND party = ? AND committed = ?")
+            .bind(party_set)
+            .bind(i64::from(party))
+            .bind(i64::from(committed))
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        self.sealer.open(&aux_id(party_set, party), &sealed).map(Some)
     }
 
     async fn check_canary(&self) -> Result<(), StoreError> {
@@ -363,15 +399,10 @@ impl Store for SqliteStore {
     }
 
     async fn put_aux_info(&self, party_set: &str, party: u16, aux: &[u8]) -> Result<(), StoreError> {
-        let id = RecordId {
-            kind: "aux_info",
-            key_id: party_set,
-            party,
-            epoch: 0,
-        };
-        let sealed = self.sealer.seal(&id, aux)?;
+        let sealed = self.sealer.seal(&aux_id(party_set, party), aux)?;
         let r = sqlx::query(
-            "INSERT INTO aux_info (party_set, party, sealed) VALUES (?, ?, ?) ON CONFLICT(party_set, party) DO NOTHING",
+            "INSERT INTO aux_info (party_set, party, sealed, committed) VALUES (?, ?, ?, 0) \
+             ON CONFLICT(party_set, party) DO UPDATE SET sealed = excluded.sealed WHERE committed = 0",
         )
         .bind(party_set)
         .bind(i64::from(party))
@@ -380,27 +411,31 @@ impl Store for SqliteStore {
         .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
-                "aux info of party set {party_set} exists"
+                "aux info of party set {party_set} is committed"
             )));
         }
         Ok(())
     }
 
     async fn get_aux_info(&self, party_set: &str, party: u16) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let row = sqlx::query("SELECT sealed FROM aux_info WHERE party_set = ? AND party = ?")
+        self.aux_info(party_set, party, true).await
+    }
+
+    async fn get_pending_aux_info(
+        &self,
+        party_set: &str,
+        party: u16,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        self.aux_info(party_set, party, false).await
+    }
+
+    async fn commit_aux_info(&self, party_set: &str, party: u16) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE aux_info SET committed = 1 WHERE party_set = ? AND party = ?")
             .bind(party_set)
             .bind(i64::from(party))
-            .fetch_optional(&self.pool)
+            .execute(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let sealed: Vec<u8> = row.try_get("sealed")?;
-        let id = RecordId {
-            kind: "aux_info",
-            key_id: party_set,
-            party,
-            epoch: 0,
-        };
-        self.sealer.open(&id, &sealed).map(Some)
+        Ok(r.rows_affected() > 0)
     }
 
     async fn put_prime(&self, bits: u32, prime: &[u8]) -> Result<(), StoreError> {
@@ -545,22 +580,31 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for r in rows {
-            let seq = i64::try_from(r.seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?;
-            sqlx::query("INSERT INTO audit (seq, record) VALUES (?, ?)")
-                .bind(seq)
-                .bind(&r.record)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => {
-                        StoreError::Conflict(format!("audit record {} exists", r.seq))
-                    }
-                    e => StoreError::Database(e),
-                })?;
+        if rows.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
+        // One statement for the whole batch: atomic, and one round trip to
+        // SQLite's worker thread however many rows.
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO audit (seq, record) ");
+        let mut bad_seq = false;
+        q.push_values(rows, |mut b, r| {
+            let seq = i64::try_from(r.seq).unwrap_or_else(|_| {
+                bad_seq = true;
+                0
+            });
+            b.push_bind(seq).push_bind(r.record.clone());
+        });
+        if bad_seq {
+            return Err(StoreError::Corrupt("audit seq".into()));
+        }
+        q.build().execute(&self.pool).await.map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!(
+                "audit records {}..={} overlap existing ones",
+                rows.first().map_or(0, |r| r.seq),
+                rows.last().map_or(0, |r| r.seq)
+            )),
+            e => StoreError::Database(e),
+        })?;
         Ok(())
     }
 
