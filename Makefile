@@ -7,6 +7,9 @@ setup:
 	@command -v m4 >/dev/null || { echo "installing m4 (GMP's bundled build needs it)"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq m4; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing postgresql (the store tests start a throwaway server)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq postgresql; }
 	@scripts/build-gmp.sh
 	@python3 -c "import phe" 2>/dev/null || { echo "installing python phe (tests encrypt with it)"; \
 	  python3 -m pip install -q phe==1.5.0 || python3 -m pip install -q --break-system-packages phe==1.5.0; }

@@ -63,6 +63,39 @@ pub struct DevArgs {
     /// pools; node i gets lines i, i + n, i + 2n, ... (no prime is shared).
     #[arg(long)]
     pub prime_seed_file: Option<PathBuf>,
+    /// Where the nodes keep their data: `sqlite` (a file in each node's
+    /// directory) or `postgres` (one database per node, `sigil_dev_node_<i>`,
+    /// created on the server of `--postgres-url`).
+    #[arg(long, value_enum, default_value_t = StoreChoice::Sqlite)]
+    pub store: StoreChoice,
+    /// PostgreSQL server URL for `--store postgres`, e.g.
+    /// `postgres://postgres@127.0.0.1:5432/postgres`.
+    #[arg(long, env = "SIGIL_DEV_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+}
+
+/// The backend of `sigil dev`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreChoice {
+    /// Embedded SQLite.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The `[store]` section of node `i`.
+async fn store_config(args: &DevArgs, i: u16) -> anyhow::Result<sigil_store::StoreConfig> {
+    match args.store {
+        StoreChoice::Sqlite => Ok(sigil_store::StoreConfig::default()),
+        StoreChoice::Postgres => {
+            let server = args
+                .postgres_url
+                .as_deref()
+                .context("--store postgres needs --postgres-url")?;
+            let url = sigil_store::ensure_database(server, &format!("sigil_dev_node_{i}")).await?;
+            Ok(sigil_store::StoreConfig::postgres(&url))
+        }
+    }
 }
 
 fn parse_client(s: &str) -> Result<(String, PathBuf), String> {
@@ -85,7 +118,7 @@ fn admin_client(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes the config of every node; returns their config paths.
-pub fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
+pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(args.nodes >= 1 && args.nodes <= 64, "--nodes must be within 1..=64");
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -125,6 +158,7 @@ pub fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
         }
         let node_certs = sigil_node::certs::node_cert_paths(&certs, i);
         let cfg = NodeConfig {
+            store: store_config(args, i).await?,
             prime_source: Default::default(),
             node_id: i,
             data_dir: dir.clone(),
@@ -196,7 +230,7 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// Runs the dev cluster until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let configs = prepare(&args)?;
+    let configs = prepare(&args).await?;
     let exe = std::env::current_exe()?;
     // Environment the nodes must not inherit from the caller.
     let mut children = Vec::new();

@@ -179,7 +179,7 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
             .await,
         "aux info",
     );
-    // FinalizeAux with node 0's signature only, and with forged ones: the
+    // FinalizeAux with forged signatures, and for a set without aux info: the
     // committed aux info of {0,1,2} stays, and {1,2} gets none.
     let fin_aux = |parties: Vec<u32>, nodes: Vec<u32>| FinalizeAuxRequest {
         parties,
@@ -409,12 +409,28 @@ async fn rest_api_over_tls_and_no_plaintext_off_loopback() {
     // Off loopback without TLS: a start-up error that says what to do.
     cfg.listen_http = "0.0.0.0:0".parse().unwrap();
     std::fs::write(&c.configs[0], toml::to_string(&cfg).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+    // Spawned with a deadline: a regression (the node starting) must fail
+    // the test, not hang it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
         .args(["node", "--config"])
         .arg(&c.configs[0])
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a node with a plaintext non-loopback listen_http started");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(!status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("not a loopback address") && err.contains("http_tls"),

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use sigil_crypto::Scheme;
 use sigil_node::config::NodeConfig;
-use sigil_store::{KeyStatus, Store};
+use sigil_store::KeyStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_keys_sign_faults_and_restart() {
@@ -333,6 +333,7 @@ async fn cluster_keys_sign_faults_and_restart() {
     {
         let store = common::open_store(&node1_dir).await;
         store
+            .backend
             .set_status_for_tests(&uncommitted, KeyStatus::Pending)
             .await
             .unwrap();
@@ -366,7 +367,12 @@ async fn cluster_keys_sign_faults_and_restart() {
     loop {
         let store = common::open_store(&node1_dir).await;
         if store.get_key("aborted-long-ago").await.unwrap().is_none() {
-            assert!(store.raw_share_for_tests("aborted-long-ago").await.unwrap().is_none());
+            assert!(store
+                .backend
+                .raw_share_for_tests("aborted-long-ago")
+                .await
+                .unwrap()
+                .is_none());
             let fresh = store.get_key("aborted-just-now").await.unwrap();
             assert_eq!(fresh.map(|k| k.status), Some(KeyStatus::Pending));
             break;

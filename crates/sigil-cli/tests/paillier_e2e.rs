@@ -201,13 +201,12 @@ async fn paillier_keygen_with_a_silent_party_fails_naming_it_and_keeps_nothing()
             let (s, k) = c.api(i, "GET", &format!("/v1/keys/{key_id}"), json!(null)).await;
             assert_eq!(s, 404, "node {i}: {k}");
             let store = common::open_store(&c.dir.path().join(format!("node-{i}"))).await;
-            use sigil_store::Store;
             assert!(
                 store.get_key(&key_id).await.unwrap().is_none(),
                 "node {i} keeps a record"
             );
             assert!(
-                store.raw_share_for_tests(&key_id).await.unwrap().is_none(),
+                store.backend.raw_share_for_tests(&key_id).await.unwrap().is_none(),
                 "node {i} keeps a share"
             );
         }

@@ -11,10 +11,13 @@
 //! ([`verify_chain`], `sigil audit verify`). No secrets and no message
 //! bytes are logged.
 //!
-//! Records are appended by one writer task in batches (one transaction
-//! each, so a burst of signatures costs one fsync per batch); a record
-//! is durable once its batch commits, a few milliseconds after the
-//! operation. The queue is bounded ([`QUEUE`]): when full, callers wait.
+//! Records are appended by one writer task in batches: after the first
+//! record of a batch it waits [`LINGER`] (50 ms) for more, then writes the
+//! batch in one statement (one fsync per batch, not per record). A record
+//! is durable once its batch commits, up to about 50 ms after the
+//! operation (a crash loses at most that window); `time_ms` is stamped
+//! when the batch is written. The queue is bounded ([`QUEUE`]): when full,
+//! callers wait.
 
 use std::sync::Arc;
 
@@ -30,7 +33,7 @@ const BATCH: usize = 1024;
 /// How long the writer waits for more records after the first of a batch:
 /// one transaction (one fsync) per this interval at most, instead of one
 /// per record under load. Records are visible in `GET /v1/audit` after it.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -113,7 +116,7 @@ impl AuditLog {
     ///
     /// # Errors
     /// The last record does not parse, or the store fails.
-    pub async fn open(store: Arc<dyn Store>, node: u16) -> anyhow::Result<Self> {
+    pub async fn open(store: Arc<Store>, node: u16) -> anyhow::Result<Self> {
         let (seq, prev) = match store.last_audit().await? {
             Some(row) => {
                 let r: AuditRecord =
@@ -144,7 +147,7 @@ fn outcome_label(outcome: &str) -> &'static str {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, node: u16, mut seq: u64, mut prev: String, mut rx: mpsc::Receiver<Entry>) {
+async fn writer(store: Arc<Store>, node: u16, mut seq: u64, mut prev: String, mut rx: mpsc::Receiver<Entry>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         if batch.len() < BATCH {
@@ -254,7 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mk = sigil_store::MasterKey::generate();
         let path = dir.path().join("n.db");
-        let store: Arc<dyn Store> = Arc::new(sigil_store::SqliteStore::open(&path, &mk).await.unwrap());
+        let store: Arc<Store> = Arc::new(sigil_store::open_sqlite(&path, &mk).await.unwrap());
         let log = AuditLog::open(store.clone(), 3).await.unwrap();
         for k in 0..5 {
             log.record(Entry {

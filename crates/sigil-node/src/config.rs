@@ -74,8 +74,13 @@ pub enum PrimeSource {
 pub struct NodeConfig {
     /// This node's id; must appear in `nodes`.
     pub node_id: u16,
-    /// Directory of the node's SQLite store (`node.db`).
+    /// Directory of the node's SQLite store (`node.db`) and other files.
     pub data_dir: PathBuf,
+    /// `[store]`: `kind = "sqlite"` (default, `data_dir/node.db`) or
+    /// `kind = "postgres"` with `url` or `url_file`, `pool_size`,
+    /// `startup_timeout_s` (see [`sigil_store::StoreConfig`]).
+    #[serde(default)]
+    pub store: sigil_store::StoreConfig,
     /// Address of the REST API.
     #[serde(default = "default_listen_http")]
     pub listen_http: SocketAddr,
@@ -142,7 +147,8 @@ pub struct NodeConfig {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 20] = [
+const CONFIG_FIELDS: [&str; 21] = [
+    "store",
     "cluster_id",
     "identity_key_file",
     "clients",

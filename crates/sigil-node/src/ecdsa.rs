@@ -130,11 +130,14 @@ impl Node {
 
     /// Runs aux info generation among `parties` unless this node already
     /// has committed aux info for that ordered set, then commits it on
-    /// every party (two-phase: [`Node::finalize_aux`]).
+    /// every party (two-phase: [`Node::finalize_aux`]). With committed aux
+    /// info, the first call after a start sends the stored evidence to
+    /// every party once more, so a party that missed the commit (down, or
+    /// skipped by a faulty coordinator) catches up before keygen needs it.
     ///
     /// # Errors
     /// The aux session's failure; a protocol error naming the parties whose
-    /// fingerprint or attestation differs.
+    /// fingerprint or attestation differs; this node's own commit failure.
     pub async fn ensure_aux(
         &self,
         parties: &[u16],
@@ -142,8 +145,11 @@ impl Node {
     ) -> Result<(), SessionError> {
         let set = party_set(parties);
         let _one_at_a_time = self.aux_lock.lock().await;
-        if !parties.contains(&self.cfg.node_id) || self.committed_aux(&set).await? {
+        if !parties.contains(&self.cfg.node_id) {
             return Ok(());
+        }
+        if self.committed_aux(&set).await? {
+            return self.confirm_aux_everywhere(&set).await;
         }
         tracing::info!(party_set = %set, "generating CGGMP21 aux info");
         let started = std::time::Instant::now();
@@ -151,42 +157,82 @@ impl Node {
             .coordinate_with_budget(parties, Kind::Aux(AuxProposal {}), true, self.aux_timeout(), Some(auth))
             .await?;
         let req = aux_commit_request(parties, &o.by_party, |n| self.identities.get(&n).copied())?;
-        self.finalize_aux_everywhere(req).await;
+        self.finalize_aux(self.cfg.node_id, req.clone()).await?;
+        if self.finalize_aux_everywhere(req).await {
+            self.aux_confirmed_insert(&set);
+        }
         metrics::histogram!("sigil_aux_info_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    /// Sends `req` to every party of its set (this node directly) and waits
-    /// for their first answer; parties that fail are retried in the
-    /// background for about a minute.
-    async fn finalize_aux_everywhere(&self, req: FinalizeAuxRequest) {
+    /// Resends the stored commit evidence of `set` to every party, once per
+    /// process run (then remembered).
+    async fn confirm_aux_everywhere(&self, set: &str) -> Result<(), SessionError> {
+        if self
+            .aux_confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(set)
+        {
+            return Ok(());
+        }
+        let evidence = self
+            .store
+            .aux_evidence(set, self.cfg.node_id)
+            .await
+            .map_err(internal)?
+            .unwrap_or_default();
+        let Ok(e) = serde_json::from_str::<AuxEvidence>(&evidence) else {
+            // Committed before evidence was kept: nothing to resend.
+            self.aux_confirmed_insert(set);
+            return Ok(());
+        };
+        if self.finalize_aux_everywhere(e.into_request()).await {
+            self.aux_confirmed_insert(set);
+        }
+        Ok(())
+    }
+
+    fn aux_confirmed_insert(&self, set: &str) {
+        self.aux_confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(set.to_string());
+    }
+
+    /// Sends `req` to every other party of its set and waits for their
+    /// first answer; parties that fail are retried in the background for
+    /// about a minute. Returns whether every party answered at once.
+    async fn finalize_aux_everywhere(&self, req: FinalizeAuxRequest) -> bool {
         let me = self.cfg.node_id;
-        let calls = req.parties.iter().filter_map(|&p| u16::try_from(p).ok()).map(|node| {
-            let req = req.clone();
-            async move {
-                if node == me {
-                    if let Err(e) = self.finalize_aux(me, req).await {
-                        tracing::error!(error = %e, "could not commit own aux info");
+        let calls = req
+            .parties
+            .iter()
+            .filter_map(|&p| u16::try_from(p).ok())
+            .filter(|&p| p != me)
+            .map(|node| {
+                let req = req.clone();
+                async move {
+                    let Some(mut c) = self.peers.client(node) else {
+                        return false;
+                    };
+                    if finalize_aux_once(&mut c, node, &req).await {
+                        return true;
                     }
-                    return;
-                }
-                let Some(mut c) = self.peers.client(node) else { return };
-                if finalize_aux_once(&mut c, node, &req).await {
-                    return;
-                }
-                tokio::spawn(async move {
-                    let mut wait = Duration::from_millis(200);
-                    for _ in 0..8 {
-                        tokio::time::sleep(wait).await;
-                        if finalize_aux_once(&mut c, node, &req).await {
-                            return;
+                    tokio::spawn(async move {
+                        let mut wait = Duration::from_millis(200);
+                        for _ in 0..8 {
+                            tokio::time::sleep(wait).await;
+                            if finalize_aux_once(&mut c, node, &req).await {
+                                return;
+                            }
+                            wait *= 2;
                         }
-                        wait *= 2;
-                    }
-                });
-            }
-        });
-        futures::future::join_all(calls).await;
+                    });
+                    false
+                }
+            });
+        futures::future::join_all(calls).await.into_iter().all(|ok| ok)
     }
 
     /// Commits this node's pending aux info of `req.parties`, at the
@@ -200,12 +246,7 @@ impl Node {
     /// holds no aux info of the set, or the attestations do not all verify
     /// over its own fingerprint.
     pub async fn finalize_aux(&self, caller: u16, req: FinalizeAuxRequest) -> Result<(), SessionError> {
-        let parties = req
-            .parties
-            .iter()
-            .map(|&p| u16::try_from(p))
-            .collect::<Result<Vec<u16>, _>>()
-            .map_err(|_| SessionError::Invalid("party id out of range".into()))?;
+        let parties = self.check_aux_request(&req)?;
         let set = party_set(&parties);
         let entry = crate::audit::Entry {
             role: "peer",
@@ -222,37 +263,66 @@ impl Node {
         r
     }
 
+    /// The shape of a `FinalizeAux` request, checked before anything is
+    /// logged or loaded: a 32-byte fingerprint, distinct configured parties,
+    /// at most one 64-byte signature per party.
+    fn check_aux_request(&self, req: &FinalizeAuxRequest) -> Result<Vec<u16>, SessionError> {
+        let bad = |m: &str| SessionError::Invalid(format!("FinalizeAux: {m}"));
+        if req.fingerprint.len() != 32 {
+            return Err(bad("fingerprint must be 32 bytes"));
+        }
+        if req.parties.len() > self.cfg.nodes.len() || req.attestations.len() > req.parties.len() {
+            return Err(bad("more parties or attestations than nodes"));
+        }
+        let mut parties = Vec::with_capacity(req.parties.len());
+        for &p in &req.parties {
+            let p = u16::try_from(p).map_err(|_| bad("party id out of range"))?;
+            if parties.contains(&p) || !self.cfg.nodes.iter().any(|n| n.id == p) {
+                return Err(bad("parties must be distinct nodes of this cluster"));
+            }
+            parties.push(p);
+        }
+        if req.attestations.iter().any(|a| a.signature.len() != 64) {
+            return Err(bad("signatures must be 64 bytes"));
+        }
+        Ok(parties)
+    }
+
     async fn commit_aux(&self, parties: &[u16], set: &str, req: &FinalizeAuxRequest) -> Result<(), SessionError> {
         let forbid = |m: String| self.refused(crate::auth::Refusal::Forbidden(m));
         if !parties.contains(&self.cfg.node_id) {
             return Err(forbid(format!("this node is not a party of set {set}")));
         }
-        let attestations: Vec<_> = req
-            .attestations
-            .iter()
-            .map(|a| crate::attest::attestation(u16::try_from(a.node).unwrap_or(u16::MAX), a.signature.clone()))
-            .collect();
+        // No aux session of the set may replace the pending record while
+        // it is checked and committed.
+        let _running = AuxRunning::claim(&self.aux_running, set)?;
+        let evidence = AuxEvidence::of(req);
         let me = self.cfg.node_id;
-        let (bytes, pending) = match self.store.get_pending_aux_info(set, me).await.map_err(internal)? {
-            Some(b) => (b, true),
-            None => match self.store.get_aux_info(set, me).await.map_err(internal)? {
-                Some(b) => (b, false),
-                None => return Err(forbid(format!("no aux info of set {set} here"))),
-            },
+        let verify = |aux: &[u8]| -> Result<(), SessionError> {
+            let aux: ecdsa::AuxInfo = serde_json::from_slice(aux).map_err(internal)?;
+            crate::attest::verify_aux(parties, &ecdsa::aux_fingerprint(&aux), &evidence.attestations, |n| {
+                self.identities.get(&n).copied()
+            })
+            .map_err(|e| forbid(format!("aux info of set {set} not attested by every party: {e}")))
         };
-        let aux: ecdsa::AuxInfo = serde_json::from_slice(&bytes).map_err(internal)?;
-        let fingerprint = ecdsa::aux_fingerprint(&aux);
-        crate::attest::verify_aux(parties, &fingerprint, &attestations, |n| {
-            self.identities.get(&n).copied()
-        })
-        .map_err(|e| forbid(format!("aux info of set {set} not attested by every party: {e}")))?;
-        if !pending {
-            return Ok(());
-        }
-        self.store
-            .commit_aux_info(set, self.cfg.node_id)
+        let Some(pending) = self.store.get_pending_aux_info(set, me).await.map_err(internal)? else {
+            return match self.store.get_aux_info(set, me).await.map_err(internal)? {
+                Some(committed) => verify(&committed),
+                None => Err(forbid(format!("no aux info of set {set} here"))),
+            };
+        };
+        verify(&pending.aux)?;
+        let json = serde_json::to_string(&evidence).map_err(internal)?;
+        if !self
+            .store
+            .commit_aux_info(set, me, &pending, &json)
             .await
-            .map_err(internal)?;
+            .map_err(internal)?
+        {
+            return Err(SessionError::Invalid(format!(
+                "pending aux info of set {set} changed; not committed"
+            )));
+        }
         tracing::info!(party_set = %set, "aux info committed");
         Ok(())
     }
@@ -921,6 +991,44 @@ pub async fn refill_presignatures(node: Arc<Node>) {
         }
         if !worked {
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// The evidence a commit of aux info rests on, stored with it (public):
+/// the set, the fingerprint (hex) and every party's attestation.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AuxEvidence {
+    parties: Vec<u16>,
+    fingerprint: String,
+    attestations: Vec<sigil_store::Attestation>,
+}
+
+impl AuxEvidence {
+    fn of(req: &FinalizeAuxRequest) -> Self {
+        AuxEvidence {
+            parties: req.parties.iter().filter_map(|&p| u16::try_from(p).ok()).collect(),
+            fingerprint: hex::encode(&req.fingerprint),
+            attestations: req
+                .attestations
+                .iter()
+                .map(|a| crate::attest::attestation(u16::try_from(a.node).unwrap_or(u16::MAX), a.signature.clone()))
+                .collect(),
+        }
+    }
+
+    fn into_request(self) -> FinalizeAuxRequest {
+        FinalizeAuxRequest {
+            parties: self.parties.into_iter().map(u32::from).collect(),
+            fingerprint: hex::decode(&self.fingerprint).unwrap_or_default(),
+            attestations: self
+                .attestations
+                .into_iter()
+                .map(|a| sigil_proto::peer::Attestation {
+                    node: u32::from(a.node),
+                    signature: a.signature,
+                })
+                .collect(),
         }
     }
 }

@@ -206,6 +206,10 @@ impl From<SessionError> for ApiError {
 
 impl From<sigil_store::StoreError> for ApiError {
     fn from(e: sigil_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "store unavailable");
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+        }
         ApiError::internal(e)
     }
 }

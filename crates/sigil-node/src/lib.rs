@@ -40,7 +40,7 @@ use sigil_proto::peer::session_proposal::Kind;
 use sigil_proto::peer::{
     ClientAuthorization, DkgProposal, FinalizeKeyRequest, KeyMeta, SessionOutcome, SessionProposal, SignProposal,
 };
-use sigil_store::{KeyPolicy, KeyRecord, KeyStatus, MasterKey, SqliteStore, Store};
+use sigil_store::{KeyPolicy, KeyRecord, KeyStatus, MasterKey, Store};
 use tokio::time::Instant;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use zeroize::Zeroizing;
@@ -60,7 +60,7 @@ const DOWN_PENALTY_MS: u64 = 5_000;
 pub struct Node {
     /// The configuration it started with.
     pub cfg: NodeConfig,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     /// Sessions this node has agreed to.
     pub sessions: Sessions,
     peers: PeerClients,
@@ -81,6 +81,9 @@ pub struct Node {
     aux_lock: tokio::sync::Mutex<()>,
     /// Party sets with an aux session running here (one at a time per set).
     aux_running: Mutex<std::collections::HashSet<String>>,
+    /// Party sets whose committed aux info every party confirmed since
+    /// this process started.
+    aux_confirmed: Mutex<std::collections::HashSet<String>>,
     /// Presignatures made but not yet committed by their coordinator, by
     /// session id (see [`Node::finalize_presignature`]).
     pending_presigs: Mutex<HashMap<SessionId, ecdsa::PendingPresig>>,
@@ -200,7 +203,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let master = load_master_key(&cfg)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let store = SqliteStore::open(&cfg.data_dir.join("node.db"), &master).await?;
+    let store = sigil_store::open(&cfg.store, &cfg.data_dir, "node.db", &master).await?;
     drop(master);
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
     let ca = Certificate::from_pem(read(&cfg.tls.ca_cert)?);
@@ -222,7 +225,7 @@ pub async fn run(
         "identity_key_file does not hold the identity key nodes[{}].identity_key names",
         cfg.node_id
     );
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store: Arc<Store> = Arc::new(store);
     let audit = audit::AuditLog::open(store.clone(), cfg.node_id).await?;
     let node = Arc::new(Node {
         cfg: cfg.clone(),
@@ -238,6 +241,7 @@ pub async fn run(
         keys: Mutex::new(HashMap::new()),
         aux_lock: tokio::sync::Mutex::new(()),
         aux_running: Mutex::default(),
+        aux_confirmed: Mutex::default(),
         pending_presigs: Mutex::new(HashMap::new()),
         remote_primes,
         operations: operations::Operations::default(),
@@ -328,7 +332,7 @@ impl Node {
     }
 
     /// The store.
-    pub fn store(&self) -> &dyn Store {
+    pub fn store(&self) -> &Store {
         self.store.as_ref()
     }
 

@@ -30,7 +30,7 @@ use sigil_proto::prime::{
     pre_params, Cggmp21Primes, GetPoolStatusRequest, GetPoolStatusResponse, GetPreParamsRequest, GetPreParamsResponse,
     HealthCheckRequest, HealthCheckResponse, KindStatus, PreParams,
 };
-use sigil_store::{SqliteStore, Store};
+use sigil_store::Store;
 use subtle::ConstantTimeEq;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -50,6 +50,10 @@ pub struct PrimeServiceConfig {
     pub listen: SocketAddr,
     /// Directory of the store (`primes.db`).
     pub data_dir: PathBuf,
+    /// `[store]`: SQLite in `data_dir` (default) or PostgreSQL (see
+    /// [`sigil_store::StoreConfig`]).
+    #[serde(default)]
+    pub store: sigil_store::StoreConfig,
     /// File with the 64-hex master key (or `SIGIL_MASTER_KEY`).
     #[serde(default)]
     pub master_key_file: Option<PathBuf>,
@@ -161,7 +165,7 @@ pub struct Pool {
     /// (group commit: concurrent requests share one transaction).
     takers: Vec<tokio::sync::mpsc::Sender<TakeReq>>,
     cfg: PrimeServiceConfig,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     kinds: Vec<Kind>,
     counters: Vec<KindCounters>,
     new_prime: tokio::sync::Notify,
@@ -559,7 +563,7 @@ pub async fn run(
         sigil_store::MasterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
     };
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let store = SqliteStore::open(&cfg.data_dir.join("primes.db"), &master).await?;
+    let store = sigil_store::open(&cfg.store, &cfg.data_dir, "primes.db", &master).await?;
     drop(master);
     let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
     let ca = Certificate::from_pem(read(&cfg.tls.ca_cert)?);

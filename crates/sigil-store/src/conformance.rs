@@ -1,8 +1,15 @@
-//! The conformance suite every [`Store`] implementation must pass.
+//! The conformance suite every [`Backend`](crate::Backend) must pass,
+//! through the [`Store`] above it: one check per function, each on a fresh,
+//! empty store (openraft's `Suite::test_all` shape), so a failure names the
+//! check that failed.
 //!
-//! Call [`run_all`] on a fresh, empty store from the implementation's tests.
+//! Call [`test_all`] from the backend's tests with a function that makes a
+//! fresh store.
 
-use crate::{KeyRecord, KeyStatus, Store, StoreError};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{AuditRow, KeyRecord, KeyStatus, Store, StoreError};
 
 /// A key record for tests, pending, epoch 0.
 pub fn sample_key(key_id: &str) -> KeyRecord {
@@ -36,25 +43,100 @@ fn check(cond: bool, what: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Runs every conformance check against `store`, which must start empty.
+/// A check's future.
+type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// One conformance check: its name and its body.
+pub type Check = (&'static str, for<'a> fn(&'a Store) -> CheckFuture<'a>);
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        /// Every check, by name.
+        pub const CHECKS: &[Check] = &[$((stringify!($name), |s| Box::pin($name(s)))),*];
+    };
+}
+
+checks!(
+    schema_is_migrated,
+    pending_key_is_stored_not_listed,
+    duplicate_key_id_conflicts,
+    share_is_sealed_and_bound_to_party_and_epoch,
+    activate_lists_every_field,
+    key_without_share,
+    delete_pending_key_only,
+    pending_keys_by_age,
+    active_key_ids_in_pages,
+    aux_info_two_phase,
+    aux_commit_needs_the_verified_bytes,
+    primes_all_or_none_oldest_first,
+    primes_in_one_batch,
+    presignatures_single_use,
+    presignature_discard,
+    audit_append_and_pages,
+);
+
+/// Runs every check, each on a store `fresh` makes (empty, never shared).
 ///
 /// # Errors
-/// The first failing check, as [`StoreError::Corrupt`] with its name, or
-/// the store's own error.
-pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
-    // A pending key is stored but not listed.
+/// `"<check>: <error>"` for every failing check (all are run).
+pub async fn test_all<F, Fut>(mut fresh: F) -> Result<(), String>
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = Result<Store, StoreError>>,
+{
+    let mut failed = Vec::new();
+    for (name, run) in CHECKS {
+        let r = match fresh(name).await {
+            Ok(store) => run(&store).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            failed.push(format!("{name}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
+
+async fn schema_is_migrated(store: &Store) -> Result<(), StoreError> {
+    check(
+        store.backend().schema_version().await? >= 1,
+        "schema version at least 1",
+    )
+}
+
+async fn pending_key_is_stored_not_listed(store: &Store) -> Result<(), StoreError> {
     store.put_key(&sample_key("a"), 1, Some(b"share-a")).await?;
     check(store.list_keys().await?.is_empty(), "pending keys are not listed")?;
     check(
         store.get_key("a").await?.map(|k| k.status) == Some(KeyStatus::Pending),
         "get pending key",
-    )?;
+    )
+}
 
-    // Duplicate key ids conflict and change nothing.
+async fn duplicate_key_id_conflicts(store: &Store) -> Result<(), StoreError> {
+    store.put_key(&sample_key("a"), 1, Some(b"share-a")).await?;
     let dup = store.put_key(&sample_key("a"), 1, Some(b"other")).await;
     check(
         matches!(dup, Err(StoreError::Conflict(_))),
         "duplicate key id conflicts",
+    )?;
+    let share = store.get_share("a", 1, 0).await?;
+    check(
+        share.as_deref().map(|s| s.as_slice()) == Some(&b"share-a"[..]),
+        "the first share is kept",
+    )
+}
+
+async fn share_is_sealed_and_bound_to_party_and_epoch(store: &Store) -> Result<(), StoreError> {
+    store.put_key(&sample_key("a"), 1, Some(b"share-a")).await?;
+    let raw = store.backend().get_share("a", 1, 0).await?.unwrap_or_default();
+    check(
+        !raw.is_empty() && !raw.windows(7).any(|w| w == b"share-a"),
+        "the backend holds the share sealed",
     )?;
     let share = store.get_share("a", 1, 0).await?;
     check(
@@ -68,34 +150,59 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     check(
         store.get_share("a", 1, 1).await?.is_none(),
         "share of another epoch is absent",
-    )?;
+    )
+}
 
-    // Activation lists the key with all its fields.
+async fn activate_lists_every_field(store: &Store) -> Result<(), StoreError> {
+    store.put_key(&sample_key("a"), 1, Some(b"share-a")).await?;
     let att = vec![crate::Attestation {
         node: 1,
         signature: vec![9; 64],
     }];
     check(store.activate_key("a", &att).await?, "activate existing key")?;
     check(!store.activate_key("missing", &att).await?, "activate missing key")?;
-    let listed = store.list_keys().await?;
     let mut want = sample_key("a");
     want.status = KeyStatus::Active;
     want.attestations = att;
-    check(listed == vec![want], "listed key equals stored key")?;
+    check(
+        store.list_keys().await? == vec![want.clone()],
+        "listed key equals stored key",
+    )?;
+    let mut unlabeled = sample_key("b");
+    unlabeled.label = None;
+    store.put_key(&unlabeled, 0, None).await?;
+    check(store.get_key("b").await? == Some(unlabeled), "a key without label")?;
+    check(store.get_key("a").await? == Some(want), "get active key")
+}
 
-    // A key without a share (a non-party's registry entry).
+async fn key_without_share(store: &Store) -> Result<(), StoreError> {
     store.put_key(&sample_key("b"), 0, None).await?;
-    check(store.get_share("b", 0, 0).await?.is_none(), "key without share")?;
+    check(store.get_key("b").await?.is_some(), "key stored")?;
+    check(store.get_share("b", 0, 0).await?.is_none(), "key without share")
+}
 
-    // Deleting a pending key removes it and its share; active keys stay.
+async fn delete_pending_key_only(store: &Store) -> Result<(), StoreError> {
     store.put_key(&sample_key("c"), 1, Some(b"share-c")).await?;
     store.delete_pending_key("c").await?;
     check(store.get_key("c").await?.is_none(), "pending key deleted")?;
     check(store.get_share("c", 1, 0).await?.is_none(), "pending share deleted")?;
+    store.put_key(&sample_key("a"), 1, Some(b"share-a")).await?;
+    store.activate_key("a", &[]).await?;
     store.delete_pending_key("a").await?;
     check(store.get_key("a").await?.is_some(), "active key is not deleted")?;
+    check(
+        store.get_share("a", 1, 0).await?.is_some(),
+        "active share is not deleted",
+    )
+}
 
-    // Pending keys by age: "b" (pending, created at 1_700_000_000) only.
+async fn pending_keys_by_age(store: &Store) -> Result<(), StoreError> {
+    store.put_key(&sample_key("b"), 0, None).await?;
+    let mut newer = sample_key("n");
+    newer.created_at += 10;
+    store.put_key(&newer, 0, None).await?;
+    store.put_key(&sample_key("a"), 0, None).await?;
+    store.activate_key("a", &[]).await?;
     let pending = store.list_pending_keys(1_700_000_000).await?;
     check(
         pending.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>() == ["b"],
@@ -104,24 +211,27 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     check(
         store.list_pending_keys(1_699_999_999).await?.is_empty(),
         "no pending key before its creation",
-    )?;
+    )
+}
 
-    // Active key ids in pages, sorted, pending ones left out.
-    for id in ["e", "d", "f"] {
+async fn active_key_ids_in_pages(store: &Store) -> Result<(), StoreError> {
+    for id in ["e", "d", "f", "a", "B"] {
         store.put_key(&sample_key(id), 1, None).await?;
         store.activate_key(id, &[]).await?;
     }
+    store.put_key(&sample_key("c"), 1, None).await?;
     check(
-        store.list_active_key_ids("", 10).await? == ["a", "d", "e", "f"],
-        "all active key ids, sorted",
+        store.list_active_key_ids("", 10).await? == ["B", "a", "d", "e", "f"],
+        "all active key ids, bytewise order, pending left out",
     )?;
     check(
         store.list_active_key_ids("a", 2).await? == ["d", "e"],
         "a page of active key ids",
     )?;
-    check(store.list_active_key_ids("f", 10).await?.is_empty(), "past the last id")?;
+    check(store.list_active_key_ids("f", 10).await?.is_empty(), "past the last id")
+}
 
-    // Aux info per party set: pending until committed, then never replaced.
+async fn aux_info_two_phase(store: &Store) -> Result<(), StoreError> {
     store.put_aux_info("0,1,2", 1, b"aux-v0").await?;
     check(
         store.get_aux_info("0,1,2", 1).await?.is_none(),
@@ -130,14 +240,23 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     store.put_aux_info("0,1,2", 1, b"aux-v1").await?;
     let pending = store.get_pending_aux_info("0,1,2", 1).await?;
     check(
-        pending.as_deref().map(|s| s.as_slice()) == Some(&b"aux-v1"[..]),
+        pending.as_ref().map(|p| p.aux.as_slice()) == Some(&b"aux-v1"[..]),
         "pending aux info is replaced by a newer run",
     )?;
-    check(store.commit_aux_info("0,1,2", 1).await?, "pending aux info commits")?;
-    check(store.commit_aux_info("0,1,2", 1).await?, "commit is idempotent")?;
+    let Some(pending) = pending else {
+        return check(false, "pending aux info");
+    };
     check(
-        !store.commit_aux_info("0,1", 1).await?,
-        "nothing to commit for another set",
+        store.aux_evidence("0,1,2", 1).await?.is_none(),
+        "no evidence before the commit",
+    )?;
+    check(
+        store.commit_aux_info("0,1,2", 1, &pending, "ev").await?,
+        "pending aux info commits",
+    )?;
+    check(
+        store.aux_evidence("0,1,2", 1).await?.as_deref() == Some("ev"),
+        "evidence kept",
     )?;
     check(
         matches!(
@@ -159,8 +278,37 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
         store.get_aux_info("0,1", 1).await?.is_none(),
         "aux info of another set is absent",
     )?;
+    check(
+        store.get_aux_info("0,1,2", 2).await?.is_none(),
+        "aux info of another party is absent",
+    )
+}
 
-    // The prime pool hands each prime out once, oldest first, all or none.
+async fn aux_commit_needs_the_verified_bytes(store: &Store) -> Result<(), StoreError> {
+    store.put_aux_info("0,1", 0, b"run-1").await?;
+    let Some(first) = store.get_pending_aux_info("0,1", 0).await? else {
+        return check(false, "pending aux info");
+    };
+    store.put_aux_info("0,1", 0, b"run-2").await?;
+    check(
+        !store.commit_aux_info("0,1", 0, &first, "ev").await?,
+        "a replaced pending record is not committed",
+    )?;
+    check(store.get_aux_info("0,1", 0).await?.is_none(), "nothing committed")?;
+    let Some(second) = store.get_pending_aux_info("0,1", 0).await? else {
+        return check(false, "second pending aux info");
+    };
+    check(
+        store.commit_aux_info("0,1", 0, &second, "ev").await?,
+        "the current one commits",
+    )?;
+    check(
+        !store.commit_aux_info("0,1", 0, &second, "ev").await?,
+        "a second commit changes nothing",
+    )
+}
+
+async fn primes_all_or_none_oldest_first(store: &Store) -> Result<(), StoreError> {
     for p in [&b"p1"[..], b"p2", b"p3"] {
         store.put_prime(1536, p).await?;
     }
@@ -175,9 +323,20 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     let two: Vec<&[u8]> = two.iter().map(|p| p.as_slice()).collect();
     check(two == vec![&b"p1"[..], b"p2"], "oldest primes first")?;
     check(store.count_primes(1536).await? == 1, "taken primes are deleted")?;
-    check(store.count_primes(1024).await? == 1, "other sizes untouched")?;
+    check(store.count_primes(1024).await? == 1, "other sizes untouched")
+}
 
-    // Presignatures: single use, by id or oldest first, bound to their set.
+async fn primes_in_one_batch(store: &Store) -> Result<(), StoreError> {
+    store.put_primes(2048, &[b"q1", b"q2", b"q3"]).await?;
+    check(store.count_primes(2048).await? == 3, "a batch of primes")?;
+    let all = store.take_primes(2048, 3).await?.unwrap_or_default();
+    check(
+        all.len() == 3 && all.first().map(|p| p.as_slice()) == Some(&b"q1"[..]),
+        "batch order kept",
+    )
+}
+
+async fn presignatures_single_use(store: &Store) -> Result<(), StoreError> {
     store.put_presignature("a", "0,1", 1, "s1", b"pre-1").await?;
     store.put_presignature("a", "0,1", 1, "s2", b"pre-2").await?;
     store.put_presignature("a", "0,2", 1, "s3", b"pre-3").await?;
@@ -203,31 +362,41 @@ pub async fn run_all(store: &dyn Store) -> Result<(), StoreError> {
     check(
         store.count_presignatures("a", "0,2").await? == 1,
         "other signer sets untouched",
-    )?;
+    )
+}
+
+async fn presignature_discard(store: &Store) -> Result<(), StoreError> {
+    store.put_presignature("a", "0,2", 1, "s3", b"pre-3").await?;
     check(!store.discard_presignature(2, "s3").await?, "discard is per party")?;
     check(store.discard_presignature(1, "s3").await?, "discard by id")?;
     check(
         store.count_presignatures("a", "0,2").await? == 0 && !store.discard_presignature(1, "s3").await?,
         "discarded presignature gone",
-    )?;
+    )
+}
 
-    // The audit log: appended in order, read in pages, never overwritten.
+async fn audit_append_and_pages(store: &Store) -> Result<(), StoreError> {
     check(store.last_audit().await?.is_none(), "empty audit log")?;
-    let row = |seq: u64| crate::AuditRow {
+    let row = |seq: u64| AuditRow {
         seq,
         record: format!("{{\"seq\":{seq}}}"),
     };
     store.append_audit(&[row(1), row(2)]).await?;
     store.append_audit(&[row(3)]).await?;
     check(
-        matches!(store.append_audit(&[row(3)]).await, Err(StoreError::Conflict(_))),
+        matches!(
+            store.append_audit(&[row(3), row(4)]).await,
+            Err(StoreError::Conflict(_))
+        ),
         "an audit record is never overwritten",
     )?;
-    check(store.last_audit().await? == Some(row(3)), "last audit record")?;
+    check(
+        store.last_audit().await? == Some(row(3)),
+        "a conflicting batch writes nothing",
+    )?;
     check(
         store.audit_after(1, 10).await? == vec![row(2), row(3)],
         "audit page after a seq",
     )?;
-    check(store.audit_after(0, 1).await? == vec![row(1)], "audit page limit")?;
-    Ok(())
+    check(store.audit_after(0, 1).await? == vec![row(1)], "audit page limit")
 }

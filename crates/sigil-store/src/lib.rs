@@ -1,21 +1,36 @@
-//! Sigil's storage: one [`Store`] trait, an embedded SQLite implementation
-//! ([`SqliteStore`]), and sealing of every secret record ([`seal`]).
+//! Sigil's storage: a typed [`Store`] that seals every secret record
+//! ([`seal`]) over a [`Backend`] that only ever sees sealed blobs, with two
+//! backends: embedded SQLite ([`SqliteBackend`], the default) and
+//! PostgreSQL ([`PgBackend`]). [`open`] picks one from a [`StoreConfig`].
 //!
-//! Secret material (key shares) is written only sealed (AES-256-GCM, see
-//! [`seal`]); public material (public key packages, metadata) is written in
-//! the clear. A store remembers a sealed canary record, so opening it with
-//! the wrong master key is a clear error ([`StoreError::WrongMasterKey`])
-//! rather than garbage later.
+//! Secret material (key shares, aux info, primes, presignatures) is written
+//! only sealed (AES-256-GCM, see [`seal`]), each bound to its identity
+//! ([`RecordId`]); public material (public key packages, metadata) is
+//! written in the clear. A store remembers a sealed canary record, so
+//! opening it with the wrong master key is a clear error
+//! ([`StoreError::WrongMasterKey`]) rather than garbage later. Schemas are
+//! `sqlx` migrations, one directory per backend (`migrations/sqlite`,
+//! `migrations/postgres`); [`Backend::schema_version`] reports the last
+//! applied.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod backend;
+mod config;
 pub mod conformance;
+mod postgres;
+mod rows;
 pub mod seal;
 mod sqlite;
+mod store;
+pub mod testing;
 
+pub use backend::{Backend, SealedShare};
+pub use config::{open, open_sqlite, StoreConfig, StoreKind};
+pub use postgres::{ensure_database, redact_url, PgBackend};
 pub use seal::{MasterKey, RecordId, Sealer};
-pub use sqlite::{read_audit_log, SqliteStore};
-use zeroize::Zeroizing;
+pub use sqlite::{read_audit_log, SqliteBackend};
+pub use store::{PendingAux, Store};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +57,32 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database is not reachable (PostgreSQL down).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store configuration is wrong.
+    #[error("store config: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// Whether the error means the database is unreachable right now (a
+    /// request may succeed later) rather than a bad request or record.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+                ) || matches!(e, sqlx::Error::Database(d)
+                // PostgreSQL: connection exceptions (08) and operator
+                // intervention, e.g. the server shutting down (57P).
+                if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Lifecycle state of a key on this node.
@@ -56,7 +97,7 @@ pub enum KeyStatus {
 }
 
 impl KeyStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             KeyStatus::Pending => "pending",
             KeyStatus::Active => "active",
@@ -145,125 +186,4 @@ pub struct AuditRow {
     pub seq: u64,
     /// The record, JSON.
     pub record: String,
-}
-
-/// The storage of one node.
-///
-/// Every implementation must pass [`conformance::run_all`].
-#[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Stores a key's metadata and, if this node holds one, its secret share
-    /// (`share` in plaintext; the store seals it as record
-    /// `("key_share", key_id, party, epoch)`), in one transaction.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if the key id exists.
-    async fn put_key(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError>;
-
-    /// Marks a pending key active with its parties' `attestations`.
-    /// Returns whether the key exists.
-    async fn activate_key(&self, key_id: &str, attestations: &[Attestation]) -> Result<bool, StoreError>;
-
-    /// Deletes a key that is still pending (nothing half-made is kept).
-    async fn delete_pending_key(&self, key_id: &str) -> Result<(), StoreError>;
-
-    /// One key's metadata, whatever its status.
-    async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError>;
-
-    /// Every active key, oldest first.
-    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
-
-    /// Ids of the active keys, in bytewise (UTF-8) order, strictly after
-    /// `after` (`""`: from the first), at most `limit`. Reads ids only, in
-    /// index order, so a page costs the same however many keys there are.
-    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError>;
-
-    /// Every pending key created at or before `created_before` (seconds
-    /// since the Unix epoch), oldest first.
-    async fn list_pending_keys(&self, created_before: i64) -> Result<Vec<KeyRecord>, StoreError>;
-
-    /// This node's secret share of `key_id` at `epoch`, unsealed.
-    ///
-    /// # Errors
-    /// [`StoreError::Unseal`] if the sealed record fails authentication.
-    async fn get_share(&self, key_id: &str, party: u16, epoch: u32) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
-
-    /// Stores this node's aux info for an ordered party set as *pending*
-    /// (sealed as record `("aux_info", party_set, party, 0)`): not served by
-    /// [`Store::get_aux_info`] until [`Store::commit_aux_info`]. A pending
-    /// record is replaced by a newer run; a committed one never is.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if committed aux info of that set and party
-    /// exists.
-    async fn put_aux_info(&self, party_set: &str, party: u16, aux: &[u8]) -> Result<(), StoreError>;
-
-    /// This node's *committed* aux info for `party_set`, unsealed.
-    async fn get_aux_info(&self, party_set: &str, party: u16) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
-
-    /// This node's *pending* aux info for `party_set`, unsealed (to check
-    /// its fingerprint before committing it).
-    async fn get_pending_aux_info(&self, party_set: &str, party: u16)
-        -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
-
-    /// Commits the pending aux info of `party_set`. Idempotent: `Ok(true)`
-    /// if it is committed now (also when it already was), `Ok(false)` if no
-    /// aux info of that set is stored.
-    async fn commit_aux_info(&self, party_set: &str, party: u16) -> Result<bool, StoreError>;
-
-    /// Adds one pre-generated safe prime of `bits` bits to the pool
-    /// (sealed as record `("prime", "", 0, 0)`).
-    async fn put_prime(&self, bits: u32, prime: &[u8]) -> Result<(), StoreError>;
-
-    /// Takes `count` primes of `bits` bits out of the pool, or none if the
-    /// pool holds fewer: they are deleted in the same transaction that
-    /// reads them, so a prime is handed out at most once.
-    async fn take_primes(&self, bits: u32, count: usize) -> Result<Option<Vec<Zeroizing<Vec<u8>>>>, StoreError>;
-
-    /// Number of primes of `bits` bits in the pool.
-    async fn count_primes(&self, bits: u32) -> Result<usize, StoreError>;
-
-    /// Pools one presignature of `key_id` for the ordered `signer_set`,
-    /// made in presigning session `presig_id` (sealed as record
-    /// `("presignature", key_id, party, 0)` with the id and set bound in).
-    async fn put_presignature(
-        &self,
-        key_id: &str,
-        signer_set: &str,
-        party: u16,
-        presig_id: &str,
-        presig: &[u8],
-    ) -> Result<(), StoreError>;
-
-    /// Takes a presignature out of the pool: the one with `presig_id` if
-    /// given, else the oldest for (`key_id`, `signer_set`). It is deleted in
-    /// the transaction that reads it, so it is handed out at most once.
-    /// Returns its id and the unsealed presignature.
-    async fn take_presignature(
-        &self,
-        key_id: &str,
-        signer_set: &str,
-        party: u16,
-        presig_id: Option<&str>,
-    ) -> Result<Option<(String, Zeroizing<Vec<u8>>)>, StoreError>;
-
-    /// Deletes the pooled presignature `presig_id` of `party` (whatever its
-    /// key and set), if there is one. Returns whether one was deleted.
-    async fn discard_presignature(&self, party: u16, presig_id: &str) -> Result<bool, StoreError>;
-
-    /// Number of pooled presignatures of (`key_id`, `signer_set`).
-    async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError>;
-
-    /// Appends audit records (consecutive `seq`s after the last one) in one
-    /// transaction.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if a `seq` exists.
-    async fn append_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError>;
-
-    /// Audit records with `seq > after`, ascending, at most `limit`.
-    async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRow>, StoreError>;
-
-    /// The last audit record, if any.
-    async fn last_audit(&self) -> Result<Option<AuditRow>, StoreError>;
 }

@@ -60,25 +60,66 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
-/// The identity of a sealed record, bound in as AES-GCM associated data.
+/// The identity of a sealed record, bound in as AES-GCM associated data, so
+/// a sealed blob opens only as the record it was written as (not as another
+/// key's share, another party's or another epoch's).
+///
+/// Every identity is built here, by one constructor per record kind; the
+/// backends never see one. The associated data is `"sigil/v1"`, then
+/// `kind` and `key_id` (each as `u32` BE length and bytes), `party` (`u16`
+/// BE) and `epoch` (`u32` BE). The encodings are fixed: stores written by
+/// earlier versions open with the same identities.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordId<'a> {
-    /// What the record holds (`"key_share"`, `"canary"`, ...).
-    pub kind: &'a str,
-    /// The key the record belongs to (empty for node-wide records).
-    pub key_id: &'a str,
-    /// The party (node id) that owns the record.
-    pub party: u16,
-    /// The share generation of the key.
-    pub epoch: u32,
+pub struct RecordId {
+    kind: String,
+    key_id: String,
+    party: u16,
+    epoch: u32,
 }
 
-impl RecordId<'_> {
+impl RecordId {
+    /// `party`'s share of `key_id` at `epoch`: `("key_share", key_id, party, epoch)`.
+    pub fn key_share(key_id: &str, party: u16, epoch: u32) -> Self {
+        Self::new("key_share", key_id, party, epoch)
+    }
+
+    /// `party`'s CGGMP21 aux info of the ordered `party_set` (node ids
+    /// joined by `,`): `("aux_info", party_set, party, 0)`.
+    pub fn aux_info(party_set: &str, party: u16) -> Self {
+        Self::new("aux_info", party_set, party, 0)
+    }
+
+    /// A pooled safe prime of `bits` bits: `("prime", "", 0, bits)`.
+    pub fn prime(bits: u32) -> Self {
+        Self::new("prime", "", 0, bits)
+    }
+
+    /// `party`'s presignature of `key_id` for `signer_set`, made in
+    /// presigning session `presig_id`:
+    /// `("presignature/<signer_set>/<presig_id>", key_id, party, 0)`.
+    pub fn presignature(key_id: &str, signer_set: &str, presig_id: &str, party: u16) -> Self {
+        Self::new(&format!("presignature/{signer_set}/{presig_id}"), key_id, party, 0)
+    }
+
+    /// The store's canary (proves the master key at open): `("canary", "", 0, 0)`.
+    pub fn canary() -> Self {
+        Self::new("canary", "", 0, 0)
+    }
+
+    fn new(kind: &str, key_id: &str, party: u16, epoch: u32) -> Self {
+        RecordId {
+            kind: kind.to_string(),
+            key_id: key_id.to_string(),
+            party,
+            epoch,
+        }
+    }
+
     fn associated_data(&self) -> Vec<u8> {
         let mut ad = Vec::with_capacity(32 + self.kind.len() + self.key_id.len());
         ad.extend_from_slice(b"sigil/v1");
         for part in [self.kind.as_bytes(), self.key_id.as_bytes()] {
-            ad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            ad.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
             ad.extend_from_slice(part);
         }
         ad.extend_from_slice(&self.party.to_be_bytes());
@@ -112,7 +153,7 @@ impl Sealer {
     /// # Errors
     /// [`StoreError::Seal`] if encryption fails (it does not for inputs
     /// below 64 GiB).
-    pub fn seal(&self, id: &RecordId<'_>, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+    pub fn seal(&self, id: &RecordId, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = id.associated_data();
@@ -137,7 +178,7 @@ impl Sealer {
     /// # Errors
     /// [`StoreError::Unseal`] if the blob is truncated, was tampered with,
     /// belongs to another record, or was sealed under another master key.
-    pub fn open(&self, id: &RecordId<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    pub fn open(&self, id: &RecordId, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         if sealed.len() < NONCE_LEN + 16 {
             return Err(StoreError::Unseal(format!(
                 "{} record of {} is truncated",
@@ -165,13 +206,8 @@ impl Sealer {
 mod tests {
     use super::*;
 
-    fn id(key_id: &str) -> RecordId<'_> {
-        RecordId {
-            kind: "key_share",
-            key_id,
-            party: 1,
-            epoch: 0,
-        }
+    fn id(key_id: &str) -> RecordId {
+        RecordId::key_share(key_id, 1, 0)
     }
 
     #[test]
@@ -191,7 +227,7 @@ mod tests {
         let sealed = sealer.seal(&id("k1"), b"secret share")?;
         assert!(Sealer::new(&MasterKey::generate()).open(&id("k1"), &sealed).is_err());
         assert!(sealer.open(&id("k2"), &sealed).is_err(), "bound to its key id");
-        let other_epoch = RecordId { epoch: 1, ..id("k1") };
+        let other_epoch = RecordId::key_share("k1", 1, 1);
         assert!(sealer.open(&other_epoch, &sealed).is_err(), "bound to its epoch");
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
@@ -202,6 +238,25 @@ mod tests {
         }
         assert!(sealer.open(&id("k1"), sealed.get(..10).unwrap_or_default()).is_err());
         Ok(())
+    }
+
+    /// The associated data of each kind is pinned: a change would make every
+    /// existing store unreadable.
+    #[test]
+    fn record_identities_are_stable() {
+        let hex = |id: RecordId| hex::encode(id.associated_data());
+        assert_eq!(
+            hex(RecordId::key_share("k", 2, 3)),
+            "736967696c2f7631000000096b65795f7368617265000000016b000200000003"
+        );
+        assert_eq!(
+            hex(RecordId::prime(1536)),
+            "736967696c2f7631000000057072696d6500000000000000000600"
+        );
+        assert_eq!(
+            hex(RecordId::presignature("k", "0,1", "ab", 1)),
+            hex(RecordId::new("presignature/0,1/ab", "k", 1, 0))
+        );
     }
 
     #[test]

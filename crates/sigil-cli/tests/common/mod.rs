@@ -90,6 +90,11 @@ impl Cluster {
     /// `n` nodes with a presignature pool of `presign_pool_size` each
     /// (0: no background presigning).
     pub fn with_presign_pool(n: u16, presign_pool_size: usize) -> Self {
+        Self::with_stores(n, presign_pool_size, vec![Default::default(); usize::from(n)])
+    }
+
+    /// `n` nodes, node `i` on `stores[i]` (SQLite by default, or PostgreSQL).
+    pub fn with_stores(n: u16, presign_pool_size: usize, stores: Vec<sigil_store::StoreConfig>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let primes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/primes-1536.txt");
@@ -119,6 +124,7 @@ impl Cluster {
             std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();
             let c = sigil_node::certs::node_cert_paths(&certs, i);
             let cfg = NodeConfig {
+                store: stores[usize::from(i)].clone(),
                 prime_source: Default::default(),
                 node_id: i,
                 data_dir: nd.clone(),
@@ -380,12 +386,28 @@ impl Drop for Cluster {
     }
 }
 
+/// A node's store opened beside the running node (SQLite allows it), with
+/// its backend's test hooks.
+pub struct NodeStore {
+    pub store: sigil_store::Store,
+    pub backend: std::sync::Arc<sigil_store::SqliteBackend>,
+}
+
+impl std::ops::Deref for NodeStore {
+    type Target = sigil_store::Store;
+    fn deref(&self) -> &sigil_store::Store {
+        &self.store
+    }
+}
+
 /// Opens the store of the node whose data directory is `dir`, with its
-/// master key, beside the running node (SQLite allows it).
-pub async fn open_store(dir: &std::path::Path) -> sigil_store::SqliteStore {
+/// master key.
+pub async fn open_store(dir: &std::path::Path) -> NodeStore {
     let mk = std::fs::read_to_string(dir.join("master.key")).unwrap();
     let mk = sigil_store::MasterKey::from_hex(mk.trim()).unwrap();
-    sigil_store::SqliteStore::open(&dir.join("node.db"), &mk).await.unwrap()
+    let backend = std::sync::Arc::new(sigil_store::SqliteBackend::open(&dir.join("node.db")).await.unwrap());
+    let store = sigil_store::Store::new(backend.clone(), &mk).await.unwrap();
+    NodeStore { store, backend }
 }
 
 pub fn now_ms() -> u128 {
