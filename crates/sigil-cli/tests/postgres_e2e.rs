@@ -22,6 +22,24 @@ use serde_json::json;
 use sigil_store::testing::TempPostgres;
 use sigil_store::StoreConfig;
 
+/// `sigil encrypt` 42 under the Paillier key, `sigil decrypt` through node `via`.
+fn decrypt_42(c: &Cluster, pai: &serde_json::Value, via: u16) {
+    let id = pai["key_id"].as_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(args)
+            .args(["--url", &c.url(via)])
+            .envs(c.cli_env("admin"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let ct = run(&["encrypt", "--key", id, "42"]);
+    let v: serde_json::Value = serde_json::from_str(&run(&["decrypt", "--key", id, &ct])).unwrap();
+    assert_eq!(v["plaintext"], "42");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_on_postgres_every_scheme_restart_and_database_outage() {
     let pg = TempPostgres::start().expect("a throwaway PostgreSQL (apt-get install postgresql)");
@@ -45,26 +63,7 @@ async fn cluster_on_postgres_every_scheme_restart_and_database_outage() {
         keys.push(k);
     }
     let pai = c.create_paillier(2, 2, 512).await;
-    let decrypt_42 = |via: u16| {
-        let id = pai["key_id"].as_str().unwrap().to_string();
-        let (url, env) = (c.url(via), c.cli_env("admin"));
-        move || {
-            let run = |args: &[&str]| {
-                let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
-                    .args(args)
-                    .args(["--url", &url])
-                    .envs(env.clone())
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-                String::from_utf8(out.stdout).unwrap().trim().to_string()
-            };
-            let ct = run(&["encrypt", "--key", &id, "42"]);
-            let v: serde_json::Value = serde_json::from_str(&run(&["decrypt", "--key", &id, &ct])).unwrap();
-            assert_eq!(v["plaintext"], "42");
-        }
-    };
-    decrypt_42(0)();
+    decrypt_42(&c, &pai, 0);
 
     // kill -9 and restart: node 1 serves its keys from PostgreSQL again.
     c.kill9(1);
@@ -72,7 +71,7 @@ async fn cluster_on_postgres_every_scheme_restart_and_database_outage() {
     for k in &keys {
         c.sign_ok(1, k, b"after kill -9").await;
     }
-    decrypt_42(1)();
+    decrypt_42(&c, &pai, 1);
 
     // The database goes away under the running nodes.
     pg.stop_server().unwrap();
