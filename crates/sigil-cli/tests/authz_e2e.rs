@@ -202,6 +202,36 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
         "aux commit, no aux",
     );
     assert!(m.contains("no aux info"), "{m}");
+    // Node 0's and node 2's real signatures over the real fingerprint, node
+    // 1's forged (what t - 1 colluding nodes could bring): refused; with all
+    // three real ones, accepted (idempotent, nothing changes).
+    let aux = common::open_store(&c.dir.path().join("node-1"))
+        .await
+        .get_aux_info("0,1,2", 1)
+        .await
+        .unwrap()
+        .expect("committed aux info on node 1");
+    let aux: sigil_crypto::ecdsa::AuxInfo = serde_json::from_slice(&aux).unwrap();
+    let fp = sigil_crypto::ecdsa::aux_fingerprint(&aux);
+    let sig_of = |node: u16| {
+        let key =
+            sigil_node::certs::load_identity(&sigil_node::certs::identity_key_path(&c.dir.path().join("certs"), node))
+                .unwrap();
+        sigil_node::attest::sign_aux(&key, "0,1,2", &fp)
+    };
+    let with = |one: Vec<u8>| FinalizeAuxRequest {
+        parties: vec![0, 1, 2],
+        fingerprint: fp.to_vec(),
+        attestations: [(0, sig_of(0)), (1, one), (2, sig_of(2))]
+            .into_iter()
+            .map(|(node, signature)| Attestation { node, signature })
+            .collect(),
+    };
+    let m = refused(p1.finalize_aux(with(vec![1; 64])).await, "aux commit, one forged");
+    assert!(m.contains("not attested by every party"), "{m}");
+    p1.finalize_aux(with(sig_of(1)))
+        .await
+        .expect("every party's real signature");
     // FinalizeKey: inject a key nobody made, overwrite one, delete one.
     let fake = KeyMeta {
         key_id: "injected".into(),
