@@ -23,6 +23,7 @@
 //! | `frost-ed25519` | `frost-ed25519` (RFC 9591 §6.1) | 32 bytes | 64 bytes, RFC 8032 |
 //! | `frost-secp256k1-tr` | `frost-secp256k1-tr` (BIP-340 / Taproot) | 32 bytes x-only | 64 bytes, BIP-340 |
 //! | `frost-p256` | `frost-p256` (RFC 9591 §6.4) | 33 bytes SEC1 compressed | 65 bytes, `R` compressed `\|\| z` |
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

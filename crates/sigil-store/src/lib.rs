@@ -12,6 +12,7 @@
 //! `sqlx` migrations, one directory per backend (`migrations/sqlite`,
 //! `migrations/postgres`); [`Backend::schema_version`] reports the last
 //! applied.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
