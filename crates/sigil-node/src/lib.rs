@@ -27,6 +27,8 @@ pub mod paillier;
 pub mod peer;
 pub mod prime_service;
 pub mod session;
+pub mod transport;
+pub mod views;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::KeyView;
+use crate::views::KeyView;
 use crate::error::{ApiError, ErrorDetail};
 
 /// How long a finished operation stays readable.

@@ -28,7 +28,7 @@ use sigil_crypto::{PartyIndex, SessionId};
 use tokio::time::Instant;
 
 use crate::error::SessionError;
-use crate::peer::PeerClients;
+use crate::transport::PeerClients;
 use sigil_proto::peer::Envelope;
 
 /// Which message a party expects: `(round, from, me, n) -> kind`.
