@@ -428,8 +428,8 @@ async fn main() -> std::process::ExitCode {
             cmd: primes::PrimesCmd::Serve { config },
         } => {
             init_tracing();
-            match sigil_node::prime_service::PrimeServiceConfig::load(&config) {
-                Ok(cfg) => sigil_node::prime_service::run(cfg, shutdown_signal()).await,
+            match sigil_primes::PrimeServiceConfig::load(&config) {
+                Ok(cfg) => sigil_primes::run(cfg, shutdown_signal()).await,
                 Err(e) => Err(e),
             }
         }

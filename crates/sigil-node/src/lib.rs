@@ -25,7 +25,6 @@ pub mod front;
 pub mod operations;
 pub mod paillier;
 pub mod peer;
-pub mod prime_service;
 pub mod session;
 pub mod transport;
 pub mod views;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::views::KeyView;
 use crate::error::{ApiError, ErrorDetail};
+use crate::views::KeyView;
 
 /// How long a finished operation stays readable.
 pub const KEEP_FINISHED: Duration = Duration::from_secs(3600);

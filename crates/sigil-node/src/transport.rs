@@ -50,4 +50,3 @@ impl PeerClients {
         self.clients.get(&id).cloned()
     }
 }
-

@@ -11,6 +11,8 @@
 //!
 //! Trust: whoever generates a party's primes knows its Paillier secret.
 //! Use a remote pool only if you trust it as you trust the node.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +38,19 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::config::TlsConfig;
+/// Certificate files of the service (PEM): the same shape as a node's
+/// `tls` section, since the service runs with a certificate of the
+/// cluster CA.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate (client certificates must chain to it).
+    pub ca_cert: PathBuf,
+    /// The service's certificate, issued by the cluster CA.
+    pub cert: PathBuf,
+    /// The service's private key (PKCS#8 PEM). Secret.
+    pub key: PathBuf,
+}
 
 /// Most sets one `GetPreParams` call may ask for.
 pub const MAX_COUNT: u32 = 16;
