@@ -38,7 +38,9 @@
 //!    with integer Lagrange coefficients scaled by `Delta = n!` (paper
 //!    section 3.3).
 
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod biprime;
 pub mod decrypt;

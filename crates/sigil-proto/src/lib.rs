@@ -1,6 +1,7 @@
 //! Sigil's protobuf definitions and the gRPC code generated from them
 //! (prost + tonic, compiled by protox, so no `protoc` is needed).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 /// `sigil.peer.v1`: the node-to-node protocol (sessions, envelopes, key
 /// finalization). Spoken only over mutual TLS inside the cluster.
