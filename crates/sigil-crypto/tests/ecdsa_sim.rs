@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use round_based::sim::async_env;
 use sigil_crypto::ecdsa::{self, cggmp21, AuxInfo, KeyShare, Secp256k1, Secp256r1};
+use sigil_crypto::schedule::checked;
 
 fn fixture_path(n: u16) -> String {
     format!("{}/tests/fixtures/ecdsa_aux_n{n}.json", env!("CARGO_MANIFEST_DIR"))
@@ -35,6 +36,7 @@ where
     let sid = [seed as u8; 32];
     let shares = async_env::run(n, |i, party| async move {
         let mut rng = StdRng::seed_from_u64(seed + u64::from(i));
+        let party = checked(party, i, n, ecdsa::expects::keygen);
         ecdsa::keygen::<E, _, _>(party, &sid, i, n, t, &mut rng).await
     })
     .await
@@ -95,6 +97,7 @@ where
         let path = path.clone();
         async move {
             let mut rng = StdRng::seed_from_u64(u64::from(i));
+            let party = checked(party, i, signers.len() as u16, ecdsa::expects::sign);
             ecdsa::sign::<E, _, _>(party, &sid, i, &signers, &share, &digest, &path, &mut rng).await
         }
     })
@@ -144,6 +147,7 @@ async fn presignature_then_one_local_step() {
         let signers = signers.clone();
         async move {
             let mut rng = StdRng::seed_from_u64(7 + u64::from(i));
+            let party = checked(party, i, signers.len() as u16, ecdsa::expects::sign);
             ecdsa::presign::<Secp256k1, _, _>(party, &sid, i, &signers, &share, &mut rng).await
         }
     })
@@ -202,6 +206,7 @@ async fn regenerate_fixtures() {
             let primes = primes[usize::from(i)].clone();
             async move {
                 let mut rng = StdRng::from_entropy();
+                let party = checked(party, i, n, ecdsa::expects::aux_info);
                 ecdsa::aux_info(party, &sid, i, n, primes, &mut rng).await
             }
         })

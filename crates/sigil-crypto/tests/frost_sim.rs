@@ -19,6 +19,7 @@ use rand::SeedableRng;
 use round_based::sim::async_env;
 use round_based::{Delivery, MpcParty, Outgoing};
 use sigil_crypto::frost::{dkg, identifier, sign};
+use sigil_crypto::schedule::checked;
 use sigil_crypto::scheme::signature_bytes;
 use sigil_crypto::{with_ciphersuite, Error, Scheme};
 
@@ -33,7 +34,7 @@ where
     let sid = [seed as u8; 32];
     let out = async_env::run(n, |i, party| async move {
         let mut rng = StdRng::seed_from_u64(seed * 1000 + u64::from(i));
-        dkg::run::<C, _, _>(party, &sid, i, n, t, &mut rng).await
+        dkg::run::<C, _, _>(checked(party, i, n, dkg::expects), &sid, i, n, t, &mut rng).await
     })
     .await;
     out.into_vec()
@@ -62,6 +63,7 @@ where
         let msg = msg.to_vec();
         async move {
             let mut rng = StdRng::seed_from_u64(seed + u64::from(i));
+            let party = checked(party, i, signers.len() as u16, sign::expects);
             sign::run::<C, _, _>(party, i, &signers, &kp, &pkp, &msg, &mut rng).await
         }
     })
@@ -313,7 +315,19 @@ where
         let kp = key_packages[&k].clone();
         let (pkp, signers, msg) = (pkp.clone(), signers.clone(), msg.clone());
         let mut rng = Replay(randomness[&k].clone());
-        async move { sign::run::<C, _, _>(party, i, &signers, &kp, &pkp, &msg, &mut rng).await }
+        let n = signers.len() as u16;
+        async move {
+            sign::run::<C, _, _>(
+                checked(party, i, n, sign::expects),
+                i,
+                &signers,
+                &kp,
+                &pkp,
+                &msg,
+                &mut rng,
+            )
+            .await
+        }
     })
     .await
     .into_vec();
@@ -336,4 +350,24 @@ async fn rfc9591_vectors_p256() {
 #[tokio::test]
 async fn zf_vectors_secp256k1_tr() {
     rfc_vectors::<frost_secp256k1_tr::Secp256K1Sha256TR>("frost-secp256k1-tr.json").await;
+}
+
+/// The schedule check can fail: signing under a schedule that expects
+/// nothing panics at the first message.
+#[tokio::test]
+#[should_panic(expected = "which expects None")]
+async fn a_message_outside_the_schedule_is_caught() {
+    type C = frost_ed25519::Ed25519Sha512;
+    let keys = run_dkg::<C>(2, 3, 77).await;
+    let signers = vec![0u16, 1];
+    let _ = async_env::run(2, |i, party| {
+        let (kp, pkp) = keys[usize::from(i)].clone();
+        let signers = signers.clone();
+        async move {
+            let party = checked(party, i, 2, |_, _, _, _| None);
+            let mut rng = StdRng::seed_from_u64(1);
+            sign::run::<C, _, _>(party, i, &signers, &kp, &pkp, b"m", &mut rng).await
+        }
+    })
+    .await;
 }

@@ -21,6 +21,7 @@ async fn keygen(n: usize, t: usize, bits: u32) -> (Vec<Output>, usize) {
         let setup = &setup;
         let out = async_env::run(n as u16, |i, party| async move {
             let mut rng = StdRng::seed_from_u64(1000 * a + u64::from(i));
+            let party = sigil_crypto::schedule::checked(party, i, n as u16, sigil_paillier::protocol::expects);
             attempt(party, setup, &session, i, &mut rng).await
         })
         .await
