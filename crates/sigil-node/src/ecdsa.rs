@@ -798,10 +798,14 @@ impl Node {
             let Some((presig_id, own)) = self.partial_from_pool(&cached, &set, None, digest, path).await? else {
                 continue;
             };
-            match self
-                .combine_pooled(&cached, &set, &presig_id, own, digest, path, auth)
-                .await
-            {
+            let pooled = Pooled {
+                set: &set,
+                presig_id: &presig_id,
+                own,
+                digest,
+                path,
+            };
+            match self.combine_pooled(&cached, pooled, auth).await {
                 Ok(sig) => return Ok(Some((sig, set))),
                 Err(e) => {
                     if let SessionError::Unavailable { nodes, .. } = &e {
@@ -818,17 +822,21 @@ impl Node {
         Ok(None)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Collects the other signers' partial signatures from their pooled
+    /// presignatures of the same session and combines them with ours.
     async fn combine_pooled(
         &self,
         cached: &CachedKey,
-        set: &[u16],
-        presig_id: &str,
-        own: Vec<u8>,
-        digest: &[u8; 32],
-        path: &[u32],
+        pooled: Pooled<'_>,
         auth: &sigil_proto::peer::ClientAuthorization,
     ) -> Result<Vec<u8>, SessionError> {
+        let Pooled {
+            set,
+            presig_id,
+            own,
+            digest,
+            path,
+        } = pooled;
         let key = &cached.record;
         let scheme: Scheme = key.scheme.parse().map_err(internal)?;
         let kind = Kind::Sign(sigil_proto::peer::SignProposal {
@@ -843,11 +851,13 @@ impl Node {
             .coordinate_inner(
                 set,
                 kind,
-                true,
-                self.timeout(),
-                false,
-                crate::random_session_id(),
-                Some(auth),
+                crate::Run {
+                    all: true,
+                    budget: self.timeout(),
+                    run_local: false,
+                    session_id: crate::random_session_id(),
+                    auth: Some(auth),
+                },
             )
             .await?;
         let public_key = if path.is_empty() {
@@ -952,7 +962,17 @@ pub async fn refill_presignatures(node: Arc<Node>) {
                 let started = std::time::Instant::now();
                 let sid = crate::random_session_id();
                 let r = node
-                    .coordinate_inner(&set, kind, true, node.timeout(), true, sid, None)
+                    .coordinate_inner(
+                        &set,
+                        kind,
+                        crate::Run {
+                            all: true,
+                            budget: node.timeout(),
+                            run_local: true,
+                            session_id: sid,
+                            auth: None,
+                        },
+                    )
                     .await;
                 // Pool only what every signer made; otherwise discard
                 // everywhere, including any party that already committed.
@@ -1031,6 +1051,16 @@ impl AuxEvidence {
                 .collect(),
         }
     }
+}
+
+/// A pooled signing attempt: the signer set, the presignature's id, our own
+/// partial signature (JSON), the digest and the derivation path.
+struct Pooled<'a> {
+    set: &'a [u16],
+    presig_id: &'a str,
+    own: Vec<u8>,
+    digest: &'a [u8; 32],
+    path: &'a [u32],
 }
 
 /// One `FinalizeAux` call to `node`; whether it succeeded.

@@ -93,6 +93,22 @@ pub struct Node {
     operations: operations::Operations,
 }
 
+/// How [`Node`] coordinates one session.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    /// Wait for every party's outcome (`false`: party 0's is enough).
+    all: bool,
+    /// The session deadline.
+    budget: Duration,
+    /// Run this node's own part (`false`: it already did, e.g. its
+    /// partial signature from a pooled presignature).
+    run_local: bool,
+    /// The session id (32 random bytes).
+    session_id: SessionId,
+    /// The client's request the session carries out (none for presigning).
+    auth: Option<&'a ClientAuthorization>,
+}
+
 /// A client's checked request, as the node that took it forwards it.
 #[derive(Debug, Clone)]
 pub struct RequestAuth {
@@ -751,26 +767,27 @@ impl Node {
         budget: Duration,
         auth: Option<&ClientAuthorization>,
     ) -> Result<Outcomes, SessionError> {
-        self.coordinate_inner(parties, kind, all, budget, true, random_session_id(), auth)
-            .await
+        let run = Run {
+            all,
+            budget,
+            run_local: true,
+            session_id: random_session_id(),
+            auth,
+        };
+        self.coordinate_inner(parties, kind, run).await
     }
 
-    /// [`Node::coordinate_with_budget`]; with `run_local = false` this node
-    /// does not run its own part (it already did, e.g. its partial
-    /// signature from a pooled presignature) and waits only for the others.
-    // One parameter per independent choice of the callers (pooled signing,
-    // presigning, client sessions); a settings struct is the next step.
-    #[allow(clippy::too_many_arguments)]
-    async fn coordinate_inner(
-        &self,
-        parties: &[u16],
-        kind: Kind,
-        all: bool,
-        budget: Duration,
-        run_local: bool,
-        session_id: SessionId,
-        auth: Option<&ClientAuthorization>,
-    ) -> Result<Outcomes, SessionError> {
+    /// Runs a session as [`Run`] says: proposes it to `parties`, runs this
+    /// node's part (unless `run.run_local` is false) and collects the
+    /// outcomes.
+    async fn coordinate_inner(&self, parties: &[u16], kind: Kind, run: Run<'_>) -> Result<Outcomes, SessionError> {
+        let Run {
+            all,
+            budget,
+            run_local,
+            session_id,
+            auth,
+        } = run;
         let proposal = SessionProposal {
             session_id: session_id.to_vec(),
             coordinator: u32::from(self.cfg.node_id),
