@@ -109,11 +109,6 @@ impl PgBackend {
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(e.into()))?;
         Ok(PgBackend { pool })
     }
-
-    /// Closes the pool.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 fn unique_violation(e: sqlx::Error, what: String) -> StoreError {

@@ -52,11 +52,6 @@ impl SqliteBackend {
         Ok(SqliteBackend { pool })
     }
 
-    /// Closes the pool (tests reopen the file).
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     /// Overwrites the sealed share of a key with raw bytes. For tests of
     /// tamper detection only.
     #[doc(hidden)]
