@@ -487,7 +487,7 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
         prime_pool: node.store().count_primes(crate::ecdsa::PRIME_BITS).await.unwrap_or(0),
         aux_info: match node
             .store()
-            .get_aux_info(&crate::ecdsa::party_set(&node.cfg.node_ids()), node.cfg.node_id)
+            .get_aux_info(&crate::family::party_set(&node.cfg.node_ids()), node.cfg.node_id)
             .await
         {
             Ok(Some(_)) => "ready".into(),
@@ -604,17 +604,17 @@ async fn get_key(
     Path(key_id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<KeyQuery>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let key = node.active_key(&key_id).await?;
+    let key = node.loaded_key(&key_id).await?;
     let Some(path_text) = q.derivation_path else {
-        return Ok(Json(KeyView::from_record(&key)));
+        return Ok(Json(KeyView::from_record(&key.record)));
     };
     let path =
         sigil_crypto::ecdsa::parse_derivation_path(&path_text).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut child = key.clone();
+    let mut child = key.record.clone();
     child.public_key = node.derived_public_key(&key, &path)?;
     let mut view = KeyView::from_record(&child);
     if view.xpub.is_some() {
-        view.xpub = sigil_crypto::scheme::xpub(&key.public_package, &path).ok();
+        view.xpub = sigil_crypto::scheme::xpub(&key.record.public_package, &path).ok();
     }
     view.derivation_path = Some(path_text);
     Ok(Json(view))
@@ -649,36 +649,21 @@ async fn sign_inner(
     let key_id = key_id.to_string();
     let message =
         hex::decode(req.message.trim()).map_err(|e| ApiError::bad_request(format!("message must be hex: {e}")))?;
-    let key = node.active_key(&key_id).await?;
     let path = match &req.derivation_path {
         Some(p) => sigil_crypto::ecdsa::parse_derivation_path(p).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => Vec::new(),
     };
-    let signed = node.sign(&key_id, message.clone(), &path, auth).await?;
-    metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.clone()).increment(1);
-    let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
-    let (mut recovery_id, mut der, mut v) = (None, None, None);
-    if scheme.is_ecdsa() {
-        let digest = sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let public_key = if path.is_empty() {
-            key.public_key.clone()
-        } else {
-            node.derived_public_key(&key, &path)?
-        };
-        let (rid, d) = sigil_crypto::scheme::ecdsa_recovery_and_der(scheme, &public_key, &digest, &signed.signature)
-            .map_err(ApiError::internal)?;
-        recovery_id = Some(rid);
-        der = Some(hex::encode(d));
-        v = (scheme == Scheme::EcdsaSecp256k1).then_some(27 + rid);
-    }
+    let key = node.loaded_key(&key_id).await?;
+    let signed = node.sign(&key_id, message, &path, auth).await?;
+    metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.as_str()).increment(1);
     Ok(Json(SignResponse {
         key_id,
-        scheme: key.scheme,
+        scheme: key.record.scheme.clone(),
         signature: hex::encode(signed.signature),
         signers: signed.signers,
-        recovery_id,
-        der,
-        v,
+        recovery_id: signed.extras.recovery_id,
+        der: signed.extras.der,
+        v: signed.extras.v,
     }))
 }
 

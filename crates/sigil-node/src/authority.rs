@@ -172,17 +172,10 @@ impl Node {
         if req.label.unwrap_or_default() != d.label {
             return Err(mismatch("label"));
         }
-        let paillier = d.scheme == sigil_crypto::Scheme::Paillier.as_str();
-        let bits = if paillier {
-            req.bits.unwrap_or(crate::paillier::DEFAULT_BITS)
-        } else {
-            0
-        };
-        let bound = if paillier {
-            crate::paillier::prime_threshold(req.prime_threshold).map_err(|_| mismatch("prime_threshold"))?
-        } else {
-            0
-        };
+        let scheme: sigil_crypto::Scheme = d.scheme.parse().map_err(|_| mismatch("scheme"))?;
+        let (bits, bound) = crate::family::of(scheme)
+            .keygen_settings(spec.parties.len(), req.threshold, req.bits, req.prime_threshold)
+            .map_err(|_| mismatch("key size"))?;
         if bits != d.bits || bound != d.prime_threshold {
             return Err(mismatch("key size"));
         }
@@ -191,11 +184,11 @@ impl Node {
 
     fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
         let req = Self::parse_create(a)?;
-        let ecdsa = req
+        let aux = req
             .scheme
             .parse::<sigil_crypto::Scheme>()
-            .is_ok_and(sigil_crypto::Scheme::is_ecdsa);
-        if !ecdsa || self.requested_parties(&req) != spec.parties.to_vec() {
+            .is_ok_and(|s| crate::family::of(s).uses_aux_info());
+        if !aux || self.requested_parties(&req) != spec.parties.to_vec() {
             return Err(Refusal::Forbidden(
                 "aux info is made only for a client's ECDSA key request among these parties".into(),
             ));
@@ -210,8 +203,8 @@ impl Node {
             Ok(Some(k)) => k,
             _ => return Err(Refusal::Forbidden(format!("no active key {} here", s.key_id))),
         };
-        let decrypt = key.record.scheme == sigil_crypto::Scheme::Paillier.as_str();
-        let op = if decrypt { "decrypt" } else { "sign" };
+        let decrypt = key.operation() == crate::family::Operation::Decrypt;
+        let op = key.operation().route();
         if a.method != "POST" || a.path != format!("/v1/keys/{}/{op}", s.key_id) {
             return Err(mismatch("key or operation"));
         }

@@ -19,24 +19,23 @@ pub mod authority;
 pub mod catch_up;
 pub mod certs;
 pub mod config;
-pub mod ecdsa;
 pub mod error;
+pub mod family;
 pub mod front;
 pub mod operations;
-pub mod paillier;
 pub mod peer;
 pub mod session;
 pub mod transport;
 pub mod views;
+
+pub use family::{ecdsa, paillier};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::RngCore;
-use sigil_crypto::frost::{dkg, sign};
-use sigil_crypto::scheme::frost_core;
-use sigil_crypto::{with_ciphersuite, Scheme, SessionId};
+use sigil_crypto::{Scheme, SessionId};
 use sigil_proto::peer::session_proposal::Kind;
 use sigil_proto::peer::{
     ClientAuthorization, DkgProposal, FinalizeKeyRequest, KeyMeta, SessionOutcome, SessionProposal, SignProposal,
@@ -48,6 +47,7 @@ use zeroize::Zeroizing;
 
 pub use config::NodeConfig;
 use error::{ApiError, SessionError};
+use family::{LoadedKey, Operation};
 use peer::{status_session_error, PeerClients, PeerService};
 use session::{SessionSpec, Sessions};
 
@@ -78,7 +78,7 @@ pub struct Node {
     /// restarted node activates pending shares through catch-up, which
     /// checks every party's attestation).
     dkg_coordinators: Mutex<HashMap<String, u16>>,
-    keys: Mutex<HashMap<String, Arc<CachedKey>>>,
+    keys: Mutex<HashMap<String, Arc<LoadedKey>>>,
     aux_lock: tokio::sync::Mutex<()>,
     /// Party sets with an aux session running here (one at a time per set).
     aux_running: Mutex<std::collections::HashSet<String>>,
@@ -154,17 +154,6 @@ pub struct KeygenPlan {
     auth: RequestAuth,
 }
 
-/// An active key kept in memory: its metadata and, once first used here,
-/// its unsealed share and public package, deserialized (`(KeyPackage<C>,
-/// PublicKeyPackage<C>)`, zeroized on drop by `frost-core`). Keys are
-/// immutable once active, so the cache never goes stale; it trades keeping
-/// shares in process memory (where the master key lives anyway) for not
-/// unsealing on every signature.
-struct CachedKey {
-    record: KeyRecord,
-    material: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
-}
-
 /// A signature made by the cluster.
 #[derive(Debug, Clone)]
 pub struct Signed {
@@ -172,6 +161,8 @@ pub struct Signed {
     pub signature: Vec<u8>,
     /// Node ids that signed, aggregator first.
     pub signers: Vec<u16>,
+    /// What the scheme adds for clients (ECDSA: recovery id, DER, `v`).
+    pub extras: family::SignatureExtras,
 }
 
 fn random_session_id() -> SessionId {
@@ -329,8 +320,8 @@ fn tokio_stream_listener(
 }
 
 /// What the coordinator learned from a finished session.
-struct Outcomes {
-    by_party: Vec<Option<SessionOutcome>>,
+pub(crate) struct Outcomes {
+    pub(crate) by_party: Vec<Option<SessionOutcome>>,
 }
 
 impl Node {
@@ -441,16 +432,15 @@ impl Node {
         let kind = p
             .kind
             .ok_or_else(|| SessionError::Invalid("proposal has no kind".into()))?;
-        let is_ecdsa = |s: &str| s.parse::<Scheme>().is_ok_and(Scheme::is_ecdsa);
+        let family_of = |name: &str| {
+            name.parse::<Scheme>()
+                .map(family::of)
+                .map_err(|e| SessionError::Invalid(e.to_string()))
+        };
         let expects: session::ExpectFn = match &kind {
-            Kind::Dkg(d) if is_ecdsa(&d.scheme) => sigil_crypto::ecdsa::expects::keygen,
-            Kind::Dkg(d) if d.scheme == "paillier" => sigil_paillier::protocol::expects,
-            Kind::Sign(s) if s.scheme == "paillier" => ecdsa::expects_nothing,
-            Kind::Dkg(_) => dkg::expects,
-            Kind::Sign(s) if !s.presignature_id.is_empty() => ecdsa::expects_nothing,
-            Kind::Sign(s) if is_ecdsa(&s.scheme) => sigil_crypto::ecdsa::expects::sign,
+            Kind::Dkg(d) => family_of(&d.scheme)?.keygen_schedule(),
+            Kind::Sign(s) => family_of(&s.scheme)?.sign_schedule(s),
             Kind::Presign(_) => sigil_crypto::ecdsa::expects::sign,
-            Kind::Sign(_) => sign::expects,
             Kind::Aux(_) => sigil_crypto::ecdsa::expects::aux_info,
         };
         let coordinator = u16::try_from(p.coordinator)
@@ -505,19 +495,10 @@ impl Node {
             return Err(SessionError::Invalid(format!("key {} exists", d.key_id)));
         }
         let parties: Vec<u16> = spec.parties.to_vec();
-        let (me, sid, coordinator) = (spec.me, spec.eid, spec.coordinator);
-        let mut outcome = SessionOutcome::default();
-        let (key_package, public_package) = if scheme.is_paillier() {
-            let (found, stats) = self.paillier_attempt_part(spec, &d).await?;
-            outcome.candidates = stats.candidates as u64;
-            outcome.past_trial_division = stats.trial_passed as u64;
-            match found {
-                Some(found) => found,
-                // No key in this attempt: nothing stored, no public package.
-                None => return Ok(outcome),
-            }
-        } else {
-            self.frost_or_ecdsa_keygen(spec, scheme, me, sid, n, t).await?
+        let coordinator = spec.coordinator;
+        let family::KeygenPart { key, mut outcome } = family::of(scheme).keygen_part(self, spec, scheme, &d, t).await?;
+        let Some((key_package, public_package)) = key else {
+            return Ok(outcome);
         };
 
         let record = KeyRecord {
@@ -549,37 +530,13 @@ impl Node {
         Ok(outcome)
     }
 
-    /// FROST or CGGMP21 key generation as this party: the share and the
-    /// public package.
-    async fn frost_or_ecdsa_keygen(
-        &self,
-        spec: SessionSpec,
-        scheme: Scheme,
-        me: u16,
-        sid: SessionId,
-        n: u16,
-        t: u16,
-    ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), SessionError> {
-        Ok(with_ciphersuite!(scheme, C => {
-            let out = session::run::<dkg::Msg<C>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
-                let mut rng = rand::rngs::OsRng;
-                dkg::run::<C, _, _>(party, &sid, me, n, t, &mut rng).await
-            })
-            .await?;
-            (
-                Zeroizing::new(out.key_package.serialize().map_err(internal)?),
-                out.public_key_package.serialize().map_err(internal)?,
-            )
-        }, _ => self.ecdsa_keygen_part(spec, scheme, n, t).await?))
-    }
-
     async fn sign_part(&self, spec: SessionSpec, s: SignProposal) -> Result<SessionOutcome, SessionError> {
         if s.message.len() > MAX_MESSAGE_BYTES {
             return Err(SessionError::Invalid(format!(
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
-        let cached = self
+        let key = self
             .cached_key(&s.key_id)
             .await
             .map_err(internal)?
@@ -587,89 +544,32 @@ impl Node {
                 nodes: vec![self.cfg.node_id],
                 reason: format!("key {} is not active on node {}", s.key_id, self.cfg.node_id),
             })?;
-        let key = &cached.record;
-        if key.epoch != s.epoch {
+        let record = &key.record;
+        if record.epoch != s.epoch {
             return Err(SessionError::Invalid(format!(
                 "key epoch is {}, proposal says {}",
-                key.epoch, s.epoch
+                record.epoch, s.epoch
             )));
         }
-        let signers = Self::key_indices(key, &spec.parties)?;
-        if signers.len() < usize::from(key.threshold) {
+        if s.scheme != record.scheme {
+            return Err(SessionError::Invalid(format!(
+                "proposal says scheme {:?}, key {} is {}",
+                s.scheme, record.key_id, record.scheme
+            )));
+        }
+        let signers = key.indices_of(&spec.parties)?;
+        if signers.len() < usize::from(record.threshold) {
             return Err(SessionError::Invalid(format!(
                 "{} signers, key needs {}",
                 signers.len(),
-                key.threshold
+                record.threshold
             )));
         }
-        let scheme: Scheme = key.scheme.parse().map_err(internal)?;
-        if s.scheme != key.scheme {
-            return Err(SessionError::Invalid(format!(
-                "proposal says scheme {:?}, key {} is {}",
-                s.scheme, key.key_id, key.scheme
-            )));
-        }
-        if !scheme.is_ecdsa() && !s.derivation_path.is_empty() {
-            return Err(SessionError::Invalid(format!("{scheme} keys have no derivation")));
-        }
-        if scheme.is_paillier() {
-            return self.paillier_decrypt_part(&cached, &s).await;
-        }
-        if !s.presignature_id.is_empty() {
-            let digest =
-                sigil_crypto::scheme::ecdsa_digest(&s.message).map_err(|e| SessionError::Invalid(e.to_string()))?;
-            let (_, partial) = self
-                .partial_from_pool(
-                    &cached,
-                    &spec.parties,
-                    Some(&s.presignature_id),
-                    &digest,
-                    &s.derivation_path,
-                )
-                .await?
-                .ok_or_else(|| SessionError::Unavailable {
-                    nodes: vec![self.cfg.node_id],
-                    reason: format!(
-                        "presignature {} is not pooled on node {}",
-                        s.presignature_id, self.cfg.node_id
-                    ),
-                })?;
-            return Ok(SessionOutcome {
-                partial_signature: partial,
-                ..Default::default()
-            });
-        }
-        let me = spec.me;
-        let message = s.message.clone();
-        let signature = with_ciphersuite!(scheme, C => {
-            type Material = (frost_core::keys::KeyPackage<C>, frost_core::keys::PublicKeyPackage<C>);
-            let material = match cached.material.get() {
-                Some(m) => m.clone(),
-                None => {
-                    let share = self.own_share(key).await?;
-                    let kp = frost_core::keys::KeyPackage::<C>::deserialize(&share).map_err(internal)?;
-                    let pkp = frost_core::keys::PublicKeyPackage::<C>::deserialize(&key.public_package).map_err(internal)?;
-                    let m: Arc<dyn std::any::Any + Send + Sync> = Arc::new((kp, pkp));
-                    cached.material.get_or_init(|| m).clone()
-                }
-            };
-            let (kp, pkp) = material
-                .downcast_ref::<Material>()
-                .ok_or_else(|| internal("cached key material of another scheme"))?;
-            let sig = session::run::<sign::Msg<C>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
-                let mut rng = rand::rngs::OsRng;
-                sign::run::<C, _, _>(party, me, &signers, kp, pkp, &message, &mut rng).await
-            })
-            .await?;
-            match sig {
-                Some(sig) => sig.serialize().map_err(internal)?,
-                None => Vec::new(),
-            }
-        }, _ => self.ecdsa_sign_part(spec, &cached, scheme, signers, &message, &s.derivation_path).await?);
-        Ok(SessionOutcome {
-            signature,
-            ..Default::default()
-        })
+        let family = key.family();
+        family
+            .check_message(key.scheme, &s.message, &s.derivation_path)
+            .map_err(SessionError::Invalid)?;
+        family.sign_part(self, spec, &key, &s, signers).await
     }
 
     /// Commits or abandons a key after its DKG, at the request of `caller`
@@ -944,20 +844,9 @@ impl Node {
                 return Err(ApiError::bad_request("label longer than 128 characters"));
             }
         }
-        let (bits, prime_threshold) = if scheme.is_paillier() {
-            let b = bits.unwrap_or(paillier::DEFAULT_BITS);
-            paillier::check_settings(n, threshold, b).map_err(ApiError::bad_request)?;
-            let pt = paillier::prime_threshold(prime_threshold).map_err(ApiError::bad_request)?;
-            (b, pt)
-        } else {
-            if bits.is_some() {
-                return Err(ApiError::bad_request("bits is for paillier keys"));
-            }
-            if prime_threshold.is_some() {
-                return Err(ApiError::bad_request("prime_threshold is for paillier keys"));
-            }
-            (0, 0)
-        };
+        let (bits, prime_threshold) = family::of(scheme)
+            .keygen_settings(n, threshold, bits, prime_threshold)
+            .map_err(ApiError::bad_request)?;
         let key_id = uuid::Uuid::new_v4().to_string();
         let kind = Kind::Dkg(DkgProposal {
             key_id: key_id.clone(),
@@ -1001,17 +890,10 @@ impl Node {
             auth,
         } = plan;
         let cluster = self.cfg.node_ids();
-        if scheme.is_ecdsa() {
-            self.ensure_aux(&parties, &auth.proto).await.map_err(ApiError::from)?;
-        }
         let started = Instant::now();
-        let result = if scheme.is_paillier() {
-            self.paillier_keygen(&parties, kind, progress, &auth.proto).await
-        } else {
-            self.coordinate(&parties, kind, true, Some(&auth.proto))
-                .await
-                .map_err(ApiError::from)
-        };
+        let result = family::of(scheme)
+            .coordinate_keygen(self, &parties, kind, progress, &auth.proto)
+            .await;
         let mut record = KeyRecord {
             key_id: key_id.clone(),
             scheme: scheme.as_str().into(),
@@ -1028,7 +910,10 @@ impl Node {
             create_jti: auth.jti.clone(),
             attestations: vec![],
         };
-        let attested = result.and_then(|o| self.attested_record(&mut record, &parties, o).map_err(ApiError::from));
+        let attested = result.and_then(|o| {
+            self.attested_record(scheme, &mut record, &parties, o)
+                .map_err(ApiError::from)
+        });
         if let Err(e) = attested {
             let named = e.detail().1.nodes;
             self.finalize_everywhere(&parties, catch_up::meta_of(&record), false, &named)
@@ -1055,7 +940,13 @@ impl Node {
     /// Fills `record` from a finished DKG session's outcomes: the public
     /// package every party reported (they must agree) and every party's
     /// attestation of the resulting record (each must verify).
-    fn attested_record(&self, record: &mut KeyRecord, parties: &[u16], o: Outcomes) -> Result<(), SessionError> {
+    fn attested_record(
+        &self,
+        scheme: Scheme,
+        record: &mut KeyRecord,
+        parties: &[u16],
+        o: Outcomes,
+    ) -> Result<(), SessionError> {
         let first = o
             .by_party
             .first()
@@ -1073,7 +964,6 @@ impl Node {
                 reason: "parties finished the DKG with different public keys".into(),
             });
         }
-        let scheme: Scheme = record.scheme.parse().map_err(internal)?;
         record.public_key = scheme.public_key(&first).map_err(internal)?;
         record.public_package = first;
         record.attestations = parties
@@ -1091,64 +981,6 @@ impl Node {
                 reason: format!("key record attestation: {e}"),
             }
         })
-    }
-
-    /// Paillier key generation: attempts (sessions over a batch of
-    /// candidates each) until one yields the key, within
-    /// [`paillier::KEYGEN_BUDGET`]; progress in `progress` and the log.
-    async fn paillier_keygen(
-        &self,
-        parties: &[u16],
-        kind: Kind,
-        progress: &operations::KeygenProgress,
-        auth: &ClientAuthorization,
-    ) -> Result<Outcomes, ApiError> {
-        let started = Instant::now();
-        for attempt in 1u32.. {
-            let o = self.coordinate(parties, kind.clone(), true, Some(auth)).await?;
-            let outcomes: Vec<SessionOutcome> = o.by_party.iter().cloned().map(Option::unwrap_or_default).collect();
-            let first = outcomes.first().cloned().unwrap_or_default();
-            if outcomes.iter().any(|p| {
-                p.public_key_package != first.public_key_package
-                    || (p.candidates, p.past_trial_division) != (first.candidates, first.past_trial_division)
-            }) {
-                return Err(SessionError::Protocol {
-                    culprits: vec![],
-                    reason: "parties disagree on the outcome of a key generation attempt".into(),
-                }
-                .into());
-            }
-            progress.attempt(first.candidates, first.past_trial_division);
-            let (_, candidates, past) = progress.get();
-            if !first.public_key_package.is_empty() {
-                tracing::info!(
-                    attempt,
-                    candidates,
-                    past_trial_division = past,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "paillier key found"
-                );
-                return Ok(o);
-            }
-            tracing::info!(
-                attempt,
-                candidates,
-                past_trial_division = past,
-                seconds = started.elapsed().as_secs_f64(),
-                "paillier keygen: no biprime in this batch, next"
-            );
-            if started.elapsed() > paillier::KEYGEN_BUDGET {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::GATEWAY_TIMEOUT,
-                    "keygen_budget",
-                    format!(
-                        "no Paillier key after {attempt} attempts ({candidates} candidates) in {} s",
-                        paillier::KEYGEN_BUDGET.as_secs()
-                    ),
-                ));
-            }
-        }
-        Err(ApiError::internal("unreachable"))
     }
 
     /// Tells `nodes` to activate (`commit`) or delete their pending share
@@ -1200,20 +1032,26 @@ impl Node {
     /// # Errors
     /// 404 if unknown here.
     pub async fn active_key(&self, key_id: &str) -> Result<KeyRecord, ApiError> {
+        Ok(self.loaded_key(key_id).await?.record.clone())
+    }
+
+    /// The active key `key_id`, loaded (from the cache).
+    ///
+    /// # Errors
+    /// 404 if unknown here.
+    pub async fn loaded_key(&self, key_id: &str) -> Result<Arc<LoadedKey>, ApiError> {
         self.cached_key(key_id)
             .await?
-            .map(|k| k.record.clone())
             .ok_or_else(|| ApiError::not_found(format!("no key {key_id:?}")))
     }
 
-    /// ECDSA: the public key at `path` below `key`.
+    /// The public key at `path` below `key` (ECDSA, BIP-32).
     ///
     /// # Errors
-    /// 400 for FROST keys or a bad path.
-    pub fn derived_public_key(&self, key: &KeyRecord, path: &[u32]) -> Result<Vec<u8>, ApiError> {
-        let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
-        scheme
-            .derive_public_key(&key.public_package, path)
+    /// 400 for schemes without derivation or a bad path.
+    pub fn derived_public_key(&self, key: &LoadedKey, path: &[u32]) -> Result<Vec<u8>, ApiError> {
+        key.scheme
+            .derive_public_key(&key.record.public_package, path)
             .map_err(|e| ApiError::bad_request(e.to_string()))
     }
 
@@ -1226,8 +1064,10 @@ impl Node {
             .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))
     }
 
-    /// The active key `key_id`, from memory or the store.
-    async fn cached_key(&self, key_id: &str) -> Result<Option<Arc<CachedKey>>, sigil_store::StoreError> {
+    /// The active key `key_id`, from memory or the store (parsed once, when
+    /// it enters the cache). A record of a scheme this build does not know
+    /// is reported as a store error.
+    async fn cached_key(&self, key_id: &str) -> Result<Option<Arc<LoadedKey>>, sigil_store::StoreError> {
         if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(key_id) {
             return Ok(Some(k.clone()));
         }
@@ -1239,10 +1079,7 @@ impl Node {
         else {
             return Ok(None);
         };
-        let entry = Arc::new(CachedKey {
-            record,
-            material: std::sync::OnceLock::new(),
-        });
+        let entry = Arc::new(LoadedKey::new(record).map_err(|e| sigil_store::StoreError::Corrupt(e.to_string()))?);
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Some(keys.entry(key_id.to_string()).or_insert(entry).clone()))
     }
@@ -1250,12 +1087,14 @@ impl Node {
     /// Signs `message` with key `key_id`: picks `t` signers (this node
     /// first when it holds a share, nodes that failed recently last), and
     /// if a signer turns out unreachable, tries another set until the
-    /// deadline.
+    /// deadline. ECDSA keys sign from a pooled presignature when one is
+    /// ready.
     ///
     /// # Errors
-    /// 404 for an unknown key, 400 for a long message, 503 naming the
-    /// unreachable nodes when fewer than `t` can sign, 504 naming the
-    /// silent ones at the deadline, 502 naming culprits.
+    /// 404 for an unknown key, 400 for a long message or one the scheme
+    /// does not sign, 503 naming the unreachable nodes when fewer than `t`
+    /// can sign, 504 naming the silent ones at the deadline, 502 naming
+    /// culprits.
     pub async fn sign(
         &self,
         key_id: &str,
@@ -1268,45 +1107,56 @@ impl Node {
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
-        let key = self.active_key(key_id).await?;
-        if !key.policy.sign.contains(&auth.client) {
+        let key = self.loaded_key(key_id).await?;
+        if !key.record.policy.sign.contains(&auth.client) {
             return Err(ApiError::refused(&auth::Refusal::Forbidden(format!(
                 "client {} may not sign with key {key_id}",
                 auth.client
             ))));
         }
-        let scheme: Scheme = key.scheme.parse().map_err(ApiError::internal)?;
-        if scheme.is_paillier() {
-            return Err(ApiError::bad_request(
-                "paillier keys decrypt (POST /v1/keys/{key_id}/decrypt); they do not sign",
-            ));
-        }
-        if scheme.is_ecdsa() {
-            sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        } else if !derivation_path.is_empty() {
+        if key.operation() != Operation::Sign {
             return Err(ApiError::bad_request(format!(
-                "{scheme} keys have no derivation; derivation_path is for ECDSA keys"
+                "{} keys {} (POST /v1/keys/{{key_id}}/{}); they do not sign",
+                key.scheme,
+                key.operation().route(),
+                key.operation().route()
             )));
         }
-        if scheme.is_ecdsa() {
-            let digest =
-                sigil_crypto::scheme::ecdsa_digest(&message).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            if let Some((signature, signers)) = self.sign_from_pool(&key, &digest, derivation_path, &auth.proto).await?
-            {
-                metrics::counter!("sigil_presignatures_used_total").increment(1);
-                return Ok(Signed { signature, signers });
-            }
-        }
+        let family = key.family();
+        family
+            .check_message(key.scheme, &message, derivation_path)
+            .map_err(ApiError::bad_request)?;
+        let mut signed = match family
+            .sign_pooled(self, &key, &message, derivation_path, &auth.proto)
+            .await?
+        {
+            Some(signed) => signed,
+            None => self.sign_in_session(&key, &message, derivation_path, auth).await?,
+        };
+        signed.extras = family
+            .signature_extras(&key, &message, derivation_path, &signed.signature)
+            .map_err(ApiError::internal)?;
+        Ok(signed)
+    }
+
+    /// [`Node::sign`] by a full signing session.
+    async fn sign_in_session(
+        &self,
+        key: &LoadedKey,
+        message: &[u8],
+        derivation_path: &[u32],
+        auth: &RequestAuth,
+    ) -> Result<Signed, ApiError> {
         let kind = Kind::Sign(SignProposal {
-            key_id: key.key_id.clone(),
-            message,
-            epoch: key.epoch,
-            scheme: key.scheme.clone(),
+            key_id: key.record.key_id.clone(),
+            message: message.to_vec(),
+            epoch: key.record.epoch,
+            scheme: key.record.scheme.clone(),
             derivation_path: derivation_path.to_vec(),
             presignature_id: String::new(),
         });
         let (o, signers) = self
-            .coordinate_quorum(&key, kind, false, "signers", Some(&auth.proto))
+            .coordinate_quorum(&key.record, kind, false, "signers", Some(&auth.proto))
             .await?;
         let signature = o
             .by_party
@@ -1318,7 +1168,11 @@ impl Node {
         if signature.is_empty() {
             return Err(ApiError::internal("aggregator returned no signature"));
         }
-        Ok(Signed { signature, signers })
+        Ok(Signed {
+            signature,
+            signers,
+            extras: family::SignatureExtras::default(),
+        })
     }
 
     /// Runs a session among `key.threshold` of the key's parties: this node
@@ -1382,8 +1236,13 @@ fn proposal_entry(role: &'static str, p: &SessionProposal) -> audit::Entry {
         .unwrap_or_default();
     let (operation, key_id, message): (&'static str, String, &[u8]) = match &p.kind {
         Some(Kind::Dkg(d)) => ("create_key", d.key_id.clone(), &[]),
-        Some(Kind::Sign(s)) if s.scheme == Scheme::Paillier.as_str() => ("decrypt", s.key_id.clone(), &s.message),
-        Some(Kind::Sign(s)) => ("sign", s.key_id.clone(), &s.message),
+        Some(Kind::Sign(s)) => {
+            let op = s
+                .scheme
+                .parse::<Scheme>()
+                .map_or(Operation::Sign, |s| family::of(s).operation());
+            (op.route(), s.key_id.clone(), &s.message)
+        }
         Some(Kind::Aux(_)) => ("aux_info", String::new(), &[]),
         Some(Kind::Presign(x)) => ("presign", x.key_id.clone(), &[]),
         None => ("unknown", String::new(), &[]),

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use sigil_crypto::Scheme;
 use sigil_store::KeyRecord;
+
+use crate::family::ViewExtras;
 use utoipa::ToSchema;
 
 /// A key as the API shows it.
@@ -65,30 +67,26 @@ pub struct KeyView {
 impl KeyView {
     /// The view of `k`.
     pub fn from_record(k: &KeyRecord) -> Self {
-        let pem = k
-            .scheme
-            .parse::<Scheme>()
-            .ok()
-            .and_then(|s| s.public_key_pem(&k.public_key).ok());
-        let paillier = k.scheme == Scheme::Paillier.as_str();
-        let n = paillier.then(|| String::from_utf8_lossy(&k.public_key).into_owned());
+        let x = match k.scheme.parse::<Scheme>() {
+            Ok(scheme) => crate::family::of(scheme).view_extras(scheme, k),
+            Err(_) => ViewExtras {
+                public_key: hex::encode(&k.public_key),
+                ..ViewExtras::default()
+            },
+        };
         KeyView {
             key_id: k.key_id.clone(),
             scheme: k.scheme.clone(),
-            public_key: n.clone().unwrap_or_else(|| hex::encode(&k.public_key)),
-            n,
-            public_key_pem: pem,
+            public_key: x.public_key,
+            n: x.n,
+            public_key_pem: x.public_key_pem,
             threshold: k.threshold,
             parties: k.parties.clone(),
             epoch: k.epoch,
             label: k.label.clone(),
             created_at: k.created_at,
-            ethereum_address: (k.scheme == Scheme::EcdsaSecp256k1.as_str())
-                .then(|| sigil_crypto::scheme::ethereum_address(&k.public_key).ok())
-                .flatten(),
-            xpub: (k.scheme == Scheme::EcdsaSecp256k1.as_str())
-                .then(|| sigil_crypto::scheme::xpub(&k.public_package, &[]).ok())
-                .flatten(),
+            ethereum_address: x.ethereum_address,
+            xpub: x.xpub,
             derivation_path: None,
             policy: k.policy.clone(),
             created_by: k.created_by.clone(),

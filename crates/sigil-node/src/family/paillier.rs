@@ -21,9 +21,24 @@ use sigil_paillier::{protocol, Params};
 use sigil_proto::peer::{DkgProposal, SessionOutcome, SignProposal};
 use zeroize::Zeroizing;
 
-use crate::error::SessionError;
-use crate::session::{self, SessionSpec};
-use crate::{internal, CachedKey, Node};
+use sigil_proto::peer::session_proposal::Kind;
+use sigil_proto::peer::ClientAuthorization;
+
+use super::{no_messages, wrong_material, Family, KeygenPart, LoadedKey, Operation, ViewExtras};
+use crate::error::{ApiError, SessionError};
+use crate::operations::KeygenProgress;
+use crate::session::{self, ExpectFn, SessionSpec};
+use crate::{internal, Node, Outcomes};
+
+/// The threshold Paillier family.
+pub(crate) struct Paillier;
+
+/// A party's decryption share, parsed once. (`rug` integers are not
+/// zeroized on drop; the share lives as long as the key is cached.)
+pub(crate) struct Material {
+    party: usize,
+    exponent: Integer,
+}
 
 /// Bits of `N` when a request gives none.
 pub const DEFAULT_BITS: u32 = 2048;
@@ -122,10 +137,11 @@ impl Node {
         auth: &crate::RequestAuth,
     ) -> Result<(String, Vec<u16>), crate::error::ApiError> {
         use crate::error::ApiError;
-        let key = self.active_key(key_id).await?;
-        if key.scheme != sigil_crypto::Scheme::Paillier.as_str() {
-            return Err(ApiError::bad_request(format!("{} keys do not decrypt", key.scheme)));
+        let loaded = self.loaded_key(key_id).await?;
+        if loaded.operation() != Operation::Decrypt {
+            return Err(ApiError::bad_request(format!("{} keys do not decrypt", loaded.scheme)));
         }
+        let key = &loaded.record;
         if !key.policy.decrypt.contains(&auth.client) {
             return Err(ApiError::refused(&crate::auth::Refusal::Forbidden(format!(
                 "client {} may not decrypt with key {key_id}",
@@ -143,7 +159,7 @@ impl Node {
             presignature_id: String::new(),
         });
         let (o, chosen) = self
-            .coordinate_quorum(&key, kind, true, "decryption parties", Some(&auth.proto))
+            .coordinate_quorum(key, kind, true, "decryption parties", Some(&auth.proto))
             .await?;
         let answers: Vec<Vec<u8>> = o
             .by_party
@@ -155,17 +171,113 @@ impl Node {
             .map_err(ApiError::internal)??;
         Ok((m.to_string(), chosen))
     }
+}
+
+#[async_trait::async_trait]
+impl Family for Paillier {
+    fn operation(&self) -> Operation {
+        Operation::Decrypt
+    }
+
+    fn keygen_schedule(&self) -> ExpectFn {
+        protocol::expects
+    }
+
+    fn keygen_settings(
+        &self,
+        n: usize,
+        t: u16,
+        bits: Option<u32>,
+        prime_threshold: Option<u32>,
+    ) -> Result<(u32, u32), String> {
+        let b = bits.unwrap_or(DEFAULT_BITS);
+        check_settings(n, t, b)?;
+        Ok((b, self::prime_threshold(prime_threshold)?))
+    }
+
+    /// Paillier key generation: attempts (sessions over a batch of
+    /// candidates each) until one yields the key, within
+    /// [`KEYGEN_BUDGET`]; progress in `progress` and the log.
+    async fn coordinate_keygen(
+        &self,
+        node: &Node,
+        parties: &[u16],
+        kind: Kind,
+        progress: &KeygenProgress,
+        auth: &ClientAuthorization,
+    ) -> Result<Outcomes, ApiError> {
+        let started = Instant::now();
+        for attempt in 1u32.. {
+            let o = node.coordinate(parties, kind.clone(), true, Some(auth)).await?;
+            let outcomes: Vec<SessionOutcome> = o.by_party.iter().cloned().map(Option::unwrap_or_default).collect();
+            let first = outcomes.first().cloned().unwrap_or_default();
+            if outcomes.iter().any(|p| {
+                p.public_key_package != first.public_key_package
+                    || (p.candidates, p.past_trial_division) != (first.candidates, first.past_trial_division)
+            }) {
+                return Err(SessionError::Protocol {
+                    culprits: vec![],
+                    reason: "parties disagree on the outcome of a key generation attempt".into(),
+                }
+                .into());
+            }
+            progress.attempt(first.candidates, first.past_trial_division);
+            let (_, candidates, past) = progress.get();
+            if !first.public_key_package.is_empty() {
+                tracing::info!(
+                    attempt,
+                    candidates,
+                    past_trial_division = past,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "paillier key found"
+                );
+                return Ok(o);
+            }
+            tracing::info!(
+                attempt,
+                candidates,
+                past_trial_division = past,
+                seconds = started.elapsed().as_secs_f64(),
+                "paillier keygen: no biprime in this batch, next"
+            );
+            if started.elapsed() > KEYGEN_BUDGET {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    "keygen_budget",
+                    format!(
+                        "no Paillier key after {attempt} attempts ({candidates} candidates) in {} s",
+                        KEYGEN_BUDGET.as_secs()
+                    ),
+                ));
+            }
+        }
+        Err(ApiError::internal("unreachable"))
+    }
+
+    fn sign_schedule(&self, _s: &SignProposal) -> ExpectFn {
+        no_messages
+    }
+
+    fn check_message(&self, _scheme: sigil_crypto::Scheme, _message: &[u8], path: &[u32]) -> Result<(), String> {
+        if path.is_empty() {
+            Ok(())
+        } else {
+            Err("paillier keys have no derivation".into())
+        }
+    }
 
     /// One key generation attempt as a party. Returns the share and public
     /// package if this attempt found the key (every party alike), `None`
     /// otherwise, with the attempt's counters.
-    pub(crate) async fn paillier_attempt_part(
+    async fn keygen_part(
         &self,
+        node: &Node,
         spec: SessionSpec,
+        _scheme: sigil_crypto::Scheme,
         d: &DkgProposal,
-    ) -> Result<(Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, protocol::AttemptStats), SessionError> {
+        threshold: u16,
+    ) -> Result<KeygenPart, SessionError> {
         let n = spec.parties.len();
-        let threshold = u16::try_from(d.threshold).map_err(|_| SessionError::Invalid("threshold".into()))?;
         check_settings(n, threshold, d.bits).map_err(SessionError::Invalid)?;
         let t = usize::from(threshold) - 1;
         let bound = prime_threshold(Some(d.prime_threshold)).map_err(SessionError::Invalid)?;
@@ -173,7 +285,7 @@ impl Node {
         let (me, sid) = (spec.me, spec.eid);
         let started = Instant::now();
         let s2 = setup.clone();
-        let (out, stats) = session::run::<protocol::Msg, _, _, _>(&self.sessions, &self.peers, spec, |party| {
+        let (out, stats) = session::run::<protocol::Msg, _, _, _>(&node.sessions, &node.peers, spec, |party| {
             let setup = s2.clone();
             async move {
                 let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
@@ -192,7 +304,15 @@ impl Node {
             ms = started.elapsed().as_millis() as u64,
             "paillier keygen attempt"
         );
-        let Some(out) = out else { return Ok((None, stats)) };
+        let outcome = SessionOutcome {
+            candidates: stats.candidates as u64,
+            past_trial_division: stats.trial_passed as u64,
+            ..Default::default()
+        };
+        // No key in this attempt: nothing stored, no public package.
+        let Some(out) = out else {
+            return Ok(KeygenPart { key: None, outcome });
+        };
         let public = PaillierPublic {
             n: out.public_key.n.to_string(),
             theta: out.public_key.theta.to_string(),
@@ -206,34 +326,64 @@ impl Node {
             })
             .map_err(internal)?,
         );
-        Ok((Some((share, serde_json::to_vec(&public).map_err(internal)?)), stats))
+        Ok(KeygenPart {
+            key: Some((share, serde_json::to_vec(&public).map_err(internal)?)),
+            outcome,
+        })
     }
 
     /// A party's partial decryption of the ciphertext in `s.message`
     /// (decimal ASCII), returned as `partial_signature` (decimal ASCII,
     /// prefixed with the party number and a colon).
-    pub(crate) async fn paillier_decrypt_part(
+    async fn sign_part(
         &self,
-        cached: &CachedKey,
+        node: &Node,
+        _spec: SessionSpec,
+        key: &LoadedKey,
         s: &SignProposal,
+        _signers: Vec<u16>,
     ) -> Result<SessionOutcome, SessionError> {
-        let key = &cached.record;
-        let pk = public_key(&key.public_package)?;
+        let pk = public_key(&key.record.public_package)?;
         let c = parse_ciphertext(&pk, &s.message).map_err(SessionError::Invalid)?;
-        let share = self.own_share(key).await?;
-        let stored: StoredShare = serde_json::from_slice(&share).map_err(internal)?;
-        let exp: Integer = stored
-            .share
-            .parse()
-            .map_err(|_| internal("stored share does not parse"))?;
+        let m = node.material(key).await?;
+        let super::Material::Paillier(share) = &*m else {
+            return Err(wrong_material());
+        };
+        let (party, exp) = (share.party, share.exponent.clone());
         let p = tokio::task::spawn_blocking(move || partial(&pk, &c, &exp))
             .await
             .map_err(internal)?
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
         Ok(SessionOutcome {
-            partial_signature: format!("{}:{p}", stored.party).into_bytes(),
+            partial_signature: format!("{party}:{p}").into_bytes(),
             ..Default::default()
         })
+    }
+
+    async fn load(
+        &self,
+        _node: &Node,
+        _key: &LoadedKey,
+        share: Zeroizing<Vec<u8>>,
+    ) -> Result<super::Material, SessionError> {
+        let stored: StoredShare = serde_json::from_slice(&share).map_err(internal)?;
+        let exponent: Integer = stored
+            .share
+            .parse()
+            .map_err(|_| internal("stored share does not parse"))?;
+        Ok(super::Material::Paillier(Material {
+            party: stored.party,
+            exponent,
+        }))
+    }
+
+    fn view_extras(&self, _scheme: sigil_crypto::Scheme, record: &sigil_store::KeyRecord) -> ViewExtras {
+        let n = String::from_utf8_lossy(&record.public_key).into_owned();
+        ViewExtras {
+            public_key: n.clone(),
+            n: Some(n),
+            ..ViewExtras::default()
+        }
     }
 }
 

@@ -1,0 +1,277 @@
+//! Threshold ECDSA (CGGMP21, `cggmp21` 0.6) in the node, on secp256k1
+//! and P-256: aux info once per ordered party set ([`aux`]), from safe
+//! primes out of the node's sealed pool ([`primes`]); key generation;
+//! signing, in full (CGGMP21 Figure 7, presigning and signing in one
+//! session) or from a pooled presignature ([`presign`]).
+//!
+//! Aux info (Paillier keys and ring-Pedersen parameters) costs seconds of
+//! CPU per party, so it is generated once per ordered party set (the
+//! coordinator runs an aux session before the first ECDSA keygen of a set),
+//! stored sealed as record `("aux_info", "<ids>", node, 0)`, and reused for
+//! every key of that set. Aux info is committed in two phases: each party
+//! stores its result *pending* and answers with the fingerprint of all
+//! parties' public parameters ([`ecdsa::aux_fingerprint`]) signed with its
+//! identity key; the coordinator sends every party all the signatures
+//! (`FinalizeAux`), and a party commits only if all of them verify over its
+//! own fingerprint. Keygen uses committed aux info only. Each aux run
+//! consumes two 1536-bit safe primes from the local pool; the pool is
+//! refilled in the background (`StdRng` seeded from `OsRng`, not `OsRng`
+//! itself, which spends its time in the kernel) and can be seeded from a
+//! file of primes.
+//!
+//! The share is stored as the incomplete key share (JSON, as `cggmp21`
+//! serializes it) and joined with the set's aux info when loaded; the
+//! public package is [`EcdsaPublic`] JSON.
+
+pub mod aux;
+pub mod presign;
+pub mod primes;
+
+use rand::SeedableRng;
+use sigil_crypto::ecdsa::{self, cggmp21};
+use sigil_crypto::scheme::EcdsaPublic;
+use sigil_crypto::{with_curve, Scheme};
+use sigil_proto::peer::{ClientAuthorization, DkgProposal, SessionOutcome, SignProposal};
+use zeroize::Zeroizing;
+
+pub use presign::*;
+pub use primes::*;
+
+use super::{no_messages, wrong_material, Family, KeygenPart, LoadedKey, Operation, SignatureExtras, ViewExtras};
+use sigil_proto::peer::session_proposal::Kind;
+
+use crate::error::{ApiError, SessionError};
+use crate::operations::KeygenProgress;
+use crate::session::{self, ExpectFn, SessionSpec};
+use crate::{internal, Node, Outcomes};
+
+/// The ECDSA family.
+pub(crate) struct Ecdsa;
+
+/// A complete key share (share and aux info) for each curve.
+pub(crate) enum Material {
+    Secp256k1(ecdsa::KeyShare<ecdsa::Secp256k1>),
+    P256(ecdsa::KeyShare<ecdsa::Secp256r1>),
+}
+
+/// Maps a curve to its [`Material`] variant.
+pub(crate) trait Curve: cggmp21::generic_ec::Curve {
+    fn wrap(s: ecdsa::KeyShare<Self>) -> Material;
+    fn get(m: &Material) -> Option<&ecdsa::KeyShare<Self>>;
+}
+
+macro_rules! curve {
+    ($e:ty, $v:ident) => {
+        impl Curve for $e {
+            fn wrap(s: ecdsa::KeyShare<Self>) -> Material {
+                Material::$v(s)
+            }
+            fn get(m: &Material) -> Option<&ecdsa::KeyShare<Self>> {
+                match m {
+                    Material::$v(s) => Some(s),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+curve!(ecdsa::Secp256k1, Secp256k1);
+curve!(ecdsa::Secp256r1, P256);
+
+fn not_ecdsa(scheme: Scheme) -> SessionError {
+    SessionError::Invalid(format!("{scheme} is not ECDSA"))
+}
+
+/// The 32-byte digest an ECDSA key signs.
+fn digest(message: &[u8]) -> Result<[u8; 32], SessionError> {
+    sigil_crypto::scheme::ecdsa_digest(message).map_err(|e| SessionError::Invalid(e.to_string()))
+}
+
+/// The complete key share (share joined with aux info) of curve `E` in
+/// `m`, the material [`Node::material`] loaded.
+pub(crate) fn share_of<E: Curve>(m: &super::Material) -> Result<&ecdsa::KeyShare<E>, SessionError> {
+    match m {
+        super::Material::Ecdsa(e) => E::get(e).ok_or_else(wrong_material),
+        _ => Err(wrong_material()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Family for Ecdsa {
+    fn operation(&self) -> Operation {
+        Operation::Sign
+    }
+
+    fn uses_aux_info(&self) -> bool {
+        true
+    }
+
+    fn keygen_schedule(&self) -> ExpectFn {
+        ecdsa::expects::keygen
+    }
+
+    fn sign_schedule(&self, s: &SignProposal) -> ExpectFn {
+        if s.presignature_id.is_empty() {
+            ecdsa::expects::sign
+        } else {
+            no_messages
+        }
+    }
+
+    fn check_message(&self, _scheme: Scheme, message: &[u8], _path: &[u32]) -> Result<(), String> {
+        sigil_crypto::scheme::ecdsa_digest(message)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn coordinate_keygen(
+        &self,
+        node: &Node,
+        parties: &[u16],
+        kind: Kind,
+        _progress: &KeygenProgress,
+        auth: &ClientAuthorization,
+    ) -> Result<Outcomes, ApiError> {
+        node.ensure_aux(parties, auth).await?;
+        Ok(node.coordinate(parties, kind, true, Some(auth)).await?)
+    }
+
+    async fn keygen_part(
+        &self,
+        node: &Node,
+        spec: SessionSpec,
+        scheme: Scheme,
+        _d: &DkgProposal,
+        t: u16,
+    ) -> Result<KeygenPart, SessionError> {
+        let n = u16::try_from(spec.parties.len()).map_err(|_| SessionError::Invalid("too many parties".into()))?;
+        let aux = node.load_aux(&spec.parties).await?;
+        let (me, sid) = (spec.me, spec.eid);
+        let key = with_curve!(scheme, E => {
+            let share = session::run::<ecdsa::KeygenMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
+                let mut rng = rand::rngs::OsRng;
+                ecdsa::keygen::<E, _, _>(party, &sid, me, n, t, &mut rng).await
+            })
+            .await?;
+            let public = EcdsaPublic {
+                public_key: hex::encode(share.shared_public_key.to_bytes(true)),
+                chain_code: hex::encode(share.chain_code.unwrap_or_default()),
+            };
+            let bytes = Zeroizing::new(serde_json::to_vec(&share).map_err(internal)?);
+            // Check now that the share and our aux info fit together.
+            ecdsa::complete(share, aux).map_err(internal)?;
+            (bytes, serde_json::to_vec(&public).map_err(internal)?)
+        }, other => return Err(not_ecdsa(other)));
+        Ok(KeygenPart {
+            key: Some(key),
+            outcome: SessionOutcome::default(),
+        })
+    }
+
+    /// Full CGGMP21 signing of a 32-byte digest, or (with a presignature
+    /// id) the partial signature from this node's pooled presignature.
+    async fn sign_part(
+        &self,
+        node: &Node,
+        spec: SessionSpec,
+        key: &LoadedKey,
+        s: &SignProposal,
+        signers: Vec<u16>,
+    ) -> Result<SessionOutcome, SessionError> {
+        let digest = digest(&s.message)?;
+        if !s.presignature_id.is_empty() {
+            return node.pooled_partial_part(key, &spec.parties, s, &digest).await;
+        }
+        let path = &s.derivation_path;
+        let signature = with_curve!(key.scheme, E => {
+            let m = node.material(key).await?;
+            let share = share_of::<E>(&m)?;
+            let (me, sid) = (spec.me, spec.eid);
+            let sig = session::run::<ecdsa::SignMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
+                let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
+                ecdsa::sign::<E, _, _>(party, &sid, me, &signers, share, &digest, path, &mut rng).await
+            })
+            .await?;
+            let mut out = vec![0u8; 64];
+            sig.write_to_slice(&mut out);
+            out
+        }, other => return Err(not_ecdsa(other)));
+        Ok(SessionOutcome {
+            signature,
+            ..Default::default()
+        })
+    }
+
+    async fn load(
+        &self,
+        node: &Node,
+        key: &LoadedKey,
+        share: Zeroizing<Vec<u8>>,
+    ) -> Result<super::Material, SessionError> {
+        let aux = node.load_aux(key.parties.nodes()).await?;
+        let m = with_curve!(key.scheme, E => {
+            let incomplete: ecdsa::IncompleteKeyShare<E> = serde_json::from_slice(&share).map_err(internal)?;
+            E::wrap(ecdsa::complete(incomplete, aux).map_err(internal)?)
+        }, other => return Err(not_ecdsa(other)));
+        Ok(super::Material::Ecdsa(Box::new(m)))
+    }
+
+    async fn sign_pooled(
+        &self,
+        node: &Node,
+        key: &LoadedKey,
+        message: &[u8],
+        path: &[u32],
+        auth: &ClientAuthorization,
+    ) -> Result<Option<crate::Signed>, SessionError> {
+        let digest = digest(message)?;
+        let Some((signature, signers)) = node.sign_from_pool(key, &digest, path, auth).await? else {
+            return Ok(None);
+        };
+        metrics::counter!("sigil_presignatures_used_total").increment(1);
+        Ok(Some(crate::Signed {
+            signature,
+            signers,
+            extras: SignatureExtras::default(),
+        }))
+    }
+
+    fn signature_extras(
+        &self,
+        key: &LoadedKey,
+        message: &[u8],
+        path: &[u32],
+        signature: &[u8],
+    ) -> Result<SignatureExtras, String> {
+        let digest = sigil_crypto::scheme::ecdsa_digest(message).map_err(|e| e.to_string())?;
+        let public_key = if path.is_empty() {
+            key.record.public_key.clone()
+        } else {
+            key.scheme
+                .derive_public_key(&key.record.public_package, path)
+                .map_err(|e| e.to_string())?
+        };
+        let (rid, der) = sigil_crypto::scheme::ecdsa_recovery_and_der(key.scheme, &public_key, &digest, signature)
+            .map_err(|e| e.to_string())?;
+        Ok(SignatureExtras {
+            recovery_id: Some(rid),
+            der: Some(hex::encode(der)),
+            v: (key.scheme == Scheme::EcdsaSecp256k1).then_some(27 + rid),
+        })
+    }
+
+    fn view_extras(&self, scheme: Scheme, record: &sigil_store::KeyRecord) -> ViewExtras {
+        let secp = scheme == Scheme::EcdsaSecp256k1;
+        ViewExtras {
+            public_key: hex::encode(&record.public_key),
+            public_key_pem: scheme.public_key_pem(&record.public_key).ok(),
+            ethereum_address: secp
+                .then(|| sigil_crypto::scheme::ethereum_address(&record.public_key).ok())
+                .flatten(),
+            xpub: secp
+                .then(|| sigil_crypto::scheme::xpub(&record.public_package, &[]).ok())
+                .flatten(),
+            n: None,
+        }
+    }
+}
