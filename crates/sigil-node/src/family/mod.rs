@@ -1,14 +1,14 @@
 //! Scheme families: FROST (RFC 9591, three suites), CGGMP21 ECDSA (two
-//! curves) and threshold Paillier. Each family implements [`Family`]: its
+//! curves) and threshold Paillier. Each family implements `Family`: its
 //! message schedules, request checks, key loading, this party's part of
 //! key generation and of signing or decryption, and what the API shows of
-//! its keys and signatures. [`of`] is the one place that maps a [`Scheme`]
+//! its keys and signatures. `of` is the one place that maps a [`Scheme`]
 //! to its family; code outside this module asks the family instead of
 //! branching on the scheme.
 //!
 //! A key enters the node's cache as a [`LoadedKey`]: the record with its
 //! scheme parsed once, its [`PartySet`], and, after first use, the
-//! family's deserialized share ([`Material`]).
+//! family's deserialized share (`Material`).
 
 pub mod ecdsa;
 pub mod frost;
