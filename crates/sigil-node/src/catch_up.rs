@@ -27,10 +27,8 @@
 
 use std::time::Duration;
 
-use sigil_proto::peer::peer_client::PeerClient;
-use sigil_proto::peer::{GetKeyMetaRequest, KeyMeta, ListKeyIdsRequest};
+use sigil_proto::peer::{KeyMeta, ListKeyIdsRequest};
 use sigil_store::{KeyRecord, KeyStatus};
-use tonic::transport::Channel;
 
 use crate::error::SessionError;
 use crate::{internal, Node};
@@ -43,6 +41,9 @@ pub const FIRST_DELAY: Duration = Duration::from_secs(2);
 
 /// Ids per `ListKeyIds` page, and the most a peer returns.
 pub const PAGE: u32 = 10_000;
+
+/// Deadline of one `ListKeyIds` or `GetKeyMeta` call.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a catch-up pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -159,25 +160,21 @@ impl Node {
             if peer == self.cfg.node_id {
                 continue;
             }
-            let Some(mut client) = self.peers.client(peer) else {
-                continue;
-            };
             let mut after = String::new();
             loop {
-                let mut req = tonic::Request::new(ListKeyIdsRequest {
+                let req = ListKeyIdsRequest {
                     after: after.clone(),
                     limit: PAGE,
-                });
-                req.set_timeout(Duration::from_secs(10));
-                let ids = match client.list_key_ids(req).await {
-                    Ok(r) => r.into_inner().key_ids,
+                };
+                let ids = match self.peers.list_key_ids(peer, req, PEER_TIMEOUT).await {
+                    Ok(ids) => ids,
                     Err(e) => {
-                        tracing::debug!(peer, error = %e.message(), "catch-up: peer not reachable");
+                        tracing::debug!(peer, error = %e, "catch-up: peer not reachable");
                         break;
                     }
                 };
                 for id in &ids {
-                    if let Err(e) = self.catch_up_key(&mut client, peer, id, &mut done).await {
+                    if let Err(e) = self.catch_up_key(peer, id, &mut done).await {
                         tracing::warn!(peer, key_id = %id, error = %e, "catch-up: key skipped");
                     }
                 }
@@ -227,14 +224,11 @@ impl Node {
                 if peer == self.cfg.node_id {
                     continue;
                 }
-                let Some(mut client) = self.peers.client(peer) else {
-                    continue 'keys;
-                };
-                match key_meta(&mut client, &key.key_id).await {
-                    Err(e) if e.code() == tonic::Code::NotFound => {}
-                    Ok(_) => continue 'keys,
+                match self.peers.get_key_meta(peer, &key.key_id, PEER_TIMEOUT).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue 'keys,
                     Err(e) => {
-                        tracing::debug!(peer, key_id = %key.key_id, error = %e.message(),
+                        tracing::debug!(peer, key_id = %key.key_id, error = %e,
                             "catch-up: stale pending key kept, peer not reachable");
                         continue 'keys;
                     }
@@ -258,7 +252,6 @@ impl Node {
 
     async fn catch_up_key(
         &self,
-        client: &mut PeerClient<Channel>,
         peer: u16,
         key_id: &str,
         done: &mut CatchUp,
@@ -267,10 +260,14 @@ impl Node {
         if local.as_ref().is_some_and(|k| k.status == KeyStatus::Active) {
             return Ok(());
         }
-        let meta = key_meta(client, key_id).await.map_err(|e| SessionError::Unavailable {
-            nodes: vec![peer],
-            reason: e.message().to_string(),
-        })?;
+        let meta = self
+            .peers
+            .get_key_meta(peer, key_id, PEER_TIMEOUT)
+            .await?
+            .ok_or_else(|| SessionError::Unavailable {
+                nodes: vec![peer],
+                reason: format!("node {peer} no longer lists key {key_id} as active"),
+            })?;
         if meta.key_id != key_id {
             return Err(SessionError::Invalid(format!("peer {peer} answered for another key")));
         }
@@ -298,16 +295,6 @@ impl Node {
         }
         Ok(())
     }
-}
-
-/// Asks a peer for the public metadata of its active key `key_id`
-/// (`GetKeyMeta`, 10 s timeout); NotFound if it holds no such active key.
-async fn key_meta(client: &mut PeerClient<Channel>, key_id: &str) -> Result<KeyMeta, tonic::Status> {
-    let mut req = tonic::Request::new(GetKeyMetaRequest {
-        key_id: key_id.to_string(),
-    });
-    req.set_timeout(Duration::from_secs(10));
-    client.get_key_meta(req).await.map(tonic::Response::into_inner)
 }
 
 /// Runs [`Node::catch_up_keys`] after [`FIRST_DELAY`], then every [`INTERVAL`].

@@ -22,11 +22,13 @@ pub mod config;
 pub mod error;
 pub mod family;
 pub mod front;
+pub mod in_process;
 pub mod operations;
 pub mod peer;
 pub mod session;
 pub mod transport;
 pub mod views;
+pub mod wire;
 
 pub use family::{ecdsa, paillier};
 
@@ -48,7 +50,8 @@ use zeroize::Zeroizing;
 pub use config::NodeConfig;
 use error::{ApiError, SessionError};
 use family::{LoadedKey, Operation};
-use peer::{status_session_error, PeerClients, PeerService};
+use peer::PeerService;
+use transport::{PeerClients, Transport};
 use session::{SessionSpec, Sessions};
 
 /// Largest message a sign request may carry, in bytes.
@@ -64,7 +67,8 @@ pub struct Node {
     store: Arc<Store>,
     /// Sessions this node has agreed to.
     pub sessions: Sessions,
-    peers: PeerClients,
+    /// How this node reaches the others.
+    peers: Arc<dyn Transport>,
     down: Mutex<HashMap<u16, Instant>>,
     /// Checks client tokens.
     verifier: auth::Verifier,
@@ -218,51 +222,9 @@ pub async fn run(
     let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
     let peers = PeerClients::new(&cfg, &ca, &identity)?;
     let remote_primes = ecdsa::RemotePrimes::new(&cfg.prime_source, &ca, &identity)?;
-    let verifier = auth::Verifier::new(&cfg.cluster_id, &cfg.clients, now_unix())?;
-    if cfg.clients.is_empty() {
-        tracing::warn!("no [[clients]] configured: every API request will be refused");
-    }
     let node_identity = certs::load_identity(&cfg.identity_key_file)?;
-    let identities = cfg
-        .nodes
-        .iter()
-        .map(|n| attest::parse_public(&n.identity_key).map(|k| (n.id, k)))
-        .collect::<anyhow::Result<HashMap<_, _>>>()?;
-    anyhow::ensure!(
-        identities.get(&cfg.node_id) == Some(&node_identity.verifying_key()),
-        "identity_key_file does not hold the identity key nodes[{}].identity_key names",
-        cfg.node_id
-    );
-    let store: Arc<Store> = Arc::new(store);
-    let audit = audit::AuditLog::open(store.clone(), cfg.node_id).await?;
-    let node = Arc::new(Node {
-        cfg: cfg.clone(),
-        store,
-        sessions: Sessions::default(),
-        peers,
-        down: Mutex::new(HashMap::new()),
-        verifier,
-        identity: node_identity,
-        identities,
-        audit,
-        dkg_coordinators: Mutex::new(HashMap::new()),
-        keys: Mutex::new(HashMap::new()),
-        aux_lock: tokio::sync::Mutex::new(()),
-        aux_running: Mutex::default(),
-        aux_confirmed: Mutex::default(),
-        pending_presigs: Mutex::new(HashMap::new()),
-        remote_primes,
-        operations: operations::Operations::default(),
-    });
-    if let Some(path) = &cfg.prime_seed_file {
-        if node.store.count_primes(ecdsa::PRIME_BITS).await? == 0 {
-            let n = ecdsa::seed_primes(&node, path).await?;
-            tracing::info!(primes = n, file = %path.display(), "seeded the prime pool");
-        }
-    }
-    tokio::spawn(ecdsa::refill_primes(node.clone()));
-    tokio::spawn(ecdsa::refill_presignatures(node.clone()));
-    tokio::spawn(catch_up::run(node.clone()));
+    let node = Node::build(cfg.clone(), store, Arc::new(peers), node_identity, remote_primes).await?;
+    node.start_background().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -305,6 +267,92 @@ pub async fn run(
     h?;
     tracing::info!(node = cfg.node_id, "node stopped");
     Ok(())
+}
+
+impl Node {
+    /// A node of `cfg` over `store`, reaching the others through
+    /// `transport`, attesting with `identity` (its Ed25519 identity key),
+    /// taking aux-info primes from its own pool. Nothing runs in the
+    /// background until [`Node::start_background`]; [`run`] does both and
+    /// serves the APIs. Tests use this with [`in_process::InProcessHub`].
+    ///
+    /// # Errors
+    /// A remote `prime_source` (use [`run`]), bad client keys, or an
+    /// identity key other than the one `cfg.nodes` names for this node.
+    pub async fn new(
+        cfg: NodeConfig,
+        store: Store,
+        transport: Arc<dyn Transport>,
+        identity: ed25519_dalek::SigningKey,
+    ) -> anyhow::Result<Arc<Node>> {
+        anyhow::ensure!(
+            matches!(cfg.prime_source, config::PrimeSource::Local),
+            "Node::new takes primes from the local pool only"
+        );
+        Self::build(cfg, store, transport, identity, None).await
+    }
+
+    async fn build(
+        cfg: NodeConfig,
+        store: Store,
+        peers: Arc<dyn Transport>,
+        identity: ed25519_dalek::SigningKey,
+        remote_primes: Option<ecdsa::RemotePrimes>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let verifier = auth::Verifier::new(&cfg.cluster_id, &cfg.clients, now_unix())?;
+        if cfg.clients.is_empty() {
+            tracing::warn!("no [[clients]] configured: every API request will be refused");
+        }
+        let identities = cfg
+            .nodes
+            .iter()
+            .map(|n| attest::parse_public(&n.identity_key).map(|k| (n.id, k)))
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        anyhow::ensure!(
+            identities.get(&cfg.node_id) == Some(&identity.verifying_key()),
+            "identity_key_file does not hold the identity key nodes[{}].identity_key names",
+            cfg.node_id
+        );
+        let store: Arc<Store> = Arc::new(store);
+        let audit = audit::AuditLog::open(store.clone(), cfg.node_id).await?;
+        Ok(Arc::new(Node {
+            cfg,
+            store,
+            sessions: Sessions::default(),
+            peers,
+            down: Mutex::new(HashMap::new()),
+            verifier,
+            identity,
+            identities,
+            audit,
+            dkg_coordinators: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+            aux_lock: tokio::sync::Mutex::new(()),
+            aux_running: Mutex::default(),
+            aux_confirmed: Mutex::default(),
+            pending_presigs: Mutex::new(HashMap::new()),
+            remote_primes,
+            operations: operations::Operations::default(),
+        }))
+    }
+
+    /// Seeds the prime pool from `prime_seed_file` (when empty) and starts
+    /// the background work: prime and presignature refills, catch-up.
+    ///
+    /// # Errors
+    /// An unreadable seed file or a store failure while seeding.
+    pub async fn start_background(self: &Arc<Self>) -> anyhow::Result<()> {
+        if let Some(path) = &self.cfg.prime_seed_file {
+            if self.store.count_primes(ecdsa::PRIME_BITS).await? == 0 {
+                let n = ecdsa::seed_primes(self, path).await?;
+                tracing::info!(primes = n, file = %path.display(), "seeded the prime pool");
+            }
+        }
+        tokio::spawn(ecdsa::refill_primes(self.clone()));
+        tokio::spawn(ecdsa::refill_presignatures(self.clone()));
+        tokio::spawn(catch_up::run(self.clone()));
+        Ok(())
+    }
 }
 
 fn tokio_stream_listener(
@@ -702,18 +750,10 @@ impl Node {
             if node == self.cfg.node_id {
                 continue;
             }
-            let Some(mut client) = self.peers.client(node) else {
-                return Err(SessionError::Unavailable {
-                    nodes: vec![node],
-                    reason: "not a configured peer".into(),
-                });
-            };
-            let mut req = tonic::Request::new(proposal.clone());
-            req.set_timeout(budget + Duration::from_millis(500));
-            let tx = tx.clone();
+            let (peers, p, tx) = (self.peers.clone(), proposal.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
-                let r = client.run_session(req).await.map(tonic::Response::into_inner);
-                let _ = tx.send((i, node, r));
+                let r = peers.run_session(node, p, budget + Duration::from_millis(500)).await;
+                let _ = tx.send((i, r));
             }));
         }
         drop(tx);
@@ -768,7 +808,7 @@ impl Node {
                         }
                     }
                 }
-                Some((i, node, r)) = rx.recv(), if remote_left > 0 => {
+                Some((i, r)) = rx.recv(), if remote_left > 0 => {
                     remote_left -= 1;
                     match r {
                         Ok(o) => {
@@ -776,8 +816,7 @@ impl Node {
                                 *slot = Some(o);
                             }
                         }
-                        Err(status) => {
-                            let e = status_session_error(node, &status);
+                        Err(e) => {
                             if matches!(e, SessionError::Unavailable { .. } | SessionError::Refused { .. }) {
                                 // A party that cannot or will not take part: stop
                                 // now (the caller may pick other signers; a
@@ -994,15 +1033,12 @@ impl Node {
             commit,
         };
         for &node in nodes.iter().filter(|n| detach.contains(n) && **n != self.cfg.node_id) {
-            if let Some(mut c) = self.peers.client(node) {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(Duration::from_secs(30));
-                tokio::spawn(async move {
-                    if let Err(e) = c.finalize_key(r).await {
-                        tracing::warn!(node, commit, error = %e.message(), "could not finalize key on node");
-                    }
-                });
-            }
+            let (peers, r) = (self.peers.clone(), req.clone());
+            tokio::spawn(async move {
+                if let Err(e) = peers.finalize_key(node, r, Duration::from_secs(30)).await {
+                    tracing::warn!(node, commit, error = %e, "could not finalize key on node");
+                }
+            });
         }
         let calls = nodes
             .iter()
@@ -1012,12 +1048,11 @@ impl Node {
                 async move {
                     let r = if node == self.cfg.node_id {
                         self.finalize_key(None, req).await.map_err(|e| e.to_string())
-                    } else if let Some(mut c) = self.peers.client(node) {
-                        let mut r = tonic::Request::new(req);
-                        r.set_timeout(Duration::from_secs(5));
-                        c.finalize_key(r).await.map(|_| ()).map_err(|s| s.message().to_string())
                     } else {
-                        Ok(())
+                        self.peers
+                            .finalize_key(node, req, Duration::from_secs(5))
+                            .await
+                            .map_err(|e| e.to_string())
                     };
                     if let Err(e) = r {
                         tracing::warn!(node, commit, error = %e, "could not finalize key on node");

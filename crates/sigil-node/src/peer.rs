@@ -1,7 +1,20 @@
-//! Peer transport: gRPC `sigil.peer.v1.Peer` over mutual TLS.
+//! The server side of the peer transport: gRPC `sigil.peer.v1.Peer` over
+//! mutual TLS ([`PeerService`]), and the [`Handler`] both it and the
+//! in-process transport ([`crate::in_process`]) call.
 //!
-//! The service impl is thin: it learns the caller's node id from its client
-//! certificate and hands the request to [`crate::Node`].
+//! Who may send what, and what the receiver checks:
+//! - every RPC: the caller is another configured node, identified by its
+//!   client certificate (gRPC) or by construction (in-process); anything
+//!   else is `Unauthenticated` / `PermissionDenied`;
+//! - `RunSession`: the proposal names the caller as coordinator; the node
+//!   then checks the proposal's shape and the client authority behind it
+//!   ([`crate::authority`]) before running its part;
+//! - `Deliver`: the envelope's sender index is the caller's index in a
+//!   session this node agreed to, in a round the schedule expects;
+//! - `FinalizeKey`, `FinalizeAux`, `FinalizePresignature`: see the
+//!   [`Node`] methods they call (every party's attestation, the
+//!   session's coordinator only);
+//! - `ListKeyIds`, `GetKeyMeta`: public metadata only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,99 +28,149 @@ use sigil_proto::peer::{
 use tonic::{Request, Response, Status};
 
 use crate::certs::node_id_of_cert;
-use crate::error::SessionError;
+use crate::session::Reject;
+use crate::wire::session_status;
 use crate::Node;
 
 /// How long an envelope for a not-yet-registered session is held.
 const EARLY_MESSAGE_WAIT: Duration = Duration::from_millis(250);
 
-pub use crate::transport::PeerClients;
-
-/// Encodes a [`SessionError`] into a gRPC status (JSON in the details).
-pub fn session_status(e: &SessionError) -> Status {
-    let code = match e {
-        SessionError::Invalid(_) => tonic::Code::InvalidArgument,
-        SessionError::Refused { refusal, .. } if refusal.is_authentication() => tonic::Code::Unauthenticated,
-        SessionError::Refused { .. } => tonic::Code::PermissionDenied,
-        SessionError::Unavailable { .. } => tonic::Code::FailedPrecondition,
-        SessionError::Timeout { .. } => tonic::Code::DeadlineExceeded,
-        SessionError::Protocol { .. } => tonic::Code::Aborted,
-        SessionError::Internal(_) => tonic::Code::Internal,
-    };
-    let details = serde_json::to_vec(&WireError::from(e)).unwrap_or_default();
-    Status::with_details(code, e.to_string(), details.into())
+/// What a node does with a peer's request, once the caller's node id is
+/// known (from its certificate, or in-process by construction). Errors are
+/// the gRPC statuses the peer sees.
+#[derive(Clone)]
+pub struct Handler {
+    node: Arc<Node>,
+    caller: u16,
 }
 
-/// Decodes what [`session_status`] encoded by node `node`; other statuses
-/// become `Unavailable` naming `node`. A remote error names at most
-/// `node` itself: a peer's word never marks another node down or blames
-/// it (its claim stays in the message).
-pub fn status_session_error(node: u16, s: &Status) -> SessionError {
-    if let Ok(mut w) = serde_json::from_slice::<WireError>(s.details()) {
-        if w.nodes.iter().any(|&n| n != node) {
-            w.message = format!("node {node} reports nodes {:?}: {}", w.nodes, w.message);
+impl Handler {
+    /// The handler of `node` for requests of node `caller`.
+    ///
+    /// # Errors
+    /// `PermissionDenied` when `caller` is not another node of the cluster.
+    pub fn new(node: Arc<Node>, caller: u16) -> Result<Self, Status> {
+        if !node.cfg.nodes.iter().any(|n| n.id == caller) || caller == node.cfg.node_id {
+            return Err(Status::permission_denied(format!(
+                "node {caller} is not a peer of this cluster"
+            )));
         }
-        w.nodes.retain(|&n| n == node);
-        if w.kind == "unavailable" || w.kind == "refused" {
-            w.nodes = vec![node];
-        }
-        return w.into();
+        Ok(Handler { node, caller })
     }
-    SessionError::Unavailable {
-        nodes: vec![node],
-        reason: format!("{:?}: {}", s.code(), s.message()),
+
+    /// `RunSession`: this node's part of the caller's proposal.
+    ///
+    /// # Errors
+    /// The session's failure, encoded by [`session_status`].
+    pub async fn run_session(self, p: SessionProposal) -> Result<SessionOutcome, Status> {
+        self.node
+            .participate(self.caller, p)
+            .await
+            .map_err(|e| session_status(&e))
     }
-}
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct WireError {
-    kind: String,
-    nodes: Vec<u16>,
-    round: u16,
-    message: String,
-}
-
-impl From<&SessionError> for WireError {
-    fn from(e: &SessionError) -> Self {
-        let (kind, message, round) = match e {
-            SessionError::Protocol { reason, .. } => ("protocol", reason.clone(), 0),
-            SessionError::Timeout { round, .. } => ("timeout", String::new(), *round),
-            SessionError::Unavailable { reason, .. } => ("unavailable", reason.clone(), 0),
-            SessionError::Invalid(m) => ("invalid", m.clone(), 0),
-            SessionError::Refused { refusal, .. } => ("refused", refusal.reason().to_string(), 0),
-            SessionError::Internal(_) => ("internal", "internal error".to_string(), 0),
-        };
-        WireError {
-            kind: kind.into(),
-            nodes: e.nodes(),
-            round,
-            message,
+    /// `Deliver`: routes one protocol message into its session.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown session (the sender retries until its
+    /// deadline); `PermissionDenied`, `FailedPrecondition`,
+    /// `AlreadyExists`, `InvalidArgument` for a message the session refuses.
+    pub async fn deliver(self, env: Envelope) -> Result<DeliverAck, Status> {
+        let caller = self.caller;
+        match self.node.sessions.route_wait(caller, &env, EARLY_MESSAGE_WAIT).await {
+            Ok(()) => {
+                metrics::counter!("sigil_peer_messages_accepted_total").increment(1);
+                Ok(DeliverAck {})
+            }
+            Err(r) => {
+                metrics::counter!("sigil_peer_messages_rejected_total", "reason" => r.reason()).increment(1);
+                let sid = hex::encode(env.session_id.get(..8).unwrap_or_default());
+                match &r {
+                    Reject::UnknownSession => {
+                        tracing::debug!(from = caller, session = %sid, round = env.round, "message for an unknown session")
+                    }
+                    other => tracing::warn!(
+                        from = caller,
+                        session = %sid,
+                        round = env.round,
+                        party = env.from,
+                        reason = other.reason(),
+                        detail = ?other,
+                        "dropped a peer message"
+                    ),
+                }
+                Err(match r {
+                    Reject::UnknownSession => Status::not_found("unknown session"),
+                    Reject::WrongSender => Status::permission_denied("sender index does not match the certificate"),
+                    Reject::UnexpectedRound => Status::failed_precondition("message not expected"),
+                    Reject::Duplicate => Status::already_exists("duplicate message"),
+                    Reject::Garbage(_) => Status::invalid_argument("payload does not decode"),
+                })
+            }
         }
     }
-}
 
-impl From<WireError> for SessionError {
-    fn from(w: WireError) -> Self {
-        match w.kind.as_str() {
-            "protocol" => SessionError::Protocol {
-                culprits: w.nodes,
-                reason: w.message,
-            },
-            "timeout" => SessionError::Timeout {
-                round: w.round,
-                missing: w.nodes,
-            },
-            "unavailable" => SessionError::Unavailable {
-                nodes: w.nodes,
-                reason: w.message,
-            },
-            "invalid" => SessionError::Invalid(w.message),
-            "refused" => SessionError::Refused {
-                node: w.nodes.first().copied().unwrap_or_default(),
-                refusal: crate::auth::Refusal::from_reason(&w.message),
-            },
-            _ => SessionError::Internal(w.message),
+    /// `FinalizeKey`: commit or abort a key after its DKG.
+    ///
+    /// # Errors
+    /// See [`Node::finalize_key`].
+    pub async fn finalize_key(self, r: FinalizeKeyRequest) -> Result<FinalizeKeyResponse, Status> {
+        self.node
+            .finalize_key(Some(self.caller), r)
+            .await
+            .map(|()| FinalizeKeyResponse {})
+            .map_err(|e| session_status(&e))
+    }
+
+    /// `ListKeyIds`: a page of this node's active key ids.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list_key_ids(self, r: ListKeyIdsRequest) -> Result<ListKeyIdsResponse, Status> {
+        self.node
+            .active_key_ids(&r.after, r.limit)
+            .await
+            .map(|key_ids| ListKeyIdsResponse { key_ids })
+            .map_err(|e| session_status(&e))
+    }
+
+    /// `GetKeyMeta`: the public metadata of an active key.
+    ///
+    /// # Errors
+    /// `NotFound` when this node holds no such active key.
+    pub async fn get_key_meta(self, r: GetKeyMetaRequest) -> Result<KeyMeta, Status> {
+        match self.node.active_key_meta(&r.key_id).await {
+            Ok(Some(meta)) => Ok(meta),
+            Ok(None) => Err(Status::not_found(format!("no active key {:?}", r.key_id))),
+            Err(e) => Err(session_status(&e)),
         }
+    }
+
+    /// `FinalizeAux`: commit pending aux info on every party's attestation.
+    ///
+    /// # Errors
+    /// See [`Node::finalize_aux`].
+    pub async fn finalize_aux(self, r: FinalizeAuxRequest) -> Result<FinalizeAuxResponse, Status> {
+        self.node
+            .finalize_aux(self.caller, r)
+            .await
+            .map(|()| FinalizeAuxResponse {})
+            .map_err(|e| session_status(&e))
+    }
+
+    /// `FinalizePresignature`: pool or discard a pending presignature.
+    ///
+    /// # Errors
+    /// See [`Node::finalize_presignature`].
+    pub async fn finalize_presignature(
+        self,
+        r: FinalizePresignatureRequest,
+    ) -> Result<FinalizePresignatureResponse, Status> {
+        self.node
+            .finalize_presignature(self.caller, &r.session_id, r.commit)
+            .await
+            .map(|()| FinalizePresignatureResponse {})
+            .map_err(|e| session_status(&e))
     }
 }
 
@@ -122,8 +185,9 @@ impl PeerService {
         PeerService { node }
     }
 
-    /// The calling node's id, from its verified client certificate.
-    fn caller<T>(&self, req: &Request<T>) -> Result<u16, Status> {
+    /// The handler for the calling node, identified by its verified client
+    /// certificate.
+    fn handler<T>(&self, req: &Request<T>) -> Result<Handler, Status> {
         let certs = req
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
@@ -131,112 +195,47 @@ impl PeerService {
             .first()
             .and_then(|c| node_id_of_cert(c.as_ref()))
             .ok_or_else(|| Status::unauthenticated("the client certificate names no node"))?;
-        if !self.node.cfg.nodes.iter().any(|n| n.id == id) || id == self.node.cfg.node_id {
-            return Err(Status::permission_denied(format!(
-                "node {id} is not a peer of this cluster"
-            )));
-        }
-        Ok(id)
+        Handler::new(self.node.clone(), id)
     }
 }
 
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn run_session(&self, req: Request<SessionProposal>) -> Result<Response<SessionOutcome>, Status> {
-        let caller = self.caller(&req)?;
-        self.node
-            .participate(caller, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(|e| session_status(&e))
+        let h = self.handler(&req)?;
+        h.run_session(req.into_inner()).await.map(Response::new)
     }
 
     async fn deliver(&self, req: Request<Envelope>) -> Result<Response<DeliverAck>, Status> {
-        let caller = self.caller(&req)?;
-        let env = req.into_inner();
-        match self.node.sessions.route_wait(caller, &env, EARLY_MESSAGE_WAIT).await {
-            Ok(()) => {
-                metrics::counter!("sigil_peer_messages_accepted_total").increment(1);
-                Ok(Response::new(DeliverAck {}))
-            }
-            Err(r) => {
-                metrics::counter!("sigil_peer_messages_rejected_total", "reason" => r.reason()).increment(1);
-                let sid = hex::encode(env.session_id.get(..8).unwrap_or_default());
-                match &r {
-                    crate::session::Reject::UnknownSession => {
-                        tracing::debug!(from = caller, session = %sid, round = env.round, "message for an unknown session")
-                    }
-                    other => tracing::warn!(
-                        from = caller,
-                        session = %sid,
-                        round = env.round,
-                        party = env.from,
-                        reason = other.reason(),
-                        detail = ?other,
-                        "dropped a peer message"
-                    ),
-                }
-                Err(match r {
-                    crate::session::Reject::UnknownSession => Status::not_found("unknown session"),
-                    crate::session::Reject::WrongSender => {
-                        Status::permission_denied("sender index does not match the certificate")
-                    }
-                    crate::session::Reject::UnexpectedRound => Status::failed_precondition("message not expected"),
-                    crate::session::Reject::Duplicate => Status::already_exists("duplicate message"),
-                    crate::session::Reject::Garbage(_) => Status::invalid_argument("payload does not decode"),
-                })
-            }
-        }
+        let h = self.handler(&req)?;
+        h.deliver(req.into_inner()).await.map(Response::new)
     }
 
     async fn finalize_key(&self, req: Request<FinalizeKeyRequest>) -> Result<Response<FinalizeKeyResponse>, Status> {
-        let caller = self.caller(&req)?;
-        self.node
-            .finalize_key(Some(caller), req.into_inner())
-            .await
-            .map(|()| Response::new(FinalizeKeyResponse {}))
-            .map_err(|e| session_status(&e))
+        let h = self.handler(&req)?;
+        h.finalize_key(req.into_inner()).await.map(Response::new)
     }
 
     async fn list_key_ids(&self, req: Request<ListKeyIdsRequest>) -> Result<Response<ListKeyIdsResponse>, Status> {
-        let _caller = self.caller(&req)?;
-        let r = req.into_inner();
-        self.node
-            .active_key_ids(&r.after, r.limit)
-            .await
-            .map(|key_ids| Response::new(ListKeyIdsResponse { key_ids }))
-            .map_err(|e| session_status(&e))
+        let h = self.handler(&req)?;
+        h.list_key_ids(req.into_inner()).await.map(Response::new)
     }
 
     async fn get_key_meta(&self, req: Request<GetKeyMetaRequest>) -> Result<Response<KeyMeta>, Status> {
-        let _caller = self.caller(&req)?;
-        let id = req.into_inner().key_id;
-        match self.node.active_key_meta(&id).await {
-            Ok(Some(meta)) => Ok(Response::new(meta)),
-            Ok(None) => Err(Status::not_found(format!("no active key {id:?}"))),
-            Err(e) => Err(session_status(&e)),
-        }
+        let h = self.handler(&req)?;
+        h.get_key_meta(req.into_inner()).await.map(Response::new)
     }
 
     async fn finalize_aux(&self, req: Request<FinalizeAuxRequest>) -> Result<Response<FinalizeAuxResponse>, Status> {
-        let caller = self.caller(&req)?;
-        self.node
-            .finalize_aux(caller, req.into_inner())
-            .await
-            .map(|()| Response::new(FinalizeAuxResponse {}))
-            .map_err(|e| session_status(&e))
+        let h = self.handler(&req)?;
+        h.finalize_aux(req.into_inner()).await.map(Response::new)
     }
 
     async fn finalize_presignature(
         &self,
         req: Request<FinalizePresignatureRequest>,
     ) -> Result<Response<FinalizePresignatureResponse>, Status> {
-        let caller = self.caller(&req)?;
-        let r = req.into_inner();
-        self.node
-            .finalize_presignature(caller, &r.session_id, r.commit)
-            .await
-            .map(|()| Response::new(FinalizePresignatureResponse {}))
-            .map_err(|e| session_status(&e))
+        let h = self.handler(&req)?;
+        h.finalize_presignature(req.into_inner()).await.map(Response::new)
     }
 }

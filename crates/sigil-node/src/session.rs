@@ -28,7 +28,7 @@ use sigil_crypto::{PartyIndex, SessionId};
 use tokio::time::Instant;
 
 use crate::error::SessionError;
-use crate::transport::PeerClients;
+use crate::transport::{DeliverError, Transport};
 use sigil_proto::peer::Envelope;
 
 /// Which message a party expects: `(round, from, me, n) -> kind`.
@@ -270,7 +270,7 @@ pub struct SessionSpec {
 /// [`SessionError::Invalid`] for a reused session id.
 pub async fn run<M, T, F, Fut>(
     sessions: &Sessions,
-    peers: &PeerClients,
+    peers: &Arc<dyn Transport>,
     spec: SessionSpec,
     body: F,
 ) -> Result<T, SessionError>
@@ -343,7 +343,7 @@ where
 /// sink; each envelope is retried (the recipient may not have registered
 /// the session yet) until the deadline.
 async fn send_all<M>(
-    peers: PeerClients,
+    peers: Arc<dyn Transport>,
     id: SessionId,
     parties: Arc<[u16]>,
     me: PartyIndex,
@@ -379,41 +379,27 @@ async fn send_all<M>(
                 payload: payload.clone(),
             };
             let peers = peers.clone();
-            tokio::spawn(async move { deliver_with_retry(&peers, node, env, deadline).await });
+            tokio::spawn(async move { deliver_with_retry(&*peers, node, env, deadline).await });
         }
     }
 }
 
-async fn deliver_with_retry(peers: &PeerClients, node: u16, env: Envelope, deadline: Instant) {
+async fn deliver_with_retry(peers: &dyn Transport, node: u16, env: Envelope, deadline: Instant) {
     let mut backoff = Duration::from_millis(1);
     loop {
-        let Some(mut client) = peers.client(node) else {
-            tracing::warn!(node, "no peer client for node");
-            return;
-        };
-        let mut req = tonic::Request::new(env.clone());
-        req.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        );
-        match client.deliver(req).await {
-            Ok(_) => return,
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Unknown
-                ) =>
-            {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match peers.deliver(node, env.clone(), left).await {
+            Ok(()) => return,
+            Err(DeliverError::Retry(why)) => {
                 if Instant::now() + backoff >= deadline {
-                    tracing::debug!(node, code = ?s.code(), "giving up delivering a message at the session deadline");
+                    tracing::debug!(node, %why, "giving up delivering a message at the session deadline");
                     return;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(100));
             }
-            Err(s) => {
-                tracing::warn!(node, code = ?s.code(), message = s.message(), "peer refused a protocol message");
+            Err(DeliverError::Refused(why)) => {
+                tracing::warn!(node, %why, "peer refused a protocol message");
                 return;
             }
         }

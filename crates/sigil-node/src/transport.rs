@@ -1,16 +1,92 @@
-//! The client side of the peer transport: lazily connected mTLS gRPC
-//! clients of `sigil.peer.v1.Peer`, one per other node. The session layer
-//! sends through it; the server side is [`crate::peer`].
+//! The client side of the peer transport: what one node asks another.
+//! [`Transport`] is implemented by [`PeerClients`] (lazily connected mTLS
+//! gRPC clients of `sigil.peer.v1.Peer`, one per other node) and by the
+//! in-process transport of tests ([`crate::in_process`]). The session
+//! layer, the coordinator and catch-up send through it; the server side is
+//! [`crate::peer`].
+//!
+//! Errors come back as [`SessionError`] decoded by
+//! [`crate::wire::status_session_error`]: a remote error names at most the
+//! node that sent it, and anything undecodable (a refused connection, a
+//! deadline) is `Unavailable` naming that node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_proto::peer::peer_client::PeerClient;
+use sigil_proto::peer::{
+    Envelope, FinalizeAuxRequest, FinalizeKeyRequest, FinalizePresignatureRequest, GetKeyMetaRequest, KeyMeta,
+    ListKeyIdsRequest, SessionOutcome, SessionProposal,
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Status;
 
 use crate::certs::node_dns_name;
 use crate::config::NodeConfig;
+use crate::error::SessionError;
+use crate::wire::status_session_error;
+
+/// Why a protocol message was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliverError {
+    /// Not yet: the peer is unreachable or has not registered the session
+    /// (retry until the session deadline).
+    Retry(String),
+    /// The peer refused the message (wrong sender, unexpected round,
+    /// duplicate, garbage); retrying will not help.
+    Refused(String),
+}
+
+impl DeliverError {
+    /// Classifies a `Deliver` status.
+    pub fn of_status(s: &Status) -> Self {
+        let text = format!("{:?}: {}", s.code(), s.message());
+        match s.code() {
+            tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Unknown => DeliverError::Retry(text),
+            _ => DeliverError::Refused(text),
+        }
+    }
+}
+
+/// What a node can ask another node `to`. Every call has a deadline,
+/// `timeout`. Who may send each request and what the receiver checks is
+/// written at the receiver ([`crate::peer`]).
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// `RunSession`: asks `to` to run its part of the proposal.
+    async fn run_session(
+        &self,
+        to: u16,
+        p: SessionProposal,
+        timeout: Duration,
+    ) -> Result<SessionOutcome, SessionError>;
+
+    /// `Deliver`: one protocol message.
+    async fn deliver(&self, to: u16, env: Envelope, timeout: Duration) -> Result<(), DeliverError>;
+
+    /// `FinalizeKey`: commit or abort a key after its DKG.
+    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<(), SessionError>;
+
+    /// `FinalizeAux`: commit pending aux info.
+    async fn finalize_aux(&self, to: u16, r: FinalizeAuxRequest, timeout: Duration) -> Result<(), SessionError>;
+
+    /// `FinalizePresignature`: pool or discard a pending presignature.
+    async fn finalize_presignature(
+        &self,
+        to: u16,
+        r: FinalizePresignatureRequest,
+        timeout: Duration,
+    ) -> Result<(), SessionError>;
+
+    /// `ListKeyIds`: a page of `to`'s active key ids after `r.after`.
+    async fn list_key_ids(&self, to: u16, r: ListKeyIdsRequest, timeout: Duration)
+        -> Result<Vec<String>, SessionError>;
+
+    /// `GetKeyMeta`: the public metadata of `to`'s active key `key_id`;
+    /// `None` when `to` holds no such active key.
+    async fn get_key_meta(&self, to: u16, key_id: &str, timeout: Duration) -> Result<Option<KeyMeta>, SessionError>;
+}
 
 /// Lazily connected mTLS clients, one per other node.
 #[derive(Clone, Default)]
@@ -45,8 +121,82 @@ impl PeerClients {
         })
     }
 
-    /// The client for node `id`.
-    pub fn client(&self, id: u16) -> Option<PeerClient<Channel>> {
-        self.clients.get(&id).cloned()
+    /// The client for node `id`, or `Unavailable` for one not configured.
+    fn client(&self, id: u16) -> Result<PeerClient<Channel>, SessionError> {
+        self.clients.get(&id).cloned().ok_or_else(|| SessionError::Unavailable {
+            nodes: vec![id],
+            reason: "not a configured peer".into(),
+        })
+    }
+}
+
+/// A request with a deadline.
+fn request<T>(body: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    r.set_timeout(timeout.max(Duration::from_millis(1)));
+    r
+}
+
+#[async_trait::async_trait]
+impl Transport for PeerClients {
+    async fn run_session(
+        &self,
+        to: u16,
+        p: SessionProposal,
+        timeout: Duration,
+    ) -> Result<SessionOutcome, SessionError> {
+        let r = self.client(to)?.run_session(request(p, timeout)).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| status_session_error(to, &s))
+    }
+
+    async fn deliver(&self, to: u16, env: Envelope, timeout: Duration) -> Result<(), DeliverError> {
+        let mut c = self.client(to).map_err(|e| DeliverError::Refused(e.to_string()))?;
+        c.deliver(request(env, timeout))
+            .await
+            .map(|_| ())
+            .map_err(|s| DeliverError::of_status(&s))
+    }
+
+    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<(), SessionError> {
+        let r = self.client(to)?.finalize_key(request(r, timeout)).await;
+        r.map(|_| ()).map_err(|s| status_session_error(to, &s))
+    }
+
+    async fn finalize_aux(&self, to: u16, r: FinalizeAuxRequest, timeout: Duration) -> Result<(), SessionError> {
+        let r = self.client(to)?.finalize_aux(request(r, timeout)).await;
+        r.map(|_| ()).map_err(|s| status_session_error(to, &s))
+    }
+
+    async fn finalize_presignature(
+        &self,
+        to: u16,
+        r: FinalizePresignatureRequest,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
+        let r = self.client(to)?.finalize_presignature(request(r, timeout)).await;
+        r.map(|_| ()).map_err(|s| status_session_error(to, &s))
+    }
+
+    async fn list_key_ids(
+        &self,
+        to: u16,
+        r: ListKeyIdsRequest,
+        timeout: Duration,
+    ) -> Result<Vec<String>, SessionError> {
+        let r = self.client(to)?.list_key_ids(request(r, timeout)).await;
+        r.map(|r| r.into_inner().key_ids)
+            .map_err(|s| status_session_error(to, &s))
+    }
+
+    async fn get_key_meta(&self, to: u16, key_id: &str, timeout: Duration) -> Result<Option<KeyMeta>, SessionError> {
+        let req = GetKeyMetaRequest {
+            key_id: key_id.to_string(),
+        };
+        match self.client(to)?.get_key_meta(request(req, timeout)).await {
+            Ok(r) => Ok(Some(r.into_inner())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(status_session_error(to, &s)),
+        }
     }
 }

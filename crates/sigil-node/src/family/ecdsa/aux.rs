@@ -176,17 +176,15 @@ impl Node {
             .map(|node| {
                 let req = req.clone();
                 async move {
-                    let Some(mut c) = self.peers.client(node) else {
-                        return false;
-                    };
-                    if finalize_aux_once(&mut c, node, &req).await {
+                    let c = self.peers.clone();
+                    if finalize_aux_once(&*c, node, &req).await {
                         return true;
                     }
                     tokio::spawn(async move {
                         let mut wait = Duration::from_millis(200);
                         for _ in 0..8 {
                             tokio::time::sleep(wait).await;
-                            if finalize_aux_once(&mut c, node, &req).await {
+                            if finalize_aux_once(&*c, node, &req).await {
                                 return;
                             }
                             wait *= 2;
@@ -347,17 +345,11 @@ impl AuxEvidence {
 }
 
 /// One `FinalizeAux` call to `node`; whether it succeeded.
-async fn finalize_aux_once(
-    c: &mut sigil_proto::peer::peer_client::PeerClient<tonic::transport::Channel>,
-    node: u16,
-    req: &FinalizeAuxRequest,
-) -> bool {
-    let mut r = tonic::Request::new(req.clone());
-    r.set_timeout(Duration::from_secs(5));
-    match c.finalize_aux(r).await {
-        Ok(_) => true,
+async fn finalize_aux_once(c: &dyn crate::transport::Transport, node: u16, req: &FinalizeAuxRequest) -> bool {
+    match c.finalize_aux(node, req.clone(), Duration::from_secs(5)).await {
+        Ok(()) => true,
         Err(e) => {
-            tracing::warn!(node, error = %e.message(), "could not commit aux info on node");
+            tracing::warn!(node, error = %e, "could not commit aux info on node");
             false
         }
     }

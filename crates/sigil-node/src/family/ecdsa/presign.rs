@@ -91,18 +91,15 @@ impl Node {
                 self.finalize_presignature(node, sid, commit)
                     .await
                     .map_err(|e| e.to_string())
-            } else if let Some(mut c) = self.peers.client(node) {
-                let mut r = tonic::Request::new(sigil_proto::peer::FinalizePresignatureRequest {
+            } else {
+                let r = sigil_proto::peer::FinalizePresignatureRequest {
                     session_id: sid.to_vec(),
                     commit,
-                });
-                r.set_timeout(Duration::from_secs(5));
-                c.finalize_presignature(r)
+                };
+                self.peers
+                    .finalize_presignature(node, r, Duration::from_secs(5))
                     .await
-                    .map(|_| ())
-                    .map_err(|s| s.message().to_string())
-            } else {
-                Err("not a configured peer".to_string())
+                    .map_err(|e| e.to_string())
             };
             if let Err(e) = &r {
                 tracing::warn!(node, commit, error = %e, "could not finalize presignature on node");

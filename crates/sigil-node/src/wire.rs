@@ -1,0 +1,95 @@
+//! Errors on the peer wire: a [`SessionError`] travels as a gRPC status
+//! whose details carry it as JSON, and comes back as the same error, except
+//! that a remote error names at most the node that sent it.
+
+use tonic::Status;
+
+use crate::error::SessionError;
+
+/// Encodes a [`SessionError`] into a gRPC status (JSON in the details).
+pub fn session_status(e: &SessionError) -> Status {
+    let code = match e {
+        SessionError::Invalid(_) => tonic::Code::InvalidArgument,
+        SessionError::Refused { refusal, .. } if refusal.is_authentication() => tonic::Code::Unauthenticated,
+        SessionError::Refused { .. } => tonic::Code::PermissionDenied,
+        SessionError::Unavailable { .. } => tonic::Code::FailedPrecondition,
+        SessionError::Timeout { .. } => tonic::Code::DeadlineExceeded,
+        SessionError::Protocol { .. } => tonic::Code::Aborted,
+        SessionError::Internal(_) => tonic::Code::Internal,
+    };
+    let details = serde_json::to_vec(&WireError::from(e)).unwrap_or_default();
+    Status::with_details(code, e.to_string(), details.into())
+}
+
+/// Decodes what [`session_status`] encoded by node `node`; other statuses
+/// become `Unavailable` naming `node`. A remote error names at most
+/// `node` itself: a peer's word never marks another node down or blames
+/// it (its claim stays in the message).
+pub fn status_session_error(node: u16, s: &Status) -> SessionError {
+    if let Ok(mut w) = serde_json::from_slice::<WireError>(s.details()) {
+        if w.nodes.iter().any(|&n| n != node) {
+            w.message = format!("node {node} reports nodes {:?}: {}", w.nodes, w.message);
+        }
+        w.nodes.retain(|&n| n == node);
+        if w.kind == "unavailable" || w.kind == "refused" {
+            w.nodes = vec![node];
+        }
+        return w.into();
+    }
+    SessionError::Unavailable {
+        nodes: vec![node],
+        reason: format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireError {
+    kind: String,
+    nodes: Vec<u16>,
+    round: u16,
+    message: String,
+}
+
+impl From<&SessionError> for WireError {
+    fn from(e: &SessionError) -> Self {
+        let (kind, message, round) = match e {
+            SessionError::Protocol { reason, .. } => ("protocol", reason.clone(), 0),
+            SessionError::Timeout { round, .. } => ("timeout", String::new(), *round),
+            SessionError::Unavailable { reason, .. } => ("unavailable", reason.clone(), 0),
+            SessionError::Invalid(m) => ("invalid", m.clone(), 0),
+            SessionError::Refused { refusal, .. } => ("refused", refusal.reason().to_string(), 0),
+            SessionError::Internal(_) => ("internal", "internal error".to_string(), 0),
+        };
+        WireError {
+            kind: kind.into(),
+            nodes: e.nodes(),
+            round,
+            message,
+        }
+    }
+}
+
+impl From<WireError> for SessionError {
+    fn from(w: WireError) -> Self {
+        match w.kind.as_str() {
+            "protocol" => SessionError::Protocol {
+                culprits: w.nodes,
+                reason: w.message,
+            },
+            "timeout" => SessionError::Timeout {
+                round: w.round,
+                missing: w.nodes,
+            },
+            "unavailable" => SessionError::Unavailable {
+                nodes: w.nodes,
+                reason: w.message,
+            },
+            "invalid" => SessionError::Invalid(w.message),
+            "refused" => SessionError::Refused {
+                node: w.nodes.first().copied().unwrap_or_default(),
+                refusal: crate::auth::Refusal::from_reason(&w.message),
+            },
+            _ => SessionError::Internal(w.message),
+        }
+    }
+}

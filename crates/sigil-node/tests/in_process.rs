@@ -1,0 +1,224 @@
+//! Three nodes in one process over the in-process transport: key
+//! generation and signing, the coordinator choosing another signer set
+//! when a signer is cut off, a clear 503 when fewer than `t` remain, and a
+//! peer's unauthorized proposal refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_crypto::Scheme;
+use sigil_node::auth::{ClientEntry, ClientSigner, Role};
+use sigil_node::config::{NodeConfig, NodeEntry};
+use sigil_node::error::SessionError;
+use sigil_node::in_process::InProcessHub;
+use sigil_node::operations::KeygenProgress;
+use sigil_node::{KeygenRequest, Node, RequestAuth};
+use sigil_proto::peer::session_proposal::Kind;
+use sigil_proto::peer::{ClientAuthorization, SessionProposal, SignProposal};
+
+const CLUSTER: &str = "in-process-test";
+
+struct Cluster {
+    hub: Arc<InProcessHub>,
+    nodes: Vec<Arc<Node>>,
+    client: ClientSigner,
+    _dir: tempfile::TempDir,
+}
+
+/// Node `i`'s config: the fields a config file must have (the TLS and
+/// identity files are never read in process), the rest defaults.
+fn config(i: u16, n: u16, dir: &std::path::Path, ids: &[String], client_pk: &str) -> NodeConfig {
+    let unused = dir.join("unused");
+    let text = format!(
+        r#"node_id = {i}
+data_dir = "{data}"
+listen_peer = "127.0.0.1:1"
+cluster_id = "{CLUSTER}"
+identity_key_file = "{unused}"
+session_timeout_ms = 5000
+nodes = []
+[tls]
+ca_cert = "{unused}"
+cert = "{unused}"
+key = "{unused}"
+"#,
+        data = dir.join(format!("node-{i}")).display(),
+        unused = unused.display(),
+    );
+    let mut cfg: NodeConfig = toml::from_str(&text).unwrap();
+    cfg.nodes = (0..n)
+        .map(|j| NodeEntry {
+            id: j,
+            peer_addr: format!("in-process:{j}"),
+            identity_key: ids[usize::from(j)].clone(),
+        })
+        .collect();
+    cfg.clients = vec![ClientEntry {
+        id: "alice".into(),
+        public_key: client_pk.into(),
+        roles: vec![Role::Create, Role::Read],
+    }];
+    cfg
+}
+
+async fn cluster(n: u16) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<ed25519_dalek::SigningKey> = (0..n)
+        .map(|_| ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng))
+        .collect();
+    let ids: Vec<String> = keys.iter().map(|k| hex::encode(k.verifying_key().to_bytes())).collect();
+    let (client_sk, client_pk) = sigil_node::auth::generate_client_key(false).unwrap();
+    let hub = InProcessHub::new();
+    let mut nodes = Vec::new();
+    for (i, key) in (0..n).zip(keys) {
+        let cfg = config(i, n, dir.path(), &ids, &client_pk);
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        let master = sigil_store::MasterKey::generate();
+        let store = sigil_store::open_sqlite(&cfg.data_dir.join("node.db"), &master).await.unwrap();
+        let node = Node::new(cfg, store, hub.transport(i), key).await.unwrap();
+        hub.attach(&node);
+        nodes.push(node);
+    }
+    Cluster {
+        hub,
+        nodes,
+        client: ClientSigner::from_pem("alice", &client_sk).unwrap(),
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    /// A checked request as the REST API would hand it to the node.
+    fn auth(&self, method: &str, path: &str, body: &str) -> RequestAuth {
+        let claims = self
+            .client
+            .claims(CLUSTER, method, path, Some(body.as_bytes()), 60);
+        RequestAuth {
+            client: claims.sub.clone(),
+            jti: claims.jti.clone(),
+            proto: ClientAuthorization {
+                token: self.client.sign_claims(&claims).unwrap(),
+                method: method.into(),
+                path: path.into(),
+                body: body.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    async fn create_key(&self, door: usize, scheme: Scheme, t: u16) -> sigil_store::KeyRecord {
+        let body = format!(r#"{{"scheme":"{}","threshold":{t}}}"#, scheme.as_str());
+        let auth = self.auth("POST", "/v1/keys", &body);
+        let req = KeygenRequest {
+            scheme,
+            threshold: t,
+            parties: None,
+            label: None,
+            bits: None,
+            prime_threshold: None,
+            policy: None,
+        };
+        let node = &self.nodes[door];
+        let plan = node.plan_keygen(req, auth).unwrap();
+        node.run_keygen(plan, &KeygenProgress::default()).await.unwrap()
+    }
+
+    async fn sign(&self, door: usize, key_id: &str, message: &[u8]) -> Result<sigil_node::Signed, sigil_node::error::ApiError> {
+        let path = format!("/v1/keys/{key_id}/sign");
+        let body = format!(r#"{{"message":"{}"}}"#, hex::encode(message));
+        let auth = self.auth("POST", &path, &body);
+        self.nodes[door].sign(key_id, message.to_vec(), &[], &auth).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_in_one_process_create_and_sign() {
+    let c = cluster(3).await;
+    let key = c.create_key(0, Scheme::FrostEd25519, 2).await;
+    assert_eq!(key.parties, vec![0, 1, 2]);
+    for door in 0..3 {
+        let key_here = c.nodes[door].active_key(&key.key_id).await.unwrap();
+        assert_eq!(key_here.public_key, key.public_key, "node {door} has the key");
+        let signed = c.sign(door, &key.key_id, b"hello").await.unwrap();
+        assert_eq!(signed.signers.len(), 2);
+        Scheme::FrostEd25519
+            .verify(&key.public_key, b"hello", &signed.signature)
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_chooses_another_set_when_a_signer_is_cut_off() {
+    let c = cluster(3).await;
+    let key = c.create_key(0, Scheme::FrostSecp256k1Tr, 2).await;
+    let first = c.sign(0, &key.key_id, b"before").await.unwrap();
+    assert_eq!(first.signers, vec![0, 1], "this node first, then by id");
+
+    c.hub.cut_off(1, true);
+    let signed = c.sign(0, &key.key_id, b"during").await.unwrap();
+    assert_eq!(signed.signers, vec![0, 2], "node 1 is down: the other set signs");
+    Scheme::FrostSecp256k1Tr
+        .verify(&key.public_key, b"during", &signed.signature)
+        .unwrap();
+    // Node 1 is now tried last, so the next signature goes straight to 2.
+    let next = c.sign(0, &key.key_id, b"next").await.unwrap();
+    assert_eq!(next.signers, vec![0, 2]);
+
+    c.hub.cut_off(1, false);
+    let from_1 = c.sign(1, &key.key_id, b"after").await.unwrap();
+    assert_eq!(from_1.signers[0], 1, "node 1 is back and coordinates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_than_t_reachable_is_a_503_naming_them() {
+    let c = cluster(3).await;
+    let key = c.create_key(2, Scheme::FrostP256, 2).await;
+    c.hub.cut_off(1, true);
+    c.hub.cut_off(2, true);
+    let e = c.sign(0, &key.key_id, b"nobody").await.unwrap_err();
+    let (status, body) = e.detail();
+    assert_eq!(status, 503, "{body:?}");
+    let mut nodes = body.nodes.clone();
+    nodes.sort_unstable();
+    assert_eq!(nodes, vec![1, 2], "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_proposal_without_a_client_request_is_refused() {
+    let c = cluster(3).await;
+    let key = c.create_key(0, Scheme::FrostEd25519, 2).await;
+    // Node 1 asks node 0 to sign, on its own word.
+    let p = SessionProposal {
+        session_id: vec![7; 32],
+        coordinator: 1,
+        parties: vec![1, 0],
+        deadline_ms: 2000,
+        authorization: None,
+        kind: Some(Kind::Sign(SignProposal {
+            key_id: key.key_id.clone(),
+            message: b"steal".to_vec(),
+            epoch: 0,
+            scheme: key.scheme.clone(),
+            derivation_path: vec![],
+            presignature_id: String::new(),
+        })),
+    };
+    let e = c
+        .hub
+        .transport(1)
+        .run_session(0, p.clone(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SessionError::Refused { node: 0, .. }), "{e:?}");
+    // Claiming to be another coordinator is refused too.
+    let mut forged = p;
+    forged.coordinator = 2;
+    let e = c
+        .hub
+        .transport(1)
+        .run_session(0, forged, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SessionError::Invalid(_)), "{e:?}");
+}
