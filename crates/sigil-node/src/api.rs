@@ -24,9 +24,26 @@ use sigil_store::KeyRecord;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::Role;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, NodeError};
 use crate::operations::OperationView;
 use crate::{audit, Node, RequestAuth};
+
+/// The node's errors as HTTP: 400 `bad_request`, 404 `not_found`, the
+/// refusal's 401/403, 504 `keygen_budget`, sessions and the store as
+/// [`ApiError`]'s own conversions say (502/503/504 naming nodes, 503
+/// `store_unavailable`, 500 `internal`).
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::BadRequest(m) => ApiError::bad_request(m),
+            NodeError::NotFound(m) => ApiError::not_found(m),
+            NodeError::Refused(r) => ApiError::refused(&r),
+            NodeError::Session(e) => e.into(),
+            NodeError::Store(e) => e.into(),
+            NodeError::Budget(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "keygen_budget", m),
+        }
+    }
+}
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -567,7 +584,7 @@ async fn keygen_audited(
 ) -> Result<KeyRecord, ApiError> {
     let key_id = plan.key_id.clone();
     let r = node.run_keygen(plan, progress).await;
-    audited(node, auth, "create_key", &key_id, &[], r).await
+    audited(node, auth, "create_key", &key_id, &[], r.map_err(ApiError::from)).await
 }
 
 /// A key generation started with `wait=false`: its progress (Paillier:
@@ -689,7 +706,15 @@ async fn decrypt(
 ) -> Result<Json<DecryptResponse>, ApiError> {
     let ciphertext = req.ciphertext.trim();
     let r = node.decrypt(&key_id, ciphertext, &auth).await;
-    let (plaintext, parties) = audited(&node, &auth, "decrypt", &key_id, ciphertext.as_bytes(), r).await?;
+    let (plaintext, parties) = audited(
+        &node,
+        &auth,
+        "decrypt",
+        &key_id,
+        ciphertext.as_bytes(),
+        r.map_err(ApiError::from),
+    )
+    .await?;
     metrics::counter!("sigil_decryptions_total").increment(1);
     Ok(Json(DecryptResponse { plaintext, parties }))
 }

@@ -31,7 +31,7 @@ use sigil_proto::peer::{KeyMeta, ListKeyIdsRequest};
 use sigil_store::{KeyRecord, KeyStatus};
 
 use crate::error::SessionError;
-use crate::{internal, Node};
+use crate::Node;
 
 /// Time between two catch-up passes.
 pub const INTERVAL: Duration = Duration::from_secs(30);
@@ -134,7 +134,7 @@ impl Node {
     /// Storage failures.
     pub async fn active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, SessionError> {
         let limit = if limit == 0 || limit > PAGE { PAGE } else { limit };
-        self.store.list_active_key_ids(after, limit).await.map_err(internal)
+        self.store.list_active_key_ids(after, limit).await.map_err(SessionError::from)
     }
 
     /// The public metadata of the active key `key_id`, if held here.
@@ -146,7 +146,7 @@ impl Node {
             .store
             .get_key(key_id)
             .await
-            .map_err(internal)?
+            .map_err(SessionError::from)?
             .filter(|k| k.status == KeyStatus::Active)
             .map(|k| meta_of(&k)))
     }
@@ -250,13 +250,8 @@ impl Node {
         }
     }
 
-    async fn catch_up_key(
-        &self,
-        peer: u16,
-        key_id: &str,
-        done: &mut CatchUp,
-    ) -> Result<(), SessionError> {
-        let local = self.store.get_key(key_id).await.map_err(internal)?;
+    async fn catch_up_key(&self, peer: u16, key_id: &str, done: &mut CatchUp) -> Result<(), SessionError> {
+        let local = self.store.get_key(key_id).await.map_err(SessionError::from)?;
         if local.as_ref().is_some_and(|k| k.status == KeyStatus::Active) {
             return Ok(());
         }

@@ -1,4 +1,7 @@
-//! Errors of sessions and of the API, and how they reach clients.
+//! Errors of the node ([`NodeError`], [`SessionError`]) and of the REST
+//! API ([`ApiError`]). A node's operations return [`NodeError`]; the API
+//! module maps it to HTTP (`From<NodeError> for ApiError`), and the peer
+//! wire carries [`SessionError`] as a gRPC status ([`crate::wire`]).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -43,9 +46,25 @@ pub enum SessionError {
         /// Why.
         refusal: crate::auth::Refusal,
     },
+    /// This node's store is unreachable (the database is down); what
+    /// needs no storage write still works.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
     /// Storage or another local failure.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<sigil_store::StoreError> for SessionError {
+    /// An unreachable store is [`SessionError::StoreUnavailable`]; every
+    /// other store failure is internal.
+    fn from(e: sigil_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            SessionError::StoreUnavailable(e.to_string())
+        } else {
+            SessionError::Internal(e.to_string())
+        }
+    }
 }
 
 fn culprit_suffix(culprits: &[u16]) -> String {
@@ -57,6 +76,20 @@ fn culprit_suffix(culprits: &[u16]) -> String {
 }
 
 impl SessionError {
+    /// The stable code of the error, as API bodies and audit records carry
+    /// it (a refusal's reason for [`SessionError::Refused`]).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SessionError::Protocol { .. } => "protocol_failed",
+            SessionError::Timeout { .. } => "party_timeout",
+            SessionError::Unavailable { .. } => "party_unavailable",
+            SessionError::Invalid(_) => "bad_request",
+            SessionError::Refused { refusal, .. } => refusal.reason(),
+            SessionError::StoreUnavailable(_) => "store_unavailable",
+            SessionError::Internal(_) => "internal",
+        }
+    }
+
     /// Every node this error names: culprits, silent or unreachable nodes.
     pub fn nodes(&self) -> Vec<u16> {
         match self {
@@ -64,7 +97,58 @@ impl SessionError {
             SessionError::Timeout { missing, .. } => missing.clone(),
             SessionError::Unavailable { nodes, .. } => nodes.clone(),
             SessionError::Refused { node, .. } => vec![*node],
-            SessionError::Invalid(_) | SessionError::Internal(_) => Vec::new(),
+            SessionError::Invalid(_) | SessionError::StoreUnavailable(_) | SessionError::Internal(_) => Vec::new(),
+        }
+    }
+}
+
+/// Why an operation of the node (key creation, signing, decryption, key
+/// lookup) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request is malformed or asks what the key cannot do (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such key here (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The client may not do this (HTTP 401/403).
+    #[error("{0}")]
+    Refused(crate::auth::Refusal),
+    /// A session failed; names the nodes at fault or unreachable.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// This node's store failed (HTTP 503 when it is unreachable).
+    #[error(transparent)]
+    Store(#[from] sigil_store::StoreError),
+    /// A key generation ran past its time budget (HTTP 504).
+    #[error("{0}")]
+    Budget(String),
+}
+
+impl NodeError {
+    /// A [`NodeError::BadRequest`].
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        NodeError::BadRequest(message.into())
+    }
+    /// A [`NodeError::NotFound`].
+    pub fn not_found(message: impl Into<String>) -> Self {
+        NodeError::NotFound(message.into())
+    }
+    /// A [`NodeError::Refused`].
+    pub fn refused(r: &crate::auth::Refusal) -> Self {
+        NodeError::Refused(r.clone())
+    }
+    /// An internal failure (a [`SessionError::Internal`]); the detail is
+    /// logged where it becomes a response, never returned.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        NodeError::Session(SessionError::Internal(detail.to_string()))
+    }
+    /// The nodes the error names.
+    pub fn nodes(&self) -> Vec<u16> {
+        match self {
+            NodeError::Session(e) => e.nodes(),
+            _ => Vec::new(),
         }
     }
 }
@@ -187,17 +271,17 @@ impl ApiError {
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         let nodes = e.nodes();
-        let (status, code) = match &e {
-            SessionError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "protocol_failed"),
-            SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "party_timeout"),
-            SessionError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "party_unavailable"),
-            SessionError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        let status = match &e {
+            SessionError::Protocol { .. } => StatusCode::BAD_GATEWAY,
+            SessionError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            SessionError::Unavailable { .. } | SessionError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Invalid(_) => StatusCode::BAD_REQUEST,
             SessionError::Refused { refusal, .. } => return ApiError::refused(refusal).with_nodes(nodes),
             SessionError::Internal(_) => return ApiError::internal(e),
         };
         ApiError {
             status,
-            code,
+            code: e.code(),
             message: e.to_string(),
             nodes,
         }

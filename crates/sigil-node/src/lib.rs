@@ -48,11 +48,11 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use zeroize::Zeroizing;
 
 pub use config::NodeConfig;
-use error::{ApiError, SessionError};
+use error::{NodeError, SessionError};
 use family::{LoadedKey, Operation};
 use peer::PeerService;
-use transport::{PeerClients, Transport};
 use session::{SessionSpec, Sessions};
+use transport::{PeerClients, Transport};
 
 /// Largest message a sign request may carry, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
@@ -443,7 +443,7 @@ impl Node {
         entry.outcome = match r {
             Ok(_) => "ok".into(),
             Err(SessionError::Refused { refusal, .. }) => format!("refused:{}", refusal.reason()),
-            Err(e) => format!("failed:{}", ApiError::from(e.clone()).detail().1.code),
+            Err(e) => format!("failed:{}", e.code()),
         };
         self.audit.record(entry).await;
     }
@@ -539,7 +539,7 @@ impl Node {
         if d.key_id.is_empty() || d.key_id.len() > 64 {
             return Err(SessionError::Invalid("key_id must be 1 to 64 characters".into()));
         }
-        if self.store.get_key(&d.key_id).await.map_err(internal)?.is_some() {
+        if self.store.get_key(&d.key_id).await.map_err(SessionError::from)?.is_some() {
             return Err(SessionError::Invalid(format!("key {} exists", d.key_id)));
         }
         let parties: Vec<u16> = spec.parties.to_vec();
@@ -568,7 +568,7 @@ impl Node {
         self.store
             .put_key(&record, self.cfg.node_id, Some(&key_package))
             .await
-            .map_err(internal)?;
+            .map_err(SessionError::from)?;
         self.dkg_coordinators
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -628,7 +628,7 @@ impl Node {
     /// accept, `Invalid` for malformed metadata, storage failures.
     pub async fn finalize_key(&self, caller: Option<u16>, r: FinalizeKeyRequest) -> Result<(), SessionError> {
         let meta = r.key.ok_or_else(|| SessionError::Invalid("no key".into()))?;
-        let local = self.store.get_key(&meta.key_id).await.map_err(internal)?;
+        let local = self.store.get_key(&meta.key_id).await.map_err(SessionError::from)?;
         let coordinator = self
             .dkg_coordinators
             .lock()
@@ -641,7 +641,7 @@ impl Node {
             return match local {
                 Some(k) if k.status == KeyStatus::Pending && from_coordinator => {
                     self.forget_dkg(&meta.key_id);
-                    self.store.delete_pending_key(&meta.key_id).await.map_err(internal)
+                    self.store.delete_pending_key(&meta.key_id).await.map_err(SessionError::from)
                 }
                 Some(k) if k.status == KeyStatus::Pending => Err(forbid("only the DKG's coordinator may abort it")),
                 Some(_) => Err(forbid("an active key is never deleted by a peer")),
@@ -669,7 +669,7 @@ impl Node {
                 self.store
                     .activate_key(&meta.key_id, &record.attestations)
                     .await
-                    .map_err(internal)?;
+                    .map_err(SessionError::from)?;
                 Ok(())
             }
             None if record.parties.contains(&self.cfg.node_id) => {
@@ -680,7 +680,7 @@ impl Node {
                 .store
                 .put_key(&record, self.cfg.node_id, None)
                 .await
-                .map_err(internal),
+                .map_err(SessionError::from),
         }
     }
 
@@ -841,8 +841,8 @@ impl Node {
     /// the key id. [`Node::run_keygen`] runs the plan.
     ///
     /// # Errors
-    /// [`ApiError`] 400 for bad parameters.
-    pub fn plan_keygen(&self, req: KeygenRequest, auth: RequestAuth) -> Result<KeygenPlan, ApiError> {
+    /// [`NodeError::BadRequest`] for bad parameters.
+    pub fn plan_keygen(&self, req: KeygenRequest, auth: RequestAuth) -> Result<KeygenPlan, NodeError> {
         let KeygenRequest {
             scheme,
             threshold,
@@ -852,7 +852,7 @@ impl Node {
             prime_threshold,
             policy,
         } = req;
-        let policy = authority::resolve_policy(policy.as_ref(), &auth.client).map_err(ApiError::bad_request)?;
+        let policy = authority::resolve_policy(policy.as_ref(), &auth.client).map_err(NodeError::bad_request)?;
         let cluster = self.cfg.node_ids();
         let parties = match parties {
             None => cluster.clone(),
@@ -861,10 +861,10 @@ impl Node {
                 sorted.sort_unstable();
                 sorted.dedup();
                 if sorted.len() != p.len() {
-                    return Err(ApiError::bad_request("parties: duplicate node id"));
+                    return Err(NodeError::bad_request("parties: duplicate node id"));
                 }
                 if let Some(x) = p.iter().find(|x| !cluster.contains(x)) {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(NodeError::bad_request(format!(
                         "parties: node {x} is not in the cluster {cluster:?}"
                     )));
                 }
@@ -873,19 +873,19 @@ impl Node {
         };
         let n = parties.len();
         if threshold < scheme.min_threshold() || usize::from(threshold) > n {
-            return Err(ApiError::bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "threshold must be within {}..={n} for {scheme} with {n} parties, got {threshold}",
                 scheme.min_threshold()
             )));
         }
         if let Some(l) = &label {
             if l.chars().count() > 128 {
-                return Err(ApiError::bad_request("label longer than 128 characters"));
+                return Err(NodeError::bad_request("label longer than 128 characters"));
             }
         }
         let (bits, prime_threshold) = family::of(scheme)
             .keygen_settings(n, threshold, bits, prime_threshold)
-            .map_err(ApiError::bad_request)?;
+            .map_err(NodeError::bad_request)?;
         let key_id = uuid::Uuid::new_v4().to_string();
         let kind = Kind::Dkg(DkgProposal {
             key_id: key_id.clone(),
@@ -911,13 +911,13 @@ impl Node {
     /// On failure nothing is kept: every party deletes its pending share.
     ///
     /// # Errors
-    /// The session's failure ([`ApiError`] 502/503/504 naming nodes), or a
-    /// 504 when a Paillier search exceeds [`paillier::KEYGEN_BUDGET`].
+    /// The session's failure (naming nodes), or [`NodeError::Budget`] when
+    /// a Paillier search exceeds [`paillier::KEYGEN_BUDGET`].
     pub async fn run_keygen(
         &self,
         plan: KeygenPlan,
         progress: &operations::KeygenProgress,
-    ) -> Result<KeyRecord, ApiError> {
+    ) -> Result<KeyRecord, NodeError> {
         let KeygenPlan {
             key_id,
             scheme,
@@ -951,10 +951,10 @@ impl Node {
         };
         let attested = result.and_then(|o| {
             self.attested_record(scheme, &mut record, &parties, o)
-                .map_err(ApiError::from)
+                .map_err(NodeError::from)
         });
         if let Err(e) = attested {
-            let named = e.detail().1.nodes;
+            let named = e.nodes();
             self.finalize_everywhere(&parties, catch_up::meta_of(&record), false, &named)
                 .await;
             tracing::warn!(key_id, error = ?e, "key generation failed");
@@ -967,7 +967,7 @@ impl Node {
         self.store
             .get_key(&key_id)
             .await?
-            .ok_or_else(|| ApiError::internal("created key missing from the local store"))
+            .ok_or_else(|| NodeError::internal("created key missing from the local store"))
     }
 
     /// The long operations this node coordinates.
@@ -1066,7 +1066,7 @@ impl Node {
     ///
     /// # Errors
     /// 404 if unknown here.
-    pub async fn active_key(&self, key_id: &str) -> Result<KeyRecord, ApiError> {
+    pub async fn active_key(&self, key_id: &str) -> Result<KeyRecord, NodeError> {
         Ok(self.loaded_key(key_id).await?.record.clone())
     }
 
@@ -1074,20 +1074,20 @@ impl Node {
     ///
     /// # Errors
     /// 404 if unknown here.
-    pub async fn loaded_key(&self, key_id: &str) -> Result<Arc<LoadedKey>, ApiError> {
+    pub async fn loaded_key(&self, key_id: &str) -> Result<Arc<LoadedKey>, NodeError> {
         self.cached_key(key_id)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("no key {key_id:?}")))
+            .ok_or_else(|| NodeError::not_found(format!("no key {key_id:?}")))
     }
 
     /// The public key at `path` below `key` (ECDSA, BIP-32).
     ///
     /// # Errors
     /// 400 for schemes without derivation or a bad path.
-    pub fn derived_public_key(&self, key: &LoadedKey, path: &[u32]) -> Result<Vec<u8>, ApiError> {
+    pub fn derived_public_key(&self, key: &LoadedKey, path: &[u32]) -> Result<Vec<u8>, NodeError> {
         key.scheme
             .derive_public_key(&key.record.public_package, path)
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+            .map_err(|e| NodeError::bad_request(e.to_string()))
     }
 
     /// This node's share of `key` at its epoch, unsealed.
@@ -1095,7 +1095,7 @@ impl Node {
         self.store
             .get_share(&key.key_id, self.cfg.node_id, key.epoch)
             .await
-            .map_err(internal)?
+            .map_err(SessionError::from)?
             .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))
     }
 
@@ -1136,21 +1136,21 @@ impl Node {
         message: Vec<u8>,
         derivation_path: &[u32],
         auth: &RequestAuth,
-    ) -> Result<Signed, ApiError> {
+    ) -> Result<Signed, NodeError> {
         if message.len() > MAX_MESSAGE_BYTES {
-            return Err(ApiError::bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
         let key = self.loaded_key(key_id).await?;
         if !key.record.policy.sign.contains(&auth.client) {
-            return Err(ApiError::refused(&auth::Refusal::Forbidden(format!(
+            return Err(NodeError::refused(&auth::Refusal::Forbidden(format!(
                 "client {} may not sign with key {key_id}",
                 auth.client
             ))));
         }
         if key.operation() != Operation::Sign {
-            return Err(ApiError::bad_request(format!(
+            return Err(NodeError::bad_request(format!(
                 "{} keys {} (POST /v1/keys/{{key_id}}/{}); they do not sign",
                 key.scheme,
                 key.operation().route(),
@@ -1160,7 +1160,7 @@ impl Node {
         let family = key.family();
         family
             .check_message(key.scheme, &message, derivation_path)
-            .map_err(ApiError::bad_request)?;
+            .map_err(NodeError::bad_request)?;
         let mut signed = match family
             .sign_pooled(self, &key, &message, derivation_path, &auth.proto)
             .await?
@@ -1170,7 +1170,7 @@ impl Node {
         };
         signed.extras = family
             .signature_extras(&key, &message, derivation_path, &signed.signature)
-            .map_err(ApiError::internal)?;
+            .map_err(NodeError::internal)?;
         Ok(signed)
     }
 
@@ -1181,7 +1181,7 @@ impl Node {
         message: &[u8],
         derivation_path: &[u32],
         auth: &RequestAuth,
-    ) -> Result<Signed, ApiError> {
+    ) -> Result<Signed, NodeError> {
         let kind = Kind::Sign(SignProposal {
             key_id: key.record.key_id.clone(),
             message: message.to_vec(),
@@ -1201,7 +1201,7 @@ impl Node {
             .map(|o| o.signature)
             .unwrap_or_default();
         if signature.is_empty() {
-            return Err(ApiError::internal("aggregator returned no signature"));
+            return Err(NodeError::internal("aggregator returned no signature"));
         }
         Ok(Signed {
             signature,

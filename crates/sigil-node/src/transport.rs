@@ -55,12 +55,8 @@ impl DeliverError {
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// `RunSession`: asks `to` to run its part of the proposal.
-    async fn run_session(
-        &self,
-        to: u16,
-        p: SessionProposal,
-        timeout: Duration,
-    ) -> Result<SessionOutcome, SessionError>;
+    async fn run_session(&self, to: u16, p: SessionProposal, timeout: Duration)
+        -> Result<SessionOutcome, SessionError>;
 
     /// `Deliver`: one protocol message.
     async fn deliver(&self, to: u16, env: Envelope, timeout: Duration) -> Result<(), DeliverError>;

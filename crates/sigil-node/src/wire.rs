@@ -13,6 +13,7 @@ pub fn session_status(e: &SessionError) -> Status {
         SessionError::Refused { refusal, .. } if refusal.is_authentication() => tonic::Code::Unauthenticated,
         SessionError::Refused { .. } => tonic::Code::PermissionDenied,
         SessionError::Unavailable { .. } => tonic::Code::FailedPrecondition,
+        SessionError::StoreUnavailable(_) => tonic::Code::Unavailable,
         SessionError::Timeout { .. } => tonic::Code::DeadlineExceeded,
         SessionError::Protocol { .. } => tonic::Code::Aborted,
         SessionError::Internal(_) => tonic::Code::Internal,
@@ -56,6 +57,9 @@ impl From<&SessionError> for WireError {
             SessionError::Protocol { reason, .. } => ("protocol", reason.clone(), 0),
             SessionError::Timeout { round, .. } => ("timeout", String::new(), *round),
             SessionError::Unavailable { reason, .. } => ("unavailable", reason.clone(), 0),
+            // The peer's store is down: to its coordinator it is an
+            // unavailable party (named by the receiving side).
+            SessionError::StoreUnavailable(m) => ("unavailable", format!("store unavailable: {m}"), 0),
             SessionError::Invalid(m) => ("invalid", m.clone(), 0),
             SessionError::Refused { refusal, .. } => ("refused", refusal.reason().to_string(), 0),
             SessionError::Internal(_) => ("internal", "internal error".to_string(), 0),

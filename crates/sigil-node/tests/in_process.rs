@@ -11,7 +11,7 @@ use std::time::Duration;
 use sigil_crypto::Scheme;
 use sigil_node::auth::{ClientEntry, ClientSigner, Role};
 use sigil_node::config::{NodeConfig, NodeEntry};
-use sigil_node::error::SessionError;
+use sigil_node::error::{ApiError, NodeError, SessionError};
 use sigil_node::in_process::InProcessHub;
 use sigil_node::operations::KeygenProgress;
 use sigil_node::{KeygenRequest, Node, RequestAuth};
@@ -76,7 +76,9 @@ async fn cluster(n: u16) -> Cluster {
         let cfg = config(i, n, dir.path(), &ids, &client_pk);
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
         let master = sigil_store::MasterKey::generate();
-        let store = sigil_store::open_sqlite(&cfg.data_dir.join("node.db"), &master).await.unwrap();
+        let store = sigil_store::open_sqlite(&cfg.data_dir.join("node.db"), &master)
+            .await
+            .unwrap();
         let node = Node::new(cfg, store, hub.transport(i), key).await.unwrap();
         hub.attach(&node);
         nodes.push(node);
@@ -92,9 +94,7 @@ async fn cluster(n: u16) -> Cluster {
 impl Cluster {
     /// A checked request as the REST API would hand it to the node.
     fn auth(&self, method: &str, path: &str, body: &str) -> RequestAuth {
-        let claims = self
-            .client
-            .claims(CLUSTER, method, path, Some(body.as_bytes()), 60);
+        let claims = self.client.claims(CLUSTER, method, path, Some(body.as_bytes()), 60);
         RequestAuth {
             client: claims.sub.clone(),
             jti: claims.jti.clone(),
@@ -124,7 +124,7 @@ impl Cluster {
         node.run_keygen(plan, &KeygenProgress::default()).await.unwrap()
     }
 
-    async fn sign(&self, door: usize, key_id: &str, message: &[u8]) -> Result<sigil_node::Signed, sigil_node::error::ApiError> {
+    async fn sign(&self, door: usize, key_id: &str, message: &[u8]) -> Result<sigil_node::Signed, NodeError> {
         let path = format!("/v1/keys/{key_id}/sign");
         let body = format!(r#"{{"message":"{}"}}"#, hex::encode(message));
         let auth = self.auth("POST", &path, &body);
@@ -177,7 +177,11 @@ async fn fewer_than_t_reachable_is_a_503_naming_them() {
     c.hub.cut_off(1, true);
     c.hub.cut_off(2, true);
     let e = c.sign(0, &key.key_id, b"nobody").await.unwrap_err();
-    let (status, body) = e.detail();
+    assert!(
+        matches!(e, NodeError::Session(SessionError::Unavailable { .. })),
+        "{e:?}"
+    );
+    let (status, body) = ApiError::from(e).detail();
     assert_eq!(status, 503, "{body:?}");
     let mut nodes = body.nodes.clone();
     nodes.sort_unstable();

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use sigil_proto::peer::session_proposal::Kind;
 
-use crate::error::{ApiError, SessionError};
+use crate::error::{NodeError, SessionError};
 use crate::operations::KeygenProgress;
 use crate::session::{ExpectFn, SessionSpec};
 use crate::{Node, Outcomes};
@@ -147,10 +147,10 @@ pub(crate) trait Family: Send + Sync {
         kind: Kind,
         _progress: &KeygenProgress,
         auth: &ClientAuthorization,
-    ) -> Result<Outcomes, ApiError> {
+    ) -> Result<Outcomes, NodeError> {
         node.coordinate(parties, kind, true, Some(auth))
             .await
-            .map_err(ApiError::from)
+            .map_err(NodeError::from)
     }
 
     /// This party's key generation among `spec.parties` with threshold

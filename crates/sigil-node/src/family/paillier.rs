@@ -25,7 +25,7 @@ use sigil_proto::peer::session_proposal::Kind;
 use sigil_proto::peer::ClientAuthorization;
 
 use super::{no_messages, wrong_material, Family, KeygenPart, LoadedKey, Operation, ViewExtras};
-use crate::error::{ApiError, SessionError};
+use crate::error::{NodeError, SessionError};
 use crate::operations::KeygenProgress;
 use crate::session::{self, ExpectFn, SessionSpec};
 use crate::{internal, Node, Outcomes};
@@ -135,21 +135,21 @@ impl Node {
         key_id: &str,
         ciphertext: &str,
         auth: &crate::RequestAuth,
-    ) -> Result<(String, Vec<u16>), crate::error::ApiError> {
-        use crate::error::ApiError;
+    ) -> Result<(String, Vec<u16>), crate::error::NodeError> {
+        use crate::error::NodeError;
         let loaded = self.loaded_key(key_id).await?;
         if loaded.operation() != Operation::Decrypt {
-            return Err(ApiError::bad_request(format!("{} keys do not decrypt", loaded.scheme)));
+            return Err(NodeError::bad_request(format!("{} keys do not decrypt", loaded.scheme)));
         }
         let key = &loaded.record;
         if !key.policy.decrypt.contains(&auth.client) {
-            return Err(ApiError::refused(&crate::auth::Refusal::Forbidden(format!(
+            return Err(NodeError::refused(&crate::auth::Refusal::Forbidden(format!(
                 "client {} may not decrypt with key {key_id}",
                 auth.client
             ))));
         }
         let pk = public_key(&key.public_package)?;
-        parse_ciphertext(&pk, ciphertext.as_bytes()).map_err(ApiError::bad_request)?;
+        parse_ciphertext(&pk, ciphertext.as_bytes()).map_err(NodeError::bad_request)?;
         let kind = sigil_proto::peer::session_proposal::Kind::Sign(SignProposal {
             key_id: key.key_id.clone(),
             message: ciphertext.as_bytes().to_vec(),
@@ -168,7 +168,7 @@ impl Node {
             .collect();
         let m = tokio::task::spawn_blocking(move || combine(&pk, &answers))
             .await
-            .map_err(ApiError::internal)??;
+            .map_err(NodeError::internal)??;
         Ok((m.to_string(), chosen))
     }
 }
@@ -205,7 +205,7 @@ impl Family for Paillier {
         kind: Kind,
         progress: &KeygenProgress,
         auth: &ClientAuthorization,
-    ) -> Result<Outcomes, ApiError> {
+    ) -> Result<Outcomes, NodeError> {
         let started = Instant::now();
         for attempt in 1u32.. {
             let o = node.coordinate(parties, kind.clone(), true, Some(auth)).await?;
@@ -241,17 +241,13 @@ impl Family for Paillier {
                 "paillier keygen: no biprime in this batch, next"
             );
             if started.elapsed() > KEYGEN_BUDGET {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::GATEWAY_TIMEOUT,
-                    "keygen_budget",
-                    format!(
-                        "no Paillier key after {attempt} attempts ({candidates} candidates) in {} s",
-                        KEYGEN_BUDGET.as_secs()
-                    ),
-                ));
+                return Err(NodeError::Budget(format!(
+                    "no Paillier key after {attempt} attempts ({candidates} candidates) in {} s",
+                    KEYGEN_BUDGET.as_secs()
+                )));
             }
         }
-        Err(ApiError::internal("unreachable"))
+        Err(NodeError::internal("unreachable"))
     }
 
     fn sign_schedule(&self, _s: &SignProposal) -> ExpectFn {

@@ -26,7 +26,7 @@ impl Node {
             let (p, q) = remote.take(Duration::from_millis(self.cfg.aux_timeout_ms)).await?;
             return ecdsa::PregeneratedPrimes::new(p, q).ok_or_else(|| internal("remote primes are too small"));
         }
-        let (p, q) = match self.store.take_primes(PRIME_BITS, 2).await.map_err(internal)? {
+        let (p, q) = match self.store.take_primes(PRIME_BITS, 2).await.map_err(SessionError::from)? {
             Some(v) => {
                 let parse = |b: &[u8]| -> Result<cggmp21::rug::Integer, SessionError> {
                     let s = std::str::from_utf8(b).map_err(internal)?;
@@ -73,7 +73,7 @@ impl Node {
         self.store
             .put_aux_info(&set, self.cfg.node_id, &bytes)
             .await
-            .map_err(internal)?;
+            .map_err(SessionError::from)?;
         tracing::info!(party_set = %set, fingerprint = %hex::encode(fingerprint), "aux info stored, pending");
         Ok(SessionOutcome {
             attestation: crate::attest::sign_aux(&self.identity, &set, &fingerprint),
@@ -87,7 +87,7 @@ impl Node {
             .store
             .get_aux_info(set, self.cfg.node_id)
             .await
-            .map_err(internal)?
+            .map_err(SessionError::from)?
             .is_some())
     }
 
@@ -143,7 +143,7 @@ impl Node {
             .store
             .aux_evidence(set, self.cfg.node_id)
             .await
-            .map_err(internal)?
+            .map_err(SessionError::from)?
             .unwrap_or_default();
         let Ok(e) = serde_json::from_str::<AuxEvidence>(&evidence) else {
             // Committed before evidence was kept: nothing to resend.
@@ -266,8 +266,8 @@ impl Node {
             })
             .map_err(|e| forbid(format!("aux info of set {set} not attested by every party: {e}")))
         };
-        let Some(pending) = self.store.get_pending_aux_info(set, me).await.map_err(internal)? else {
-            return match self.store.get_aux_info(set, me).await.map_err(internal)? {
+        let Some(pending) = self.store.get_pending_aux_info(set, me).await.map_err(SessionError::from)? else {
+            return match self.store.get_aux_info(set, me).await.map_err(SessionError::from)? {
                 Some(committed) => verify(&committed),
                 None => Err(forbid(format!("no aux info of set {set} here"))),
             };
@@ -278,7 +278,7 @@ impl Node {
             .store
             .commit_aux_info(set, me, &pending, &json)
             .await
-            .map_err(internal)?
+            .map_err(SessionError::from)?
         {
             return Err(SessionError::Invalid(format!(
                 "pending aux info of set {set} changed; not committed"
@@ -298,7 +298,7 @@ impl Node {
             .store
             .get_aux_info(&set, self.cfg.node_id)
             .await
-            .map_err(internal)?
+            .map_err(SessionError::from)?
             .ok_or_else(|| {
                 SessionError::Invalid(format!("no aux info for party set {set} on node {}", self.cfg.node_id))
             })?;

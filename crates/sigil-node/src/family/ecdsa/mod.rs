@@ -40,7 +40,7 @@ pub use primes::*;
 use super::{no_messages, wrong_material, Family, KeygenPart, LoadedKey, Operation, SignatureExtras, ViewExtras};
 use sigil_proto::peer::session_proposal::Kind;
 
-use crate::error::{ApiError, SessionError};
+use crate::error::{NodeError, SessionError};
 use crate::operations::KeygenProgress;
 use crate::session::{self, ExpectFn, SessionSpec};
 use crate::{internal, Node, Outcomes};
@@ -131,7 +131,7 @@ impl Family for Ecdsa {
         kind: Kind,
         _progress: &KeygenProgress,
         auth: &ClientAuthorization,
-    ) -> Result<Outcomes, ApiError> {
+    ) -> Result<Outcomes, NodeError> {
         node.ensure_aux(parties, auth).await?;
         Ok(node.coordinate(parties, kind, true, Some(auth)).await?)
     }

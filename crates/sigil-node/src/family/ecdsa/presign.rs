@@ -144,7 +144,7 @@ impl Node {
                 self.store
                     .put_presignature(&p.key_id, &p.set, self.cfg.node_id, &presig_id, &p.presig)
                     .await
-                    .map_err(internal)?;
+                    .map_err(SessionError::from)?;
             }
             (Some(_), false) => {} // dropped here, zeroized
             (None, false) => {
@@ -153,7 +153,7 @@ impl Node {
                 self.store
                     .discard_presignature(self.cfg.node_id, &presig_id)
                     .await
-                    .map_err(internal)?;
+                    .map_err(SessionError::from)?;
             }
             (None, true) => {}
         }
@@ -178,7 +178,7 @@ impl Node {
             .store
             .take_presignature(&key.key_id, &set, self.cfg.node_id, presig_id)
             .await
-            .map_err(internal)?
+            .map_err(SessionError::from)?
         else {
             return Ok(None);
         };
