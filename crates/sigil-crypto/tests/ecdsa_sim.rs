@@ -19,6 +19,9 @@ use round_based::sim::async_env;
 use sigil_crypto::ecdsa::{self, cggmp21, AuxInfo, KeyShare, Secp256k1, Secp256r1};
 use sigil_crypto::schedule::checked;
 
+#[path = "common/snapshot.rs"]
+mod common_snapshot;
+
 fn fixture_path(n: u16) -> String {
     format!("{}/tests/fixtures/ecdsa_aux_n{n}.json", env!("CARGO_MANIFEST_DIR"))
 }
@@ -28,23 +31,32 @@ fn load_aux(n: u16) -> Vec<AuxInfo> {
     serde_json::from_str(&text).unwrap()
 }
 
-async fn keygen<E: cggmp21::generic_ec::Curve>(t: u16, n: u16, seed: u64) -> Vec<KeyShare<E>>
+async fn incomplete_keygen<E: cggmp21::generic_ec::Curve>(t: u16, n: u16, seed: u64) -> Vec<ecdsa::IncompleteKeyShare<E>>
 where
     ecdsa::KeygenMsg<E>: Unpin,
 {
-    let aux = load_aux(n);
     let sid = [seed as u8; 32];
-    let shares = async_env::run(n, |i, party| async move {
+    async_env::run(n, |i, party| async move {
         let mut rng = StdRng::seed_from_u64(seed + u64::from(i));
         let party = checked(party, i, n, ecdsa::expects::keygen);
         ecdsa::keygen::<E, _, _>(party, &sid, i, n, t, &mut rng).await
     })
     .await
-    .into_vec();
-    shares
+    .into_vec()
+    .into_iter()
+    .map(Result::unwrap)
+    .collect()
+}
+
+async fn keygen<E: cggmp21::generic_ec::Curve>(t: u16, n: u16, seed: u64) -> Vec<KeyShare<E>>
+where
+    ecdsa::KeygenMsg<E>: Unpin,
+{
+    incomplete_keygen::<E>(t, n, seed)
+        .await
         .into_iter()
-        .zip(aux)
-        .map(|(s, a)| ecdsa::complete(s.unwrap(), a).unwrap())
+        .zip(load_aux(n))
+        .map(|(s, a)| ecdsa::complete(s, a).unwrap())
         .collect()
 }
 
@@ -236,4 +248,41 @@ fn aux_fingerprint_is_shared_by_the_parties() {
     let fp = ecdsa::aux_fingerprint(&three[0]);
     assert!(three.iter().all(|a| ecdsa::aux_fingerprint(a) == fp));
     assert_ne!(ecdsa::aux_fingerprint(&load_aux(5)[0]), fp);
+}
+
+/// Pins the at-rest encodings of ECDSA keys: the incomplete key share (the
+/// sealed share, `cggmp21`'s JSON) for both curves and a pooled
+/// presignature (JSON), from runs with fixed seeds; what is stored decodes
+/// and completes with the aux info.
+#[tokio::test]
+async fn at_rest_encodings_are_pinned() {
+    async fn share<E: cggmp21::generic_ec::Curve>(name: &str)
+    where
+        ecdsa::KeygenMsg<E>: Unpin,
+    {
+        let shares = incomplete_keygen::<E>(2, 3, 90).await;
+        let stored = common_snapshot::snapshot(name, &serde_json::to_vec(&shares[0]).unwrap());
+        let parsed: ecdsa::IncompleteKeyShare<E> = serde_json::from_slice(&stored).unwrap();
+        ecdsa::complete(parsed, load_aux(3).remove(0)).unwrap();
+    }
+    share::<Secp256k1>("ecdsa-secp256k1-share.json").await;
+    share::<Secp256r1>("ecdsa-p256-share.json").await;
+
+    let shares = keygen::<Secp256k1>(2, 3, 90).await;
+    let signers = vec![0u16, 1];
+    let sid = [5u8; 32];
+    let presigs = async_env::run(2, |i, party| {
+        let share = shares[usize::from(signers[usize::from(i)])].clone();
+        let signers = signers.clone();
+        async move {
+            let mut rng = StdRng::seed_from_u64(31 + u64::from(i));
+            let party = checked(party, i, 2, ecdsa::expects::sign);
+            ecdsa::presign::<Secp256k1, _, _>(party, &sid, i, &signers, &share, &mut rng).await
+        }
+    })
+    .await
+    .into_vec();
+    let presig = presigs.into_iter().next().unwrap().unwrap();
+    let stored = common_snapshot::snapshot("ecdsa-secp256k1-presignature.json", &serde_json::to_vec(&presig).unwrap());
+    let _: ecdsa::Presignature<Secp256k1> = serde_json::from_slice(&stored).unwrap();
 }

@@ -23,6 +23,9 @@ use sigil_crypto::schedule::checked;
 use sigil_crypto::scheme::signature_bytes;
 use sigil_crypto::{with_ciphersuite, Error, Scheme};
 
+#[path = "common/snapshot.rs"]
+mod common_snapshot;
+
 const MATRIX: [(u16, u16); 3] = [(2, 3), (3, 5), (5, 7)];
 
 type Keys<C> = Vec<(KeyPackage<C>, PublicKeyPackage<C>)>;
@@ -370,4 +373,21 @@ async fn a_message_outside_the_schedule_is_caught() {
         }
     })
     .await;
+}
+
+/// Pins the at-rest encodings of FROST keys: `frost-core`'s serialized
+/// `KeyPackage` (the sealed share) and `PublicKeyPackage` (the public
+/// package of the key record), from a DKG with fixed seeds.
+#[tokio::test]
+async fn at_rest_encodings_are_pinned() {
+    for scheme in [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr, Scheme::FrostP256] {
+        with_ciphersuite!(scheme, C => {
+            let keys = run_dkg::<C>(2, 3, 77).await;
+            let (kp, pkp) = &keys[0];
+            let share = common_snapshot::snapshot(&format!("{scheme}-key-package.bin"), &kp.serialize().unwrap());
+            let public = common_snapshot::snapshot(&format!("{scheme}-public-package.bin"), &pkp.serialize().unwrap());
+            assert_eq!(&KeyPackage::<C>::deserialize(&share).unwrap(), kp);
+            assert_eq!(&PublicKeyPackage::<C>::deserialize(&public).unwrap(), pkp);
+        }, _ => unreachable!());
+    }
 }

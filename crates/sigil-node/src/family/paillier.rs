@@ -435,3 +435,21 @@ pub fn combine(pk: &PublicKey, answers: &[Vec<u8>]) -> Result<Integer, SessionEr
 pub const KEYGEN_BUDGET: Duration = Duration::from_secs(600);
 
 use rand::SeedableRng as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sealed Paillier share is this JSON; stored records depend on it.
+    #[test]
+    fn stored_share_encoding_is_pinned() {
+        let s = StoredShare {
+            party: 2,
+            share: "123456789".into(),
+        };
+        let json = serde_json::to_string(&s).unwrap_or_default();
+        assert_eq!(json, r#"{"party":2,"share":"123456789"}"#);
+        let back: Result<StoredShare, _> = serde_json::from_str(&json);
+        assert!(back.is_ok_and(|b| b.party == 2 && b.share == "123456789"));
+    }
+}
