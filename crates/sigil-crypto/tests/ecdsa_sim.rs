@@ -31,7 +31,11 @@ fn load_aux(n: u16) -> Vec<AuxInfo> {
     serde_json::from_str(&text).unwrap()
 }
 
-async fn incomplete_keygen<E: cggmp21::generic_ec::Curve>(t: u16, n: u16, seed: u64) -> Vec<ecdsa::IncompleteKeyShare<E>>
+async fn incomplete_keygen<E: cggmp21::generic_ec::Curve>(
+    t: u16,
+    n: u16,
+    seed: u64,
+) -> Vec<ecdsa::IncompleteKeyShare<E>>
 where
     ecdsa::KeygenMsg<E>: Unpin,
 {
@@ -283,6 +287,9 @@ async fn at_rest_encodings_are_pinned() {
     .await
     .into_vec();
     let presig = presigs.into_iter().next().unwrap().unwrap();
-    let stored = common_snapshot::snapshot("ecdsa-secp256k1-presignature.json", &serde_json::to_vec(&presig).unwrap());
+    let stored = common_snapshot::snapshot(
+        "ecdsa-secp256k1-presignature.json",
+        &serde_json::to_vec(&presig).unwrap(),
+    );
     let _: ecdsa::Presignature<Secp256k1> = serde_json::from_slice(&stored).unwrap();
 }

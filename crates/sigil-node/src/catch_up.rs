@@ -134,7 +134,10 @@ impl Node {
     /// Storage failures.
     pub async fn active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, SessionError> {
         let limit = if limit == 0 || limit > PAGE { PAGE } else { limit };
-        self.store.list_active_key_ids(after, limit).await.map_err(SessionError::from)
+        self.store
+            .list_active_key_ids(after, limit)
+            .await
+            .map_err(SessionError::from)
     }
 
     /// The public metadata of the active key `key_id`, if held here.

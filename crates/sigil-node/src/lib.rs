@@ -539,7 +539,13 @@ impl Node {
         if d.key_id.is_empty() || d.key_id.len() > 64 {
             return Err(SessionError::Invalid("key_id must be 1 to 64 characters".into()));
         }
-        if self.store.get_key(&d.key_id).await.map_err(SessionError::from)?.is_some() {
+        if self
+            .store
+            .get_key(&d.key_id)
+            .await
+            .map_err(SessionError::from)?
+            .is_some()
+        {
             return Err(SessionError::Invalid(format!("key {} exists", d.key_id)));
         }
         let parties: Vec<u16> = spec.parties.to_vec();
@@ -641,7 +647,10 @@ impl Node {
             return match local {
                 Some(k) if k.status == KeyStatus::Pending && from_coordinator => {
                     self.forget_dkg(&meta.key_id);
-                    self.store.delete_pending_key(&meta.key_id).await.map_err(SessionError::from)
+                    self.store
+                        .delete_pending_key(&meta.key_id)
+                        .await
+                        .map_err(SessionError::from)
                 }
                 Some(k) if k.status == KeyStatus::Pending => Err(forbid("only the DKG's coordinator may abort it")),
                 Some(_) => Err(forbid("an active key is never deleted by a peer")),

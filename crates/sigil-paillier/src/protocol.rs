@@ -142,17 +142,138 @@ fn with_own<T>(i: u16, own: T, others: impl IntoIterator<Item = (u16, T)>) -> Ve
 /// `$round` and evaluates to every party's payload in party order.
 macro_rules! exchange_broadcast {
     ($out:expr, $rounds:expr, $round:expr, $i:expr, $mine:expr, $variant:ident) => {{
-        let mine: Vec<Integer> = $mine;
+        let mine = $mine;
         $out.send(Outgoing::broadcast(Msg::$variant($variant(mine.clone()))))
             .await
             .map_err(transport)?;
         let got = $rounds.complete($round).await.map_err(transport)?;
-        let mut others = Vec::new();
-        for (j, _, m) in got.into_iter_indexed() {
-            others.push((j, m.0));
-        }
-        with_own($i, mine, others)
+        with_own($i, mine, got.into_iter_indexed().map(|(j, _, m)| (j, m.0)))
     }};
+}
+
+/// Sends `sent[j]` to each other party `j` and returns every party's
+/// message to us, ours (`sent[i]`) included, by party.
+macro_rules! exchange_p2p {
+    ($out:expr, $rounds:expr, $round:expr, $i:expr, $sent:expr, $variant:ident) => {{
+        let mut sent = $sent;
+        let own = sent.get_mut(usize::from($i)).map(std::mem::take).unwrap_or_default();
+        for (j, msg) in sent.into_iter().enumerate() {
+            let j = u16::try_from(j).unwrap_or(u16::MAX);
+            if j != $i {
+                $out.send(Outgoing::p2p(j, Msg::$variant($variant(msg))))
+                    .await
+                    .map_err(transport)?;
+            }
+        }
+        let got = $rounds.complete($round).await.map_err(transport)?;
+        with_own($i, own, got.into_iter_indexed().map(|(j, _, m)| (j, m.0)))
+    }};
+}
+
+/// The candidate pairs whose sieving succeeded: `p` of pair `c` is
+/// instance `2c`, `q` is `2c + 1`.
+fn pairs(shares: &[Option<Integer>], batch: usize) -> Vec<(Integer, Integer)> {
+    (0..batch)
+        .filter_map(|c| match (shares.get(2 * c), shares.get(2 * c + 1)) {
+            (Some(Some(p)), Some(Some(q))) => Some((p.clone(), q.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the biprimality rounds work on: the revealed moduli, our shares
+/// of their factors, and the session's base derivation.
+struct Biprimality<'a> {
+    session: &'a [u8],
+    me: usize,
+    ns: &'a [Integer],
+    cands: &'a [(Integer, Integer)],
+}
+
+impl Biprimality<'_> {
+    /// Our values for `bases(x)` of each candidate in `which` (flattened).
+    fn values(&self, which: &[usize], from: u32, count: u32) -> Vec<Integer> {
+        which
+            .iter()
+            .flat_map(|&c| match (self.ns.get(c), self.cands.get(c)) {
+                (Some(x), Some((p, q))) => {
+                    let bases = biprime::bases_range(self.session, x, from, count);
+                    biprime::values(self.me, x, p, q, &bases)
+                }
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The candidates of `which` whose `per` values from every party
+    /// (`all[j]`, flattened in the order of `which`) pass the check.
+    fn passing(&self, which: &[usize], all: &[Vec<Integer>], per: usize) -> Vec<usize> {
+        which
+            .iter()
+            .enumerate()
+            .filter(|(k, &c)| {
+                let vals: Vec<Vec<Integer>> = all
+                    .iter()
+                    .map(|v| v.iter().skip(k * per).take(per).cloned().collect())
+                    .collect();
+                self.ns.get(c).is_some_and(|x| biprime::check(x, &vals))
+            })
+            .map(|(_, &c)| c)
+            .collect()
+    }
+}
+
+/// Our round-6 state and messages for the key of `found` (`N` and our
+/// factor shares): the p2p payload for each party and our public `r mod N`;
+/// empty payloads when this attempt found no key.
+fn key_round1<R: RngCore + CryptoRng>(
+    setup: &Setup,
+    me: usize,
+    found: Option<&(Integer, (Integer, Integer))>,
+    rng: &mut R,
+) -> (Option<key::KeyState>, Vec<Vec<Integer>>, Vec<Integer>) {
+    let Some((x, (p, q))) = found else {
+        return (None, vec![Vec::new(); setup.n()], Vec::new());
+    };
+    let (state, round1) = key::start(setup, me, x, p, q, rng);
+    let sent = round1.p2p.iter().map(|a| a.to_vec()).collect();
+    (Some(state), sent, vec![round1.r_mod_n.clone()])
+}
+
+/// The four key values each party sent us in round 6, and our share of `z`
+/// for round 8 (both empty when this attempt found no key).
+fn key_round2(
+    setup: &Setup,
+    found: bool,
+    inbox: Vec<Vec<Integer>>,
+) -> Result<(Vec<[Integer; 4]>, Vec<Integer>), Error> {
+    if !found {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let received: Vec<[Integer; 4]> = inbox
+        .into_iter()
+        .enumerate()
+        .map(|(j, v)| <[Integer; 4]>::try_from(v).map_err(|_| expected(j, "four key values")))
+        .collect::<Result<_, _>>()?;
+    let z = key::z_share(setup, &received)?;
+    Ok((received, vec![z]))
+}
+
+/// The first value of each party's vector, or a protocol error naming the
+/// party that sent none.
+fn single(all: Vec<Vec<Integer>>, what: &str) -> Result<Vec<Integer>, Error> {
+    all.into_iter()
+        .enumerate()
+        .map(|(j, v)| v.into_iter().next().ok_or_else(|| expected(j, what)))
+        .collect()
+}
+
+/// The error for party index `j` (0-based) not sending `what`.
+fn expected(j: usize, what: &str) -> Error {
+    Error::Malformed {
+        party: j + 1,
+        reason: format!("expected {what}"),
+    }
 }
 
 /// Runs one attempt as party `i` (0-based). `session` must be unique per
@@ -187,83 +308,21 @@ where
     let r8 = rounds.add_round(RoundInput::<Key2>::broadcast(i, n));
     let mut rounds = rounds.listen(incoming);
     let mut stats = AttemptStats::default();
-    let bad = |j: u16, what: &str| Error::Malformed {
-        party: usize::from(j) + 1,
-        reason: format!("expected {what}"),
-    };
 
-    // Rounds 0-1: sieve 2 * batch instances (p of pair c is 2c, q is 2c + 1).
+    // Rounds 0-1: sieve 2 * batch instances.
     let batch = setup.params.batch_size;
-    let (state, mut sent) = sieve::start(setup, me, 2 * batch, rng);
-    for (j, msg) in sent.iter_mut().enumerate() {
-        let j = u16::try_from(j).unwrap_or(u16::MAX);
-        if j != i {
-            outgoing
-                .send(Outgoing::p2p(j, Msg::Sieve(Sieve(std::mem::take(msg)))))
-                .await
-                .map_err(transport)?;
-        }
-    }
-    let own = sent.get(usize::from(i)).cloned().unwrap_or_default();
-    let got = rounds.complete(r0).await.map_err(transport)?;
-    let mut others = Vec::new();
-    for (j, _, m) in got.into_iter_indexed() {
-        let v = m.0;
-        others.push((j, v));
-    }
-    let inbox = with_own(i, own, others);
+    let (state, sent) = sieve::start(setup, me, 2 * batch, rng);
+    let inbox = exchange_p2p!(outgoing, rounds, r0, i, sent, Sieve);
     let products = sieve::products(setup, &state, &inbox)?;
-    outgoing
-        .send(Outgoing::broadcast(Msg::SieveProducts(SieveProducts(products.clone()))))
-        .await
-        .map_err(transport)?;
-    let got = rounds.complete(r1).await.map_err(transport)?;
-    let mut others = Vec::new();
-    for (j, _, m) in got.into_iter_indexed() {
-        let v = m.0;
-        others.push((j, v));
-    }
-    let all = with_own(i, products, others);
-    let shares = sieve::finish(setup, &state, &all, rng)?;
+    let all = exchange_broadcast!(outgoing, rounds, r1, i, products, SieveProducts);
+    let cands = pairs(&sieve::finish(setup, &state, &all, rng)?, batch);
     drop(state);
-    let mut cands = Vec::new();
-    for c in 0..batch {
-        if let (Some(Some(p)), Some(Some(q))) = (shares.get(2 * c), shares.get(2 * c + 1)) {
-            cands.push((p.clone(), q.clone()));
-        }
-    }
 
-    // Rounds 2-3: N per surviving pair.
-    let mut sent = modulus::share_candidates(setup, &cands, rng);
-    for (j, msg) in sent.iter_mut().enumerate() {
-        let j = u16::try_from(j).unwrap_or(u16::MAX);
-        if j != i {
-            outgoing
-                .send(Outgoing::p2p(j, Msg::ModShares(ModShares(std::mem::take(msg)))))
-                .await
-                .map_err(transport)?;
-        }
-    }
-    let own = sent.get(usize::from(i)).cloned().unwrap_or_default();
-    let got = rounds.complete(r2).await.map_err(transport)?;
-    let mut others = Vec::new();
-    for (j, _, m) in got.into_iter_indexed() {
-        let v = m.0;
-        others.push((j, v));
-    }
-    let inbox = with_own(i, own, others);
+    // Rounds 2-3: N per surviving pair, then trial division.
+    let sent = modulus::share_candidates(setup, &cands, rng);
+    let inbox = exchange_p2p!(outgoing, rounds, r2, i, sent, ModShares);
     let nshare = modulus::modulus_shares(setup, &inbox, cands.len())?;
-    outgoing
-        .send(Outgoing::broadcast(Msg::NShares(NShares(nshare.clone()))))
-        .await
-        .map_err(transport)?;
-    let got = rounds.complete(r3).await.map_err(transport)?;
-    let mut others = Vec::new();
-    for (j, _, m) in got.into_iter_indexed() {
-        let v = m.0;
-        others.push((j, v));
-    }
-    let all = with_own(i, nshare, others);
+    let all = exchange_broadcast!(outgoing, rounds, r3, i, nshare, NShares);
     let ns = modulus::reveal(setup, &all, cands.len())?;
     stats.candidates = cands.len();
     let passing: Vec<usize> = (0..ns.len())
@@ -271,120 +330,28 @@ where
         .collect();
     stats.trial_passed = passing.len();
 
-    // Rounds 4-5: biprimality, first base for all, the rest for survivors.
-    let first: Vec<Vec<Integer>> = passing
-        .iter()
-        .filter_map(|&c| ns.get(c))
-        .map(|x| biprime::bases_range(session, x, 0, 1))
-        .collect();
-    let mine: Vec<Integer> = passing
-        .iter()
-        .zip(&first)
-        .filter_map(|(&c, b)| {
-            let (x, (p, q)) = (ns.get(c)?, cands.get(c)?);
-            biprime::values(me, x, p, q, b).into_iter().next()
-        })
-        .collect();
-    let all = exchange_broadcast!(outgoing, rounds, r4, i, mine, Biprime1);
-    let survivors: Vec<usize> = passing
-        .iter()
-        .enumerate()
-        .filter(|(k, &c)| {
-            let vals: Vec<Vec<Integer>> = all.iter().map(|v| v.get(*k).cloned().into_iter().collect()).collect();
-            ns.get(c).is_some_and(|x| biprime::check(x, &vals))
-        })
-        .map(|(_, &c)| c)
-        .collect();
+    // Rounds 4-5: biprimality, the first base for all, the rest for survivors.
+    let bp = Biprimality {
+        session,
+        me,
+        ns: &ns,
+        cands: &cands,
+    };
+    let all = exchange_broadcast!(outgoing, rounds, r4, i, bp.values(&passing, 0, 1), Biprime1);
+    let survivors = bp.passing(&passing, &all, 1);
     let extra = setup.params.correct_param_biprime.saturating_sub(1);
-    let rest_bases: Vec<Vec<Integer>> = survivors
-        .iter()
-        .filter_map(|&c| ns.get(c))
-        .map(|x| biprime::bases_range(session, x, 1, extra))
-        .collect();
-    let mine: Vec<Integer> = survivors
-        .iter()
-        .zip(&rest_bases)
-        .flat_map(|(&c, b)| match (ns.get(c), cands.get(c)) {
-            (Some(x), Some((p, q))) => biprime::values(me, x, p, q, b),
-            _ => Vec::new(),
-        })
-        .collect();
-    let all = exchange_broadcast!(outgoing, rounds, r5, i, mine, Biprime2);
-    let per = extra as usize;
-    let chosen = survivors.iter().enumerate().find_map(|(k, &c)| {
-        let vals: Vec<Vec<Integer>> = all
-            .iter()
-            .map(|v| v.iter().skip(k * per).take(per).cloned().collect())
-            .collect();
-        let x = ns.get(c)?;
-        biprime::check(x, &vals).then_some(c)
-    });
+    let all = exchange_broadcast!(outgoing, rounds, r5, i, bp.values(&survivors, 1, extra), Biprime2);
+    let chosen = bp.passing(&survivors, &all, extra as usize).first().copied();
 
     // Rounds 6-8: the key for the first biprime (empty payloads if none).
     let found = chosen.and_then(|c| Some((ns.get(c)?.clone(), cands.get(c)?.clone())));
-    let (kstate, round1) = match &found {
-        Some((x, (p, q))) => {
-            let (s, r) = key::start(setup, me, x, p, q, rng);
-            (Some(s), Some(r))
-        }
-        None => (None, None),
-    };
-    let own_p2p: Vec<Integer> = round1
-        .as_ref()
-        .and_then(|r| r.p2p.get(usize::from(i)))
-        .map(|a| a.to_vec())
-        .unwrap_or_default();
-    for j in 0..n {
-        if j != i {
-            let payload = round1
-                .as_ref()
-                .and_then(|r| r.p2p.get(usize::from(j)))
-                .map(|a| a.to_vec())
-                .unwrap_or_default();
-            outgoing
-                .send(Outgoing::p2p(j, Msg::Key1(Key1(payload))))
-                .await
-                .map_err(transport)?;
-        }
-    }
-    let got = rounds.complete(r6).await.map_err(transport)?;
-    let mut others = Vec::new();
-    for (j, _, m) in got.into_iter_indexed() {
-        let v = m.0;
-        others.push((j, v));
-    }
-    let inbox = with_own(i, own_p2p, others);
-    let r_public: Vec<Integer> = round1.as_ref().map(|r| vec![r.r_mod_n.clone()]).unwrap_or_default();
+    let (kstate, sent, r_public) = key_round1(setup, me, found.as_ref(), rng);
+    let inbox = exchange_p2p!(outgoing, rounds, r6, i, sent, Key1);
     let r_all = exchange_broadcast!(outgoing, rounds, r7, i, r_public, Key1Public);
-    let received: Vec<[Integer; 4]> = if found.is_some() {
-        inbox
-            .into_iter()
-            .enumerate()
-            .map(|(j, v)| {
-                <[Integer; 4]>::try_from(v).map_err(|_| bad(u16::try_from(j).unwrap_or(0), "four key values"))
-            })
-            .collect::<Result<_, _>>()?
-    } else {
-        Vec::new()
-    };
-    let z_mine: Vec<Integer> = if found.is_some() {
-        vec![key::z_share(setup, &received)?]
-    } else {
-        Vec::new()
-    };
+    let (received, z_mine) = key_round2(setup, found.is_some(), inbox)?;
     let z_all = exchange_broadcast!(outgoing, rounds, r8, i, z_mine, Key2);
     let (Some((x, _)), Some(kstate)) = (found, kstate) else {
         return Ok((None, stats));
-    };
-    let single = |all: Vec<Vec<Integer>>, what: &str| -> Result<Vec<Integer>, Error> {
-        all.into_iter()
-            .enumerate()
-            .map(|(j, v)| {
-                v.into_iter()
-                    .next()
-                    .ok_or_else(|| bad(u16::try_from(j).unwrap_or(0), what))
-            })
-            .collect()
     };
     let z_shares = single(z_all, "a z share")?;
     let r_mod_n = single(r_all, "r mod N")?;

@@ -26,7 +26,12 @@ impl Node {
             let (p, q) = remote.take(Duration::from_millis(self.cfg.aux_timeout_ms)).await?;
             return ecdsa::PregeneratedPrimes::new(p, q).ok_or_else(|| internal("remote primes are too small"));
         }
-        let (p, q) = match self.store.take_primes(PRIME_BITS, 2).await.map_err(SessionError::from)? {
+        let (p, q) = match self
+            .store
+            .take_primes(PRIME_BITS, 2)
+            .await
+            .map_err(SessionError::from)?
+        {
             Some(v) => {
                 let parse = |b: &[u8]| -> Result<cggmp21::rug::Integer, SessionError> {
                     let s = std::str::from_utf8(b).map_err(internal)?;
@@ -266,7 +271,12 @@ impl Node {
             })
             .map_err(|e| forbid(format!("aux info of set {set} not attested by every party: {e}")))
         };
-        let Some(pending) = self.store.get_pending_aux_info(set, me).await.map_err(SessionError::from)? else {
+        let Some(pending) = self
+            .store
+            .get_pending_aux_info(set, me)
+            .await
+            .map_err(SessionError::from)?
+        else {
             return match self.store.get_aux_info(set, me).await.map_err(SessionError::from)? {
                 Some(committed) => verify(&committed),
                 None => Err(forbid(format!("no aux info of set {set} here"))),
