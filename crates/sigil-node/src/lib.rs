@@ -367,6 +367,9 @@ fn tokio_stream_listener(
     })
 }
 
+/// The remote parties' answers to a proposal: `(party index, result)`.
+type RemoteAnswers = tokio::sync::mpsc::UnboundedReceiver<(usize, Result<SessionOutcome, SessionError>)>;
+
 /// What the coordinator learned from a finished session.
 pub(crate) struct Outcomes {
     pub(crate) by_party: Vec<Option<SessionOutcome>>,
@@ -738,22 +741,35 @@ impl Node {
     /// node's part (unless `run.run_local` is false) and collects the
     /// outcomes.
     async fn coordinate_inner(&self, parties: &[u16], kind: Kind, run: Run<'_>) -> Result<Outcomes, SessionError> {
-        let Run {
-            all,
-            budget,
-            run_local,
-            session_id,
-            auth,
-        } = run;
         let proposal = SessionProposal {
-            session_id: session_id.to_vec(),
+            session_id: run.session_id.to_vec(),
             coordinator: u32::from(self.cfg.node_id),
             parties: parties.iter().map(|&p| u32::from(p)).collect(),
-            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
-            authorization: auth.cloned(),
+            deadline_ms: u32::try_from(run.budget.as_millis()).unwrap_or(u32::MAX),
+            authorization: run.auth.cloned(),
             kind: Some(kind),
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (mut rx, tasks) = self.propose_to_peers(parties, &proposal, run.budget);
+        let r = self
+            .collect_outcomes(parties, proposal, &run, &mut rx, tasks.len())
+            .await;
+        if r.is_err() {
+            // Stop asking the others; on success their calls run to the
+            // end (they finish their part and audit it).
+            tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        }
+        r
+    }
+
+    /// Sends `proposal` to every party but this node, each call in its own
+    /// task; the answers arrive on the channel as `(party index, result)`.
+    fn propose_to_peers(
+        &self,
+        parties: &[u16],
+        proposal: &SessionProposal,
+        budget: Duration,
+    ) -> (RemoteAnswers, Vec<tokio::task::JoinHandle<()>>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         for (i, &node) in parties.iter().enumerate() {
             if node == self.cfg.node_id {
@@ -765,33 +781,41 @@ impl Node {
                 let _ = tx.send((i, r));
             }));
         }
-        drop(tx);
-        let abort_all = |tasks: &Vec<tokio::task::JoinHandle<()>>| tasks.iter().for_each(|t| t.abort());
+        (rx, tasks)
+    }
 
+    /// Runs this node's own part (as `run` says) while `remote` answers
+    /// arrive, until every party's outcome (`run.all`) or party 0's is in.
+    /// An unavailable or refusing party ends it at once (the caller may
+    /// pick other parties; a refusal is final); protocol errors and
+    /// timeouts are kept while the rest finishes.
+    async fn collect_outcomes(
+        &self,
+        parties: &[u16],
+        proposal: SessionProposal,
+        run: &Run<'_>,
+        remote: &mut RemoteAnswers,
+        mut remote_left: usize,
+    ) -> Result<Outcomes, SessionError> {
+        let my_index = parties.iter().position(|&p| p == self.cfg.node_id);
         let mut by_party: Vec<Option<SessionOutcome>> = vec![None; parties.len()];
-        let is_party = run_local && parties.contains(&self.cfg.node_id);
-        if !run_local {
-            if let Some(slot) = parties
-                .iter()
-                .position(|&p| p == self.cfg.node_id)
-                .and_then(|i| by_party.get_mut(i))
-            {
+        let mut local_pending = run.run_local && my_index.is_some();
+        if !run.run_local {
+            if let Some(slot) = my_index.and_then(|i| by_party.get_mut(i)) {
                 *slot = Some(SessionOutcome::default());
             }
         }
-        let mut local_pending = is_party;
-        let local = async {
+        let is_party = local_pending;
+        let local = async move {
             if !is_party {
                 return futures::future::pending().await;
             }
-            self.check_and_run(proposal.clone(), true).await
+            self.check_and_run(proposal, true).await
         };
         tokio::pin!(local);
-        let my_index = parties.iter().position(|&p| p == self.cfg.node_id);
-        let mut remote_left = tasks.len();
         let mut first_error: Option<SessionError> = None;
         loop {
-            let done = if all {
+            let done = if run.all {
                 by_party.iter().all(Option::is_some)
             } else {
                 by_party.first().is_some_and(Option::is_some)
@@ -802,46 +826,32 @@ impl Node {
             if !local_pending && remote_left == 0 {
                 break;
             }
-            tokio::select! {
+            let (i, r) = tokio::select! {
                 r = &mut local, if local_pending => {
                     local_pending = false;
-                    match r {
-                        Ok(o) => {
-                            if let Some(slot) = my_index.and_then(|i| by_party.get_mut(i)) {
-                                *slot = Some(o);
-                            }
-                        }
-                        Err(e) => {
-                            abort_all(&tasks);
-                            return Err(e);
-                        }
+                    (my_index.unwrap_or_default(), r)
+                }
+                Some((i, r)) = remote.recv(), if remote_left > 0 => {
+                    remote_left -= 1;
+                    if let Err(e @ (SessionError::Unavailable { .. } | SessionError::Refused { .. })) = r {
+                        return Err(e);
+                    }
+                    (i, r)
+                }
+            };
+            match r {
+                Ok(o) => {
+                    if let Some(slot) = by_party.get_mut(i) {
+                        *slot = Some(o);
                     }
                 }
-                Some((i, r)) = rx.recv(), if remote_left > 0 => {
-                    remote_left -= 1;
-                    match r {
-                        Ok(o) => {
-                            if let Some(slot) = by_party.get_mut(i) {
-                                *slot = Some(o);
-                            }
-                        }
-                        Err(e) => {
-                            if matches!(e, SessionError::Unavailable { .. } | SessionError::Refused { .. }) {
-                                // A party that cannot or will not take part: stop
-                                // now (the caller may pick other signers; a
-                                // refusal is final).
-                                abort_all(&tasks);
-                                return Err(e);
-                            }
-                            // Protocol errors and timeouts: our own part will
-                            // fail or finish too; remember the remote view.
-                            first_error.get_or_insert(e);
-                        }
-                    }
+                // Our own part failed: that is the session's outcome.
+                Err(e) if Some(i) == my_index => return Err(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        abort_all(&tasks);
         Err(first_error.unwrap_or_else(|| SessionError::Internal("session ended without an outcome".into())))
     }
 

@@ -410,46 +410,8 @@ pub async fn refill_presignatures(node: Arc<Node>) {
                 if have >= target {
                     continue;
                 }
-                let kind = Kind::Presign(sigil_proto::peer::PresignProposal {
-                    key_id: key.key_id.clone(),
-                    scheme: key.scheme.clone(),
-                });
-                let started = std::time::Instant::now();
-                let sid = crate::random_session_id();
-                let r = node
-                    .coordinate_inner(
-                        &set,
-                        kind,
-                        crate::Run {
-                            all: true,
-                            budget: node.timeout(),
-                            run_local: true,
-                            session_id: sid,
-                            auth: None,
-                        },
-                    )
-                    .await;
-                // Pool only what every signer made; otherwise discard
-                // everywhere, including any party that already committed.
-                let r = match r {
-                    Ok(_) if node.finalize_presignature_everywhere(&set, &sid, true).await => r,
-                    Ok(_) => {
-                        node.finalize_presignature_everywhere(&set, &sid, false).await;
-                        Err(SessionError::Internal(
-                            "presignature commit did not reach every signer".into(),
-                        ))
-                    }
-                    Err(e) => {
-                        node.finalize_presignature_everywhere(&set, &sid, false).await;
-                        Err(e)
-                    }
-                };
-                match r {
-                    Ok(_) => {
-                        worked = true;
-                        metrics::counter!("sigil_presignatures_made_total").increment(1);
-                        metrics::histogram!("sigil_presign_seconds").record(started.elapsed().as_secs_f64());
-                    }
+                match node.presign_once(key, &set).await {
+                    Ok(()) => worked = true,
                     Err(e) => {
                         if let SessionError::Unavailable { nodes, .. } | SessionError::Timeout { missing: nodes, .. } =
                             &e
@@ -467,6 +429,39 @@ pub async fn refill_presignatures(node: Arc<Node>) {
         if !worked {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+impl Node {
+    /// One presigning session for `key` among `set`, committed to every
+    /// signer's pool only if every signer made its presignature (otherwise
+    /// discarded everywhere, including any party that already committed).
+    async fn presign_once(&self, key: &sigil_store::KeyRecord, set: &[u16]) -> Result<(), SessionError> {
+        let kind = Kind::Presign(sigil_proto::peer::PresignProposal {
+            key_id: key.key_id.clone(),
+            scheme: key.scheme.clone(),
+        });
+        let started = std::time::Instant::now();
+        let sid = crate::random_session_id();
+        let run = crate::Run {
+            all: true,
+            budget: self.timeout(),
+            run_local: true,
+            session_id: sid,
+            auth: None,
+        };
+        let r = self.coordinate_inner(set, kind, run).await;
+        let committed = r.is_ok() && self.finalize_presignature_everywhere(set, &sid, true).await;
+        if !committed {
+            self.finalize_presignature_everywhere(set, &sid, false).await;
+            r?;
+            return Err(SessionError::Internal(
+                "presignature commit did not reach every signer".into(),
+            ));
+        }
+        metrics::counter!("sigil_presignatures_made_total").increment(1);
+        metrics::histogram!("sigil_presign_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 }
 
