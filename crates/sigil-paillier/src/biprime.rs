@@ -68,11 +68,15 @@ pub fn values(me: usize, n: &Integer, p_i: &Integer, q_i: &Integer, bases: &[Int
 }
 
 /// Whether every base passes: `v_1 = +-prod_{i>1} v_i (mod N)`, with
-/// `values[i - 1]` from party `i`.
+/// `values[i - 1]` from party `i`. Fails closed: no parties, no values,
+/// or vectors of different lengths never pass.
 pub fn check(n: &Integer, values: &[Vec<Integer>]) -> bool {
     let Some((first, rest)) = values.split_first() else {
         return false;
     };
+    if first.is_empty() || rest.iter().any(|v| v.len() != first.len()) {
+        return false;
+    }
     first.iter().enumerate().all(|(k, v1)| {
         let mut prod = Integer::from(1);
         for vs in rest {

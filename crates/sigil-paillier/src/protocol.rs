@@ -205,6 +205,36 @@ impl Biprimality<'_> {
             .collect()
     }
 
+    /// Checks every party's vector of a biprimality round before any is
+    /// used: exactly `per` values for each candidate of `which`, each in
+    /// `[0, N)` of its candidate. A short vector must not pass as "no
+    /// values to check".
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] naming the first party (1-based) that sent a
+    /// wrong length or a value out of range.
+    fn check_shape(&self, which: &[usize], all: &[Vec<Integer>], per: usize) -> Result<(), Error> {
+        let want = which.len() * per;
+        for (j, v) in all.iter().enumerate() {
+            if v.len() != want {
+                return Err(Error::Malformed {
+                    party: j + 1,
+                    reason: format!("{} biprimality values, expected {want}", v.len()),
+                });
+            }
+            for (k, &c) in which.iter().enumerate() {
+                let n = self.ns.get(c).ok_or_else(|| expected(j, "a candidate"))?;
+                if v.iter().skip(k * per).take(per).any(|x| *x < 0 || x >= n) {
+                    return Err(Error::Malformed {
+                        party: j + 1,
+                        reason: "biprimality value outside [0, N)".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The candidates of `which` whose `per` values from every party
     /// (`all[j]`, flattened in the order of `which`) pass the check.
     fn passing(&self, which: &[usize], all: &[Vec<Integer>], per: usize) -> Vec<usize> {
@@ -338,9 +368,11 @@ where
         cands: &cands,
     };
     let all = exchange_broadcast!(outgoing, rounds, r4, i, bp.values(&passing, 0, 1), Biprime1);
+    bp.check_shape(&passing, &all, 1)?;
     let survivors = bp.passing(&passing, &all, 1);
     let extra = setup.params.correct_param_biprime.saturating_sub(1);
     let all = exchange_broadcast!(outgoing, rounds, r5, i, bp.values(&survivors, 1, extra), Biprime2);
+    bp.check_shape(&survivors, &all, extra as usize)?;
     let chosen = bp.passing(&survivors, &all, extra as usize).first().copied();
 
     // Rounds 6-8: the key for the first biprime (empty payloads if none).
