@@ -177,6 +177,28 @@ pub fn aux_fingerprint(aux: &AuxInfo) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The first pair of parties `(i, j)` (0-based, `i < j`) whose Paillier
+/// moduli share a factor (`gcd(N_i, N_j) != 1`), if any. Two parties with
+/// a common prime (the same seed file on two nodes, a reused prime) can
+/// each factor the other's modulus and recover its share of the key, so
+/// such aux info must be refused.
+pub fn shared_factor(aux: &AuxInfo) -> Option<(usize, usize)> {
+    let ns: Vec<&cggmp21::rug::Integer> = aux.parties.iter().map(|p| &p.N).collect();
+    shared_factor_of(&ns)
+}
+
+/// [`shared_factor`] over the moduli `ns` themselves.
+pub fn shared_factor_of(ns: &[&cggmp21::rug::Integer]) -> Option<(usize, usize)> {
+    for (i, a) in ns.iter().enumerate() {
+        for (j, b) in ns.iter().enumerate().skip(i + 1) {
+            if cggmp21::rug::Integer::from(a.gcd_ref(b)) != 1 {
+                return Some((i, j));
+            }
+        }
+    }
+    None
+}
+
 /// Joins a DKG output with the aux info of the same ordered party set.
 ///
 /// # Errors

@@ -293,3 +293,15 @@ async fn at_rest_encodings_are_pinned() {
     );
     let _: ecdsa::Presignature<Secp256k1> = serde_json::from_slice(&stored).unwrap();
 }
+
+#[test]
+fn aux_info_with_a_shared_factor_is_found() {
+    let aux = load_aux(3);
+    assert_eq!(ecdsa::shared_factor(&aux[0]), None);
+    let ns: Vec<&cggmp21::rug::Integer> = aux[0].parties.iter().map(|p| &p.N).collect();
+    assert_eq!(ecdsa::shared_factor_of(&[ns[0], ns[1], ns[0]]), Some((0, 2)));
+    // One prime in common is enough.
+    let p = cggmp21::rug::Integer::from(1_000_003u32);
+    let (a, b) = (p.clone() * 1_000_033u32, p * 1_000_037u32);
+    assert_eq!(ecdsa::shared_factor_of(&[ns[0], &a, &b]), Some((1, 2)));
+}

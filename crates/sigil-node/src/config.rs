@@ -126,8 +126,12 @@ pub struct NodeConfig {
     /// in the background (default 2, one aux run; 0 disables refilling).
     #[serde(default = "default_prime_pool_size")]
     pub prime_pool_size: usize,
-    /// A file of 1536-bit safe primes (decimal, one a line) imported into
-    /// an empty pool at start-up, e.g. from `openssl prime -generate -safe`.
+    /// Development and tests only: a file of 1536-bit safe primes
+    /// (decimal, one a line, e.g. from `openssl prime -generate -safe`)
+    /// imported into the pool at start-up. Each prime is imported once
+    /// ever (remembered by hash), and the file must be this node's own:
+    /// the same primes on two nodes would let each factor the other's
+    /// Paillier modulus (such aux info is refused).
     #[serde(default)]
     pub prime_seed_file: Option<PathBuf>,
     /// Where aux-info primes come from: `{ kind = "local" }` (default) or

@@ -336,17 +336,17 @@ impl Node {
         }))
     }
 
-    /// Seeds the prime pool from `prime_seed_file` (when empty) and starts
+    /// Imports `prime_seed_file` into the prime pool (each prime once ever)
+    /// and starts
     /// the background work: prime and presignature refills, catch-up.
     ///
     /// # Errors
     /// An unreadable seed file or a store failure while seeding.
     pub async fn start_background(self: &Arc<Self>) -> anyhow::Result<()> {
         if let Some(path) = &self.cfg.prime_seed_file {
-            if self.store.count_primes(ecdsa::PRIME_BITS).await? == 0 {
-                let n = ecdsa::seed_primes(self, path).await?;
-                tracing::info!(primes = n, file = %path.display(), "seeded the prime pool");
-            }
+            tracing::warn!(file = %path.display(), "prime_seed_file is for development and tests only");
+            let n = ecdsa::seed_primes(self, path).await?;
+            tracing::info!(primes = n, file = %path.display(), "seeded the prime pool");
         }
         tokio::spawn(ecdsa::refill_primes(self.clone()));
         tokio::spawn(ecdsa::refill_presignatures(self.clone()));

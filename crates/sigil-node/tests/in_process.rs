@@ -3,7 +3,7 @@
 //! when a signer is cut off, a clear 503 when fewer than `t` remain, and a
 //! peer's unauthorized proposal refused.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -225,4 +225,53 @@ async fn a_peer_proposal_without_a_client_request_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(e, SessionError::Invalid(_)), "{e:?}");
+}
+
+/// The same seed file on every node: every party would hold the same
+/// Paillier modulus (any one could recover the ECDSA key), so the aux info
+/// is refused and no key is made. A seed file read twice adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_primes_on_every_node_are_refused() {
+    let c = cluster(3).await;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sigil-cli/tests/fixtures/primes-1536.txt");
+    let two: Vec<String> = std::fs::read_to_string(fixture)
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(str::to_string)
+        .collect();
+    let seed = c._dir.path().join("shared-primes.txt");
+    // The second prime listed twice: imported once.
+    std::fs::write(&seed, format!("{}\n{}\n{}\n", two[0], two[1], two[1])).unwrap();
+    for node in &c.nodes {
+        assert_eq!(sigil_node::ecdsa::seed_primes(node, &seed).await.unwrap(), 2);
+        assert_eq!(
+            sigil_node::ecdsa::seed_primes(node, &seed).await.unwrap(),
+            0,
+            "never twice"
+        );
+    }
+    let body = r#"{"scheme":"ecdsa-secp256k1","threshold":2}"#;
+    let auth = c.auth("POST", "/v1/keys", body);
+    let req = KeygenRequest {
+        scheme: Scheme::EcdsaSecp256k1,
+        threshold: 2,
+        parties: None,
+        label: None,
+        bits: None,
+        prime_threshold: None,
+        policy: None,
+    };
+    let plan = c.nodes[0].plan_keygen(req, auth).unwrap();
+    let e = c.nodes[0]
+        .run_keygen(plan, &KeygenProgress::default())
+        .await
+        .unwrap_err();
+    match e {
+        NodeError::Session(SessionError::Protocol { culprits, reason }) => {
+            assert!(reason.contains("share a prime factor"), "{reason}");
+            assert_eq!(culprits.len(), 2, "{culprits:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

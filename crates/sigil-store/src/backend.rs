@@ -86,6 +86,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Adds sealed primes of `bits` bits, all in one transaction.
     async fn put_primes(&self, bits: u32, sealed: &[Vec<u8>]) -> Result<(), StoreError>;
 
+    /// Adds the sealed primes of `items` whose hash was never imported
+    /// before, remembering each hash, all in one transaction; returns how
+    /// many were added.
+    async fn put_seeded_primes(&self, bits: u32, items: &[([u8; 32], Vec<u8>)]) -> Result<usize, StoreError>;
+
     /// Deletes and returns the `count` oldest sealed primes of `bits` bits,
     /// oldest first, or none (and deletes nothing) if there are fewer.
     async fn take_primes(&self, bits: u32, count: usize) -> Result<Option<Vec<Vec<u8>>>, StoreError>;

@@ -70,6 +70,7 @@ checks!(
     aux_commit_needs_the_verified_bytes,
     primes_all_or_none_oldest_first,
     primes_in_one_batch,
+    seeded_primes_are_imported_once,
     presignatures_single_use,
     presignature_discard,
     audit_append_and_pages,
@@ -334,6 +335,24 @@ async fn primes_in_one_batch(store: &Store) -> Result<(), StoreError> {
         all.len() == 3 && all.first().map(|p| p.as_slice()) == Some(&b"q1"[..]),
         "batch order kept",
     )
+}
+
+async fn seeded_primes_are_imported_once(store: &Store) -> Result<(), StoreError> {
+    check(
+        store.import_primes(1536, &[b"s1", b"s2"]).await? == 2,
+        "two new primes imported",
+    )?;
+    check(
+        store.import_primes(1536, &[b"s2", b"s3"]).await? == 1,
+        "a prime imported before is skipped",
+    )?;
+    let taken = store.take_primes(1536, 3).await?.unwrap_or_default();
+    check(taken.len() == 3, "three primes in the pool")?;
+    check(
+        store.import_primes(1536, &[b"s1", b"s2", b"s3"]).await? == 0,
+        "a used prime is never imported again",
+    )?;
+    check(store.count_primes(1536).await? == 0, "nothing added")
 }
 
 async fn presignatures_single_use(store: &Store) -> Result<(), StoreError> {

@@ -188,3 +188,11 @@ pub struct AuditRow {
     /// The record, JSON.
     pub record: String,
 }
+
+/// Seconds since the Unix epoch (0 before it).
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

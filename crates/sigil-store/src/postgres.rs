@@ -327,6 +327,33 @@ impl Backend for PgBackend {
         Ok(())
     }
 
+    async fn put_seeded_primes(&self, bits: u32, items: &[([u8; 32], Vec<u8>)]) -> Result<usize, StoreError> {
+        let now = crate::now_unix();
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0;
+        for (hash, sealed) in items {
+            let new = sqlx::query(
+                "INSERT INTO seeded_primes (hash, imported_at) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(hash.as_slice())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if new {
+                sqlx::query("INSERT INTO primes (bits, sealed) VALUES ($1, $2)")
+                    .bind(i64::from(bits))
+                    .bind(sealed)
+                    .execute(&mut *tx)
+                    .await?;
+                added += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
     async fn take_primes(&self, bits: u32, count: usize) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         let limit = i64::try_from(count).map_err(|_| StoreError::Conflict("count too large".into()))?;
         let mut tx = self.pool.begin().await?;

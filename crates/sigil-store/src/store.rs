@@ -224,6 +224,26 @@ impl Store {
         self.backend.put_primes(bits, &sealed).await
     }
 
+    /// Imports primes of `bits` bits from a seed file: each is added to the
+    /// pool unless a prime with the same hash (SHA-256 of
+    /// `sigil/seeded-prime/v1` and its bytes) was ever imported into this
+    /// store, so a restart or the same file again adds nothing. Returns how
+    /// many were added.
+    pub async fn import_primes(&self, bits: u32, primes: &[&[u8]]) -> Result<usize, StoreError> {
+        use sha2::Digest as _;
+        let id = RecordId::prime(bits);
+        let items = primes
+            .iter()
+            .map(|p| {
+                let mut h = sha2::Sha256::new();
+                h.update(b"sigil/seeded-prime/v1");
+                h.update(p);
+                Ok((h.finalize().into(), self.sealer.seal(&id, p)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.backend.put_seeded_primes(bits, &items).await
+    }
+
     /// Takes `count` primes of `bits` bits out of the pool, oldest first,
     /// or none if the pool holds fewer: they are deleted in the same
     /// statement or transaction that reads them, so a prime is handed out

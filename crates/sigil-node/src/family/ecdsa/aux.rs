@@ -24,6 +24,9 @@ impl Node {
     async fn primes_for_aux(&self) -> Result<ecdsa::PregeneratedPrimes, SessionError> {
         if let Some(remote) = &self.remote_primes {
             let (p, q) = remote.take(Duration::from_millis(self.cfg.aux_timeout_ms)).await?;
+            if p == q {
+                return Err(internal("the prime service sent the same prime twice"));
+            }
             return ecdsa::PregeneratedPrimes::new(p, q).ok_or_else(|| internal("remote primes are too small"));
         }
         let (p, q) = match self
@@ -48,6 +51,9 @@ impl Node {
                 (a, b)
             }
         };
+        if p == q {
+            return Err(internal("the prime pool handed out the same prime twice"));
+        }
         ecdsa::PregeneratedPrimes::new(p, q).ok_or_else(|| internal("pooled primes are too small"))
     }
 
@@ -66,13 +72,20 @@ impl Node {
             )));
         }
         let primes = self.primes_for_aux().await?;
-        let (me, sid) = (spec.me, spec.eid);
+        let (me, sid, spec_parties) = (spec.me, spec.eid, spec.parties.clone());
         let aux = session::run::<ecdsa::AuxMsg, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
             let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
                 .map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
             ecdsa::aux_info(party, &sid, me, n, primes, &mut rng).await
         })
         .await?;
+        if let Some((a, b)) = ecdsa::shared_factor(&aux) {
+            let culprits: Vec<u16> = [a, b].iter().filter_map(|&k| spec_parties.get(k).copied()).collect();
+            return Err(SessionError::Protocol {
+                culprits,
+                reason: "two parties' Paillier moduli share a prime factor; aux info refused".into(),
+            });
+        }
         let fingerprint = ecdsa::aux_fingerprint(&aux);
         let bytes = Zeroizing::new(serde_json::to_vec(&aux).map_err(internal)?);
         self.store

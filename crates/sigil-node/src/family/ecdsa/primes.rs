@@ -129,24 +129,45 @@ impl RemotePrimes {
     }
 }
 
-/// Imports primes (decimal, one a line) from `path` into the pool. Lines
-/// that are not numbers of the pool's size are skipped with a warning.
+/// Imports the safe primes of the seed file `path` (one decimal prime per
+/// line; dev and tests only) into the pool. Lines that are not
+/// [`PRIME_BITS`]-bit safe primes are skipped, a prime listed twice is
+/// imported once, and a prime this store ever imported before (a restart,
+/// the same file again) is never imported again. Returns how many were
+/// added.
+///
+/// A seed file must never be shared between nodes: two parties with the
+/// same prime can factor each other's Paillier modulus. Aux info whose
+/// moduli share a factor is refused ([`ecdsa::shared_factor`]).
 ///
 /// # Errors
-/// An unreadable file or a storage failure.
+/// An unreadable file or a store failure.
 pub async fn seed_primes(node: &Node, path: &std::path::Path) -> anyhow::Result<usize> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut n = 0;
+    let mut seen = std::collections::HashSet::new();
+    let mut primes: Vec<String> = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         match line.parse::<cggmp21::rug::Integer>() {
             Ok(p) if p.significant_bits() == PRIME_BITS && sigil_crypto::primes::is_safe_prime(&p) => {
-                node.store.put_prime(PRIME_BITS, p.to_string().as_bytes()).await?;
-                n += 1;
+                let p = p.to_string();
+                if seen.insert(p.clone()) {
+                    primes.push(p);
+                } else {
+                    tracing::warn!(file = %path.display(), "skipping a prime listed twice");
+                }
             }
             _ => tracing::warn!(file = %path.display(), "skipping a line that is not a {PRIME_BITS}-bit safe prime"),
         }
     }
-    Ok(n)
+    let bytes: Vec<&[u8]> = primes.iter().map(String::as_bytes).collect();
+    let added = node.store.import_primes(PRIME_BITS, &bytes).await?;
+    if added < primes.len() {
+        tracing::info!(
+            skipped = primes.len() - added,
+            "seed primes imported before were not imported again"
+        );
+    }
+    Ok(added)
 }
 
 /// Keeps the prime pool at `prime_pool_size`, one prime at a time.
