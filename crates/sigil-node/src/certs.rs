@@ -11,9 +11,18 @@ pub fn node_dns_name(id: u16) -> String {
     format!("node-{id}")
 }
 
-/// The node id a certificate's DNS name `node-<id>` encodes.
+/// The node id a certificate's DNS name `node-<id>` encodes, read
+/// strictly: decimal digits only, no sign, no leading zero (`node-7`, not
+/// `node-07` or `node-+7`), so one id has one name.
 pub fn node_id_from_dns_name(name: &str) -> Option<u16> {
-    name.strip_prefix("node-")?.parse().ok()
+    let digits = name.strip_prefix("node-")?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Paths of one node's files inside a certificate directory.
@@ -160,6 +169,16 @@ pub fn node_id_of_cert(der: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_are_parsed_strictly() {
+        assert_eq!(node_id_from_dns_name("node-7"), Some(7));
+        assert_eq!(node_id_from_dns_name("node-0"), Some(0));
+        assert_eq!(node_id_from_dns_name("node-65535"), Some(65535));
+        for bad in ["node-07", "node-+7", "node--7", "node-", "node-7 ", "node-65536", "node-x", "Node-7", "node-0x7"] {
+            assert_eq!(node_id_from_dns_name(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn init_creates_certs_naming_nodes_and_is_idempotent() -> anyhow::Result<()> {

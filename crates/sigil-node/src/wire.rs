@@ -37,9 +37,11 @@ pub fn status_session_error(node: u16, s: &Status) -> SessionError {
         }
         return w.into();
     }
+    // Transport detail (addresses, OS errors) is logged, not relayed.
+    tracing::debug!(node, code = ?s.code(), message = s.message(), "peer call failed");
     SessionError::Unavailable {
         nodes: vec![node],
-        reason: format!("{:?}: {}", s.code(), s.message()),
+        reason: format!("no answer from node {node} ({})", code_name(s.code())),
     }
 }
 
@@ -95,5 +97,16 @@ impl From<WireError> for SessionError {
             },
             _ => SessionError::Internal(w.message),
         }
+    }
+}
+
+/// A short, stable name of a gRPC code for client-facing messages.
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::DeadlineExceeded => "deadline exceeded",
+        tonic::Code::Unavailable => "unreachable",
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => "refused the connection",
+        tonic::Code::NotFound => "not found",
+        _ => "failed",
     }
 }

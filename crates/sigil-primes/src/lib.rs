@@ -443,26 +443,36 @@ impl Pool {
     }
 }
 
-/// The deadline a caller set (`grpc-timeout`), or 30 s.
+/// The longest wait a caller's `grpc-timeout` can ask for.
+const MAX_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The deadline a caller set (`grpc-timeout`, clamped to
+/// [`MAX_DEADLINE`]), or 30 s when it set none or an unreadable one. A
+/// peer-chosen value never overflows (`Instant + Duration` would panic).
 fn deadline_of<T>(req: &Request<T>) -> Duration {
-    let parse = |v: &str| -> Option<Duration> {
-        let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-        let n: u64 = num.parse().ok()?;
-        Some(match unit {
-            "H" => Duration::from_secs(n * 3600),
-            "M" => Duration::from_secs(n * 60),
-            "S" => Duration::from_secs(n),
-            "m" => Duration::from_millis(n),
-            "u" => Duration::from_micros(n),
-            "n" => Duration::from_nanos(n),
-            _ => return None,
-        })
-    };
     req.metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse)
-        .unwrap_or(Duration::from_secs(30))
+        .and_then(parse_grpc_timeout)
+        .map_or(Duration::from_secs(30), |d| d.min(MAX_DEADLINE))
+}
+
+/// A `grpc-timeout` value (digits and a unit: `H M S m u n`), saturating.
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = num.parse().unwrap_or(u64::MAX);
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The gRPC handlers.
@@ -627,4 +637,21 @@ pub async fn run(
         .serve_with_shutdown(cfg.listen, shutdown)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_huge_grpc_timeout_is_clamped_not_a_panic() {
+        let mut req = tonic::Request::new(());
+        let v = tonic::metadata::MetadataValue::from_static("99999999H");
+        req.metadata_mut().insert("grpc-timeout", v);
+        let d = super::deadline_of(&req);
+        assert_eq!(d, super::MAX_DEADLINE);
+        let _ = std::time::Instant::now() + d;
+        assert!(super::parse_grpc_timeout("184467440737095516150n").is_some());
+        assert_eq!(super::parse_grpc_timeout("5m"), Some(std::time::Duration::from_millis(5)));
+        assert_eq!(super::parse_grpc_timeout("-5S"), None);
+        assert_eq!(super::parse_grpc_timeout("S"), None);
+    }
 }
