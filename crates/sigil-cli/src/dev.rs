@@ -158,6 +158,7 @@ pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
         }
         let node_certs = sigil_node::certs::node_cert_paths(&certs, i);
         let cfg = NodeConfig {
+            limits: Default::default(),
             store: store_config(args, i).await?,
             prime_source: Default::default(),
             node_id: i,

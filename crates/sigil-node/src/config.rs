@@ -143,6 +143,11 @@ pub struct NodeConfig {
     /// pool, so every signature runs the full protocol).
     #[serde(default = "default_presign_pool_size")]
     pub presign_pool_size: usize,
+    /// `[limits]`: sessions per kind running and queued, sessions per
+    /// peer, and the peer server's stream and message limits
+    /// ([`crate::limits::LimitsConfig`]).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
     /// Certificate files.
     pub tls: TlsConfig,
     /// Every node of the cluster, this one included.
@@ -151,8 +156,9 @@ pub struct NodeConfig {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 21] = [
+const CONFIG_FIELDS: [&str; 22] = [
     "store",
+    "limits",
     "cluster_id",
     "identity_key_file",
     "clients",

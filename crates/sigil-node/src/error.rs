@@ -46,6 +46,15 @@ pub enum SessionError {
         /// Why.
         refusal: crate::auth::Refusal,
     },
+    /// `node` has no room for the session now (its limit for the kind is
+    /// reached and its queue is full); retry later or elsewhere.
+    #[error("node {node} is busy: {reason}")]
+    Busy {
+        /// The busy node.
+        node: u16,
+        /// Which limit.
+        reason: String,
+    },
     /// This node's store is unreachable (the database is down); what
     /// needs no storage write still works.
     #[error("store unavailable: {0}")]
@@ -86,6 +95,7 @@ impl SessionError {
             SessionError::Invalid(_) => "bad_request",
             SessionError::Refused { refusal, .. } => refusal.reason(),
             SessionError::StoreUnavailable(_) => "store_unavailable",
+            SessionError::Busy { .. } => "busy",
             SessionError::Internal(_) => "internal",
         }
     }
@@ -96,7 +106,7 @@ impl SessionError {
             SessionError::Protocol { culprits, .. } => culprits.clone(),
             SessionError::Timeout { missing, .. } => missing.clone(),
             SessionError::Unavailable { nodes, .. } => nodes.clone(),
-            SessionError::Refused { node, .. } => vec![*node],
+            SessionError::Refused { node, .. } | SessionError::Busy { node, .. } => vec![*node],
             SessionError::Invalid(_) | SessionError::StoreUnavailable(_) | SessionError::Internal(_) => Vec::new(),
         }
     }
@@ -274,7 +284,9 @@ impl From<SessionError> for ApiError {
         let status = match &e {
             SessionError::Protocol { .. } => StatusCode::BAD_GATEWAY,
             SessionError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            SessionError::Unavailable { .. } | SessionError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Unavailable { .. } | SessionError::StoreUnavailable(_) | SessionError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             SessionError::Invalid(_) => StatusCode::BAD_REQUEST,
             SessionError::Refused { refusal, .. } => return ApiError::refused(refusal).with_nodes(nodes),
             SessionError::Internal(_) => return ApiError::internal(e),

@@ -23,6 +23,7 @@ pub mod error;
 pub mod family;
 pub mod front;
 pub mod in_process;
+pub mod limits;
 pub mod operations;
 pub mod peer;
 pub mod session;
@@ -95,6 +96,8 @@ pub struct Node {
     /// The prime pool service, when `prime_source` is remote.
     remote_primes: Option<ecdsa::RemotePrimes>,
     operations: operations::Operations,
+    /// Sessions admitted per kind and per peer.
+    admission: limits::Admission,
 }
 
 /// How [`Node`] coordinates one session.
@@ -241,12 +244,19 @@ pub async fn run(
     let http_listener = tokio::net::TcpListener::bind(cfg.listen_http)
         .await
         .map_err(|e| anyhow::anyhow!("http listener {}: {e}", cfg.listen_http))?;
+    let limits = &cfg.limits;
+    // A request may run as long as the longest session (aux info), plus
+    // the coordinator's margin.
+    let request_timeout = Duration::from_millis(cfg.session_timeout_ms.max(cfg.aux_timeout_ms) + 5_000);
     let grpc = Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity).client_ca_root(ca))?
         .tcp_nodelay(true)
+        .max_concurrent_streams(Some(limits.peer_max_concurrent_streams))
+        .concurrency_limit_per_connection(limits.peer_concurrency_per_connection)
+        .timeout(request_timeout)
         .add_service(
             sigil_proto::peer::peer_server::PeerServer::new(PeerService::new(node.clone()))
-                .max_decoding_message_size(16 * 1024 * 1024),
+                .max_decoding_message_size(limits.peer_max_message_bytes),
         )
         .serve_with_incoming_shutdown(tokio_stream_listener(peer_listener), wait(stop_rx.clone()));
     let app = api::router(node.clone()).into_make_service_with_connect_info::<front::ClientAddr>();
@@ -316,7 +326,6 @@ impl Node {
         let store: Arc<Store> = Arc::new(store);
         let audit = audit::AuditLog::open(store.clone(), cfg.node_id).await?;
         Ok(Arc::new(Node {
-            cfg,
             store,
             sessions: Sessions::default(),
             peers,
@@ -333,6 +342,8 @@ impl Node {
             pending_presigs: Mutex::new(HashMap::new()),
             remote_primes,
             operations: operations::Operations::default(),
+            admission: limits::Admission::new(&cfg.limits),
+            cfg,
         }))
     }
 
@@ -438,6 +449,11 @@ impl Node {
         let auth = p.authorization.clone();
         let (spec, kind) = self.check_proposal(p)?;
         let grant = self.authorize(&spec, &kind, auth.as_ref(), from_own_door).await?;
+        let peer = (!from_own_door).then_some(spec.coordinator);
+        let _ticket = self
+            .admission
+            .admit(self.cfg.node_id, spec.kind, peer, spec.deadline)
+            .await?;
         self.run_part(spec, kind, grant.unwrap_or_default()).await
     }
 
@@ -488,11 +504,17 @@ impl Node {
                 .map(family::of)
                 .map_err(|e| SessionError::Invalid(e.to_string()))
         };
-        let expects: session::ExpectFn = match &kind {
-            Kind::Dkg(d) => family_of(&d.scheme)?.keygen_schedule(),
-            Kind::Sign(s) => family_of(&s.scheme)?.sign_schedule(s),
-            Kind::Presign(_) => sigil_crypto::ecdsa::expects::sign,
-            Kind::Aux(_) => sigil_crypto::ecdsa::expects::aux_info,
+        let (expects, session_kind): (session::ExpectFn, limits::SessionKind) = match &kind {
+            Kind::Dkg(d) => {
+                let f = family_of(&d.scheme)?;
+                (f.keygen_schedule(), f.keygen_kind())
+            }
+            Kind::Sign(s) => {
+                let f = family_of(&s.scheme)?;
+                (f.sign_schedule(s), f.sign_kind())
+            }
+            Kind::Presign(_) => (sigil_crypto::ecdsa::expects::sign, limits::SessionKind::Presign),
+            Kind::Aux(_) => (sigil_crypto::ecdsa::expects::aux_info, limits::SessionKind::Aux),
         };
         let coordinator = u16::try_from(p.coordinator)
             .map_err(|_| SessionError::Invalid(format!("coordinator {} out of range", p.coordinator)))?;
@@ -505,6 +527,7 @@ impl Node {
             me,
             coordinator,
             expects,
+            kind: session_kind,
             deadline: Instant::now() + budget,
         };
         Ok((spec, kind))
@@ -833,7 +856,10 @@ impl Node {
                 }
                 Some((i, r)) = remote.recv(), if remote_left > 0 => {
                     remote_left -= 1;
-                    if let Err(e @ (SessionError::Unavailable { .. } | SessionError::Refused { .. })) = r {
+                    if let Err(
+                        e @ (SessionError::Unavailable { .. } | SessionError::Refused { .. } | SessionError::Busy { .. }),
+                    ) = r
+                    {
                         return Err(e);
                     }
                     (i, r)
@@ -1264,6 +1290,13 @@ impl Node {
             let chosen: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
             match self.coordinate(&chosen, kind.clone(), wait_all, auth).await {
                 Ok(o) => return Ok((o, chosen)),
+                Err(SessionError::Busy { node, reason }) if Instant::now() < deadline => {
+                    tracing::info!(node, %reason, "{role}: a party is busy, choosing another set");
+                    if !excluded.contains(&node) {
+                        excluded.push(node);
+                    }
+                    last_reason = reason;
+                }
                 Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
                     tracing::info!(?nodes, %reason, "{role}: a party is unavailable, choosing another set");
                     for n in nodes {

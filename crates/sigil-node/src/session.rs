@@ -256,6 +256,8 @@ pub struct SessionSpec {
     pub coordinator: u16,
     /// The protocol's message schedule.
     pub expects: ExpectFn,
+    /// The session's kind, for admission ([`crate::limits`]).
+    pub kind: crate::limits::SessionKind,
     /// When the session must end.
     pub deadline: Instant,
 }

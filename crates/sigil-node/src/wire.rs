@@ -14,6 +14,7 @@ pub fn session_status(e: &SessionError) -> Status {
         SessionError::Refused { .. } => tonic::Code::PermissionDenied,
         SessionError::Unavailable { .. } => tonic::Code::FailedPrecondition,
         SessionError::StoreUnavailable(_) => tonic::Code::Unavailable,
+        SessionError::Busy { .. } => tonic::Code::ResourceExhausted,
         SessionError::Timeout { .. } => tonic::Code::DeadlineExceeded,
         SessionError::Protocol { .. } => tonic::Code::Aborted,
         SessionError::Internal(_) => tonic::Code::Internal,
@@ -32,7 +33,7 @@ pub fn status_session_error(node: u16, s: &Status) -> SessionError {
             w.message = format!("node {node} reports nodes {:?}: {}", w.nodes, w.message);
         }
         w.nodes.retain(|&n| n == node);
-        if w.kind == "unavailable" || w.kind == "refused" {
+        if w.kind == "unavailable" || w.kind == "refused" || w.kind == "busy" {
             w.nodes = vec![node];
         }
         return w.into();
@@ -62,6 +63,7 @@ impl From<&SessionError> for WireError {
             // The peer's store is down: to its coordinator it is an
             // unavailable party (named by the receiving side).
             SessionError::StoreUnavailable(m) => ("unavailable", format!("store unavailable: {m}"), 0),
+            SessionError::Busy { reason, .. } => ("busy", reason.clone(), 0),
             SessionError::Invalid(m) => ("invalid", m.clone(), 0),
             SessionError::Refused { refusal, .. } => ("refused", refusal.reason().to_string(), 0),
             SessionError::Internal(_) => ("internal", "internal error".to_string(), 0),
@@ -91,6 +93,10 @@ impl From<WireError> for SessionError {
                 reason: w.message,
             },
             "invalid" => SessionError::Invalid(w.message),
+            "busy" => SessionError::Busy {
+                node: w.nodes.first().copied().unwrap_or_default(),
+                reason: w.message,
+            },
             "refused" => SessionError::Refused {
                 node: w.nodes.first().copied().unwrap_or_default(),
                 refusal: crate::auth::Refusal::from_reason(&w.message),

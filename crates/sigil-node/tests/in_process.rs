@@ -64,6 +64,11 @@ key = "{unused}"
 }
 
 async fn cluster(n: u16) -> Cluster {
+    cluster_with(n, |_| {}).await
+}
+
+/// `n` nodes, each config changed by `tune` first.
+async fn cluster_with(n: u16, tune: impl Fn(&mut NodeConfig)) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let keys: Vec<ed25519_dalek::SigningKey> = (0..n)
         .map(|_| ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng))
@@ -73,7 +78,8 @@ async fn cluster(n: u16) -> Cluster {
     let hub = InProcessHub::new();
     let mut nodes = Vec::new();
     for (i, key) in (0..n).zip(keys) {
-        let cfg = config(i, n, dir.path(), &ids, &client_pk);
+        let mut cfg = config(i, n, dir.path(), &ids, &client_pk);
+        tune(&mut cfg);
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
         let master = sigil_store::MasterKey::generate();
         let store = sigil_store::open_sqlite(&cfg.data_dir.join("node.db"), &master)
@@ -274,4 +280,56 @@ async fn the_same_seed_primes_on_every_node_are_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A peer that proposes sessions and never takes part holds at most
+/// `sessions_per_peer` of them open on a node: the next is refused at
+/// once (busy, gRPC `ResourceExhausted`), and clients still sign through
+/// that node with the other peers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_proposals_is_busy_while_clients_still_sign() {
+    let c = cluster_with(3, |cfg| cfg.limits.sessions_per_peer = 2).await;
+    let key = c.create_key(0, Scheme::FrostEd25519, 2).await;
+    let path = format!("/v1/keys/{}/sign", key.key_id);
+    let proposal = |k: u8| {
+        let message = format!("flood {k}").into_bytes();
+        let body = format!(r#"{{"message":"{}"}}"#, hex::encode(&message));
+        SessionProposal {
+            session_id: vec![k; 32],
+            coordinator: 1,
+            parties: vec![1, 0],
+            deadline_ms: 3000,
+            authorization: Some(c.auth("POST", &path, &body).proto),
+            kind: Some(Kind::Sign(SignProposal {
+                key_id: key.key_id.clone(),
+                message,
+                epoch: 0,
+                scheme: key.scheme.clone(),
+                derivation_path: vec![],
+                presignature_id: String::new(),
+            })),
+        }
+    };
+    let flooder = c.hub.transport(1);
+    let (p1, p2, p3) = (proposal(1), proposal(2), proposal(3));
+    let (f1, f2) = (flooder.clone(), flooder.clone());
+    let held = tokio::spawn(async move {
+        tokio::join!(
+            f1.run_session(0, p1, Duration::from_secs(10)),
+            f2.run_session(0, p2, Duration::from_secs(10))
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let e = flooder.run_session(0, p3, Duration::from_secs(10)).await.unwrap_err();
+    assert!(matches!(e, SessionError::Busy { node: 0, .. }), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "refused at once");
+    // Meanwhile a client signs through node 2, with node 0 as the other signer.
+    let signed = c.sign(2, &key.key_id, b"still served").await.unwrap();
+    assert_eq!(signed.signers, vec![2, 0]);
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"still served", &signed.signature)
+        .unwrap();
+    let (r1, r2) = held.await.unwrap();
+    assert!(r1.is_err() && r2.is_err(), "the flooder's sessions time out: {r1:?} {r2:?}");
 }

@@ -124,6 +124,7 @@ impl Cluster {
             std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();
             let c = sigil_node::certs::node_cert_paths(&certs, i);
             let cfg = NodeConfig {
+                limits: Default::default(),
                 store: stores[usize::from(i)].clone(),
                 prime_source: Default::default(),
                 node_id: i,

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 use sigil_proto::peer::session_proposal::Kind;
 
 use crate::error::{NodeError, SessionError};
+use crate::limits::SessionKind;
 use crate::operations::KeygenProgress;
 use crate::session::{ExpectFn, SessionSpec};
 use crate::{Node, Outcomes};
@@ -104,6 +105,19 @@ pub(crate) trait Family: Send + Sync {
     /// set (made in an aux session before the first key generation).
     fn uses_aux_info(&self) -> bool {
         false
+    }
+
+    /// The admission kind of this family's key generation sessions.
+    fn keygen_kind(&self) -> SessionKind {
+        SessionKind::Dkg
+    }
+
+    /// The admission kind of this family's sign or decrypt sessions.
+    fn sign_kind(&self) -> SessionKind {
+        match self.operation() {
+            Operation::Sign => SessionKind::Sign,
+            Operation::Decrypt => SessionKind::Decrypt,
+        }
     }
 
     /// The round schedule of this family's key generation.

@@ -179,6 +179,10 @@ impl Family for Paillier {
         Operation::Decrypt
     }
 
+    fn keygen_kind(&self) -> crate::limits::SessionKind {
+        crate::limits::SessionKind::PaillierAttempt
+    }
+
     fn keygen_schedule(&self) -> ExpectFn {
         protocol::expects
     }
