@@ -208,11 +208,17 @@ pub fn complete<E: Curve>(share: IncompleteKeyShare<E>, aux: AuxInfo) -> Result<
         .map_err(|e| Error::InvalidParameters(format!("key share and aux info: {e}")))
 }
 
-/// Parses a BIP-32 path of non-hardened steps, `m/0/1` (or `0/1`).
+/// The deepest derivation path accepted: BIP-32 encodes the depth in one
+/// byte.
+pub const MAX_DERIVATION_DEPTH: usize = 255;
+
+/// Parses a BIP-32 path of non-hardened steps, `m/0/1` (or `0/1`), of at
+/// most [`MAX_DERIVATION_DEPTH`] steps.
 ///
 /// # Errors
 /// [`Error::InvalidParameters`] for a hardened step (`'` or `h`, or an
-/// index >= 2^31) or anything that is not a path.
+/// index >= 2^31), a path deeper than 255 levels, or anything that is not
+/// a path.
 pub fn parse_derivation_path(path: &str) -> Result<Vec<u32>, Error> {
     let bad = |m: String| Error::InvalidParameters(m);
     let rest = path.trim();
@@ -222,6 +228,11 @@ pub fn parse_derivation_path(path: &str) -> Result<Vec<u32>, Error> {
         .unwrap_or(rest);
     if rest.is_empty() {
         return Ok(Vec::new());
+    }
+    if rest.split('/').count() > MAX_DERIVATION_DEPTH {
+        return Err(bad(format!(
+            "derivation paths have at most {MAX_DERIVATION_DEPTH} levels (BIP-32 depth is one byte)"
+        )));
     }
     rest.split('/')
         .map(|step| {
@@ -357,5 +368,8 @@ mod tests {
         assert!(parse_derivation_path("m/2147483648").is_err());
         assert!(parse_derivation_path("m/x").is_err());
         assert!(parse_derivation_path("m//1").is_err());
+        let deep = |n: usize| format!("m/{}", vec!["1"; n].join("/"));
+        assert_eq!(parse_derivation_path(&deep(255)).map(|p| p.len()).ok(), Some(255));
+        assert!(parse_derivation_path(&deep(256)).is_err());
     }
 }

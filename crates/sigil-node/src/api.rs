@@ -549,11 +549,14 @@ async fn create_key(
         },
         auth.clone(),
     )?;
+    // Held until the key generation ends, in whichever task runs it.
+    let slot = node.keygen_slot(&auth.client)?;
     if q.wait.unwrap_or(true) {
         // In its own task: a client that hangs up does not cut a key
         // generation between its sessions and their commit or abort.
         let task_node = node.clone();
         let key = tokio::spawn(async move {
+            let _slot = slot;
             let progress = crate::operations::KeygenProgress::default();
             keygen_audited(&task_node, &auth, plan, &progress).await
         })
@@ -564,6 +567,7 @@ async fn create_key(
     let op = node.operations().start(&plan.key_id, plan.scheme.as_str())?;
     let (task_node, task_op) = (node.clone(), op.clone());
     tokio::spawn(async move {
+        let _slot = slot;
         let r = keygen_audited(&task_node, &auth, plan, &task_op.progress).await;
         task_op.finish(r.map(|k| KeyView::from_record(&k)));
     });

@@ -16,9 +16,8 @@ pub fn node_dns_name(id: u16) -> String {
 /// `node-07` or `node-+7`), so one id has one name.
 pub fn node_id_from_dns_name(name: &str) -> Option<u16> {
     let digits = name.strip_prefix("node-")?;
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'));
+    let canonical =
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
     if !canonical {
         return None;
     }
@@ -175,7 +174,17 @@ mod tests {
         assert_eq!(node_id_from_dns_name("node-7"), Some(7));
         assert_eq!(node_id_from_dns_name("node-0"), Some(0));
         assert_eq!(node_id_from_dns_name("node-65535"), Some(65535));
-        for bad in ["node-07", "node-+7", "node--7", "node-", "node-7 ", "node-65536", "node-x", "Node-7", "node-0x7"] {
+        for bad in [
+            "node-07",
+            "node-+7",
+            "node--7",
+            "node-",
+            "node-7 ",
+            "node-65536",
+            "node-x",
+            "Node-7",
+            "node-0x7",
+        ] {
             assert_eq!(node_id_from_dns_name(bad), None, "{bad}");
         }
     }

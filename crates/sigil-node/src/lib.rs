@@ -98,6 +98,8 @@ pub struct Node {
     operations: operations::Operations,
     /// Sessions admitted per kind and per peer.
     admission: limits::Admission,
+    /// Key generations running per client (see [`Node::keygen_slot`]).
+    keygens: limits::Counts<String>,
 }
 
 /// How [`Node`] coordinates one session.
@@ -343,6 +345,7 @@ impl Node {
             remote_primes,
             operations: operations::Operations::default(),
             admission: limits::Admission::new(&cfg.limits),
+            keygens: limits::Counts::default(),
             cfg,
         }))
     }
@@ -1013,6 +1016,21 @@ impl Node {
             .get_key(&key_id)
             .await?
             .ok_or_else(|| NodeError::internal("created key missing from the local store"))
+    }
+
+    /// A place for one more key generation of `client`, held while it runs.
+    ///
+    /// # Errors
+    /// [`SessionError::Busy`] when the client already runs
+    /// `limits.keygens_per_client` here.
+    pub fn keygen_slot(&self, client: &str) -> Result<limits::Place<String>, NodeError> {
+        let max = self.cfg.limits.keygens_per_client;
+        limits::Place::claim(&self.keygens, &client.to_string(), max).map_err(|n| {
+            NodeError::Session(SessionError::Busy {
+                node: self.cfg.node_id,
+                reason: format!("client {client} runs {n} key generations here (at most {max})"),
+            })
+        })
     }
 
     /// The long operations this node coordinates.

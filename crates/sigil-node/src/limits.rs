@@ -92,6 +92,9 @@ pub struct LimitsConfig {
     /// Sessions one peer may hold open here at once, as their
     /// coordinator (default 128).
     pub sessions_per_peer: usize,
+    /// Key generations one client may have running at once through this
+    /// node (default 4).
+    pub keygens_per_client: usize,
     /// Peer server: concurrent HTTP/2 streams per connection (default 512).
     pub peer_max_concurrent_streams: u32,
     /// Peer server: requests served at once per connection (default 512).
@@ -113,6 +116,7 @@ impl Default for LimitsConfig {
             paillier_attempt: l(2, 4),
             decrypt: l(16, 256),
             sessions_per_peer: 128,
+            keygens_per_client: 4,
             peer_max_concurrent_streams: 512,
             peer_concurrency_per_connection: 512,
             peer_max_message_bytes: 2 * 1024 * 1024,
@@ -142,7 +146,48 @@ struct Gate {
 }
 
 /// Open sessions per proposing peer.
-type PeerCounts = Arc<Mutex<HashMap<u16, usize>>>;
+type PeerCounts = Counts<u16>;
+
+/// Something held per owner (a peer, a client), counted.
+pub type Counts<K> = Arc<Mutex<HashMap<K, usize>>>;
+
+/// One place in an owner's count, given back when dropped.
+pub struct Place<K: std::hash::Hash + Eq> {
+    key: K,
+    counts: Counts<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Place<K> {
+    /// Takes a place of `key` in `counts` if it holds fewer than `max`;
+    /// otherwise returns how many it holds.
+    ///
+    /// # Errors
+    /// The count `key` already holds, when it is `max` or more.
+    pub fn claim(counts: &Counts<K>, key: &K, max: usize) -> Result<Self, usize> {
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(Place {
+            key: key.clone(),
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Drop for Place<K> {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// The admission state of one node.
 pub struct Admission {
@@ -155,31 +200,13 @@ pub struct Admission {
 /// both given back when dropped.
 pub struct Ticket {
     _slot: OwnedSemaphorePermit,
-    _peer: Option<PeerPlace>,
+    _peer: Option<Place<u16>>,
     kind: SessionKind,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         metrics::gauge!("sigil_sessions_running", "kind" => self.kind.as_str()).decrement(1.0);
-    }
-}
-
-/// One place in a peer's count, given back when dropped.
-struct PeerPlace {
-    peer: u16,
-    counts: PeerCounts,
-}
-
-impl Drop for PeerPlace {
-    fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = c.get_mut(&self.peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.remove(&self.peer);
-            }
-        }
     }
 }
 
@@ -231,20 +258,12 @@ impl Admission {
             }
         };
         let gate = self.gates.get(&kind).ok_or_else(|| busy("no limit configured"))?;
+        // From here on, dropping the place gives it back.
         let place = match peer {
-            Some(p) => {
-                let mut c = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-                let n = c.entry(p).or_insert(0);
-                if *n >= self.max_per_peer {
-                    return Err(busy(&format!("node {p} holds {} sessions open here", *n)));
-                }
-                *n += 1;
-                // From here on, dropping the place gives it back.
-                Some(PeerPlace {
-                    peer: p,
-                    counts: self.per_peer.clone(),
-                })
-            }
+            Some(p) => Some(
+                Place::claim(&self.per_peer, &p, self.max_per_peer)
+                    .map_err(|n| busy(&format!("node {p} holds {n} sessions open here")))?,
+            ),
             None => None,
         };
         let slot = match gate.slots.clone().try_acquire_owned() {
@@ -320,9 +339,18 @@ mod tests {
             a.admit(0, SessionKind::Sign, Some(1), soon).await,
             Err(SessionError::Busy { .. })
         ));
-        assert!(a.admit(0, SessionKind::Sign, Some(2), soon).await.is_ok(), "another peer");
-        assert!(a.admit(0, SessionKind::Sign, None, soon).await.is_ok(), "this node's own");
+        assert!(
+            a.admit(0, SessionKind::Sign, Some(2), soon).await.is_ok(),
+            "another peer"
+        );
+        assert!(
+            a.admit(0, SessionKind::Sign, None, soon).await.is_ok(),
+            "this node's own"
+        );
         held.pop();
-        assert!(a.admit(0, SessionKind::Sign, Some(1), soon).await.is_ok(), "a place came back");
+        assert!(
+            a.admit(0, SessionKind::Sign, Some(1), soon).await.is_ok(),
+            "a place came back"
+        );
     }
 }

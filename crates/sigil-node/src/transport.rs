@@ -109,7 +109,8 @@ impl PeerClients {
                 .connect_timeout(Duration::from_millis(1000))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_while_idle(true);
-            let client = PeerClient::new(ep.connect_lazy()).max_decoding_message_size(cfg.limits.peer_max_message_bytes);
+            let client =
+                PeerClient::new(ep.connect_lazy()).max_decoding_message_size(cfg.limits.peer_max_message_bytes);
             clients.insert(n.id, client);
         }
         Ok(PeerClients {

@@ -331,5 +331,8 @@ async fn a_peer_flooding_proposals_is_busy_while_clients_still_sign() {
         .verify(&key.public_key, b"still served", &signed.signature)
         .unwrap();
     let (r1, r2) = held.await.unwrap();
-    assert!(r1.is_err() && r2.is_err(), "the flooder's sessions time out: {r1:?} {r2:?}");
+    assert!(
+        r1.is_err() && r2.is_err(),
+        "the flooder's sessions time out: {r1:?} {r2:?}"
+    );
 }

@@ -650,7 +650,10 @@ mod tests {
         assert_eq!(d, super::MAX_DEADLINE);
         let _ = std::time::Instant::now() + d;
         assert!(super::parse_grpc_timeout("184467440737095516150n").is_some());
-        assert_eq!(super::parse_grpc_timeout("5m"), Some(std::time::Duration::from_millis(5)));
+        assert_eq!(
+            super::parse_grpc_timeout("5m"),
+            Some(std::time::Duration::from_millis(5))
+        );
         assert_eq!(super::parse_grpc_timeout("-5S"), None);
         assert_eq!(super::parse_grpc_timeout("S"), None);
     }

@@ -46,6 +46,10 @@ pub const DEFAULT_BITS: u32 = 2048;
 /// Key sizes accepted, in bits of `N`.
 pub const BITS: std::ops::RangeInclusive<u32> = 512..=4096;
 
+/// Setups kept in memory (each is a few kilobytes of field primes; the
+/// key is chosen by the proposer, so the cache is bounded).
+const SETUP_CACHE_ENTRIES: usize = 8;
+
 /// Candidate pairs per attempt (session).
 const BATCH: usize = 256;
 
@@ -69,7 +73,12 @@ fn setup(parties: usize, t: usize, bits: u32, prime_threshold: u32) -> Result<Ar
     params.batch_size = BATCH;
     params.prime_threshold = prime_threshold;
     let s = Arc::new(params.setup().map_err(|e| SessionError::Invalid(e.to_string()))?);
-    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(k, s.clone());
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    // The parameters come from proposals: keep at most a few setups.
+    if c.len() >= SETUP_CACHE_ENTRIES {
+        c.clear();
+    }
+    c.insert(k, s.clone());
     Ok(s)
 }
 

@@ -118,7 +118,13 @@ impl Family for Ecdsa {
         }
     }
 
-    fn check_message(&self, _scheme: Scheme, message: &[u8], _path: &[u32]) -> Result<(), String> {
+    fn check_message(&self, _scheme: Scheme, message: &[u8], path: &[u32]) -> Result<(), String> {
+        if path.len() > ecdsa::MAX_DERIVATION_DEPTH {
+            return Err(format!(
+                "derivation paths have at most {} levels",
+                ecdsa::MAX_DERIVATION_DEPTH
+            ));
+        }
         sigil_crypto::scheme::ecdsa_digest(message)
             .map(|_| ())
             .map_err(|e| e.to_string())
