@@ -100,6 +100,8 @@ pub struct Node {
     admission: limits::Admission,
     /// Key generations running per client (see [`Node::keygen_slot`]).
     keygens: limits::Counts<String>,
+    /// The key pooled presignatures are sealed under in this process.
+    presig_seal: ecdsa::ephemeral::ProcessSeal,
 }
 
 /// How [`Node`] coordinates one session.
@@ -325,6 +327,11 @@ impl Node {
             "identity_key_file does not hold the identity key nodes[{}].identity_key names",
             cfg.node_id
         );
+        // Presignatures never outlive the process that made them.
+        let dropped = store.clear_presignatures(cfg.node_id).await?;
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped the pooled presignatures of an earlier process");
+        }
         let store: Arc<Store> = Arc::new(store);
         let audit = audit::AuditLog::open(store.clone(), cfg.node_id).await?;
         Ok(Arc::new(Node {
@@ -346,6 +353,7 @@ impl Node {
             operations: operations::Operations::default(),
             admission: limits::Admission::new(&cfg.limits),
             keygens: limits::Counts::default(),
+            presig_seal: ecdsa::ephemeral::ProcessSeal::generate(),
             cfg,
         }))
     }

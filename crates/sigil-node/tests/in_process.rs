@@ -336,3 +336,25 @@ async fn a_peer_flooding_proposals_is_busy_while_clients_still_sign() {
         "the flooder's sessions time out: {r1:?} {r2:?}"
     );
 }
+
+/// Presignatures never outlive the process that made them: rows in the
+/// store when a node starts (a restart, a restored backup) are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_presignatures_of_an_earlier_process_are_dropped_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let ids = vec![hex::encode(key.verifying_key().to_bytes())];
+    let (_, client_pk) = sigil_node::auth::generate_client_key(false).unwrap();
+    let cfg = config(0, 1, dir.path(), &ids, &client_pk);
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let master = sigil_store::MasterKey::from_bytes([7; 32]);
+    let path = cfg.data_dir.join("node.db");
+    let store = sigil_store::open_sqlite(&path, &master).await.unwrap();
+    store.put_presignature("k", "0,1", 0, "p1", b"restored").await.unwrap();
+    store.put_presignature("k", "0,1", 0, "p2", b"restored").await.unwrap();
+    assert_eq!(store.count_presignatures("k", "0,1").await.unwrap(), 2);
+    let node = Node::new(cfg, store, InProcessHub::new().transport(0), key)
+        .await
+        .unwrap();
+    assert_eq!(node.store().count_presignatures("k", "0,1").await.unwrap(), 0);
+}

@@ -121,6 +121,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes presignature `presig_id` of `party`; whether there was one.
     async fn discard_presignature(&self, party: u16, presig_id: &str) -> Result<bool, StoreError>;
 
+    /// Deletes every pooled presignature of `party`; returns how many.
+    async fn clear_presignatures(&self, party: u16) -> Result<usize, StoreError>;
+
     /// Number of presignatures of (`key_id`, `signer_set`).
     async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError>;
 

@@ -73,6 +73,7 @@ checks!(
     seeded_primes_are_imported_once,
     presignatures_single_use,
     presignature_discard,
+    presignatures_cleared_per_party,
     audit_append_and_pages,
 );
 
@@ -353,6 +354,15 @@ async fn seeded_primes_are_imported_once(store: &Store) -> Result<(), StoreError
         "a used prime is never imported again",
     )?;
     check(store.count_primes(1536).await? == 0, "nothing added")
+}
+
+async fn presignatures_cleared_per_party(store: &Store) -> Result<(), StoreError> {
+    store.put_presignature("a", "0,1", 1, "s1", b"pre-1").await?;
+    store.put_presignature("b", "0,1", 1, "s2", b"pre-2").await?;
+    store.put_presignature("a", "0,1", 0, "s1", b"pre-3").await?;
+    check(store.clear_presignatures(1).await? == 2, "both of party 1 deleted")?;
+    check(store.count_presignatures("a", "0,1").await? == 1, "party 0's kept")?;
+    check(store.clear_presignatures(1).await? == 0, "nothing left of party 1")
 }
 
 async fn presignatures_single_use(store: &Store) -> Result<(), StoreError> {

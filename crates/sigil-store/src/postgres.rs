@@ -436,6 +436,14 @@ impl Backend for PgBackend {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn clear_presignatures(&self, party: u16) -> Result<usize, StoreError> {
+        let r = sqlx::query("DELETE FROM presignatures WHERE party = $1")
+            .bind(i64::from(party))
+            .execute(&self.pool)
+            .await?;
+        Ok(usize::try_from(r.rows_affected()).unwrap_or(usize::MAX))
+    }
+
     async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM presignatures WHERE key_id = $1 AND signer_set = $2")
             .bind(key_id)

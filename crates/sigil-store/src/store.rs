@@ -314,6 +314,13 @@ impl Store {
         self.backend.discard_presignature(party, presig_id).await
     }
 
+    /// Deletes every pooled presignature of `party` (a node does at start:
+    /// presignatures never outlive the process that made them). Returns
+    /// how many were deleted.
+    pub async fn clear_presignatures(&self, party: u16) -> Result<usize, StoreError> {
+        self.backend.clear_presignatures(party).await
+    }
+
     /// Number of pooled presignatures of (`key_id`, `signer_set`).
     pub async fn count_presignatures(&self, key_id: &str, signer_set: &str) -> Result<usize, StoreError> {
         self.backend.count_presignatures(key_id, signer_set).await

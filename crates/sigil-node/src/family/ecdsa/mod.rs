@@ -24,6 +24,7 @@
 //! public package is [`EcdsaPublic`] JSON.
 
 pub mod aux;
+pub mod ephemeral;
 pub mod presign;
 pub mod primes;
 

@@ -141,8 +141,10 @@ impl Node {
         let presig_id = hex::encode(sid);
         match (entry, commit) {
             (Some(p), true) => {
+                let record = super::ephemeral::record(&p.key_id, &p.set, self.cfg.node_id, &presig_id);
+                let sealed = self.presig_seal.seal(&record, &p.presig);
                 self.store
-                    .put_presignature(&p.key_id, &p.set, self.cfg.node_id, &presig_id, &p.presig)
+                    .put_presignature(&p.key_id, &p.set, self.cfg.node_id, &presig_id, &sealed)
                     .await
                     .map_err(SessionError::from)?;
             }
@@ -180,6 +182,13 @@ impl Node {
             .await
             .map_err(SessionError::from)?
         else {
+            return Ok(None);
+        };
+        // Deleted already; unreadable means made by an earlier process.
+        let record = super::ephemeral::record(&key.key_id, &set, self.cfg.node_id, &id);
+        let Some(bytes) = self.presig_seal.open(&record, &bytes) else {
+            tracing::warn!(key_id = %key.key_id, %set, "dropped a pooled presignature this process did not make");
+            metrics::counter!("sigil_presignatures_unreadable_total").increment(1);
             return Ok(None);
         };
         let partial = with_curve!(loaded.scheme, E => {
