@@ -63,7 +63,7 @@ pub fn values(me: usize, n: &Integer, p_i: &Integer, q_i: &Integer, bases: &[Int
     };
     bases
         .iter()
-        .map(|g| g.clone().pow_mod(&e, n).unwrap_or_default())
+        .map(|g| crate::math::secure_pow_mod(g, &e, n).unwrap_or_default())
         .collect()
 }
 

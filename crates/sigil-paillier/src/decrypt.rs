@@ -121,7 +121,5 @@ impl PublicKey {
 /// [`Error::InvalidCiphertext`] if `c` is not invertible (negative shares).
 pub fn partial(pk: &PublicKey, c: &Integer, share: &Integer) -> Result<Integer, Error> {
     pk.check_ciphertext(c)?;
-    c.clone()
-        .pow_mod(share, &pk.n2)
-        .map_err(|_| Error::InvalidCiphertext("not invertible".into()))
+    crate::math::secure_pow_mod(c, share, &pk.n2).ok_or_else(|| Error::InvalidCiphertext("not invertible".into()))
 }

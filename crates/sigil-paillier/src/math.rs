@@ -218,3 +218,39 @@ mod tests {
         assert_eq!(sum, delta(5) * 7u32);
     }
 }
+
+/// `base^e mod m` in GMP's constant-time `mpz_powm_sec`, for secret
+/// exponents (decryption shares, factor shares); a negative `e` uses the
+/// inverse of `base`. `None` for an even or non-positive modulus (every
+/// Paillier modulus is odd) or a non-invertible base with a negative `e`.
+pub fn secure_pow_mod(base: &Integer, e: &Integer, m: &Integer) -> Option<Integer> {
+    if m.is_even() || *m <= 1 {
+        return None;
+    }
+    match e.cmp0() {
+        std::cmp::Ordering::Equal => Some(Integer::from(1)),
+        std::cmp::Ordering::Greater => Some(Integer::from(base.secure_pow_mod_ref(e, m))),
+        std::cmp::Ordering::Less => {
+            let inv = Integer::from(base.invert_ref(m)?);
+            let neg = Integer::from(-e);
+            Some(Integer::from(inv.secure_pow_mod_ref(&neg, m)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod secure_pow_tests {
+    use super::*;
+
+    #[test]
+    fn secure_pow_mod_matches_pow_mod() {
+        let m = Integer::from(1_000_003u64 * 1_000_033u64);
+        let b = Integer::from(123_456_789u64);
+        for e in [0i64, 1, 2, 65_537, 1 << 40, -1, -65_537] {
+            let e = Integer::from(e);
+            let want = b.clone().pow_mod(&e, &m).ok();
+            assert_eq!(secure_pow_mod(&b, &e, &m), want, "{e}");
+        }
+        assert_eq!(secure_pow_mod(&b, &Integer::from(3), &Integer::from(10)), None, "even modulus");
+    }
+}
