@@ -54,7 +54,13 @@ pub mod sieve;
 pub use params::Params;
 
 /// Overwrites an integer's limbs with zeros in place (bit by bit from the
-/// bottom). Copies GMP made during arithmetic are out of reach.
+/// bottom), for secrets held in `rug` integers (which do not zeroize on
+/// drop). Copies GMP made during arithmetic are out of reach.
+pub fn wipe(x: &mut rug::Integer) {
+    math_wipe(x);
+}
+
+/// [`wipe`], as the crate's modules call it.
 pub(crate) fn math_wipe(x: &mut rug::Integer) {
     for i in 0..x.significant_bits() {
         x.set_bit(i, false);

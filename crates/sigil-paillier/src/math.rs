@@ -251,6 +251,10 @@ mod secure_pow_tests {
             let want = b.clone().pow_mod(&e, &m).ok();
             assert_eq!(secure_pow_mod(&b, &e, &m), want, "{e}");
         }
-        assert_eq!(secure_pow_mod(&b, &Integer::from(3), &Integer::from(10)), None, "even modulus");
+        assert_eq!(
+            secure_pow_mod(&b, &Integer::from(3), &Integer::from(10)),
+            None,
+            "even modulus"
+        );
     }
 }

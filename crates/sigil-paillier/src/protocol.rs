@@ -35,7 +35,7 @@ use crate::params::Setup;
 use crate::{biprime, key, modulus, sieve, Error};
 
 /// Messages, one variant a round (the variant index is the round number).
-#[derive(Clone, Debug, Serialize, Deserialize, ProtocolMessage)]
+#[derive(Clone, Serialize, Deserialize, ProtocolMessage)]
 pub enum Msg {
     /// Round 0 (p2p): sieve shares.
     Sieve(Sieve),
@@ -58,40 +58,59 @@ pub enum Msg {
 }
 
 /// Round 0 (p2p): sieve shares.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Sieve(pub Vec<u16>);
 
 /// Round 1 (broadcast): sieve products.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct SieveProducts(pub Vec<u16>);
 
 /// Round 2 (p2p): shares of p_i, q_i.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ModShares(pub Vec<Integer>);
 
 /// Round 3 (broadcast): shares of N.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct NShares(pub Vec<Integer>);
 
 /// Round 4 (broadcast): first-base values.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Biprime1(pub Vec<Integer>);
 
 /// Round 5 (broadcast): other-base values.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Biprime2(pub Vec<Integer>);
 
 /// Round 6 (p2p): key shares.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Key1(pub Vec<Integer>);
 
 /// Round 7 (broadcast): r_i mod N.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Key1Public(pub Vec<Integer>);
 
 /// Round 8 (broadcast): share of z.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Key2(pub Vec<Integer>);
+
+/// Names the variant and its length only: p2p payloads carry shares of
+/// secret factors and key shares, which must never reach a log.
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, len) = match self {
+            Msg::Sieve(m) => ("Sieve", m.0.len()),
+            Msg::SieveProducts(m) => ("SieveProducts", m.0.len()),
+            Msg::ModShares(m) => ("ModShares", m.0.len()),
+            Msg::NShares(m) => ("NShares", m.0.len()),
+            Msg::Biprime1(m) => ("Biprime1", m.0.len()),
+            Msg::Biprime2(m) => ("Biprime2", m.0.len()),
+            Msg::Key1(m) => ("Key1", m.0.len()),
+            Msg::Key1Public(m) => ("Key1Public", m.0.len()),
+            Msg::Key2(m) => ("Key2", m.0.len()),
+        };
+        write!(f, "{name}([{len} values])")
+    }
+}
 
 /// Which message party `me` expects from `from` in `round` (0-based
 /// indices), for the node's transport.

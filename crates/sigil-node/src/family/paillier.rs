@@ -33,11 +33,17 @@ use crate::{internal, Node, Outcomes};
 /// The threshold Paillier family.
 pub(crate) struct Paillier;
 
-/// A party's decryption share, parsed once. (`rug` integers are not
-/// zeroized on drop; the share lives as long as the key is cached.)
+/// A party's decryption share, parsed once; wiped when dropped (`rug`
+/// integers do not zeroize themselves).
 pub(crate) struct Material {
     party: usize,
     exponent: Integer,
+}
+
+impl Drop for Material {
+    fn drop(&mut self) {
+        sigil_paillier::wipe(&mut self.exponent);
+    }
 }
 
 /// Bits of `N` when a request gives none.
@@ -57,6 +63,12 @@ const BATCH: usize = 256;
 struct StoredShare {
     party: usize,
     share: String,
+}
+
+impl Drop for StoredShare {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.share);
+    }
 }
 
 /// The public values for `(n, t, bits, prime_threshold)`, derived once
@@ -358,11 +370,15 @@ impl Family for Paillier {
         let super::Material::Paillier(share) = &*m else {
             return Err(wrong_material());
         };
-        let (party, exp) = (share.party, share.exponent.clone());
-        let p = tokio::task::spawn_blocking(move || partial(&pk, &c, &exp))
-            .await
-            .map_err(internal)?
-            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let (party, mut exp) = (share.party, share.exponent.clone());
+        let p = tokio::task::spawn_blocking(move || {
+            let p = partial(&pk, &c, &exp);
+            sigil_paillier::wipe(&mut exp);
+            p
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| SessionError::Invalid(e.to_string()))?;
         Ok(SessionOutcome {
             partial_signature: format!("{party}:{p}").into_bytes(),
             ..Default::default()
