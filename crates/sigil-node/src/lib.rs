@@ -26,6 +26,7 @@ pub mod in_process;
 pub mod limits;
 pub mod operations;
 pub mod peer;
+pub mod selection;
 pub mod session;
 pub mod transport;
 pub mod views;
@@ -71,6 +72,8 @@ pub struct Node {
     /// How this node reaches the others.
     peers: Arc<dyn Transport>,
     down: Mutex<HashMap<u16, Instant>>,
+    /// Failures and latency of the other nodes, for choosing signers.
+    health: selection::Health,
     /// Checks client tokens.
     verifier: auth::Verifier,
     /// This node's identity key (attests key records).
@@ -339,6 +342,7 @@ impl Node {
             sessions: Sessions::default(),
             peers,
             down: Mutex::new(HashMap::new()),
+            health: selection::Health::default(),
             verifier,
             identity,
             identities,
@@ -418,6 +422,7 @@ impl Node {
     }
 
     fn mark_down(&self, node: u16) {
+        self.health.failed(node);
         self.down
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1191,7 +1196,7 @@ impl Node {
     }
 
     /// Signs `message` with key `key_id`: picks `t` signers (this node
-    /// first when it holds a share, nodes that failed recently last), and
+    /// first when it holds a share, the others drawn by health), and
     /// if a signer turns out unreachable, tries another set until the
     /// deadline. ECDSA keys sign from a pooled presignature when one is
     /// ready.
@@ -1282,7 +1287,8 @@ impl Node {
     }
 
     /// Runs a session among `key.threshold` of the key's parties: this node
-    /// first, recently failed nodes last, the rest by id. When a chosen
+    /// first when it is one, the others drawn by health
+    /// ([`selection::Health::choose`]). When a chosen
     /// party is unreachable it is marked down and another set is tried,
     /// until the session deadline. Returns the outcomes and the parties
     /// used (in session order).
@@ -1302,8 +1308,7 @@ impl Node {
         let mut excluded: Vec<u16> = Vec::new();
         let mut last_reason = String::new();
         loop {
-            let mut candidates: Vec<u16> = key.parties.iter().copied().filter(|p| !excluded.contains(p)).collect();
-            candidates.sort_by_key(|&p| (p != self.cfg.node_id, self.recently_down(p), p));
+            let candidates: Vec<u16> = key.parties.iter().copied().filter(|p| !excluded.contains(p)).collect();
             if candidates.len() < usize::from(key.threshold) {
                 return Err(SessionError::Unavailable {
                     nodes: excluded,
@@ -1313,9 +1318,21 @@ impl Node {
                     ),
                 });
             }
-            let chosen: Vec<u16> = candidates.into_iter().take(usize::from(key.threshold)).collect();
+            let chosen = self
+                .health
+                .choose(self.cfg.node_id, &candidates, usize::from(key.threshold), |n| {
+                    self.recently_down(n)
+                });
+            let started = Instant::now();
             match self.coordinate(&chosen, kind.clone(), wait_all, auth).await {
-                Ok(o) => return Ok((o, chosen)),
+                Ok(o) => {
+                    let took = started.elapsed();
+                    chosen
+                        .iter()
+                        .filter(|&&n| n != self.cfg.node_id)
+                        .for_each(|&n| self.health.answered(n, took));
+                    return Ok((o, chosen));
+                }
                 Err(SessionError::Busy { node, reason }) if Instant::now() < deadline => {
                     tracing::info!(node, %reason, "{role}: a party is busy, choosing another set");
                     if !excluded.contains(&node) {

@@ -252,10 +252,14 @@ impl Node {
         if self.cfg.presign_pool_size == 0 || !loaded.parties.contains(self.cfg.node_id) {
             return Ok(None);
         }
-        for set in signer_sets(&loaded.record, None)
+        // Sets with this node, in a random order so pooled signing spreads
+        // over the other nodes too.
+        let mut sets: Vec<Vec<u16>> = signer_sets(&loaded.record, None)
             .into_iter()
             .filter(|s| s.contains(&self.cfg.node_id))
-        {
+            .collect();
+        rand::seq::SliceRandom::shuffle(sets.as_mut_slice(), &mut rand::thread_rng());
+        for set in sets {
             if set.iter().any(|&n| n != self.cfg.node_id && self.recently_down(n)) {
                 continue;
             }
