@@ -4,7 +4,8 @@
 //! Every session this node takes part in (one it coordinates and one it
 //! joins alike) is admitted per kind ([`SessionKind`]): at most `running`
 //! at once, at most `queued` waiting for a slot (until the session's
-//! deadline). A session past both is refused at once with
+//! deadline; a session a peer proposed waits at most [`PEER_QUEUE_WAIT`],
+//! so two nodes each waiting for the other's slot do not stall). A session past both is refused at once with
 //! [`SessionError::Busy`] (REST 503 `busy`, gRPC `ResourceExhausted`)
 //! instead of timing out later, and so is a proposal from a peer that
 //! already holds `sessions_per_peer` sessions open here. Limits are set in
@@ -145,6 +146,31 @@ struct Gate {
     max_waiting: usize,
 }
 
+/// How long a session a peer proposed waits for a slot at most.
+pub const PEER_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A place in a gate's queue, given back when dropped (also when the
+/// waiting session is cancelled).
+struct Waiting<'a>(&'a Gate);
+
+impl<'a> Waiting<'a> {
+    fn join(gate: &'a Gate) -> Option<Self> {
+        if gate.waiting.fetch_add(1, Ordering::AcqRel) >= gate.max_waiting {
+            gate.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        metrics::gauge!("sigil_sessions_queued", "kind" => gate.kind.as_str()).increment(1.0);
+        Some(Waiting(gate))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("sigil_sessions_queued", "kind" => self.0.kind.as_str()).decrement(1.0);
+    }
+}
+
 /// Open sessions per proposing peer.
 type PeerCounts = Counts<u16>;
 
@@ -269,17 +295,19 @@ impl Admission {
         let slot = match gate.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                if gate.waiting.fetch_add(1, Ordering::AcqRel) >= gate.max_waiting {
-                    gate.waiting.fetch_sub(1, Ordering::AcqRel);
+                let Some(_waiting) = Waiting::join(gate) else {
                     return Err(busy("the queue is full"));
-                }
-                metrics::gauge!("sigil_sessions_queued", "kind" => kind.as_str()).increment(1.0);
-                let r = tokio::time::timeout_at(deadline, gate.slots.clone().acquire_owned()).await;
-                gate.waiting.fetch_sub(1, Ordering::AcqRel);
-                metrics::gauge!("sigil_sessions_queued", "kind" => kind.as_str()).decrement(1.0);
-                match r {
+                };
+                // A peer's session waits briefly: its other parties hold
+                // their slots meanwhile, and two nodes each waiting for the
+                // other's slot must not stall until the deadline.
+                let until = match peer {
+                    Some(_) => deadline.min(Instant::now() + PEER_QUEUE_WAIT),
+                    None => deadline,
+                };
+                match tokio::time::timeout_at(until, gate.slots.clone().acquire_owned()).await {
                     Ok(Ok(slot)) => slot,
-                    _ => return Err(busy("no slot before the deadline")),
+                    _ => return Err(busy("no slot in time")),
                 }
             }
         };
@@ -324,6 +352,36 @@ mod tests {
         assert!(matches!(third, Err(SessionError::Busy { node: 0, .. })));
         // Other kinds are not affected.
         assert!(a.admit(0, SessionKind::Sign, Some(1), soon).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_gives_its_queue_place_back() {
+        let a = Admission::new(&cfg());
+        let soon = Instant::now() + Duration::from_secs(5);
+        let held = a.admit(0, SessionKind::Presign, None, soon).await;
+        assert!(held.is_ok());
+        for _ in 0..3 {
+            // Waits in the queue, then is dropped (cancelled).
+            let r = tokio::time::timeout(Duration::from_millis(20), a.admit(0, SessionKind::Presign, None, soon)).await;
+            assert!(r.is_err(), "still waiting when cancelled");
+        }
+        let gate = a
+            .gates
+            .get(&SessionKind::Presign)
+            .map(|g| g.waiting.load(Ordering::Acquire));
+        assert_eq!(gate, Some(0), "no queue place leaked");
+    }
+
+    #[tokio::test]
+    async fn a_peer_session_waits_briefly_for_a_slot() {
+        let a = Admission::new(&cfg());
+        let later = Instant::now() + Duration::from_secs(30);
+        let held = a.admit(0, SessionKind::Presign, None, later).await;
+        assert!(held.is_ok());
+        let started = Instant::now();
+        let r = a.admit(0, SessionKind::Presign, Some(1), later).await;
+        assert!(matches!(r, Err(SessionError::Busy { .. })));
+        assert!(started.elapsed() < PEER_QUEUE_WAIT + Duration::from_millis(300));
     }
 
     #[tokio::test]

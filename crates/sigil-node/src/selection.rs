@@ -10,7 +10,7 @@
 //! node that failed in the last few seconds is drawn only when no other
 //! will do. The draw is weighted sampling without replacement
 //! (Efraimidis and Spirakis, "Weighted random sampling with a reservoir",
-//! IPL 2006: the `k` largest `u^(1/w)`).
+//! IPL 2006: the `k` largest `u^(1/w)`, compared as `ln(u) / w`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,9 +21,6 @@ use tokio::time::Instant;
 
 /// Recent failures count half after this long.
 pub const FAILURE_HALF_LIFE: Duration = Duration::from_secs(30);
-
-/// Weight of a node that failed moments ago, relative to a healthy one.
-const RECENTLY_DOWN_WEIGHT: f64 = 1e-6;
 
 #[derive(Clone, Copy)]
 struct NodeHealth {
@@ -88,18 +85,25 @@ impl Health {
         if candidates.contains(&me) && t > 0 {
             chosen.push(me);
         }
-        let mut keyed: Vec<(f64, u16)> = candidates
+        // Keys ln(u) / w (the log of u^(1/w), which underflows for small
+        // w): the largest win; down nodes after all others.
+        let mut keyed: Vec<(bool, f64, u16)> = candidates
             .iter()
             .copied()
             .filter(|&n| n != me)
             .map(|n| {
-                let w = self.weight(n) * if down(n) { RECENTLY_DOWN_WEIGHT } else { 1.0 };
+                let w = self.weight(n).max(f64::MIN_POSITIVE);
                 let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-                (u.powf(1.0 / w.max(f64::MIN_POSITIVE)), n)
+                (down(n), u.ln() / w, n)
             })
             .collect();
-        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-        chosen.extend(keyed.into_iter().map(|(_, n)| n).take(t.saturating_sub(chosen.len())));
+        keyed.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        chosen.extend(
+            keyed
+                .into_iter()
+                .map(|(_, _, n)| n)
+                .take(t.saturating_sub(chosen.len())),
+        );
         chosen
     }
 }
@@ -148,5 +152,24 @@ mod tests {
             assert!(!c.contains(&3), "a down node only when no other will do: {c:?}");
         }
         assert_eq!(h.choose(9, &[3, 1], 2, |n| n == 3).len(), 2, "but when it must");
+        // A badly degraded node still loses to a healthy one, and two
+        // degraded ones are drawn at random, not by id.
+        for _ in 0..20 {
+            h.failed(5);
+            h.failed(6);
+        }
+        let (mut healthy_first, mut second) = (0, HashMap::new());
+        for _ in 0..400 {
+            let c = h.choose(9, &[5, 6, 7], 2, |_| false);
+            if c[0] == 7 {
+                healthy_first += 1;
+                *second.entry(c[1]).or_insert(0) += 1;
+            }
+        }
+        assert!(healthy_first > 360, "{healthy_first} of 400");
+        assert!(
+            second.get(&5).copied().unwrap_or(0) > 100 && second.get(&6).copied().unwrap_or(0) > 100,
+            "{second:?}"
+        );
     }
 }

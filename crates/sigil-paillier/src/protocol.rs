@@ -226,7 +226,7 @@ impl Biprimality<'_> {
 
     /// Checks every party's vector of a biprimality round before any is
     /// used: exactly `per` values for each candidate of `which`, each in
-    /// `[0, N)` of its candidate. A short vector must not pass as "no
+    /// `[1, N)` of its candidate. A short vector must not pass as "no
     /// values to check".
     ///
     /// # Errors
@@ -243,10 +243,11 @@ impl Biprimality<'_> {
             }
             for (k, &c) in which.iter().enumerate() {
                 let n = self.ns.get(c).ok_or_else(|| expected(j, "a candidate"))?;
-                if v.iter().skip(k * per).take(per).any(|x| *x < 0 || x >= n) {
+                // Honest values are units: the bases have Jacobi symbol 1.
+                if v.iter().skip(k * per).take(per).any(|x| *x <= 0 || x >= n) {
                     return Err(Error::Malformed {
                         party: j + 1,
-                        reason: "biprimality value outside [0, N)".into(),
+                        reason: "biprimality value outside [1, N)".into(),
                     });
                 }
             }
@@ -392,7 +393,12 @@ where
     let extra = setup.params.correct_param_biprime.saturating_sub(1);
     let all = exchange_broadcast!(outgoing, rounds, r5, i, bp.values(&survivors, 1, extra), Biprime2);
     bp.check_shape(&survivors, &all, extra as usize)?;
-    let chosen = bp.passing(&survivors, &all, extra as usize).first().copied();
+    let chosen = if extra == 0 {
+        // One base in all: the first survivor of round 4 is the key.
+        survivors.first().copied()
+    } else {
+        bp.passing(&survivors, &all, extra as usize).first().copied()
+    };
 
     // Rounds 6-8: the key for the first biprime (empty payloads if none).
     let found = chosen.and_then(|c| Some((ns.get(c)?.clone(), cands.get(c)?.clone())));

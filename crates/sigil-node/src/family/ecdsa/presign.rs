@@ -213,8 +213,8 @@ impl Node {
     /// signer set `parties`, taken out of the pool.
     ///
     /// # Errors
-    /// [`SessionError::Unavailable`] when that presignature is not pooled
-    /// here (used, discarded, or never made).
+    /// [`SessionError::Invalid`] when that presignature is not pooled here
+    /// (used, discarded, dropped at a restart, or never made).
     pub(crate) async fn pooled_partial_part(
         &self,
         loaded: &LoadedKey,
@@ -225,12 +225,14 @@ impl Node {
         let (_, partial) = self
             .partial_from_pool(loaded, parties, Some(&s.presignature_id), digest, &s.derivation_path)
             .await?
-            .ok_or_else(|| SessionError::Unavailable {
-                nodes: vec![self.cfg.node_id],
-                reason: format!(
+            // Not `Unavailable`: this node is healthy (it may have
+            // restarted and dropped its pool); the coordinator falls back to
+            // the full protocol without marking it down.
+            .ok_or_else(|| {
+                SessionError::Invalid(format!(
                     "presignature {} is not pooled on node {}",
                     s.presignature_id, self.cfg.node_id
-                ),
+                ))
             })?;
         Ok(SessionOutcome {
             partial_signature: partial,
