@@ -201,17 +201,7 @@ fn internal(e: impl std::fmt::Display) -> SessionError {
 /// # Errors
 /// Neither is set, the file cannot be read, or the key is malformed.
 pub fn load_master_key(cfg: &NodeConfig) -> anyhow::Result<MasterKey> {
-    if let Ok(hex) = std::env::var("SIGIL_MASTER_KEY") {
-        return MasterKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("SIGIL_MASTER_KEY: {e}"));
-    }
-    let path = cfg
-        .master_key_file
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("no master key: set SIGIL_MASTER_KEY or master_key_file"))?;
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))?,
-    );
-    MasterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
+    Ok(MasterKey::load(cfg.master_key_file.as_deref())?)
 }
 
 /// Starts a node and serves until `shutdown` resolves.

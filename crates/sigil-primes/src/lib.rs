@@ -576,16 +576,7 @@ pub async fn run(
     cfg: PrimeServiceConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let master = if let Ok(hex) = std::env::var("SIGIL_MASTER_KEY") {
-        sigil_store::MasterKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("SIGIL_MASTER_KEY: {e}"))?
-    } else {
-        let path = cfg
-            .master_key_file
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no master key: set SIGIL_MASTER_KEY or master_key_file"))?;
-        let text = Zeroizing::new(std::fs::read_to_string(path)?);
-        sigil_store::MasterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-    };
+    let master = sigil_store::MasterKey::load(cfg.master_key_file.as_deref())?;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let store = sigil_store::open(&cfg.store, &cfg.data_dir, "primes.db", &master).await?;
     drop(master);

@@ -29,7 +29,7 @@ pub mod testing;
 pub use backend::{Backend, SealedShare};
 pub use config::{open, open_sqlite, StoreConfig, StoreKind};
 pub use postgres::{ensure_database, redact_url, PgBackend};
-pub use seal::{MasterKey, RecordId, Sealer};
+pub use seal::{take_master_key_env, MasterKey, RecordId, Sealer, MASTER_KEY_ENV};
 pub use sqlite::{read_audit_log, SqliteBackend};
 pub use store::{PendingAux, Store};
 

@@ -27,7 +27,52 @@ use crate::StoreError;
 #[derive(Clone, Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct MasterKey([u8; 32]);
 
+/// The environment variable that may hold the master key (64 hex).
+pub const MASTER_KEY_ENV: &str = "SIGIL_MASTER_KEY";
+
+static MASTER_KEY_FROM_ENV: std::sync::OnceLock<Option<Zeroizing<String>>> = std::sync::OnceLock::new();
+
+/// Reads [`MASTER_KEY_ENV`] once and removes it from the process
+/// environment, so child processes and code that reads the environment
+/// later never see the key. Call it first thing in `main`, before any
+/// other thread exists (changing the environment is not thread-safe).
+/// Later calls, and [`MasterKey::load`], use the value taken.
+pub fn take_master_key_env() {
+    MASTER_KEY_FROM_ENV.get_or_init(|| {
+        let v = std::env::var(MASTER_KEY_ENV).ok().map(Zeroizing::new);
+        if v.is_some() {
+            std::env::remove_var(MASTER_KEY_ENV);
+        }
+        v
+    });
+}
+
 impl MasterKey {
+    /// The master key from [`MASTER_KEY_ENV`] (as [`take_master_key_env`]
+    /// took it, or still in the environment when it was not called), else
+    /// from the file `file`.
+    ///
+    /// # Errors
+    /// Neither is set, the file cannot be read, or the key is malformed.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, StoreError> {
+        let taken = MASTER_KEY_FROM_ENV
+            .get()
+            .and_then(|v| v.as_ref().map(|s| Zeroizing::new(s.to_string())));
+        if let Some(hex) = taken.or_else(|| std::env::var(MASTER_KEY_ENV).ok().map(Zeroizing::new)) {
+            return MasterKey::from_hex(&hex)
+                .map_err(|e| StoreError::InvalidMasterKey(format!("{MASTER_KEY_ENV}: {e}")));
+        }
+        let path = file.ok_or_else(|| {
+            StoreError::InvalidMasterKey(format!("no master key: set {MASTER_KEY_ENV} or master_key_file"))
+        })?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| StoreError::InvalidMasterKey(format!("master key file {}: {e}", path.display())))?,
+        );
+        MasterKey::from_hex(&text)
+            .map_err(|e| StoreError::InvalidMasterKey(format!("master key file {}: {e}", path.display())))
+    }
+
     /// Wraps 32 raw bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         MasterKey(bytes)
