@@ -138,7 +138,7 @@ impl RemotePrimes {
 ///
 /// A seed file must never be shared between nodes: two parties with the
 /// same prime can factor each other's Paillier modulus. Aux info whose
-/// moduli share a factor is refused ([`ecdsa::shared_factor`]).
+/// moduli share a factor is refused ([`sigil_crypto::ecdsa::shared_factor`]).
 ///
 /// # Errors
 /// An unreadable file or a store failure.
