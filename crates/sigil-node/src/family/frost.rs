@@ -111,10 +111,7 @@ impl Family for Frost {
                 out.public_key_package.serialize().map_err(internal)?,
             )
         }, other => return Err(not_frost(other)));
-        Ok(KeygenPart {
-            key: Some((share, package)),
-            outcome: SessionOutcome::default(),
-        })
+        Ok(KeygenPart::found(share, package))
     }
 
     async fn sign_part(

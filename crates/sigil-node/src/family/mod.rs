@@ -56,6 +56,16 @@ pub(crate) struct KeygenPart {
     pub outcome: SessionOutcome,
 }
 
+impl KeygenPart {
+    /// A finished key generation: the share and the public package.
+    pub fn found(share: Zeroizing<Vec<u8>>, package: Vec<u8>) -> Self {
+        KeygenPart {
+            key: Some((share, package)),
+            outcome: SessionOutcome::default(),
+        }
+    }
+}
+
 /// What the API adds to a signature of a family (ECDSA: recovery id, DER,
 /// Ethereum `v`); empty for the others.
 #[derive(Debug, Clone, Default)]
@@ -162,6 +172,9 @@ pub(crate) trait Family: Send + Sync {
         _progress: &KeygenProgress,
         auth: &ClientAuthorization,
     ) -> Result<Outcomes, NodeError> {
+        if self.uses_aux_info() {
+            node.ensure_aux(parties, auth).await?;
+        }
         node.coordinate(parties, kind, true, Some(auth))
             .await
             .map_err(NodeError::from)

@@ -39,12 +39,10 @@ pub use presign::*;
 pub use primes::*;
 
 use super::{no_messages, wrong_material, Family, KeygenPart, LoadedKey, Operation, SignatureExtras, ViewExtras};
-use sigil_proto::peer::session_proposal::Kind;
 
-use crate::error::{NodeError, SessionError};
-use crate::operations::KeygenProgress;
+use crate::error::SessionError;
 use crate::session::{self, ExpectFn, SessionSpec};
-use crate::{internal, Node, Outcomes};
+use crate::{internal, Node};
 
 /// The ECDSA family.
 pub(crate) struct Ecdsa;
@@ -131,18 +129,6 @@ impl Family for Ecdsa {
             .map_err(|e| e.to_string())
     }
 
-    async fn coordinate_keygen(
-        &self,
-        node: &Node,
-        parties: &[u16],
-        kind: Kind,
-        _progress: &KeygenProgress,
-        auth: &ClientAuthorization,
-    ) -> Result<Outcomes, NodeError> {
-        node.ensure_aux(parties, auth).await?;
-        Ok(node.coordinate(parties, kind, true, Some(auth)).await?)
-    }
-
     async fn keygen_part(
         &self,
         node: &Node,
@@ -154,7 +140,7 @@ impl Family for Ecdsa {
         let n = u16::try_from(spec.parties.len()).map_err(|_| SessionError::Invalid("too many parties".into()))?;
         let aux = node.load_aux(&spec.parties).await?;
         let (me, sid) = (spec.me, spec.eid);
-        let key = with_curve!(scheme, E => {
+        let (share, package) = with_curve!(scheme, E => {
             let share = session::run::<ecdsa::KeygenMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
                 let mut rng = rand::rngs::OsRng;
                 ecdsa::keygen::<E, _, _>(party, &sid, me, n, t, &mut rng).await
@@ -169,10 +155,7 @@ impl Family for Ecdsa {
             ecdsa::complete(share, aux).map_err(internal)?;
             (bytes, serde_json::to_vec(&public).map_err(internal)?)
         }, other => return Err(not_ecdsa(other)));
-        Ok(KeygenPart {
-            key: Some(key),
-            outcome: SessionOutcome::default(),
-        })
+        Ok(KeygenPart::found(share, package))
     }
 
     /// Full CGGMP21 signing of a 32-byte digest, or (with a presignature
