@@ -73,6 +73,8 @@ async fn cluster_on_postgres_every_scheme_restart_and_database_outage() {
     }
     decrypt_42(&c, &pai, 1);
 
+    // Node 0 loads keys[0] (signing through a node always uses its share).
+    c.sign_ok(0, &keys[0], b"warm").await;
     // The database goes away under the running nodes.
     pg.stop_server().unwrap();
     let (s, v) = c.api(0, "GET", "/v1/keys", json!(null)).await;
@@ -82,7 +84,11 @@ async fn cluster_on_postgres_every_scheme_restart_and_database_outage() {
         "{v}"
     );
     // A FROST signature with a key already in memory needs no storage write.
-    c.sign_ok(0, &keys[0], b"database down").await;
+    // Node 2 has not loaded this key and now cannot: it answers "store
+    // unavailable" (not a refusal) and the coordinator signs with node 1.
+    for _ in 0..4 {
+        c.sign_ok(0, &keys[0], b"database down").await;
+    }
     pg.start_server().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

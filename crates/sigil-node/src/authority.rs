@@ -25,6 +25,7 @@ use sigil_store::KeyPolicy;
 use crate::api::{CreateKeyRequest, DecryptRequest, SignRequest};
 use crate::auth::{Refusal, Role};
 use crate::error::SessionError;
+use crate::family::LoadedKey;
 use crate::session::SessionSpec;
 use crate::Node;
 
@@ -130,7 +131,14 @@ impl Node {
         let r = match kind {
             Kind::Dkg(d) => self.check_dkg(spec, d, a, &who.client).map(|p| grant.policy = p),
             Kind::Aux(_) => self.check_aux(spec, a),
-            Kind::Sign(s) => self.check_use(s, a, &who.client).await,
+            Kind::Sign(s) => {
+                // A store that cannot answer is not a refusal: the
+                // coordinator then tries a signer set without this node.
+                match self.cached_key(&s.key_id).await? {
+                    Some(key) => Self::check_use(&key, s, a, &who.client),
+                    None => Err(Refusal::Forbidden(format!("no active key {} here", s.key_id))),
+                }
+            }
             Kind::Presign(_) => Ok(()),
         };
         r.map_err(|r| self.refused(r))?;
@@ -198,11 +206,7 @@ impl Node {
 
     /// Sign or decrypt: the body signed by the client asks for exactly this
     /// operation, and this node's record of the key lets the client do it.
-    async fn check_use(&self, s: &SignProposal, a: &ClientAuthorization, client: &str) -> Result<(), Refusal> {
-        let key = match self.cached_key(&s.key_id).await {
-            Ok(Some(k)) => k,
-            _ => return Err(Refusal::Forbidden(format!("no active key {} here", s.key_id))),
-        };
+    fn check_use(key: &LoadedKey, s: &SignProposal, a: &ClientAuthorization, client: &str) -> Result<(), Refusal> {
         let decrypt = key.operation() == crate::family::Operation::Decrypt;
         let op = key.operation().route();
         if a.method != "POST" || a.path != format!("/v1/keys/{}/{op}", s.key_id) {
