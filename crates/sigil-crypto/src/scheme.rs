@@ -51,6 +51,19 @@ pub struct PaillierPublic {
     pub parties: usize,
     /// Corruption threshold `t` (decryption needs `t + 1`).
     pub corruption_threshold: usize,
+    /// Verification keys `v_j = v^{s_j} mod N^2`, decimal, one per party
+    /// in key order (`sigil_paillier::verify`; the base `v` is derived
+    /// from `N`). Empty for keys made before verifiable decryption.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verification_keys: Vec<String>,
+    /// Bound, in bits, of every share `|s_j|` (sizes the proofs); 0 with
+    /// no verification keys.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub share_bits: u32,
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
 }
 
 /// The public material of an ECDSA key, as stored and compared after

@@ -23,12 +23,16 @@ use crate::transport::{DeliverError, Transport};
 use crate::wire::status_session_error;
 use crate::Node;
 
+/// Rewrites a session outcome (a malicious node's answer).
+pub type Tamper = Arc<dyn Fn(&mut SessionOutcome) + Send + Sync>;
+
 /// The nodes of one process, by id. Nodes hold it through their
 /// transports; it holds them weakly, so dropping a node stops it.
 #[derive(Default)]
 pub struct InProcessHub {
     nodes: Mutex<HashMap<u16, Weak<Node>>>,
     cut_off: Mutex<HashSet<u16>>,
+    tamper: Mutex<HashMap<u16, Tamper>>,
 }
 
 impl InProcessHub {
@@ -59,6 +63,17 @@ impl InProcessHub {
         } else {
             c.remove(&id);
         }
+    }
+
+    /// Makes node `id` malicious: `f` rewrites every session outcome it
+    /// answers with (`None`: honest again). For tests of what a
+    /// coordinator checks in its peers' answers.
+    pub fn tamper_outcomes(&self, id: u16, f: Option<Tamper>) {
+        let mut t = self.tamper.lock().unwrap_or_else(|p| p.into_inner());
+        match f {
+            Some(f) => t.insert(id, f),
+            None => t.remove(&id),
+        };
     }
 
     fn node(&self, from: u16, to: u16) -> Result<Arc<Node>, Status> {
@@ -106,9 +121,21 @@ impl Transport for InProcess {
         p: SessionProposal,
         timeout: Duration,
     ) -> Result<SessionOutcome, SessionError> {
-        self.call(to, timeout, |h| h.run_session(p))
+        let mut o = self
+            .call(to, timeout, |h| h.run_session(p))
             .await
-            .map_err(|s| status_session_error(to, &s))
+            .map_err(|s| status_session_error(to, &s))?;
+        let tamper = self
+            .hub
+            .tamper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .cloned();
+        if let Some(f) = tamper {
+            f(&mut o);
+        }
+        Ok(o)
     }
 
     async fn deliver(&self, to: u16, env: Envelope, timeout: Duration) -> Result<(), DeliverError> {

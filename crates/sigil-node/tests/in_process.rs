@@ -114,14 +114,21 @@ impl Cluster {
     }
 
     async fn create_key(&self, door: usize, scheme: Scheme, t: u16) -> sigil_store::KeyRecord {
-        let body = format!(r#"{{"scheme":"{}","threshold":{t}}}"#, scheme.as_str());
+        self.create_key_bits(door, scheme, t, None).await
+    }
+
+    async fn create_key_bits(&self, door: usize, scheme: Scheme, t: u16, bits: Option<u32>) -> sigil_store::KeyRecord {
+        let body = match bits {
+            Some(b) => format!(r#"{{"scheme":"{}","threshold":{t},"bits":{b}}}"#, scheme.as_str()),
+            None => format!(r#"{{"scheme":"{}","threshold":{t}}}"#, scheme.as_str()),
+        };
         let auth = self.auth("POST", "/v1/keys", &body);
         let req = KeygenRequest {
             scheme,
             threshold: t,
             parties: None,
             label: None,
-            bits: None,
+            bits,
             prime_threshold: None,
             policy: None,
         };
@@ -379,4 +386,62 @@ async fn signers_spread_over_the_parties() {
         seen.insert(signed.signers[1]);
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+}
+
+/// Verified threshold Paillier decryption: a party whose partial
+/// decryption shifts the plaintext, or that answers with another party's
+/// number, is named (a 502 naming the node), never a wrong plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_paillier_party_is_named() {
+    use sigil_paillier::rug::Integer;
+    let c = cluster(3).await;
+    let key = c.create_key_bits(0, Scheme::Paillier, 2, Some(512)).await;
+    let pk = sigil_node::paillier::public_key(&key.public_package).unwrap();
+    assert!(pk.verification.is_some(), "the key has verification keys");
+    let ct = pk
+        .encrypt(&Integer::from(42), &mut rand::rngs::OsRng)
+        .unwrap()
+        .to_string();
+    let decrypt = |door: usize| {
+        let path = format!("/v1/keys/{}/decrypt", key.key_id);
+        let body = format!(r#"{{"ciphertext":"{ct}"}}"#);
+        let auth = c.auth("POST", &path, &body);
+        let (node, id, ct) = (c.nodes[door].clone(), key.key_id.clone(), ct.clone());
+        async move { node.decrypt(&id, &ct, &auth).await }
+    };
+    let (m, _) = decrypt(0).await.unwrap();
+    assert_eq!(m, "42");
+    let n = pk.n.clone();
+    let lies: [(&str, sigil_node::in_process::Tamper); 2] = [
+        (
+            "a shifted plaintext",
+            Arc::new(move |o: &mut sigil_proto::peer::SessionOutcome| {
+                let mut w: serde_json::Value = serde_json::from_slice(&o.partial_signature).unwrap();
+                let v: Integer = w["value"].as_str().unwrap().parse().unwrap();
+                let n2 = Integer::from(n.square_ref());
+                w["value"] = (v * Integer::from(&n + 1u32) % n2).to_string().into();
+                o.partial_signature = serde_json::to_vec(&w).unwrap();
+            }),
+        ),
+        (
+            "another party's number",
+            Arc::new(|o: &mut sigil_proto::peer::SessionOutcome| {
+                let mut w: serde_json::Value = serde_json::from_slice(&o.partial_signature).unwrap();
+                w["party"] = 1.into();
+                o.partial_signature = serde_json::to_vec(&w).unwrap();
+            }),
+        ),
+    ];
+    for (what, lie) in lies {
+        c.hub.tamper_outcomes(1, Some(lie.clone()));
+        c.hub.tamper_outcomes(2, Some(lie));
+        let e = decrypt(0).await.unwrap_err();
+        let (status, body) = ApiError::from(e).detail();
+        assert_eq!(status, 502, "{what}: {body:?}");
+        assert_eq!(body.nodes.len(), 1, "{what}: names the liar: {body:?}");
+        assert_ne!(body.nodes[0], 0, "{what}");
+    }
+    c.hub.tamper_outcomes(1, None);
+    c.hub.tamper_outcomes(2, None);
+    assert_eq!(decrypt(0).await.unwrap().0, "42");
 }

@@ -1,14 +1,16 @@
 //! Standard Paillier with `g = N + 1` (any Paillier library encrypts to
-//! it) and threshold decryption (Veugen et al. section 3.3): party `j`
-//! publishes `c_j = c^{s_j} mod N^2`; any `t + 1` of them combine as
-//! `w = prod c_j^{Delta lambda_j} = c^{Delta s}`, so
-//! `L(w) = m Delta theta (mod N)` with `L(x) = (x - 1) / N`, and
-//! `m = L(w) (Delta theta)^-1 mod N`.
+//! it) and threshold decryption (Veugen et al. section 3.3, with Shoup's
+//! exponent `2 Delta s_j`, Damgard-Jurik section 5): party `j` publishes
+//! `c_j = c^{2 Delta s_j} mod N^2` and a proof ([`crate::verify`]); any
+//! `t + 1` of them combine as `w = prod c_j^{2 Delta lambda_j} =
+//! c^{4 Delta^2 s}`, so `L(w) = 4 Delta^2 m theta (mod N)` with
+//! `L(x) = (x - 1) / N`, and `m = L(w) (4 Delta^2 theta)^-1 mod N`.
 
 use rand_core::{CryptoRng, RngCore};
 use rug::Integer;
 
 use crate::math::{delta, lagrange_delta, random_below};
+use crate::verify::{Proof, Verification};
 use crate::Error;
 
 /// The public key and the public decryption values.
@@ -24,6 +26,21 @@ pub struct PublicKey {
     pub parties: usize,
     /// Corruption threshold `t`; `t + 1` partial decryptions are needed.
     pub threshold: usize,
+    /// Verification keys (`None` for keys made before verifiable
+    /// decryption: their partials are combined unchecked).
+    pub verification: Option<Verification>,
+}
+
+/// A party's partial decryption as sent to the combiner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// 1-based party number.
+    pub party: usize,
+    /// `c^{2 Delta s_party} mod N^2`.
+    pub value: Integer,
+    /// The proof ([`crate::verify`]); required when the key has
+    /// verification keys.
+    pub proof: Option<Proof>,
 }
 
 impl PublicKey {
@@ -36,7 +53,14 @@ impl PublicKey {
             theta,
             parties,
             threshold,
+            verification: None,
         }
+    }
+
+    /// The key with its verification values.
+    pub fn with_verification(mut self, verification: Verification) -> Self {
+        self.verification = Some(verification);
+        self
     }
 
     /// `(1 + N)^m r^N mod N^2` with `r` uniform in `Z_N^*`.
@@ -77,12 +101,13 @@ impl PublicKey {
         Ok(())
     }
 
-    /// Combines `(party, c^{s_party})` from `t + 1` distinct parties into
-    /// the plaintext.
+    /// Combines `(party, c^{2 Delta s_party})` from `t + 1` distinct
+    /// parties into the plaintext (unchecked; see [`Self::combine_verified`]).
     ///
     /// # Errors
     /// [`Error::InvalidParameters`] for too few or repeated parties or a
-    /// party number out of range.
+    /// party number out of range; [`Error::BadPartials`] (naming no one)
+    /// when the combination is not `1 (mod N)`, i.e. some partial is wrong.
     pub fn combine(&self, partials: &[(usize, Integer)]) -> Result<Integer, Error> {
         let mut xs: Vec<usize> = partials.iter().map(|(j, _)| *j).collect();
         xs.sort_unstable();
@@ -99,27 +124,97 @@ impl PublicKey {
         let xs: Vec<usize> = xs.into_iter().take(self.threshold + 1).collect();
         let mut w = Integer::from(1);
         for (j, cj) in partials.iter().filter(|(j, _)| xs.contains(j)) {
-            let e = lagrange_delta(&xs, *j, self.parties);
+            let e = lagrange_delta(&xs, *j, self.parties) * 2u32;
             let f = cj
                 .clone()
                 .pow_mod(&e, &self.n2)
                 .map_err(|_| Error::InvalidCiphertext("partial decryption not invertible".into()))?;
             w = w * f % &self.n2;
         }
+        if Integer::from(&w % &self.n) != 1 {
+            return Err(Error::BadPartials {
+                parties: vec![],
+                reason: "the partial decryptions do not combine to 1 mod N".into(),
+            });
+        }
         let l = (w - 1u32) / &self.n;
-        let k = (delta(self.parties) * &self.theta)
+        let d = delta(self.parties);
+        let k = (Integer::from(d.square_ref()) * 4u32 * &self.theta)
             .invert(&self.n)
-            .map_err(|_| Error::InvalidParameters("Delta * theta not invertible".into()))?;
+            .map_err(|_| Error::InvalidParameters("4 Delta^2 theta not invertible".into()))?;
         Ok(l * k % &self.n)
+    }
+
+    /// Checks every partial's proof except `trusted`'s (the combiner's
+    /// own), then combines.
+    ///
+    /// # Errors
+    /// [`Error::BadPartials`] naming every party whose proof is missing
+    /// or wrong (a key without verification keys: nothing is checked);
+    /// then the errors of [`Self::combine`].
+    pub fn combine_verified(
+        &self,
+        c: &Integer,
+        partials: &[Partial],
+        trusted: Option<usize>,
+    ) -> Result<Integer, Error> {
+        if let Some(ver) = &self.verification {
+            let d = delta(self.parties);
+            let bad: Vec<usize> = partials
+                .iter()
+                .filter(|p| Some(p.party) != trusted)
+                .filter(|p| {
+                    !p.proof
+                        .as_ref()
+                        .is_some_and(|proof| crate::verify::verify(&self.n, &d, ver, p.party, c, &p.value, proof))
+                })
+                .map(|p| p.party)
+                .collect();
+            if !bad.is_empty() {
+                return Err(Error::BadPartials {
+                    parties: bad,
+                    reason: "partial decryption proof missing or wrong".into(),
+                });
+            }
+        }
+        let plain: Vec<(usize, Integer)> = partials.iter().map(|p| (p.party, p.value.clone())).collect();
+        self.combine(&plain)
     }
 }
 
-/// Party's partial decryption `c^{share} mod N^2` (the ciphertext must
-/// have passed [`PublicKey::check_ciphertext`]).
+/// Party's partial decryption `c^{2 Delta share} mod N^2` (the
+/// ciphertext is checked with [`PublicKey::check_ciphertext`]).
 ///
 /// # Errors
-/// [`Error::InvalidCiphertext`] if `c` is not invertible (negative shares).
+/// [`Error::InvalidCiphertext`] for a ciphertext out of range or not
+/// invertible.
 pub fn partial(pk: &PublicKey, c: &Integer, share: &Integer) -> Result<Integer, Error> {
     pk.check_ciphertext(c)?;
-    crate::math::secure_pow_mod(c, share, &pk.n2).ok_or_else(|| Error::InvalidCiphertext("not invertible".into()))
+    let mut e = Integer::from(share * 2u32) * delta(pk.parties);
+    let p = crate::math::secure_pow_mod(c, &e, &pk.n2);
+    crate::math_wipe(&mut e);
+    p.ok_or_else(|| Error::InvalidCiphertext("not invertible".into()))
+}
+
+/// [`partial`] with its proof when the key has verification keys.
+///
+/// # Errors
+/// As [`partial`]; [`Error::InvalidParameters`] when the party has no
+/// verification key.
+pub fn partial_with_proof<R: RngCore + CryptoRng>(
+    pk: &PublicKey,
+    c: &Integer,
+    party: usize,
+    share: &Integer,
+    rng: &mut R,
+) -> Result<Partial, Error> {
+    let value = partial(pk, c, share)?;
+    let proof = match &pk.verification {
+        None => None,
+        Some(ver) => Some(
+            crate::verify::prove(&pk.n, &delta(pk.parties), ver, party, c, &value, share, rng)
+                .ok_or_else(|| Error::InvalidParameters(format!("no verification key for party {party}")))?,
+        ),
+    };
+    Ok(Partial { party, value, proof })
 }

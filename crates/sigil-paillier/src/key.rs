@@ -17,6 +17,13 @@
 //!    it hides `s` statistically. Party `j`'s key share is
 //!    `s_j = z + sum_i g_i(j)`, an integer Shamir share of `s`, and
 //!    `theta = z + sum (r_i mod N) mod N`.
+//!
+//! For verifiable decryption ([`crate::verify`]) party `i` also
+//! broadcasts Feldman commitments to the coefficients of its integer
+//! polynomial `g_i` in round 1; each party checks the integer shares it
+//! received against them (naming a dealer whose share does not match),
+//! derives every party's verification key from them and checks `theta`
+//! against the committed constant terms.
 
 use rand_core::{CryptoRng, RngCore};
 use rug::Integer;
@@ -40,12 +47,37 @@ pub struct KeyRound1 {
     pub p2p: Vec<[Integer; 4]>,
     /// `r_i mod N`, broadcast.
     pub r_mod_n: Integer,
+    /// `v^{g_i coefficient} mod N^2`, constant term first (`t + 1`
+    /// values), broadcast.
+    pub commitments: Vec<Integer>,
 }
 
 /// Bits of the masks `r_i`: `stat_sec_shamir` above the largest `|s|`.
 fn mask_bits(setup: &Setup) -> u32 {
     let nbits = usize::BITS - setup.n().leading_zeros();
     2 * setup.params.key_length + nbits + setup.params.stat_sec_shamir
+}
+
+/// Bits of the coefficients of the integer sharing of `r_i`.
+fn coefficient_bits(setup: &Setup) -> u32 {
+    mask_bits(setup) + setup.params.stat_sec_shamir + 2 * delta(setup.n()).significant_bits()
+}
+
+/// Bits of `log2 x`, rounded up, for small counts.
+fn bits_of(x: usize) -> u32 {
+    usize::BITS - x.leading_zeros()
+}
+
+/// Every honest dealer's integer share `|g_i(j)|` is below `2^this`.
+pub fn dealt_share_bits(setup: &Setup) -> u32 {
+    let t = u32::try_from(setup.t()).unwrap_or(u32::MAX);
+    coefficient_bits(setup) + t * bits_of(setup.n()) + bits_of(setup.t()) + 1
+}
+
+/// Every key share `|s_j|` is below `2^this` (the sum of `n` dealt shares
+/// and `z`).
+pub fn share_bits(setup: &Setup) -> u32 {
+    dealt_share_bits(setup) + bits_of(setup.n()) + 1
 }
 
 /// Round 1 for party `me` (1-based) with candidate shares `p_i`, `q_i` of `N`.
@@ -70,8 +102,12 @@ pub fn start<R: RngCore + CryptoRng>(
     let betas = share(&beta, t, parties, k, rng);
     let rs = share(&r, t, parties, k, rng);
     // Integer sharing of r: g(x) = r + sum c_k x^k.
-    let cbits = mask_bits(setup) + setup.params.stat_sec_shamir + 2 * delta(parties).significant_bits();
+    let cbits = coefficient_bits(setup);
     let coeffs: Vec<Integer> = (0..t).map(|_| random_bits(cbits, rng)).collect();
+    let n2 = Integer::from(n.square_ref());
+    let committed: Vec<Integer> = std::iter::once(r.clone()).chain(coeffs.iter().cloned()).collect();
+    let commitments = crate::verify::commit(&crate::verify::base(n), &n2, &committed);
+    drop(committed);
     let p2p = (0..parties)
         .map(|j| {
             let x = Integer::from(j + 1);
@@ -89,7 +125,14 @@ pub fn start<R: RngCore + CryptoRng>(
         })
         .collect();
     let r_mod_n = crate::math::modulo(r.clone(), n);
-    (KeyState { phi, beta }, KeyRound1 { p2p, r_mod_n })
+    (
+        KeyState { phi, beta },
+        KeyRound1 {
+            p2p,
+            r_mod_n,
+            commitments,
+        },
+    )
 }
 
 /// Round 2 (broadcast): our `F_K` share of `z`.
@@ -109,6 +152,47 @@ pub fn z_share(setup: &Setup, received: &[[Integer; 4]]) -> Result<Integer, Erro
     Ok(crate::math::modulo(phi * beta - r, k))
 }
 
+/// Checks the integer shares `received[i][3]` (from dealer `i + 1`) that
+/// party `me` got against each dealer's broadcast `commitments[i]`:
+/// `t + 1` values in `[1, N^2)`, a share of the size an honest dealer
+/// deals, and `v^{g_i(me)} = prod_k C_ik^{me^k}`.
+///
+/// # Errors
+/// [`Error::Malformed`] naming the first dealer whose commitments or
+/// share are wrong.
+pub fn check_dealt_shares(
+    setup: &Setup,
+    me: usize,
+    n: &Integer,
+    received: &[[Integer; 4]],
+    commitments: &[Vec<Integer>],
+) -> Result<(), Error> {
+    let n2 = Integer::from(n.square_ref());
+    let v = crate::verify::base(n);
+    let bound = dealt_share_bits(setup);
+    if received.len() != setup.n() || commitments.len() != setup.n() {
+        return Err(Error::InvalidParameters(
+            "one key share and commitment per party".into(),
+        ));
+    }
+    for (i, (m, c)) in received.iter().zip(commitments).enumerate() {
+        let bad = |reason: &str| Error::Malformed {
+            party: i + 1,
+            reason: reason.into(),
+        };
+        if c.len() != setup.t() + 1 || c.iter().any(|x| *x < 1 || *x >= n2) {
+            return Err(bad("commitments of the wrong count or out of range"));
+        }
+        if m[3].significant_bits() > bound {
+            return Err(bad("integer key share larger than an honest dealer deals"));
+        }
+        if !crate::verify::share_matches(&v, &n2, c, me, &m[3]) {
+            return Err(bad("integer key share does not match its commitments"));
+        }
+    }
+    Ok(())
+}
+
 /// A party's key material.
 #[derive(Clone)]
 pub struct KeyShare {
@@ -118,6 +202,8 @@ pub struct KeyShare {
     pub share: Integer,
     /// `theta = s mod N` (public).
     pub theta: Integer,
+    /// Every party's verification key (public).
+    pub verification: crate::verify::Verification,
 }
 
 impl Drop for KeyShare {
@@ -126,12 +212,17 @@ impl Drop for KeyShare {
     }
 }
 
-/// Finishes: `z` from every party's broadcast share, our key share and
-/// `theta`. Returns `None` if `theta` is not invertible mod `N` (then the
-/// key round is repeated; probability about `2^-(L/2)`).
+/// Finishes: `z` from every party's broadcast share, our key share,
+/// `theta` and the verification keys (`commitments` as checked by
+/// [`check_dealt_shares`]). Returns `None` if `theta` is not invertible
+/// mod `N` (then the key round is repeated; probability about
+/// `2^-(L/2)`).
 ///
 /// # Errors
-/// [`Error::Malformed`] for broadcasts outside `F_K`.
+/// [`Error::Malformed`] for broadcasts outside `F_K`, and with party 0
+/// (unknown) when `theta` disagrees with the committed constant terms
+/// (some party's `r_i mod N` is not its committed `r_i`).
+#[allow(clippy::too_many_arguments)]
 pub fn finish(
     setup: &Setup,
     me: usize,
@@ -140,6 +231,7 @@ pub fn finish(
     received: &[[Integer; 4]],
     z_shares: &[Integer],
     r_mod_n: &[Integer],
+    commitments: &[Vec<Integer>],
 ) -> Result<Option<KeyShare>, Error> {
     let zs: Vec<Vec<Integer>> = z_shares.iter().map(|z| vec![z.clone()]).collect();
     check(&zs, 1, setup.n(), &setup.field_key)?;
@@ -154,6 +246,19 @@ pub fn finish(
     if Integer::from(theta.gcd_ref(n)) != 1 {
         return Ok(None);
     }
+    let v = crate::verify::base(n);
+    let constants: Vec<&Integer> = commitments.iter().filter_map(|c| c.first()).collect();
+    if constants.len() != setup.n() || !crate::verify::theta_matches(&v, n, &z, &constants, &theta) {
+        return Err(Error::Malformed {
+            party: 0,
+            reason: "theta does not match the committed masks (a party's r mod N is wrong)".into(),
+        });
+    }
+    let n2 = Integer::from(n.square_ref());
+    let keys = (1..=setup.n())
+        .map(|j| crate::verify::verification_key(&v, &n2, &z, commitments, j))
+        .collect::<Option<Vec<Integer>>>()
+        .ok_or_else(|| Error::InvalidParameters("verification base not invertible".into()))?;
     let mut share = z;
     for m in received {
         share += &m[3];
@@ -162,6 +267,11 @@ pub fn finish(
         party: me,
         share,
         theta,
+        verification: crate::verify::Verification {
+            v,
+            keys,
+            share_bits: share_bits(setup),
+        },
     }))
 }
 

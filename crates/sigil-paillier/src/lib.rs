@@ -4,12 +4,17 @@
 //! trusted dealer" (eprint 2019/1136), which builds on Boneh and Franklin,
 //! "Efficient generation of shared RSA keys" (CRYPTO 1997, JACM 2001).
 //!
-//! **Security model** (the paper's): semi-honest parties, honest majority.
-//! With `n` parties and corruption threshold `t`, `n >= 2t + 1`; any `t`
-//! parties together learn nothing about the factorization or the secret
-//! key beyond what the public key reveals; `t + 1` decrypt. A party that
-//! deviates from the protocol can make it fail or produce a wrong key; it
-//! is not detected.
+//! **Security model.** Key generation is the paper's: semi-honest parties,
+//! honest majority. With `n` parties and corruption threshold `t`,
+//! `n >= 2t + 1`; any `t` parties together learn nothing about the
+//! factorization or the secret key beyond what the public key reveals;
+//! `t + 1` decrypt. A party that deviates during key generation can make
+//! it fail or produce a wrong key; the checks that do exist (message
+//! shapes in every round, integer key shares against Feldman commitments,
+//! `theta` against the committed masks) name it where they can.
+//! Decryption is verifiable against malicious parties: every partial
+//! comes with Shoup's proof against the party's verification key
+//! ([`verify`]), so a party that shifts the plaintext is named.
 //!
 //! The code is sans-IO: each step is a function of a party's state and the
 //! messages it received, so the same code runs in the in-process
@@ -34,9 +39,11 @@
 //! 4. [`key`]: the decryption exponent `s = beta * phi(N)` shared over the
 //!    integers with threshold `t` and `theta = s mod N` public (paper
 //!    section 4.5; statistical hiding with `stat_sec_shamir` bits).
-//! 5. [`decrypt`]: partial decryptions `c^{s_j}` and their combination
-//!    with integer Lagrange coefficients scaled by `Delta = n!` (paper
-//!    section 3.3).
+//! 5. [`decrypt`]: partial decryptions `c^{2 Delta s_j}` and their
+//!    combination with integer Lagrange coefficients scaled by
+//!    `Delta = n!` (paper section 3.3), each partial checked against the
+//!    party's verification key with Shoup's proof ([`verify`]; Shoup,
+//!    Eurocrypt 2000; Damgard-Jurik, PKC 2001, section 5).
 
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
@@ -50,6 +57,7 @@ pub mod modulus;
 pub mod params;
 pub mod protocol;
 pub mod sieve;
+pub mod verify;
 
 pub use params::Params;
 
@@ -85,4 +93,13 @@ pub enum Error {
     /// A ciphertext outside `[1, N^2)` or not invertible mod `N`.
     #[error("invalid ciphertext: {0}")]
     InvalidCiphertext(String),
+    /// Partial decryptions that fail their proofs (`parties`, 1-based) or
+    /// do not combine (`parties` empty).
+    #[error("bad partial decryptions from parties {parties:?}: {reason}")]
+    BadPartials {
+        /// 1-based party numbers; empty when the culprit is unknown.
+        parties: Vec<usize>,
+        /// What failed.
+        reason: String,
+    },
 }

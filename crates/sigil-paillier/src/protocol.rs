@@ -13,7 +13,7 @@
 //! | 4 | broadcast | first biprimality base, per `N` past trial division |
 //! | 5 | broadcast | the other bases, per `N` past the first |
 //! | 6 | p2p | key: shares of `phi_i`, `beta_i`, `r_i` (field and integer) |
-//! | 7 | broadcast | key: `r_i mod N` |
+//! | 7 | broadcast | key: `r_i mod N` and commitments to `g_i` |
 //! | 8 | broadcast | key: share of `z` |
 //!
 //! Every decision (which pairs survive, which `N` passes) is a function of
@@ -51,7 +51,7 @@ pub enum Msg {
     Biprime2(Biprime2),
     /// Round 6 (p2p): key shares.
     Key1(Key1),
-    /// Round 7 (broadcast): r_i mod N.
+    /// Round 7 (broadcast): r_i mod N, then the commitments to g_i.
     Key1Public(Key1Public),
     /// Round 8 (broadcast): share of z.
     Key2(Key2),
@@ -85,7 +85,7 @@ pub struct Biprime2(pub Vec<Integer>);
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Key1(pub Vec<Integer>);
 
-/// Round 7 (broadcast): r_i mod N.
+/// Round 7 (broadcast): `[r_i mod N, C_i0, ..., C_it]`.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Key1Public(pub Vec<Integer>);
 
@@ -287,26 +287,60 @@ fn key_round1<R: RngCore + CryptoRng>(
     };
     let (state, round1) = key::start(setup, me, x, p, q, rng);
     let sent = round1.p2p.iter().map(|a| a.to_vec()).collect();
-    (Some(state), sent, vec![round1.r_mod_n.clone()])
+    let public = std::iter::once(round1.r_mod_n.clone())
+        .chain(round1.commitments.iter().cloned())
+        .collect();
+    (Some(state), sent, public)
 }
 
-/// The four key values each party sent us in round 6, and our share of `z`
-/// for round 8 (both empty when this attempt found no key).
+/// What round 8 works on: the four key values each party sent us in
+/// round 6, each party's `r mod N` and commitments from round 7 (checked
+/// against what we received), and our share of `z` (all empty when this
+/// attempt found no key).
+struct KeyRound2 {
+    received: Vec<[Integer; 4]>,
+    r_mod_n: Vec<Integer>,
+    commitments: Vec<Vec<Integer>>,
+    z_mine: Vec<Integer>,
+}
+
 fn key_round2(
     setup: &Setup,
-    found: bool,
+    me: usize,
+    found: Option<&Integer>,
     inbox: Vec<Vec<Integer>>,
-) -> Result<(Vec<[Integer; 4]>, Vec<Integer>), Error> {
-    if !found {
-        return Ok((Vec::new(), Vec::new()));
-    }
+    public: Vec<Vec<Integer>>,
+) -> Result<KeyRound2, Error> {
+    let Some(x) = found else {
+        return Ok(KeyRound2 {
+            received: Vec::new(),
+            r_mod_n: Vec::new(),
+            commitments: Vec::new(),
+            z_mine: Vec::new(),
+        });
+    };
     let received: Vec<[Integer; 4]> = inbox
         .into_iter()
         .enumerate()
         .map(|(j, v)| <[Integer; 4]>::try_from(v).map_err(|_| expected(j, "four key values")))
         .collect::<Result<_, _>>()?;
+    let mut r_mod_n = Vec::with_capacity(public.len());
+    let mut commitments = Vec::with_capacity(public.len());
+    for (j, mut v) in public.into_iter().enumerate() {
+        if v.len() != setup.t() + 2 {
+            return Err(expected(j, "r mod N and t + 1 commitments"));
+        }
+        r_mod_n.push(v.remove(0));
+        commitments.push(v);
+    }
+    key::check_dealt_shares(setup, me, x, &received, &commitments)?;
     let z = key::z_share(setup, &received)?;
-    Ok((received, vec![z]))
+    Ok(KeyRound2 {
+        received,
+        r_mod_n,
+        commitments,
+        z_mine: vec![z],
+    })
 }
 
 /// The first value of each party's vector, or a protocol error naming the
@@ -405,16 +439,26 @@ where
     let (kstate, sent, r_public) = key_round1(setup, me, found.as_ref(), rng);
     let inbox = exchange_p2p!(outgoing, rounds, r6, i, sent, Key1);
     let r_all = exchange_broadcast!(outgoing, rounds, r7, i, r_public, Key1Public);
-    let (received, z_mine) = key_round2(setup, found.is_some(), inbox)?;
-    let z_all = exchange_broadcast!(outgoing, rounds, r8, i, z_mine, Key2);
+    let k2 = key_round2(setup, me, found.as_ref().map(|f| &f.0), inbox, r_all)?;
+    let z_all = exchange_broadcast!(outgoing, rounds, r8, i, k2.z_mine.clone(), Key2);
     let (Some((x, _)), Some(kstate)) = (found, kstate) else {
         return Ok((None, stats));
     };
     let z_shares = single(z_all, "a z share")?;
-    let r_mod_n = single(r_all, "r mod N")?;
-    let Some(share) = key::finish(setup, me, &x, kstate, &received, &z_shares, &r_mod_n)? else {
+    let Some(share) = key::finish(
+        setup,
+        me,
+        &x,
+        kstate,
+        &k2.received,
+        &z_shares,
+        &k2.r_mod_n,
+        &k2.commitments,
+    )?
+    else {
         return Ok((None, stats));
     };
-    let public_key = PublicKey::new(x, share.theta.clone(), setup.n(), setup.t());
+    let public_key =
+        PublicKey::new(x, share.theta.clone(), setup.n(), setup.t()).with_verification(share.verification.clone());
     Ok((Some(Output { public_key, share }), stats))
 }

@@ -6,7 +6,7 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use round_based::sim::async_env;
-use sigil_paillier::decrypt::partial;
+use sigil_paillier::decrypt::{partial_with_proof, Partial};
 use sigil_paillier::protocol::{attempt, Msg, Output};
 use sigil_paillier::rug::Integer;
 use sigil_paillier::Params;
@@ -50,12 +50,13 @@ async fn attempts_until_a_key_then_decrypts() {
         let mut rng = StdRng::seed_from_u64(9);
         for m in [Integer::from(0), Integer::from(1), Integer::from(&pk.n - 1u32)] {
             let c = pk.encrypt(&m, &mut rng).unwrap();
-            let partials: Vec<(usize, Integer)> = outs
+            let partials: Vec<Partial> = outs
                 .iter()
                 .skip(n - t - 1)
-                .map(|o| (o.share.party, partial(pk, &c, &o.share.share).unwrap()))
+                .map(|o| partial_with_proof(pk, &c, o.share.party, &o.share.share, &mut rng).unwrap())
                 .collect();
-            assert_eq!(pk.combine(&partials).unwrap(), m);
+            assert!(pk.verification.is_some(), "keys come with verification keys");
+            assert_eq!(pk.combine_verified(&c, &partials, None).unwrap(), m);
         }
     }
 }

@@ -7,10 +7,10 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use sigil_paillier::decrypt::{partial, PublicKey};
+use sigil_paillier::decrypt::{partial, partial_with_proof, Partial, PublicKey};
 use sigil_paillier::key::KeyShare;
 use sigil_paillier::rug::{integer::IsPrime, Integer};
-use sigil_paillier::{biprime, key, modulus, sieve, Params};
+use sigil_paillier::{biprime, key, modulus, sieve, Error, Params};
 
 struct Keygen {
     pk: PublicKey,
@@ -118,16 +118,25 @@ fn keygen(params: &Params, seed: u64) -> Keygen {
                 let sent: Vec<Vec<[Integer; 4]>> = round1.iter().map(|r| r.p2p.clone()).collect();
                 let inbox = deliver(&sent);
                 let r_mod_n: Vec<Integer> = round1.iter().map(|r| r.r_mod_n.clone()).collect();
+                let commitments: Vec<Vec<Integer>> = round1.iter().map(|r| r.commitments.clone()).collect();
+                for (j, got) in inbox.iter().enumerate() {
+                    key::check_dealt_shares(&setup, j + 1, big_n, got, &commitments).unwrap();
+                }
                 let zs: Vec<Integer> = (0..n).map(|j| key::z_share(&setup, &inbox[j]).unwrap()).collect();
                 let mut out = Vec::new();
                 for (j, st) in kstates.into_iter().enumerate() {
-                    out.push(key::finish(&setup, j + 1, big_n, st, &inbox[j], &zs, &r_mod_n).unwrap());
+                    out.push(key::finish(&setup, j + 1, big_n, st, &inbox[j], &zs, &r_mod_n, &commitments).unwrap());
                 }
                 if out.iter().all(Option::is_some) {
                     let shares: Vec<KeyShare> = out.into_iter().map(Option::unwrap).collect();
                     let theta = shares[0].theta.clone();
                     assert!(shares.iter().all(|s| s.theta == theta), "parties agree on theta");
-                    let pk = PublicKey::new(big_n.clone(), theta, n, setup.t());
+                    assert!(
+                        shares.iter().all(|s| s.verification == shares[0].verification),
+                        "parties agree on the verification keys"
+                    );
+                    let pk = PublicKey::new(big_n.clone(), theta, n, setup.t())
+                        .with_verification(shares[0].verification.clone());
                     return Keygen {
                         pk,
                         shares,
@@ -142,11 +151,55 @@ fn keygen(params: &Params, seed: u64) -> Keygen {
 }
 
 fn decrypt(k: &Keygen, c: &Integer, parties: &[usize]) -> Integer {
-    let partials: Vec<(usize, Integer)> = parties
+    let mut rng = StdRng::seed_from_u64(99);
+    let partials: Vec<Partial> = parties
         .iter()
-        .map(|&j| (j, partial(&k.pk, c, &k.shares[j - 1].share).unwrap()))
+        .map(|&j| partial_with_proof(&k.pk, c, j, &k.shares[j - 1].share, &mut rng).unwrap())
         .collect();
-    k.pk.combine(&partials).unwrap()
+    let verified = k.pk.combine_verified(c, &partials, None).unwrap();
+    let plain: Vec<(usize, Integer)> = partials.iter().map(|p| (p.party, p.value.clone())).collect();
+    assert_eq!(k.pk.combine(&plain).unwrap(), verified);
+    verified
+}
+
+/// A party that shifts the plaintext (multiplies its partial by
+/// `(1 + N)^x`) or proves with another's share is named; `c = -1` no
+/// longer reveals a share's parity.
+fn lying_parties_are_named(k: &Keygen, t: usize) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let c = k.pk.encrypt(&Integer::from(7), &mut rng).unwrap();
+    let set: Vec<usize> = (1..=t + 1).collect();
+    let honest: Vec<Partial> = set
+        .iter()
+        .map(|&j| partial_with_proof(&k.pk, &c, j, &k.shares[j - 1].share, &mut rng).unwrap())
+        .collect();
+    let liar = t + 1;
+    let mut shifted = honest.clone();
+    let last = shifted.last_mut().unwrap();
+    last.value = (&last.value * Integer::from(&k.pk.n + 1u32)) % &k.pk.n2;
+    assert_eq!(
+        k.pk.combine_verified(&c, &shifted, None),
+        Err(Error::BadPartials {
+            parties: vec![liar],
+            reason: "partial decryption proof missing or wrong".into()
+        })
+    );
+    // Unverified, the shift goes through as a wrong plaintext: what the
+    // proofs are for.
+    let plain: Vec<(usize, Integer)> = shifted.iter().map(|p| (p.party, p.value.clone())).collect();
+    assert_ne!(k.pk.combine(&plain).unwrap(), 7);
+    let mut unproven = honest.clone();
+    unproven[0].proof = None;
+    assert!(matches!(
+        k.pk.combine_verified(&c, &unproven, None),
+        Err(Error::BadPartials { parties, .. }) if parties == vec![1]
+    ));
+    // The combiner's own partial is trusted (not checked).
+    assert_eq!(k.pk.combine_verified(&c, &unproven, Some(1)).unwrap(), 7);
+    let minus_one = Integer::from(&k.pk.n2 - 1u32);
+    for s in &k.shares {
+        assert_eq!(partial(&k.pk, &minus_one, &s.share).unwrap(), 1, "no parity leak");
+    }
 }
 
 fn run(n: usize, t: usize, seed: u64) {
@@ -192,6 +245,7 @@ fn run(n: usize, t: usize, seed: u64) {
     assert!(k.pk.check_ciphertext(&Integer::from(0)).is_err());
     assert!(k.pk.check_ciphertext(&n2).is_err());
     assert!(k.pk.check_ciphertext(&k.p).is_err(), "not invertible");
+    lying_parties_are_named(&k, t);
 }
 
 #[test]
@@ -231,7 +285,6 @@ fn rough_keygen_cost() {
 /// values outside the field or range give `Error::Malformed`.
 #[test]
 fn malformed_messages_are_errors_not_panics() {
-    use sigil_paillier::Error;
     let mut params = Params::new(3, 1, 256);
     params.batch_size = 2;
     let setup = params.setup().unwrap();
@@ -286,4 +339,56 @@ fn malformed_messages_are_errors_not_panics() {
     let n = Integer::from(77);
     assert!(!biprime::check(&n, &[vec![Integer::from(1)], vec![]]));
     assert!(!biprime::check(&n, &[]));
+}
+
+/// A dealer whose integer key share does not match its broadcast
+/// commitments (or whose commitments have the wrong count) is named by
+/// the recipient; a wrong `r mod N` is caught against the commitments.
+#[test]
+fn a_dealer_whose_share_does_not_match_its_commitments_is_named() {
+    let params = Params::new(3, 1, 256);
+    let setup = params.setup().unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    // Any odd modulus will do for the share checks.
+    let big_n =
+        Integer::from(Integer::u_pow_u(2, 255)).next_prime() * Integer::from(Integer::u_pow_u(2, 254)).next_prime();
+    let (states, round1): (Vec<_>, Vec<_>) = (0..3)
+        .map(|i| {
+            let (p, q) = (Integer::from(4 * i + 3), Integer::from(4 * i + 7));
+            key::start(&setup, i + 1, &big_n, &p, &q, &mut rng)
+        })
+        .unzip();
+    let sent: Vec<Vec<[Integer; 4]>> = round1.iter().map(|r| r.p2p.clone()).collect();
+    let inbox = deliver(&sent);
+    let commitments: Vec<Vec<Integer>> = round1.iter().map(|r| r.commitments.clone()).collect();
+    for (j, got) in inbox.iter().enumerate() {
+        key::check_dealt_shares(&setup, j + 1, &big_n, got, &commitments).unwrap();
+    }
+    let mut bad = inbox[0].clone();
+    bad[1][3] += 1;
+    assert!(matches!(
+        key::check_dealt_shares(&setup, 1, &big_n, &bad, &commitments),
+        Err(Error::Malformed { party: 2, .. })
+    ));
+    let mut short = commitments.clone();
+    short[2].pop();
+    assert!(matches!(
+        key::check_dealt_shares(&setup, 1, &big_n, &inbox[0], &short),
+        Err(Error::Malformed { party: 3, .. })
+    ));
+    let mut huge = inbox[0].clone();
+    huge[2][3] = Integer::from(1) << (key::dealt_share_bits(&setup) + 1);
+    assert!(matches!(
+        key::check_dealt_shares(&setup, 1, &big_n, &huge, &commitments),
+        Err(Error::Malformed { party: 3, .. })
+    ));
+    // A wrong r mod N from party 3: theta disagrees with the commitments.
+    let zs: Vec<Integer> = (0..3).map(|j| key::z_share(&setup, &inbox[j]).unwrap()).collect();
+    let mut r_mod_n: Vec<Integer> = round1.iter().map(|r| r.r_mod_n.clone()).collect();
+    r_mod_n[2] += 1;
+    let st = states.into_iter().next().unwrap();
+    assert!(matches!(
+        key::finish(&setup, 1, &big_n, st, &inbox[0], &zs, &r_mod_n, &commitments),
+        Err(Error::Malformed { party: 0, .. })
+    ));
 }

@@ -277,6 +277,11 @@ impl PartySet {
         self.0.contains(&node)
     }
 
+    /// `node`'s 0-based index in the set.
+    pub fn index(&self, node: u16) -> Option<usize> {
+        self.0.iter().position(|&x| x == node)
+    }
+
     /// The set's name ([`party_set`]).
     pub fn name(&self) -> String {
         party_set(&self.0)
@@ -290,10 +295,8 @@ impl PartySet {
     pub fn indices_of(&self, nodes: &[u16], what: &str) -> Result<Vec<u16>, SessionError> {
         nodes
             .iter()
-            .map(|node| {
-                self.0
-                    .iter()
-                    .position(|x| x == node)
+            .map(|&node| {
+                self.index(node)
                     .and_then(|k| u16::try_from(k).ok())
                     .ok_or_else(|| SessionError::Invalid(format!("node {node} holds no share of {what}")))
             })

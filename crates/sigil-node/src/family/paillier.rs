@@ -6,7 +6,16 @@
 //!
 //! Stored like every other share: the party's integer share of the
 //! decryption exponent, sealed, as JSON `{"party", "share"}` (decimal);
-//! the public package is [`PaillierPublic`] JSON.
+//! the public package is [`PaillierPublic`] JSON, with every party's
+//! verification key.
+//!
+//! **Verified decryption.** Each chosen party answers with its partial
+//! decryption `c^{2 Delta s_j}` and Shoup's proof of it
+//! ([`sigil_paillier::verify`]). The coordinator checks that each answer
+//! carries the party number of the node that sent it and that every
+//! other party's proof verifies against the verification key in the
+//! attested key record; a failure is a protocol error naming the nodes
+//! (HTTP 502 with `nodes`), never a wrong plaintext.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sigil_crypto::scheme::PaillierPublic;
-use sigil_paillier::decrypt::{partial, PublicKey};
+use sigil_paillier::decrypt::{partial_with_proof, Partial, PublicKey};
 use sigil_paillier::params::Setup;
 use sigil_paillier::rug::Integer;
+use sigil_paillier::verify::{Proof, Verification};
 use sigil_paillier::{protocol, Params};
 use sigil_proto::peer::{DkgProposal, SessionOutcome, SignProposal};
 use zeroize::Zeroizing;
@@ -170,7 +180,7 @@ impl Node {
             ))));
         }
         let pk = public_key(&key.public_package)?;
-        parse_ciphertext(&pk, ciphertext.as_bytes()).map_err(NodeError::bad_request)?;
+        let c = parse_ciphertext(&pk, ciphertext.as_bytes()).map_err(NodeError::bad_request)?;
         let kind = sigil_proto::peer::session_proposal::Kind::Sign(SignProposal {
             key_id: key.key_id.clone(),
             message: ciphertext.as_bytes().to_vec(),
@@ -182,12 +192,17 @@ impl Node {
         let (o, chosen) = self
             .coordinate_quorum(key, kind, true, "decryption parties", Some(&auth.proto))
             .await?;
-        let answers: Vec<Vec<u8>> = o
+        let answers: Vec<(u16, usize, Vec<u8>)> = o
             .by_party
             .into_iter()
-            .map(|x| x.map(|o| o.partial_signature).unwrap_or_default())
+            .zip(&chosen)
+            .map(|(x, &node)| {
+                let party = loaded.parties.index(node).map_or(0, |i| i + 1);
+                (node, party, x.map(|o| o.partial_signature).unwrap_or_default())
+            })
             .collect();
-        let m = tokio::task::spawn_blocking(move || combine(&pk, &answers))
+        let own = loaded.parties.index(self.cfg.node_id).map(|i| i + 1);
+        let m = tokio::task::spawn_blocking(move || combine(&pk, &c, &answers, own))
             .await
             .map_err(NodeError::internal)??;
         Ok((m.to_string(), chosen))
@@ -334,11 +349,14 @@ impl Family for Paillier {
         let Some(out) = out else {
             return Ok(KeygenPart { key: None, outcome });
         };
+        let ver = &out.share.verification;
         let public = PaillierPublic {
             n: out.public_key.n.to_string(),
             theta: out.public_key.theta.to_string(),
             parties: n,
             corruption_threshold: t,
+            verification_keys: ver.keys.iter().map(Integer::to_string).collect(),
+            share_bits: ver.share_bits,
         };
         let share = Zeroizing::new(
             serde_json::to_vec(&StoredShare {
@@ -354,8 +372,8 @@ impl Family for Paillier {
     }
 
     /// A party's partial decryption of the ciphertext in `s.message`
-    /// (decimal ASCII), returned as `partial_signature` (decimal ASCII,
-    /// prefixed with the party number and a colon).
+    /// (decimal ASCII) with its proof, returned as `partial_signature`
+    /// ([`WirePartial`] JSON).
     async fn sign_part(
         &self,
         node: &Node,
@@ -372,7 +390,7 @@ impl Family for Paillier {
         };
         let (party, mut exp) = (share.party, share.exponent.clone());
         let p = tokio::task::spawn_blocking(move || {
-            let p = partial(&pk, &c, &exp);
+            let p = partial_with_proof(&pk, &c, party, &exp, &mut rand::rngs::OsRng);
             sigil_paillier::wipe(&mut exp);
             p
         })
@@ -380,7 +398,7 @@ impl Family for Paillier {
         .map_err(internal)?
         .map_err(|e| SessionError::Invalid(e.to_string()))?;
         Ok(SessionOutcome {
-            partial_signature: format!("{party}:{p}").into_bytes(),
+            partial_signature: serde_json::to_vec(&WirePartial::from(&p)).map_err(internal)?,
             ..Default::default()
         })
     }
@@ -420,7 +438,25 @@ pub fn public_key(package: &[u8]) -> Result<PublicKey, SessionError> {
     let p: PaillierPublic = serde_json::from_slice(package).map_err(internal)?;
     let n: Integer = p.n.parse().map_err(|_| internal("N does not parse"))?;
     let theta: Integer = p.theta.parse().map_err(|_| internal("theta does not parse"))?;
-    Ok(PublicKey::new(n, theta, p.parties, p.corruption_threshold))
+    let keys = p
+        .verification_keys
+        .iter()
+        .map(|k| k.parse::<Integer>())
+        .collect::<Result<Vec<Integer>, _>>()
+        .map_err(|_| internal("a verification key does not parse"))?;
+    let pk = PublicKey::new(n, theta, p.parties, p.corruption_threshold);
+    if keys.is_empty() {
+        return Ok(pk);
+    }
+    if keys.len() != p.parties {
+        return Err(internal("one verification key per party"));
+    }
+    let v = sigil_paillier::verify::base(&pk.n);
+    Ok(pk.with_verification(Verification {
+        v,
+        keys,
+        share_bits: p.share_bits,
+    }))
 }
 
 /// A decimal ciphertext, checked: in `[1, N^2)` and invertible mod `N`.
@@ -439,24 +475,105 @@ pub fn parse_ciphertext(pk: &PublicKey, text: &[u8]) -> Result<Integer, String> 
     Ok(c)
 }
 
-/// Combines `party:partial` answers into the plaintext.
+/// A partial decryption between nodes: `{"party", "value", "e", "z"}`
+/// (decimal strings; `e` and `z` empty for a key without verification
+/// keys).
+#[derive(Serialize, Deserialize)]
+pub struct WirePartial {
+    /// 1-based party number.
+    pub party: usize,
+    /// `c^{2 Delta s_j} mod N^2`.
+    pub value: String,
+    /// The proof's challenge.
+    #[serde(default)]
+    pub e: String,
+    /// The proof's response.
+    #[serde(default)]
+    pub z: String,
+}
+
+impl From<&Partial> for WirePartial {
+    fn from(p: &Partial) -> Self {
+        let (e, z) = p
+            .proof
+            .as_ref()
+            .map_or_else(Default::default, |q| (q.e.to_string(), q.z.to_string()));
+        WirePartial {
+            party: p.party,
+            value: p.value.to_string(),
+            e,
+            z,
+        }
+    }
+}
+
+/// Decimal digits a value in an answer may have (`N^2` at 4096 bits has
+/// 2467; a proof's response is a little longer).
+const MAX_DIGITS: usize = 4000;
+
+impl WirePartial {
+    /// Parses an answer; `None` for anything malformed.
+    fn parse(bytes: &[u8]) -> Option<Partial> {
+        let w: WirePartial = serde_json::from_slice(bytes).ok()?;
+        let num = |s: &str| -> Option<Integer> {
+            let ok = !s.is_empty() && s.len() <= MAX_DIGITS && s.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+            ok.then(|| s.parse().ok()).flatten()
+        };
+        let proof = if w.e.is_empty() && w.z.is_empty() {
+            None
+        } else {
+            Some(Proof {
+                e: num(&w.e)?,
+                z: num(&w.z)?,
+            })
+        };
+        Some(Partial {
+            party: w.party,
+            value: num(&w.value)?,
+            proof,
+        })
+    }
+}
+
+/// Combines the answers `(node, its party number, answer)` into the
+/// plaintext: each answer must parse and carry its node's party number,
+/// and every proof but `own`'s must verify.
 ///
 /// # Errors
-/// An internal error for malformed answers or a failed combination.
-pub fn combine(pk: &PublicKey, answers: &[Vec<u8>]) -> Result<Integer, SessionError> {
+/// [`SessionError::Protocol`] naming the nodes whose answers are
+/// malformed, claim another party or fail their proofs, or (naming no
+/// one) when the partials do not combine.
+pub fn combine(
+    pk: &PublicKey,
+    c: &Integer,
+    answers: &[(u16, usize, Vec<u8>)],
+    own: Option<usize>,
+) -> Result<Integer, SessionError> {
     let mut partials = Vec::with_capacity(answers.len());
-    for a in answers {
-        let text = std::str::from_utf8(a).map_err(internal)?;
-        let (j, v) = text
-            .split_once(':')
-            .ok_or_else(|| internal("malformed partial decryption"))?;
-        let j: usize = j.parse().map_err(internal)?;
-        let v: Integer = v.parse().map_err(|_| internal("malformed partial decryption"))?;
-        partials.push((j, v));
+    let mut culprits = Vec::new();
+    for (node, party, bytes) in answers {
+        match WirePartial::parse(bytes) {
+            Some(p) if p.party == *party && *party != 0 => partials.push(p),
+            _ => culprits.push(*node),
+        }
     }
-    pk.combine(&partials).map_err(|e| SessionError::Protocol {
-        culprits: vec![],
-        reason: format!("partial decryptions do not combine: {e}"),
+    let node_of = |party: usize| answers.iter().find(|a| a.1 == party).map(|a| a.0);
+    let result = if culprits.is_empty() {
+        pk.combine_verified(c, &partials, own)
+    } else {
+        Err(sigil_paillier::Error::BadPartials {
+            parties: vec![],
+            reason: "malformed answer or another party's number".into(),
+        })
+    };
+    result.map_err(|e| {
+        if let sigil_paillier::Error::BadPartials { parties, .. } = &e {
+            culprits.extend(parties.iter().filter_map(|&p| node_of(p)));
+        }
+        SessionError::Protocol {
+            culprits,
+            reason: format!("partial decryptions rejected: {e}"),
+        }
     })
 }
 
