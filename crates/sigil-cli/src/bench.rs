@@ -26,6 +26,10 @@ pub enum BenchCmd {
     /// Threshold Paillier through the REST API of a running cluster:
     /// dealerless key generation (sequential runs) and decryption latency.
     Paillier(PaillierArgs),
+    /// Mixed load against a local cluster of real node processes while a
+    /// chaos loop kill -9s, SIGSTOPs and restarts nodes; checks that
+    /// nothing is lost, duplicated or wrong.
+    Soak(crate::soak::SoakArgs),
 }
 
 /// Options of `sigil bench paillier`.
@@ -454,6 +458,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let a = match cmd {
         BenchCmd::Sign(a) => a,
         BenchCmd::Paillier(p) => return bench_paillier(p).await,
+        BenchCmd::Soak(s) => return crate::soak::run(s).await,
     };
     let scheme: Scheme = a.scheme.parse()?;
     let tokens = crate::client::TokenMaker::load(&a.auth)?;

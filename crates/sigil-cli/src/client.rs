@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
@@ -192,6 +193,56 @@ impl Client {
             .header("content-type", "application/json")
             .body(bytes);
         self.send(req).await
+    }
+
+    /// POST as [`Client::post`] within `timeout`, returning the status and
+    /// the JSON body whatever the status; `Err` names why no answer came
+    /// (`connect`, `timeout`, `other`).
+    ///
+    /// # Errors
+    /// No answer.
+    pub async fn post_raw(&self, path: &str, body: &Value, timeout: Duration) -> Result<(u16, Value), String> {
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let token = self.tokens.token("POST", path, Some(&bytes)).map_err(|e| e.to_string())?;
+        let req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .timeout(timeout)
+            .body(bytes);
+        Self::send_raw(req).await
+    }
+
+    /// GET as [`Client::get`]; answers as [`Client::post_raw`].
+    ///
+    /// # Errors
+    /// No answer.
+    pub async fn get_raw(&self, path: &str, timeout: Duration) -> Result<(u16, Value), String> {
+        let token = self.tokens.token("GET", path, None).map_err(|e| e.to_string())?;
+        let req = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .timeout(timeout);
+        Self::send_raw(req).await
+    }
+
+    async fn send_raw(req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+        let kind = |e: &reqwest::Error| {
+            if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "other"
+            }
+            .to_string()
+        };
+        let resp = req.send().await.map_err(|e| kind(&e))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.map_err(|e| kind(&e))?;
+        Ok((status, body))
     }
 
     /// Creates a key and waits for it.

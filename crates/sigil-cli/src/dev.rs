@@ -210,7 +210,33 @@ pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-async fn wait_healthy(url: &str, deadline: tokio::time::Instant) -> bool {
+/// Starts `exe node --config cfg` (node `i`), its output appended to
+/// `node.log` beside the config, without the caller's master key in its
+/// environment; killed when the handle drops.
+///
+/// # Errors
+/// The log cannot be opened or the process cannot start.
+pub fn spawn_node(exe: &Path, cfg: &Path, i: usize) -> anyhow::Result<tokio::process::Child> {
+    let dir = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))?;
+    tokio::process::Command::new(exe)
+        .arg("node")
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("SIGIL_MASTER_KEY")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start node {i}"))
+}
+
+/// Whether `url/health` answers 200 before `deadline`.
+pub async fn wait_healthy(url: &str, deadline: tokio::time::Instant) -> bool {
     let http = reqwest::Client::new();
     while tokio::time::Instant::now() < deadline {
         if let Ok(r) = http.get(format!("{url}/health")).send().await {
@@ -236,22 +262,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Environment the nodes must not inherit from the caller.
     let mut children = Vec::new();
     for (i, cfg) in configs.iter().enumerate() {
-        let dir = cfg.parent().map(Path::to_path_buf).unwrap_or_default();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("node.log"))?;
-        let child = tokio::process::Command::new(&exe)
-            .arg("node")
-            .arg("--config")
-            .arg(cfg)
-            .env_remove("SIGIL_MASTER_KEY")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start node {i}"))?;
+        let child = spawn_node(&exe, cfg, i)?;
         children.push(child);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -10,6 +10,7 @@ mod client;
 mod dev;
 mod eth;
 mod primes;
+mod soak;
 mod tools;
 
 use std::path::PathBuf;

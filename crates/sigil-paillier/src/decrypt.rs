@@ -160,16 +160,23 @@ impl PublicKey {
     ) -> Result<Integer, Error> {
         if let Some(ver) = &self.verification {
             let d = delta(self.parties);
-            let bad: Vec<usize> = partials
-                .iter()
-                .filter(|p| Some(p.party) != trusted)
-                .filter(|p| {
-                    !p.proof
-                        .as_ref()
-                        .is_some_and(|proof| crate::verify::verify(&self.n, &d, ver, p.party, c, &p.value, proof))
-                })
-                .map(|p| p.party)
-                .collect();
+            let ok = |p: &Partial| {
+                p.proof
+                    .as_ref()
+                    .is_some_and(|proof| crate::verify::verify(&self.n, &d, ver, p.party, c, &p.value, proof))
+            };
+            // One thread per partial to check (at most t of them).
+            let bad: Vec<usize> = std::thread::scope(|sc| {
+                let checks: Vec<_> = partials
+                    .iter()
+                    .filter(|p| Some(p.party) != trusted)
+                    .map(|p| (p.party, sc.spawn(move || ok(p))))
+                    .collect();
+                checks
+                    .into_iter()
+                    .filter_map(|(j, h)| (!h.join().unwrap_or(false)).then_some(j))
+                    .collect()
+            });
             if !bad.is_empty() {
                 return Err(Error::BadPartials {
                     parties: bad,
@@ -208,13 +215,27 @@ pub fn partial_with_proof<R: RngCore + CryptoRng>(
     share: &Integer,
     rng: &mut R,
 ) -> Result<Partial, Error> {
-    let value = partial(pk, c, share)?;
-    let proof = match &pk.verification {
-        None => None,
-        Some(ver) => Some(
-            crate::verify::prove(&pk.n, &delta(pk.parties), ver, party, c, &value, share, rng)
-                .ok_or_else(|| Error::InvalidParameters(format!("no verification key for party {party}")))?,
-        ),
+    let Some(ver) = &pk.verification else {
+        return Ok(Partial {
+            party,
+            value: partial(pk, c, share)?,
+            proof: None,
+        });
     };
-    Ok(Partial { party, value, proof })
+    pk.check_ciphertext(c)?;
+    // The partial and the proof's commitment are independent: in parallel.
+    let d = delta(pk.parties);
+    let (value, k) = std::thread::scope(|sc| {
+        let value = sc.spawn(|| partial(pk, c, share));
+        let k = crate::verify::commit_proof(&pk.n, &d, ver, c, rng);
+        (value.join(), k)
+    });
+    let value = value.map_err(|_| Error::InvalidParameters("partial decryption failed".into()))??;
+    let no_key = || Error::InvalidParameters(format!("no verification key for party {party}"));
+    let proof = crate::verify::finish_proof(&pk.n, ver, party, &value, share, k.ok_or_else(no_key)?).ok_or_else(no_key)?;
+    Ok(Partial {
+        party,
+        value,
+        proof: Some(proof),
+    })
 }

@@ -179,18 +179,66 @@ fn challenge(n: &Integer, items: &[&Integer], j: usize) -> Integer {
     e.keep_bits(CHALLENGE_BITS)
 }
 
-/// The statement's public values: `c~ = c^{4 Delta}` and `c_j^2`.
+/// The statement's public values: `c~ = c^{4 Delta}` and `c_j^2`
+/// (verifier side).
 fn statement(c: &Integer, delta: &Integer, partial: &Integer, n2: &Integer) -> (Integer, Integer) {
     let ct = c.clone().pow_mod(&Integer::from(delta * 4u32), n2).unwrap_or_default();
     let p2 = Integer::from(partial.square_ref()) % n2;
     (ct, p2)
 }
 
-/// Party `j`'s proof for its `partial = c^{2 Delta share}`.
+/// The prover's first move: `r`, `a = c~^r`, `b = v^r` (independent of
+/// the partial decryption, so computed beside it).
+pub struct Commitment {
+    r: Integer,
+    ct: Integer,
+    a: Integer,
+    b: Integer,
+}
+
+impl Drop for Commitment {
+    fn drop(&mut self) {
+        crate::math_wipe(&mut self.r);
+    }
+}
+
+/// [`Commitment`] for ciphertext `c` under `ver` (`None` for a
+/// non-invertible `c`).
 ///
 /// # Security
-/// `share` and `r` are secret: constant-time exponentiation; `r` is
-/// wiped before returning.
+/// `r` is secret: constant-time exponentiation; wiped on drop.
+pub fn commit_proof<R: RngCore + CryptoRng>(
+    n: &Integer,
+    delta: &Integer,
+    ver: &Verification,
+    c: &Integer,
+    rng: &mut R,
+) -> Option<Commitment> {
+    let n2 = Integer::from(n.square_ref());
+    let ct = c.clone().pow_mod(&Integer::from(delta * 4u32), &n2).ok()?;
+    let r = random_bits(ver.share_bits + CHALLENGE_BITS + STAT_BITS, rng);
+    // The two exponentiations are independent: one thread each.
+    let (a, b) = std::thread::scope(|sc| {
+        let b = sc.spawn(|| secure_pow_mod(&ver.v, &r, &n2));
+        let a = secure_pow_mod(&ct, &r, &n2);
+        (a, b.join().ok().flatten())
+    });
+    Some(Commitment { r, ct, a: a?, b: b? })
+}
+
+/// Party `j`'s proof for its `partial = c^{2 Delta share}` from its
+/// [`Commitment`] for the same `c`.
+pub fn finish_proof(n: &Integer, ver: &Verification, j: usize, partial: &Integer, share: &Integer, k: Commitment) -> Option<Proof> {
+    let n2 = Integer::from(n.square_ref());
+    let vj = ver.keys.get(j.checked_sub(1)?)?;
+    let p2 = Integer::from(partial.square_ref()) % &n2;
+    let e = challenge(n, &[&ver.v, &k.ct, &p2, vj, &k.a, &k.b], j);
+    let z = Integer::from(&e * share) + &k.r;
+    Some(Proof { e, z })
+}
+
+/// Party `j`'s proof for its `partial = c^{2 Delta share}`
+/// ([`commit_proof`] then [`finish_proof`]).
 #[allow(clippy::too_many_arguments)]
 pub fn prove<R: RngCore + CryptoRng>(
     n: &Integer,
@@ -202,16 +250,8 @@ pub fn prove<R: RngCore + CryptoRng>(
     share: &Integer,
     rng: &mut R,
 ) -> Option<Proof> {
-    let n2 = Integer::from(n.square_ref());
-    let vj = ver.keys.get(j.checked_sub(1)?)?;
-    let (ct, p2) = statement(c, delta, partial, &n2);
-    let mut r = random_bits(ver.share_bits + CHALLENGE_BITS + STAT_BITS, rng);
-    let a = secure_pow_mod(&ct, &r, &n2)?;
-    let b = secure_pow_mod(&ver.v, &r, &n2)?;
-    let e = challenge(n, &[&ver.v, &ct, &p2, vj, &a, &b], j);
-    let z = Integer::from(&e * share) + &r;
-    crate::math_wipe(&mut r);
-    Some(Proof { e, z })
+    let k = commit_proof(n, delta, ver, c, rng)?;
+    finish_proof(n, ver, j, partial, share, k)
 }
 
 /// Whether `proof` shows `partial = c^{2 Delta s_j}` for party `j`'s
@@ -238,16 +278,24 @@ pub fn verify(
     }
     let (ct, p2) = statement(c, delta, partial, &n2);
     let neg_e = Integer::from(-&proof.e);
-    let (Ok(ctz), Ok(p2e), Ok(vz), Ok(vje)) = (
-        ct.clone().pow_mod(&proof.z, &n2),
-        p2.clone().pow_mod(&neg_e, &n2),
-        ver.v.clone().pow_mod(&proof.z, &n2),
-        vj.clone().pow_mod(&neg_e, &n2),
-    ) else {
+    // a and b are independent: one thread each.
+    let (a, b) = std::thread::scope(|sc| {
+        let b = sc.spawn(|| {
+            let vz = ver.v.clone().pow_mod(&proof.z, &n2).ok()?;
+            let vje = vj.clone().pow_mod(&neg_e, &n2).ok()?;
+            Some(vz * vje % &n2)
+        });
+        let a = ct
+            .clone()
+            .pow_mod(&proof.z, &n2)
+            .ok()
+            .zip(p2.clone().pow_mod(&neg_e, &n2).ok())
+            .map(|(x, y)| x * y % &n2);
+        (a, b.join().ok().flatten())
+    });
+    let (Some(a), Some(b)) = (a, b) else {
         return false;
     };
-    let a = ctz * p2e % &n2;
-    let b = vz * vje % &n2;
     challenge(n, &[&ver.v, &ct, &p2, vj, &a, &b], j) == proof.e
 }
 
