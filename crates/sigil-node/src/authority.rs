@@ -134,7 +134,17 @@ impl Node {
             Kind::Sign(s) => {
                 // A store that cannot answer is not a refusal: the
                 // coordinator then tries a signer set without this node.
-                match self.cached_key(&s.key_id).await? {
+                let mut key = self.cached_key(&s.key_id).await?;
+                // Pending here (the commit was missed): the coordinator has
+                // it active; catch up from it (attestations checked).
+                if key.is_none()
+                    && self
+                        .activate_pending(&s.key_id, &[spec.coordinator], std::time::Duration::from_secs(2))
+                        .await
+                {
+                    key = self.cached_key(&s.key_id).await?;
+                }
+                match key {
                     Some(key) => Self::check_use(&key, s, a, &who.client),
                     None => Err(Refusal::Forbidden(format!("no active key {} here", s.key_id))),
                 }

@@ -16,6 +16,11 @@
 //!   peers).
 //!
 //!
+//! A node also catches up **on demand** ([`Node::activate_pending`]):
+//! a request at its door, or a peer's signing proposal, for a key it holds
+//! pending asks the peers (the proposal's coordinator) for the attested
+//! record at once, instead of answering 404 until the next pass.
+//!
 //! The same pass deletes *stale* pending keys, older than [`PENDING_TTL`]
 //! and active on no node: keygens that failed while this node missed the
 //! abort (see [`Node::catch_up_keys`]).
@@ -177,7 +182,7 @@ impl Node {
                     }
                 };
                 for id in &ids {
-                    if let Err(e) = self.catch_up_key(peer, id, &mut done).await {
+                    if let Err(e) = self.catch_up_key(peer, id, &mut done, PEER_TIMEOUT).await {
                         tracing::warn!(peer, key_id = %id, error = %e, "catch-up: key skipped");
                     }
                 }
@@ -253,14 +258,39 @@ impl Node {
         }
     }
 
-    async fn catch_up_key(&self, peer: u16, key_id: &str, done: &mut CatchUp) -> Result<(), SessionError> {
+    /// Activates `key_id` when this node holds it *pending* (it missed the
+    /// commit), from the attested record of the first of `peers` that
+    /// has it active, each asked within `timeout`. Returns whether it did.
+    /// Keys this node does not hold pending are left to the periodic pass
+    /// (a client's unknown id must not make the node call its peers).
+    pub(crate) async fn activate_pending(&self, key_id: &str, peers: &[u16], timeout: Duration) -> bool {
+        if !matches!(self.store.get_key(key_id).await, Ok(Some(k)) if k.status == KeyStatus::Pending) {
+            return false;
+        }
+        let mut done = CatchUp::default();
+        for &peer in peers.iter().filter(|&&p| p != self.cfg.node_id) {
+            match self.catch_up_key(peer, key_id, &mut done, timeout).await {
+                Ok(()) => return true,
+                Err(e) => tracing::debug!(peer, key_id, error = %e, "on-demand catch-up: not from this peer"),
+            }
+        }
+        false
+    }
+
+    async fn catch_up_key(
+        &self,
+        peer: u16,
+        key_id: &str,
+        done: &mut CatchUp,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
         let local = self.store.get_key(key_id).await.map_err(SessionError::from)?;
         if local.as_ref().is_some_and(|k| k.status == KeyStatus::Active) {
             return Ok(());
         }
         let meta = self
             .peers
-            .get_key_meta(peer, key_id, PEER_TIMEOUT)
+            .get_key_meta(peer, key_id, timeout)
             .await?
             .ok_or_else(|| SessionError::Unavailable {
                 nodes: vec![peer],

@@ -1141,9 +1141,16 @@ impl Node {
     /// # Errors
     /// 404 if unknown here.
     pub async fn loaded_key(&self, key_id: &str) -> Result<Arc<LoadedKey>, NodeError> {
-        self.cached_key(key_id)
-            .await?
-            .ok_or_else(|| NodeError::not_found(format!("no key {key_id:?}")))
+        if let Some(k) = self.cached_key(key_id).await? {
+            return Ok(k);
+        }
+        // Held pending here (a missed commit): catch up from the peers now.
+        if self.activate_pending(key_id, &self.cfg.node_ids(), ON_DEMAND_CATCH_UP).await {
+            if let Some(k) = self.cached_key(key_id).await? {
+                return Ok(k);
+            }
+        }
+        Err(NodeError::not_found(format!("no key {key_id:?}")))
     }
 
     /// The public key at `path` below `key` (ECDSA, BIP-32).
@@ -1330,6 +1337,19 @@ impl Node {
                     }
                     last_reason = reason;
                 }
+                // A peer that restarted after the client's token was issued
+                // refuses it (its replay cache starts empty): the others
+                // check the token themselves, so sign without that peer.
+                Err(SessionError::Refused {
+                    node,
+                    refusal: auth::Refusal::Replayed(reason),
+                }) if node != self.cfg.node_id && Instant::now() < deadline => {
+                    tracing::info!(node, %reason, "{role}: a party refused the token as replayed, choosing another set");
+                    if !excluded.contains(&node) {
+                        excluded.push(node);
+                    }
+                    last_reason = format!("node {node}: replayed: {reason}");
+                }
                 Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
                     tracing::info!(?nodes, %reason, "{role}: a party is unavailable, choosing another set");
                     for n in nodes {
@@ -1345,6 +1365,10 @@ impl Node {
         }
     }
 }
+
+/// How long a node waits for each peer when it catches up on a key it
+/// holds pending because a request needs it now.
+const ON_DEMAND_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// The audit entry of a proposal (outcome filled in later).
 fn proposal_entry(role: &'static str, p: &SessionProposal) -> audit::Entry {
