@@ -203,7 +203,10 @@ impl Client {
     /// No answer.
     pub async fn post_raw(&self, path: &str, body: &Value, timeout: Duration) -> Result<(u16, Value), String> {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let token = self.tokens.token("POST", path, Some(&bytes)).map_err(|e| e.to_string())?;
+        let token = self
+            .tokens
+            .token("POST", path, Some(&bytes))
+            .map_err(|e| e.to_string())?;
         let req = self
             .http
             .post(format!("{}{path}", self.url))

@@ -115,7 +115,10 @@ impl Cluster {
 
     fn signal(&self, i: usize, sig: &str) {
         if let Some(pid) = self.pid(i) {
-            let _ = std::process::Command::new("kill").arg(sig).arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg(sig)
+                .arg(pid.to_string())
+                .status();
         }
     }
 
@@ -226,7 +229,13 @@ const MIX: &[(&str, u32)] = &[
 ];
 
 /// Schemes a keygen of the mix picks from.
-const KEYGEN_SCHEMES: &[&str] = &["frost-ed25519", "frost-secp256k1-tr", "frost-p256", "ecdsa-secp256k1", "ecdsa-p256"];
+const KEYGEN_SCHEMES: &[&str] = &[
+    "frost-ed25519",
+    "frost-secp256k1-tr",
+    "frost-p256",
+    "ecdsa-secp256k1",
+    "ecdsa-p256",
+];
 
 /// The request a worker sends: (operation label, path, body, the key and
 /// what to check the answer against).
@@ -273,35 +282,39 @@ fn pick_request(keys: &[Key], paillier_bits: u32, threshold: u16) -> Option<Requ
                 plaintext: None,
             })
         }
-        "decrypt paillier" => {
-            let key = of(&|s| s == Scheme::Paillier)?;
-            let pk = key.paillier.as_ref()?;
-            let m = Integer::from(rng.gen::<u64>());
-            let c = pk.encrypt(&m, &mut rand::rngs::OsRng).ok()?;
-            Some(Request {
-                op: op.0.into(),
-                path: format!("/v1/keys/{}/decrypt", key.id),
-                body: json!({"ciphertext": c.to_string()}),
-                key: Some(key),
-                message: Vec::new(),
-                plaintext: Some(m),
-            })
-        }
+        "decrypt paillier" => request_for(&of(&|s| s == Scheme::Paillier)?),
         label => {
             let ecdsa = label == "sign ecdsa";
-            let key = of(&|s| s.is_ecdsa() == ecdsa && s != Scheme::Paillier)?;
-            let mut message = vec![0u8; 32];
-            rng.fill(&mut message[..]);
-            Some(Request {
-                op: format!("sign {}", key.scheme.as_str()),
-                path: format!("/v1/keys/{}/sign", key.id),
-                body: json!({"message": hex::encode(&message)}),
-                key: Some(key),
-                message,
-                plaintext: None,
-            })
+            request_for(&of(&|s| s.is_ecdsa() == ecdsa && s != Scheme::Paillier)?)
         }
     }
+}
+
+/// A sign (or decrypt) request with `key`.
+fn request_for(key: &Key) -> Option<Request> {
+    let mut rng = rand::thread_rng();
+    if let Some(pk) = &key.paillier {
+        let m = Integer::from(rng.gen::<u64>());
+        let c = pk.encrypt(&m, &mut rand::rngs::OsRng).ok()?;
+        return Some(Request {
+            op: "decrypt paillier".into(),
+            path: format!("/v1/keys/{}/decrypt", key.id),
+            body: json!({"ciphertext": c.to_string()}),
+            key: Some(key.clone()),
+            message: Vec::new(),
+            plaintext: Some(m),
+        });
+    }
+    let mut message = vec![0u8; 32];
+    rng.fill(&mut message[..]);
+    Some(Request {
+        op: format!("sign {}", key.scheme.as_str()),
+        path: format!("/v1/keys/{}/sign", key.id),
+        body: json!({"message": hex::encode(&message)}),
+        key: Some(key.clone()),
+        message,
+        plaintext: None,
+    })
 }
 
 /// Checks a 2xx answer; returns a fatal finding or `None`.
@@ -412,7 +425,9 @@ async fn chaos(cluster: &mut Cluster, stats: &Shared<Stats>, until: Instant, eve
         if down.len() >= max_down {
             continue;
         }
-        let up: Vec<usize> = (0..cluster.configs.len()).filter(|i| !down.iter().any(|(d, _)| d == i)).collect();
+        let up: Vec<usize> = (0..cluster.configs.len())
+            .filter(|i| !down.iter().any(|(d, _)| d == i))
+            .collect();
         let (victim, kill, secs) = {
             let mut rng = rand::thread_rng();
             (up.choose(&mut rng).copied(), rng.gen_bool(0.5), rng.gen_range(1..=4u64))
@@ -464,16 +479,15 @@ async fn check_keys(clients: &[Client], keys: &[Key], stats: &Shared<Stats>, a: 
             }
         }
         let mut ok = false;
-        for attempt in 0..5 {
-            let Some(req) = pick_request(std::slice::from_ref(k), a.paillier_bits, a.threshold)
-                .filter(|r| r.path != "/v1/keys")
-            else {
-                continue;
+        let mut last = String::new();
+        for attempt in 0..10 {
+            let Some(req) = request_for(k) else {
+                break;
             };
             let c = &clients[attempt % clients.len()];
             let timeout = Duration::from_millis(a.session_timeout_ms * 4 + 5000);
-            if let Ok((status, v)) = c.post_raw(&req.path, &req.body, timeout).await {
-                if (200..300).contains(&status) {
+            match c.post_raw(&req.path, &req.body, timeout).await {
+                Ok((status, v)) if (200..300).contains(&status) => {
                     let mut s = lock(stats);
                     let dummy = Arc::new(Mutex::new(Vec::new()));
                     match check_answer(&req, &v, &mut s, &dummy) {
@@ -482,11 +496,17 @@ async fn check_keys(clients: &[Client], keys: &[Key], stats: &Shared<Stats>, a: 
                     }
                     break;
                 }
+                Ok((status, v)) => last = format!("node {}: {status} {v}", attempt % clients.len()),
+                Err(e) => last = format!("node {}: no answer ({e})", attempt % clients.len()),
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         if !ok {
-            lost.push(format!("key {} ({}) no longer signs or decrypts", k.id, k.scheme.as_str()));
+            lost.push(format!(
+                "key {} ({}) no longer signs or decrypts; last: {last}",
+                k.id,
+                k.scheme.as_str()
+            ));
         }
     }
     lost
@@ -510,7 +530,10 @@ fn panics(data_dir: &Path, n: u16) -> Vec<String> {
 /// # Errors
 /// The cluster does not start, or a check fails.
 pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.threshold >= 2 && a.threshold <= a.nodes, "need 2 <= threshold <= nodes");
+    anyhow::ensure!(
+        a.threshold >= 2 && a.threshold <= a.nodes,
+        "need 2 <= threshold <= nodes"
+    );
     let data_dir = a.data_dir.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -556,7 +579,9 @@ async fn soak(cluster: &mut Cluster, a: &SoakArgs, data_dir: &Path) -> anyhow::R
         cluster_id: "sigil-soak".into(),
     };
     let tokens = TokenMaker::load(&auth)?;
-    let urls: Vec<String> = (0..a.nodes).map(|i| format!("http://127.0.0.1:{}", a.http_port + i)).collect();
+    let urls: Vec<String> = (0..a.nodes)
+        .map(|i| format!("http://127.0.0.1:{}", a.http_port + i))
+        .collect();
     let clients: Arc<Vec<Client>> = Arc::new(urls.iter().map(|u| Client::with_url(u, tokens.clone())).collect());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for u in &urls {
@@ -564,7 +589,11 @@ async fn soak(cluster: &mut Cluster, a: &SoakArgs, data_dir: &Path) -> anyhow::R
     }
     let first = clients.first().context("no nodes")?;
     let keys = Arc::new(Mutex::new(initial_keys(first, a).await?));
-    eprintln!("soak: {} keys made; {} minutes of load and chaos", lock(&keys).len(), a.minutes);
+    eprintln!(
+        "soak: {} keys made; {} minutes of load and chaos",
+        lock(&keys).len(),
+        a.minutes
+    );
     let stats: Shared<Stats> = Arc::default();
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(a.minutes * 60.0);
@@ -584,7 +613,14 @@ async fn soak(cluster: &mut Cluster, a: &SoakArgs, data_dir: &Path) -> anyhow::R
     if a.no_chaos || max_down == 0 {
         tokio::time::sleep_until(until.into()).await;
     } else {
-        chaos(cluster, &stats, until, Duration::from_millis(a.chaos_every_ms), max_down).await;
+        chaos(
+            cluster,
+            &stats,
+            until,
+            Duration::from_millis(a.chaos_every_ms),
+            max_down,
+        )
+        .await;
     }
     for w in workers {
         let _ = w.await;
@@ -640,7 +676,10 @@ fn report(s: &Stats, a: &SoakArgs, loaded: Duration, keys: usize, lost: &[String
     for (k, c) in &s.failures {
         println!("| failed request (tolerated): {k} | {c} |");
     }
-    println!("| signatures verified (independent verifiers) | {} |", s.signatures_verified);
+    println!(
+        "| signatures verified (independent verifiers) | {} |",
+        s.signatures_verified
+    );
     println!("| plaintexts checked | {} |", s.plaintexts_checked);
     println!("| keys checked on every node afterwards | {keys} |");
     println!("| keys lost | {} |", lost.len());

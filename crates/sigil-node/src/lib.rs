@@ -763,7 +763,9 @@ impl Node {
             session_id: random_session_id(),
             auth,
         };
-        self.coordinate_inner(parties, kind, run).await
+        self.coordinate_inner(parties, kind, run)
+            .await
+            .map_err(|e| self.replay_as_unavailable(e))
     }
 
     /// Runs a session as [`Run`] says: proposes it to `parties`, runs this
@@ -1145,7 +1147,10 @@ impl Node {
             return Ok(k);
         }
         // Held pending here (a missed commit): catch up from the peers now.
-        if self.activate_pending(key_id, &self.cfg.node_ids(), ON_DEMAND_CATCH_UP).await {
+        if self
+            .activate_pending(key_id, &self.cfg.node_ids(), ON_DEMAND_CATCH_UP)
+            .await
+        {
             if let Some(k) = self.cached_key(key_id).await? {
                 return Ok(k);
             }
@@ -1337,19 +1342,6 @@ impl Node {
                     }
                     last_reason = reason;
                 }
-                // A peer that restarted after the client's token was issued
-                // refuses it (its replay cache starts empty): the others
-                // check the token themselves, so sign without that peer.
-                Err(SessionError::Refused {
-                    node,
-                    refusal: auth::Refusal::Replayed(reason),
-                }) if node != self.cfg.node_id && Instant::now() < deadline => {
-                    tracing::info!(node, %reason, "{role}: a party refused the token as replayed, choosing another set");
-                    if !excluded.contains(&node) {
-                        excluded.push(node);
-                    }
-                    last_reason = format!("node {node}: replayed: {reason}");
-                }
                 Err(SessionError::Unavailable { nodes, reason }) if Instant::now() < deadline => {
                     tracing::info!(?nodes, %reason, "{role}: a party is unavailable, choosing another set");
                     for n in nodes {
@@ -1362,6 +1354,26 @@ impl Node {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+impl Node {
+    /// A peer's "replayed" refusal of a token this node accepted at its
+    /// door is the peer's state, not the client's fault: the peer restarted
+    /// since the token was issued (its replay cache starts empty), or saw
+    /// it from another coordinator. The others check the token themselves,
+    /// so the party counts as unavailable and another set is tried.
+    fn replay_as_unavailable(&self, e: SessionError) -> SessionError {
+        match e {
+            SessionError::Refused {
+                node,
+                refusal: auth::Refusal::Replayed(reason),
+            } if node != self.cfg.node_id => SessionError::Unavailable {
+                nodes: vec![node],
+                reason: format!("node {node} refused the token as replayed (restarted since it was issued?): {reason}"),
+            },
+            e => e,
         }
     }
 }

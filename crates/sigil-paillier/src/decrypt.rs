@@ -232,7 +232,8 @@ pub fn partial_with_proof<R: RngCore + CryptoRng>(
     });
     let value = value.map_err(|_| Error::InvalidParameters("partial decryption failed".into()))??;
     let no_key = || Error::InvalidParameters(format!("no verification key for party {party}"));
-    let proof = crate::verify::finish_proof(&pk.n, ver, party, &value, share, k.ok_or_else(no_key)?).ok_or_else(no_key)?;
+    let proof =
+        crate::verify::finish_proof(&pk.n, ver, party, &value, share, k.ok_or_else(no_key)?).ok_or_else(no_key)?;
     Ok(Partial {
         party,
         value,

@@ -228,7 +228,14 @@ pub fn commit_proof<R: RngCore + CryptoRng>(
 
 /// Party `j`'s proof for its `partial = c^{2 Delta share}` from its
 /// [`Commitment`] for the same `c`.
-pub fn finish_proof(n: &Integer, ver: &Verification, j: usize, partial: &Integer, share: &Integer, k: Commitment) -> Option<Proof> {
+pub fn finish_proof(
+    n: &Integer,
+    ver: &Verification,
+    j: usize,
+    partial: &Integer,
+    share: &Integer,
+    k: Commitment,
+) -> Option<Proof> {
     let n2 = Integer::from(n.square_ref());
     let vj = ver.keys.get(j.checked_sub(1)?)?;
     let p2 = Integer::from(partial.square_ref()) % &n2;
