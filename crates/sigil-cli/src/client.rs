@@ -244,8 +244,9 @@ impl Client {
         };
         let resp = req.send().await.map_err(|e| kind(&e))?;
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.map_err(|e| kind(&e))?;
-        Ok((status, body))
+        // An answer that is not JSON (a proxy's error page) still has its status.
+        let bytes = resp.bytes().await.map_err(|e| kind(&e))?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
     /// Creates a key and waits for it.

@@ -2,7 +2,10 @@
 //!
 //! Layout of the data directory (reused on the next start, so keys stay):
 //! ```text
-//! certs/ca.pem, ca.key, node-<i>.pem, node-<i>.key
+//! ca/ca.key, ca.pem               the cluster CA (its key is kept apart from the
+//!                              node keys; in production it belongs offline)
+//! certs/ca.pem, node-<i>.pem, node-<i>.key
+//! certs/prime-service.pem/.key a certificate for `sigil primes serve`
 //! certs/node-<i>.identity.key  node i's Ed25519 identity key (attests key records)
 //! certs/identities.json        every node's identity public key
 //! clients/admin.key, admin.pub the admin client's key pair (private: mode 0600),
@@ -124,7 +127,7 @@ pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let ids: Vec<u16> = (0..args.nodes).collect();
     let certs = data_dir.join("certs");
-    sigil_node::certs::init(&certs, &ids)?;
+    sigil_node::certs::init(&certs, &data_dir.join("ca"), &ids, sigil_node::certs::CERT_DAYS)?;
     let mut clients = vec![ClientEntry {
         id: "admin".into(),
         public_key: admin_client(&data_dir)?,

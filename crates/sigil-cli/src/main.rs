@@ -194,14 +194,23 @@ enum EthCmd {
 
 #[derive(Subcommand)]
 enum CertsCmd {
-    /// Create a CA and one certificate per node (`node-<id>.pem`/`.key`), and node identity keys, in DIR.
+    /// Create a CA (its key in CA_DIR), one certificate per node
+    /// (`node-<id>.pem`/`.key`), one for the prime service
+    /// (`prime-service.pem`/`.key`) and node identity keys, in DIR.
     Init {
-        /// Output directory.
+        /// Output directory (what the nodes get).
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
+        /// Where the CA's private key goes: not beside the node keys; in
+        /// production, offline.
+        #[arg(long, default_value = "ca")]
+        ca_dir: PathBuf,
         /// Number of nodes (ids 0..N).
         #[arg(long, default_value_t = 3)]
         nodes: u16,
+        /// Validity of the node and service certificates, in days.
+        #[arg(long, default_value_t = sigil_node::certs::CERT_DAYS)]
+        days: u32,
     },
 }
 
@@ -339,12 +348,22 @@ async fn async_main() -> std::process::ExitCode {
             }
         }
         Cmd::Certs {
-            cmd: CertsCmd::Init { dir, nodes },
+            cmd:
+                CertsCmd::Init {
+                    dir,
+                    ca_dir,
+                    nodes,
+                    days,
+                },
         } => {
             let ids: Vec<u16> = (0..nodes).collect();
-            match sigil_node::certs::init(&dir, &ids) {
+            match sigil_node::certs::init(&dir, &ca_dir, &ids, days) {
                 Ok(true) => {
-                    println!("created CA and {nodes} node certificates in {}", dir.display());
+                    println!(
+                        "created {nodes} node certificates and the prime service's in {} (valid {days} days); the CA key is in {}: keep it offline",
+                        dir.display(),
+                        ca_dir.display()
+                    );
                     Ok(())
                 }
                 Ok(false) => {

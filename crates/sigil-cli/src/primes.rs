@@ -79,8 +79,9 @@ pub struct ServiceBenchArgs {
     /// `https://host:port` of the service.
     #[arg(long, default_value = "https://127.0.0.1:7300")]
     pub url: String,
-    /// Name in the service's certificate.
-    #[arg(long, default_value = "node-0")]
+    /// Name in the service's certificate (`sigil certs init` makes
+    /// `prime-service.pem` for it).
+    #[arg(long, default_value = "sigil-prime-service")]
     pub server_name: String,
     /// Cluster CA certificate (PEM).
     #[arg(long)]

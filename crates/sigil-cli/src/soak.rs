@@ -13,7 +13,7 @@
 //! Markdown table and fails (exit code 1) when any check does.
 //!
 //! Failures a client sees while nodes are down are counted by kind, not
-//! fatal: an unreachable door node, 503 (`unavailable`, `busy`,
+//! fatal: an unreachable door node, 503 (`party_unavailable`, `busy`,
 //! `store_unavailable`), 504 (`party_timeout`). Any other status (a 500,
 //! a 4xx, a 502 naming a party: no party lies here) is fatal.
 
@@ -216,7 +216,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// down; the kind it is counted under.
 fn classify(status: u16, body: &Value) -> (bool, String) {
     let code = body["error"]["code"].as_str().unwrap_or("").to_string();
-    let tolerated = matches!(status, 503 | 504);
+    let tolerated = matches!(
+        (status, code.as_str()),
+        (503, "party_unavailable" | "busy" | "store_unavailable") | (504, "party_timeout")
+    );
     (tolerated, format!("{status} {code}"))
 }
 
@@ -417,9 +420,11 @@ async fn chaos(cluster: &mut Cluster, stats: &Shared<Stats>, until: Instant, eve
         // Bring back the nodes whose time is up.
         let (back, still): (Vec<_>, Vec<_>) = down.iter().partition(|(_, at)| *at <= now);
         down = still;
-        for (i, _) in back {
+        for (i, at) in back {
             if cluster.revive(i).is_ok() {
                 *lock(stats).faults.entry("revived").or_default() += 1;
+            } else {
+                down.push((i, at));
             }
         }
         if down.len() >= max_down {

@@ -374,7 +374,7 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
     c.kill9(0);
     c.restart(0).await;
     let (_, v) = post0(&c, &ed_sign, early, body.clone()).await;
-    assert_eq!(v["error"]["code"], "replayed", "pre-restart token: {v}");
+    assert_eq!(v["error"]["code"], "predates_start", "pre-restart token: {v}");
 
     // --- The audit chain ------------------------------------------------
     let out = Command::new(env!("CARGO_BIN_EXE_sigil"))

@@ -493,8 +493,8 @@ async fn peer_checks(c: &Cluster) {
 
     // A certificate from another CA is refused too.
     let other = tempfile::tempdir().unwrap();
-    sigil_node::certs::init(other.path(), &[2]).unwrap();
-    let oc = sigil_node::certs::node_cert_paths(other.path(), 2);
+    sigil_node::certs::init(&other.path().join("certs"), &other.path().join("ca"), &[2], 30).unwrap();
+    let oc = sigil_node::certs::node_cert_paths(&other.path().join("certs"), 2);
     let tls = ClientTlsConfig::new()
         .ca_certificate(ca.clone())
         .identity(Identity::from_pem(
@@ -511,6 +511,26 @@ async fn peer_checks(c: &Cluster) {
     }
     .await;
     assert!(r.is_err(), "a foreign certificate must be refused");
+
+    // The prime service's certificate, from the same CA, names no node.
+    let certs_dir = cfg.tls.ca_cert.parent().unwrap().to_path_buf();
+    let ps = sigil_node::certs::prime_service_cert_paths(&certs_dir);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .identity(Identity::from_pem(
+            std::fs::read(ps.cert).unwrap(),
+            std::fs::read(ps.key).unwrap(),
+        ))
+        .domain_name("node-0");
+    let r = async {
+        let ch = Endpoint::from_shared(peer0.clone())?.tls_config(tls)?.connect().await?;
+        PeerClient::new(ch)
+            .deliver(env.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .await;
+    assert!(r.is_err(), "the prime service's certificate is not a node's");
 
     // Node 2's real certificate: garbage for an unknown session is NotFound.
     let tls = ClientTlsConfig::new()

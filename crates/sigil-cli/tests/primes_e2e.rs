@@ -39,7 +39,9 @@ async fn connect(
     with_cert: bool,
 ) -> Result<PrimeServiceClient<Channel>, tonic::transport::Error> {
     let ca = Certificate::from_pem(std::fs::read(dir.join("dev/certs/ca.pem")).unwrap());
-    let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name("node-2");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .domain_name(sigil_node::certs::PRIME_SERVICE_DNS_NAME);
     if with_cert {
         let id = Identity::from_pem(
             std::fs::read(dir.join("dev/certs/node-1.pem")).unwrap(),
@@ -119,9 +121,9 @@ fn check_set(set: &sigil_proto::prime::PreParams) -> Vec<Integer> {
 async fn prime_service_serves_each_set_once_and_survives_kill9() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    // One CA for the service (certificate node-2) and a 2-node dev cluster
+    // One CA for the service (its own certificate, `sigil-prime-service`) and a 2-node dev cluster
     // (nodes 0 and 1) that takes its aux-info primes from the service.
-    sigil_node::certs::init(&dir.join("dev/certs"), &[0, 1, 2]).unwrap();
+    sigil_node::certs::init(&dir.join("dev/certs"), &dir.join("dev/ca"), &[0, 1], 30).unwrap();
     let port = free_port();
     let token_hash = hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()));
     let config: PathBuf = dir.join("primes.toml");
@@ -130,7 +132,7 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}/data\"\napi_token_sha256 = \"{token_hash}\"\n\
              kinds = [\"cggmp21\", \"tss-lib\"]\nmin_pool_size = 1\nmax_pool_size = 2\nrefill_threshold = 1\n\
-             max_concurrent = 2\n[tls]\nca_cert = \"{d}/dev/certs/ca.pem\"\ncert = \"{d}/dev/certs/node-2.pem\"\nkey = \"{d}/dev/certs/node-2.key\"\n",
+             max_concurrent = 2\n[tls]\nca_cert = \"{d}/dev/certs/ca.pem\"\ncert = \"{d}/dev/certs/prime-service.pem\"\nkey = \"{d}/dev/certs/prime-service.key\"\n",
             d = dir.display()
         ),
     )
@@ -170,7 +172,7 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
                     std::fs::read(dir.join("dev/certs/node-1.pem")).unwrap(),
                     std::fs::read(dir.join("dev/certs/node-1.key")).unwrap(),
                 ))
-                .domain_name("node-2"),
+                .domain_name(sigil_node::certs::PRIME_SERVICE_DNS_NAME),
         )
         .unwrap()
         .connect()
@@ -299,7 +301,10 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
         &[
             ("SIGIL_PRIME_SOURCE__KIND", "remote".to_string()),
             ("SIGIL_PRIME_SOURCE__URL", format!("https://127.0.0.1:{port}")),
-            ("SIGIL_PRIME_SOURCE__SERVER_NAME", "node-2".to_string()),
+            (
+                "SIGIL_PRIME_SOURCE__SERVER_NAME",
+                sigil_node::certs::PRIME_SERVICE_DNS_NAME.to_string(),
+            ),
             (
                 "SIGIL_PRIME_SOURCE__API_TOKEN_FILE",
                 dir.join("token").display().to_string(),

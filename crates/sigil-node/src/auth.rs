@@ -146,6 +146,10 @@ pub enum Refusal {
     /// The client is not allowed this operation (role or key policy).
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The token was issued before this node started (its replay cache
+    /// starts empty, so it cannot tell whether the token was used).
+    #[error("issued before this node started; retry with a new token")]
+    PredatesStart,
     /// The replay cache is full.
     #[error("too many live tokens; retry later")]
     Busy,
@@ -165,6 +169,7 @@ impl Refusal {
             Refusal::Replayed(_) => "replayed",
             Refusal::BodyMismatch(_) => "body_mismatch",
             Refusal::Forbidden(_) => "forbidden",
+            Refusal::PredatesStart => "predates_start",
             Refusal::Busy => "busy",
         }
     }
@@ -183,6 +188,7 @@ impl Refusal {
             "replayed" => Refusal::Replayed(d()),
             "body_mismatch" => Refusal::BodyMismatch(d()),
             "busy" => Refusal::Busy,
+            "predates_start" => Refusal::PredatesStart,
             "malformed_token" => Refusal::Malformed(d()),
             _ => Refusal::Forbidden(d()),
         }
@@ -440,7 +446,7 @@ impl Verifier {
             return Err(Refusal::Expired(format!("expired {} s ago", now - c.exp)));
         }
         if c.iat < self.started_at {
-            return Err(Refusal::Replayed("issued before this node started".into()));
+            return Err(Refusal::PredatesStart);
         }
         Ok(())
     }
@@ -785,7 +791,7 @@ mod tests {
             let (_, c) = v
                 .check(&alice.sign_claims(&before_start).unwrap(), "POST", path, Some(body))
                 .unwrap();
-            assert_eq!(reason(v.claim_at_door(&c, true, 0, now_unix())), Some("replayed"));
+            assert_eq!(reason(v.claim_at_door(&c, true, 0, now_unix())), Some("predates_start"));
             // Read tokens: GET only, reusable.
             let r = alice.token("c1", "GET", "/v1/keys", None, 3600).unwrap();
             let (a, c) = v.check(&r, "GET", "/v1/keys", None).unwrap();

@@ -139,7 +139,12 @@ impl Node {
                 // it active; catch up from it (attestations checked).
                 if key.is_none()
                     && self
-                        .activate_pending(&s.key_id, &[spec.coordinator], std::time::Duration::from_secs(2))
+                        .activate_pending(
+                            &s.key_id,
+                            &who.client,
+                            &[spec.coordinator],
+                            std::time::Duration::from_secs(2),
+                        )
                         .await
                 {
                     key = self.cached_key(&s.key_id).await?;

@@ -47,6 +47,13 @@ pub const FIRST_DELAY: Duration = Duration::from_secs(2);
 /// Ids per `ListKeyIds` page, and the most a peer returns.
 pub const PAGE: u32 = 10_000;
 
+/// An on-demand catch-up of one key is tried at most once in this time.
+pub const ON_DEMAND_RETRY: Duration = Duration::from_secs(5);
+
+/// Keys with a recent on-demand attempt remembered (beyond it, no more
+/// on-demand attempts until old ones expire).
+const ON_DEMAND_ENTRIES: usize = 1024;
+
 /// Deadline of one `ListKeyIds` or `GetKeyMeta` call.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -261,11 +268,36 @@ impl Node {
     /// Activates `key_id` when this node holds it *pending* (it missed the
     /// commit), from the attested record of the first of `peers` that
     /// has it active, each asked within `timeout`. Returns whether it did.
-    /// Keys this node does not hold pending are left to the periodic pass
-    /// (a client's unknown id must not make the node call its peers).
-    pub(crate) async fn activate_pending(&self, key_id: &str, peers: &[u16], timeout: Duration) -> bool {
-        if !matches!(self.store.get_key(key_id).await, Ok(Some(k)) if k.status == KeyStatus::Pending) {
+    ///
+    /// Only for a pending record whose policy lets `client` use the key
+    /// (the caller checked the client's token), at most once per
+    /// [`ON_DEMAND_RETRY`] per key: a client cannot make the node call its
+    /// peers for ids it may not use, nor in a loop. Keys this node does
+    /// not hold pending are left to the periodic pass.
+    pub(crate) async fn activate_pending(&self, key_id: &str, client: &str, peers: &[u16], timeout: Duration) -> bool {
+        let allowed = |k: &KeyRecord| {
+            k.status == KeyStatus::Pending
+                && (k.policy.sign.iter().any(|c| c == client) || k.policy.decrypt.iter().any(|c| c == client))
+        };
+        if !matches!(self.store.get_key(key_id).await, Ok(Some(k)) if allowed(&k)) {
             return false;
+        }
+        {
+            let mut tried = self.catch_up_tried.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            if tried
+                .get(key_id)
+                .is_some_and(|t| now.duration_since(*t) < ON_DEMAND_RETRY)
+            {
+                return false;
+            }
+            if tried.len() >= ON_DEMAND_ENTRIES {
+                tried.retain(|_, t| now.duration_since(*t) < ON_DEMAND_RETRY);
+                if tried.len() >= ON_DEMAND_ENTRIES {
+                    return false;
+                }
+            }
+            tried.insert(key_id.to_string(), now);
         }
         let mut done = CatchUp::default();
         for &peer in peers.iter().filter(|&&p| p != self.cfg.node_id) {

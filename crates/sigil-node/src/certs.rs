@@ -1,10 +1,30 @@
 //! The cluster's certificates (rcgen): one CA, one certificate per node
 //! naming it as DNS SAN `node-<id>`, usable for both TLS server and client
-//! authentication. ECDSA P-256 keys, PKCS#8 PEM.
+//! authentication, and one for the prime service naming it
+//! [`PRIME_SERVICE_DNS_NAME`] (server authentication only; the peer layer
+//! refuses it as a node, since it names no node). ECDSA P-256 keys,
+//! PKCS#8 PEM.
+//!
+//! The CA's private key is written to its own directory, never beside the
+//! node keys: in production it belongs offline (it can mint a certificate
+//! for any node id), and only `ca.pem` goes to the machines. Node and
+//! service certificates are valid for [`CERT_DAYS`] days by default (from
+//! one hour before they were made, for clock skew), the CA for
+//! [`CA_DAYS`].
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+
+/// The DNS name the prime service's certificate carries (what nodes set
+/// as `server_name` of a remote prime source).
+pub const PRIME_SERVICE_DNS_NAME: &str = "sigil-prime-service";
+
+/// Default validity of node and service certificates, in days.
+pub const CERT_DAYS: u32 = 365;
+
+/// Validity of the CA certificate, in days (ten years).
+pub const CA_DAYS: u32 = 3650;
 
 /// The DNS name a node's certificate carries, and that peers dial.
 pub fn node_dns_name(id: u16) -> String {
@@ -45,6 +65,20 @@ pub fn node_cert_paths(dir: &Path, id: u16) -> NodeCertPaths {
     }
 }
 
+/// Paths of the prime service's certificate and key inside `dir`
+/// (`prime-service.pem`, `prime-service.key`).
+pub fn prime_service_cert_paths(dir: &Path) -> NodeCertPaths {
+    NodeCertPaths {
+        cert: dir.join("prime-service.pem"),
+        key: dir.join("prime-service.key"),
+    }
+}
+
+/// Path of the CA's private key inside its own directory.
+pub fn ca_key_path(ca_dir: &Path) -> PathBuf {
+    ca_dir.join("ca.key")
+}
+
 /// Path of node `id`'s Ed25519 identity key (PKCS#8 PEM) inside `dir`.
 pub fn identity_key_path(dir: &Path, id: u16) -> PathBuf {
     dir.join(format!("node-{id}.identity.key"))
@@ -79,17 +113,23 @@ pub fn identity_public(dir: &Path, id: u16) -> anyhow::Result<String> {
     ))
 }
 
-/// Creates `ca.pem`, `ca.key` and `node-<id>.pem/.key` for `ids` in `dir`,
-/// unless `ca.pem` exists there already (then the certificates are left
-/// unchanged and `false` is returned); and, either way, an Ed25519
-/// identity key `node-<id>.identity.key` for each id that has none, and
-/// `identities.json`.
+/// Creates, unless `dir/ca.pem` exists already (then the certificates
+/// are left unchanged and `false` is returned): a CA (`ca.pem` in `dir`
+/// and in `ca_dir`, its key `ca.key` in `ca_dir` only), `node-<id>.pem/.key`
+/// for `ids` and `prime-service.pem/.key`, valid for `days` days; and,
+/// either way, an Ed25519 identity key `node-<id>.identity.key` for each id
+/// that has none, and `identities.json`.
 ///
 /// # Errors
-/// File-system or certificate-generation failures.
-pub fn init(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
+/// `ca_dir` equal to `dir` (the CA key must not sit beside the node
+/// keys); file-system or certificate-generation failures.
+pub fn init(dir: &Path, ca_dir: &Path, ids: &[u16], days: u32) -> anyhow::Result<bool> {
     std::fs::create_dir_all(dir)?;
-    let created = init_ca(dir, ids)?;
+    std::fs::create_dir_all(ca_dir)?;
+    if std::fs::canonicalize(dir)? == std::fs::canonicalize(ca_dir)? {
+        anyhow::bail!("the CA directory must not be the certificate directory (the CA key stays apart from node keys)");
+    }
+    let created = init_ca(dir, ca_dir, ids, days)?;
     let mut identities = std::collections::BTreeMap::new();
     for &id in ids {
         let path = identity_key_path(dir, id);
@@ -105,7 +145,32 @@ pub fn init(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
     Ok(created)
 }
 
-fn init_ca(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
+/// Sets `p`'s validity: from an hour ago (clock skew) for `days` days.
+fn validity(p: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(i64::from(days));
+}
+
+/// A leaf certificate for `name`, signed by the CA.
+fn leaf(
+    name: &str,
+    common_name: &str,
+    usages: Vec<ExtendedKeyUsagePurpose>,
+    days: u32,
+    ca: (&rcgen::Certificate, &KeyPair),
+) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(vec![name.to_string()])?;
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = usages;
+    validity(&mut p, days);
+    let cert = p.signed_by(&key, ca.0, ca.1)?;
+    Ok((cert, key))
+}
+
+fn init_ca(dir: &Path, ca_dir: &Path, ids: &[u16], days: u32) -> anyhow::Result<bool> {
     if ca_cert_path(dir).exists() {
         return Ok(false);
     }
@@ -118,20 +183,33 @@ fn init_ca(dir: &Path, ids: &[u16]) -> anyhow::Result<bool> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    validity(&mut ca, CA_DAYS.max(days));
     let ca_cert = ca.self_signed(&ca_key)?;
+    let both = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     for &id in ids {
-        let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(vec![node_dns_name(id)])?;
-        p.distinguished_name
-            .push(DnType::CommonName, format!("sigil node {id}"));
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = p.signed_by(&key, &ca_cert, &ca_key)?;
+        let (cert, key) = leaf(
+            &node_dns_name(id),
+            &format!("sigil node {id}"),
+            both.clone(),
+            days,
+            (&ca_cert, &ca_key),
+        )?;
         let paths = node_cert_paths(dir, id);
         std::fs::write(&paths.cert, cert.pem())?;
         write_secret(&paths.key, key.serialize_pem().as_bytes())?;
     }
-    write_secret(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
+    let (cert, key) = leaf(
+        PRIME_SERVICE_DNS_NAME,
+        "sigil prime service",
+        vec![ExtendedKeyUsagePurpose::ServerAuth],
+        days,
+        (&ca_cert, &ca_key),
+    )?;
+    let paths = prime_service_cert_paths(dir);
+    std::fs::write(&paths.cert, cert.pem())?;
+    write_secret(&paths.key, key.serialize_pem().as_bytes())?;
+    write_secret(&ca_key_path(ca_dir), ca_key.serialize_pem().as_bytes())?;
+    std::fs::write(ca_cert_path(ca_dir), ca_cert.pem())?;
     std::fs::write(ca_cert_path(dir), ca_cert.pem())?;
     Ok(true)
 }
@@ -191,18 +269,37 @@ mod tests {
 
     #[test]
     fn init_creates_certs_naming_nodes_and_is_idempotent() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        assert!(init(dir.path(), &[0, 1, 2])?);
-        let id1 = identity_public(dir.path(), 1)?;
-        assert!(!init(dir.path(), &[0, 1, 2])?, "second init keeps the existing CA");
-        assert_eq!(identity_public(dir.path(), 1)?, id1, "and the identity keys");
+        let root = tempfile::tempdir()?;
+        let (dir, ca) = (root.path().join("certs"), root.path().join("ca"));
+        assert!(
+            init(&dir, &dir, &[0], CERT_DAYS).is_err(),
+            "the CA key never beside the node keys"
+        );
+        assert!(init(&dir, &ca, &[0, 1, 2], CERT_DAYS)?);
+        assert!(
+            ca_key_path(&ca).exists() && !dir.join("ca.key").exists(),
+            "the CA key only in its own folder"
+        );
+        let id1 = identity_public(&dir, 1)?;
+        assert!(
+            !init(&dir, &ca, &[0, 1, 2], CERT_DAYS)?,
+            "second init keeps the existing CA"
+        );
+        assert_eq!(identity_public(&dir, 1)?, id1, "and the identity keys");
         let ids: std::collections::BTreeMap<String, String> =
-            serde_json::from_str(&std::fs::read_to_string(identities_path(dir.path()))?)?;
+            serde_json::from_str(&std::fs::read_to_string(identities_path(&dir))?)?;
         assert_eq!(ids.get("1"), Some(&id1));
-        let pem = std::fs::read_to_string(node_cert_paths(dir.path(), 2).cert)?;
-        let der = rustls_pemfile_der(&pem);
+        let der = rustls_pemfile_der(&std::fs::read_to_string(node_cert_paths(&dir, 2).cert)?);
         assert_eq!(node_id_of_cert(&der), Some(2));
         assert_eq!(node_id_of_cert(b"garbage"), None);
+        // A validity period of CERT_DAYS days.
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let v = cert.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert_eq!(days, i64::from(CERT_DAYS), "{v:?}");
+        // The prime service's certificate names no node.
+        let der = rustls_pemfile_der(&std::fs::read_to_string(prime_service_cert_paths(&dir).cert)?);
+        assert_eq!(node_id_of_cert(&der), None);
         Ok(())
     }
 

@@ -60,7 +60,8 @@ pub enum PrimeSource {
     Remote {
         /// `https://host:port` of the service.
         url: String,
-        /// The name the service's certificate carries (e.g. `node-9`).
+        /// The name the service's certificate carries
+        /// (`sigil-prime-service` for the one `sigil certs init` makes).
         server_name: String,
         /// File holding the service's API token, if it requires one.
         #[serde(default)]

@@ -69,6 +69,11 @@ pub struct Node {
     store: Arc<Store>,
     /// Sessions this node has agreed to.
     pub sessions: Sessions,
+    /// This node itself, for work that must run in a task of its own (a
+    /// coordinator's own part of a session).
+    me: std::sync::Weak<Node>,
+    /// Keys with a recent on-demand catch-up attempt, and when.
+    catch_up_tried: Mutex<HashMap<String, Instant>>,
     /// How this node reaches the others.
     peers: Arc<dyn Transport>,
     down: Mutex<HashMap<u16, Instant>>,
@@ -327,7 +332,9 @@ impl Node {
         }
         let store: Arc<Store> = Arc::new(store);
         let audit = audit::AuditLog::open(store.clone(), cfg.node_id).await?;
-        Ok(Arc::new(Node {
+        Ok(Arc::new_cyclic(|me| Node {
+            me: me.clone(),
+            catch_up_tried: Mutex::new(HashMap::new()),
             store,
             sessions: Sessions::default(),
             peers,
@@ -837,11 +844,23 @@ impl Node {
             }
         }
         let is_party = local_pending;
-        let local = async move {
-            if !is_party {
-                return futures::future::pending().await;
+        // Our own part runs in a task of its own: a heavy protocol takes
+        // its thread off the workers (`session::run_heavy`), and the
+        // peers' answers must still be read meanwhile. Aborted when we
+        // return first (it then ends at its next await or its deadline).
+        let me = if is_party { self.me.upgrade() } else { None };
+        if is_party && me.is_none() {
+            return Err(SessionError::Internal("the node is shutting down".into()));
+        }
+        let mut task = me.map(|me| tokio::spawn(async move { me.check_and_run(proposal, true).await }));
+        let _abort = AbortOnDrop(task.as_ref().map(tokio::task::JoinHandle::abort_handle));
+        let local = async {
+            match task.as_mut() {
+                Some(h) => h
+                    .await
+                    .unwrap_or_else(|e| Err(SessionError::Internal(format!("own session part: {e}")))),
+                None => futures::future::pending().await,
             }
-            self.check_and_run(proposal, true).await
         };
         tokio::pin!(local);
         let mut first_error: Option<SessionError> = None;
@@ -1143,12 +1162,23 @@ impl Node {
     /// # Errors
     /// 404 if unknown here.
     pub async fn loaded_key(&self, key_id: &str) -> Result<Arc<LoadedKey>, NodeError> {
+        self.cached_key(key_id)
+            .await?
+            .ok_or_else(|| NodeError::not_found(format!("no key {key_id:?}")))
+    }
+
+    /// [`Node::loaded_key`] for signing or decrypting on behalf of
+    /// `client`: a key held pending here (a missed commit) whose policy
+    /// names the client is caught up from the peers first.
+    ///
+    /// # Errors
+    /// 404 if unknown here.
+    pub(crate) async fn usable_key(&self, key_id: &str, client: &str) -> Result<Arc<LoadedKey>, NodeError> {
         if let Some(k) = self.cached_key(key_id).await? {
             return Ok(k);
         }
-        // Held pending here (a missed commit): catch up from the peers now.
         if self
-            .activate_pending(key_id, &self.cfg.node_ids(), ON_DEMAND_CATCH_UP)
+            .activate_pending(key_id, client, &self.cfg.node_ids(), ON_DEMAND_CATCH_UP)
             .await
         {
             if let Some(k) = self.cached_key(key_id).await? {
@@ -1220,7 +1250,7 @@ impl Node {
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
-        let key = self.loaded_key(key_id).await?;
+        let key = self.usable_key(key_id, &auth.client).await?;
         if !key.record.policy.sign.contains(&auth.client) {
             return Err(NodeError::refused(&auth::Refusal::Forbidden(format!(
                 "client {} may not sign with key {key_id}",
@@ -1269,7 +1299,7 @@ impl Node {
             presignature_id: String::new(),
         });
         let (o, signers) = self
-            .coordinate_quorum(&key.record, kind, false, "signers", Some(&auth.proto))
+            .coordinate_quorum(&key.record, kind, false, "signers", Some(&auth.proto), &[])
             .await?;
         let signature = o
             .by_party
@@ -1305,9 +1335,10 @@ impl Node {
         wait_all: bool,
         role: &str,
         auth: Option<&ClientAuthorization>,
+        avoid: &[u16],
     ) -> Result<(Outcomes, Vec<u16>), SessionError> {
         let deadline = Instant::now() + self.timeout();
-        let mut excluded: Vec<u16> = Vec::new();
+        let mut excluded: Vec<u16> = avoid.to_vec();
         let mut last_reason = String::new();
         loop {
             let candidates: Vec<u16> = key.parties.iter().copied().filter(|p| !excluded.contains(p)).collect();
@@ -1359,21 +1390,34 @@ impl Node {
 }
 
 impl Node {
-    /// A peer's "replayed" refusal of a token this node accepted at its
-    /// door is the peer's state, not the client's fault: the peer restarted
-    /// since the token was issued (its replay cache starts empty), or saw
-    /// it from another coordinator. The others check the token themselves,
-    /// so the party counts as unavailable and another set is tried.
+    /// A peer's refusal of a token issued before that peer started (it
+    /// restarted since: its replay cache starts empty) is the peer's state,
+    /// not the client's doing: the party counts as busy, so another set is
+    /// tried (the others check the token themselves) and, if none is left,
+    /// the client gets a 503 to retry with a new token. A real replay
+    /// (`replayed`: the token was presented by another coordinator) stays
+    /// a refusal that reaches the client.
     fn replay_as_unavailable(&self, e: SessionError) -> SessionError {
         match e {
             SessionError::Refused {
                 node,
-                refusal: auth::Refusal::Replayed(reason),
-            } if node != self.cfg.node_id => SessionError::Unavailable {
-                nodes: vec![node],
-                reason: format!("node {node} refused the token as replayed (restarted since it was issued?): {reason}"),
+                refusal: auth::Refusal::PredatesStart,
+            } if node != self.cfg.node_id => SessionError::Busy {
+                node,
+                reason: format!("node {node} started after the client's token was issued; retry with a new token"),
             },
             e => e,
+        }
+    }
+}
+
+/// Aborts a task when dropped (a `JoinHandle` only detaches).
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
         }
     }
 }

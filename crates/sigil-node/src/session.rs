@@ -281,6 +281,60 @@ where
     F: FnOnce(MpcParty<M, SessionDelivery<M>>) -> Fut,
     Fut: Future<Output = Result<T, sigil_crypto::Error>>,
 {
+    run_with(sessions, peers, spec, body, false).await
+}
+
+/// [`run`] for protocols that compute for up to seconds between two
+/// messages (CGGMP21, threshold Paillier): the session runs off the
+/// async workers ([`off_the_workers`]), so heavy sessions cannot stall
+/// message delivery, the REST API and light sessions for everyone.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_heavy<M, T, F, Fut>(
+    sessions: &Sessions,
+    peers: &Arc<dyn Transport>,
+    spec: SessionSpec,
+    body: F,
+) -> Result<T, SessionError>
+where
+    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+    F: FnOnce(MpcParty<M, SessionDelivery<M>>) -> Fut,
+    Fut: Future<Output = Result<T, sigil_crypto::Error>>,
+{
+    run_with(sessions, peers, spec, body, true).await
+}
+
+/// Runs `fut` to completion on this thread after handing the worker's
+/// other tasks to the rest of the runtime (`tokio::task::block_in_place`,
+/// which starts a replacement worker): the thread counts as one of the
+/// runtime's blocking threads until `fut` is done. Unlike
+/// `spawn_blocking`, `fut` need not be `'static` (protocol futures borrow
+/// the key material). The calling task makes no progress meanwhile, so
+/// the caller runs it in a task of its own. On a current-thread runtime
+/// (some tests) `fut` is simply awaited.
+pub async fn off_the_workers<F: Future>(fut: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::current();
+    if handle.runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(move || handle.block_on(fut))
+    } else {
+        fut.await
+    }
+}
+
+async fn run_with<M, T, F, Fut>(
+    sessions: &Sessions,
+    peers: &Arc<dyn Transport>,
+    spec: SessionSpec,
+    body: F,
+    heavy: bool,
+) -> Result<T, SessionError>
+where
+    M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
+    F: FnOnce(MpcParty<M, SessionDelivery<M>>) -> Fut,
+    Fut: Future<Output = Result<T, sigil_crypto::Error>>,
+{
     let (in_tx, in_rx) = futures::channel::mpsc::unbounded::<Incoming<M>>();
     let (out_tx, out_rx) = futures::channel::mpsc::unbounded::<Outgoing<M>>();
     let next_id = AtomicU64::new(0);
@@ -321,7 +375,14 @@ where
 
     let incoming = in_rx.map(Ok as fn(Incoming<M>) -> Result<Incoming<M>, Infallible>);
     let party = MpcParty::connected((incoming, out_tx));
-    match tokio::time::timeout_at(spec.deadline, body(party)).await {
+    // The deadline goes inside: nothing else polls a heavy session's thread.
+    let session = tokio::time::timeout_at(spec.deadline, body(party));
+    let result = if heavy {
+        off_the_workers(session).await
+    } else {
+        session.await
+    };
+    match result {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(e)) => {
             let culprits = e

@@ -433,7 +433,16 @@ async fn a_lying_paillier_party_is_named() {
         ),
     ];
     for (what, lie) in lies {
+        // One liar: named and marked down, a second set avoids it.
+        c.hub.tamper_outcomes(2, None);
         c.hub.tamper_outcomes(1, Some(lie.clone()));
+        for _ in 0..3 {
+            assert_eq!(
+                decrypt(0).await.unwrap().0,
+                "42",
+                "{what}: one liar does not block decryption"
+            );
+        }
         c.hub.tamper_outcomes(2, Some(lie));
         let e = decrypt(0).await.unwrap_err();
         let (status, body) = ApiError::from(e).detail();

@@ -158,6 +158,14 @@ impl PublicKey {
         partials: &[Partial],
         trusted: Option<usize>,
     ) -> Result<Integer, Error> {
+        // One thread per checked partial below: never more than the parties.
+        if partials.len() > self.parties {
+            return Err(Error::InvalidParameters(format!(
+                "{} partial decryptions for {} parties",
+                partials.len(),
+                self.parties
+            )));
+        }
         if let Some(ver) = &self.verification {
             let d = delta(self.parties);
             let ok = |p: &Partial| {
@@ -165,7 +173,7 @@ impl PublicKey {
                     .as_ref()
                     .is_some_and(|proof| crate::verify::verify(&self.n, &d, ver, p.party, c, &p.value, proof))
             };
-            // One thread per partial to check (at most t of them).
+            // One thread per partial to check (at most `parties`, above).
             let bad: Vec<usize> = std::thread::scope(|sc| {
                 let checks: Vec<_> = partials
                     .iter()

@@ -63,7 +63,7 @@ fn coefficient_bits(setup: &Setup) -> u32 {
     mask_bits(setup) + setup.params.stat_sec_shamir + 2 * delta(setup.n()).significant_bits()
 }
 
-/// Bits of `log2 x`, rounded up, for small counts.
+/// The bit length of `x` (so `x < 2^bits_of(x)`).
 fn bits_of(x: usize) -> u32 {
     usize::BITS - x.leading_zeros()
 }
@@ -74,10 +74,11 @@ pub fn dealt_share_bits(setup: &Setup) -> u32 {
     coefficient_bits(setup) + t * bits_of(setup.n()) + bits_of(setup.t()) + 1
 }
 
-/// Every key share `|s_j|` is below `2^this` (the sum of `n` dealt shares
-/// and `z`).
+/// Every key share `|s_j|` is below `2^this`: the sum of `n` dealt shares
+/// (each checked against [`dealt_share_bits`]) and `z` (centered in
+/// `F_K`, so below the field's size whatever the parties sent).
 pub fn share_bits(setup: &Setup) -> u32 {
-    dealt_share_bits(setup) + bits_of(setup.n()) + 1
+    dealt_share_bits(setup).max(setup.field_key.significant_bits()) + bits_of(setup.n()) + 1
 }
 
 /// Round 1 for party `me` (1-based) with candidate shares `p_i`, `q_i` of `N`.
@@ -103,11 +104,11 @@ pub fn start<R: RngCore + CryptoRng>(
     let rs = share(&r, t, parties, k, rng);
     // Integer sharing of r: g(x) = r + sum c_k x^k.
     let cbits = coefficient_bits(setup);
-    let coeffs: Vec<Integer> = (0..t).map(|_| random_bits(cbits, rng)).collect();
+    let mut coeffs: Vec<Integer> = (0..t).map(|_| random_bits(cbits, rng)).collect();
     let n2 = Integer::from(n.square_ref());
-    let committed: Vec<Integer> = std::iter::once(r.clone()).chain(coeffs.iter().cloned()).collect();
+    let mut committed: Vec<Integer> = std::iter::once(r.clone()).chain(coeffs.iter().cloned()).collect();
     let commitments = crate::verify::commit(&crate::verify::base(n), &n2, &committed);
-    drop(committed);
+    committed.iter_mut().for_each(crate::math_wipe);
     let p2p = (0..parties)
         .map(|j| {
             let x = Integer::from(j + 1);
@@ -125,6 +126,9 @@ pub fn start<R: RngCore + CryptoRng>(
         })
         .collect();
     let r_mod_n = crate::math::modulo(r.clone(), n);
+    coeffs.iter_mut().for_each(crate::math_wipe);
+    let mut r = r;
+    crate::math_wipe(&mut r);
     (
         KeyState { phi, beta },
         KeyRound1 {

@@ -32,13 +32,15 @@
 //!
 //! **Caveat.** Shoup's soundness argument needs safe primes, which a
 //! dealerless key does not have (Boneh-Franklin primes are `3 mod 4`
-//! only). A cheater could then shift its partial by an element of small
-//! order `w` and pass with probability `1 / ord(w)`; such a shift lands
-//! in the `Z_N^*` component of `Z_{N^2}^*`, so the combination no longer
-//! satisfies `w = 1 (mod N)` and [`crate::decrypt::PublicKey::combine`]
-//! fails instead of returning a wrong plaintext. A shift of the plaintext
-//! itself needs an element of order `p` or `q` and passes with
-//! probability `1/p`.
+//! only). A cheater that knows an element `w` of small order could shift
+//! its partial by it and, under Fiat-Shamir, find a passing proof after
+//! about `ord(w)` offline tries of `r`. Such a shift lands in the `Z_N^*`
+//! component of `Z_{N^2}^*`, so the combination no longer satisfies
+//! `w = 1 (mod N)` and [`crate::decrypt::PublicKey::combine`] fails
+//! (`BadPartials` naming no one) instead of returning a wrong plaintext;
+//! finding such a `w` without the factors of `N` is believed hard. A shift
+//! of the plaintext itself needs an element of order `p` or `q`, that is,
+//! the factorization.
 
 use rand_core::{CryptoRng, RngCore};
 use rug::integer::Order;
@@ -240,7 +242,9 @@ pub fn finish_proof(
     let vj = ver.keys.get(j.checked_sub(1)?)?;
     let p2 = Integer::from(partial.square_ref()) % &n2;
     let e = challenge(n, &[&ver.v, &k.ct, &p2, vj, &k.a, &k.b], j);
-    let z = Integer::from(&e * share) + &k.r;
+    let mut es = Integer::from(&e * share);
+    let z = Integer::from(&es + &k.r);
+    crate::math_wipe(&mut es);
     Some(Proof { e, z })
 }
 

@@ -99,7 +99,7 @@ impl Cluster {
         let certs = dir.path().join("certs");
         let primes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/primes-1536.txt");
         let ids: Vec<u16> = (0..n).collect();
-        sigil_node::certs::init(&certs, &ids).unwrap();
+        sigil_node::certs::init(&certs, &dir.path().join("ca"), &ids, 30).unwrap();
         let clients = make_clients(dir.path());
         let http: Vec<u16> = ids.iter().map(|_| free_port()).collect();
         let peer: Vec<u16> = ids.iter().map(|_| free_port()).collect();

@@ -15,13 +15,17 @@
 //! carries the party number of the node that sent it and that every
 //! other party's proof verifies against the verification key in the
 //! attested key record; a failure is a protocol error naming the nodes
-//! (HTTP 502 with `nodes`), never a wrong plaintext.
+//! (HTTP 502 with `nodes`; the named nodes are marked down and one more
+//! set without them is tried), never a wrong plaintext. Keys made before
+//! verifiable decryption have no verification keys: their partials are
+//! combined unchecked (a wrong plaintext stays possible for them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use sigil_crypto::scheme::PaillierPublic;
 use sigil_paillier::decrypt::{partial_with_proof, Partial, PublicKey};
 use sigil_paillier::params::Setup;
@@ -168,7 +172,7 @@ impl Node {
         auth: &crate::RequestAuth,
     ) -> Result<(String, Vec<u16>), crate::error::NodeError> {
         use crate::error::NodeError;
-        let loaded = self.loaded_key(key_id).await?;
+        let loaded = self.usable_key(key_id, &auth.client).await?;
         if loaded.operation() != Operation::Decrypt {
             return Err(NodeError::bad_request(format!("{} keys do not decrypt", loaded.scheme)));
         }
@@ -189,22 +193,38 @@ impl Node {
             derivation_path: vec![],
             presignature_id: String::new(),
         });
-        let (o, chosen) = self
-            .coordinate_quorum(key, kind, true, "decryption parties", Some(&auth.proto))
-            .await?;
-        let answers: Vec<(u16, usize, Vec<u8>)> = o
-            .by_party
-            .into_iter()
-            .zip(&chosen)
-            .map(|(x, &node)| {
-                let party = loaded.parties.index(node).map_or(0, |i| i + 1);
-                (node, party, x.map(|o| o.partial_signature).unwrap_or_default())
-            })
-            .collect();
         let own = loaded.parties.index(self.cfg.node_id).map(|i| i + 1);
-        let m = tokio::task::spawn_blocking(move || combine(&pk, &c, &answers, own))
-            .await
-            .map_err(NodeError::internal)??;
+        // A party whose partial fails its proof is named and marked down;
+        // a second attempt runs without it, so one liar cannot block every
+        // decryption it is drawn for.
+        let mut avoid: Vec<u16> = Vec::new();
+        let (m, chosen) = loop {
+            let (o, chosen) = self
+                .coordinate_quorum(key, kind.clone(), true, "decryption parties", Some(&auth.proto), &avoid)
+                .await?;
+            let answers: Vec<(u16, usize, Vec<u8>)> = o
+                .by_party
+                .into_iter()
+                .zip(&chosen)
+                .map(|(x, &node)| {
+                    let party = loaded.parties.index(node).map_or(0, |i| i + 1);
+                    (node, party, x.map(|o| o.partial_signature).unwrap_or_default())
+                })
+                .collect();
+            let (pk, c) = (pk.clone(), c.clone());
+            match tokio::task::spawn_blocking(move || combine(&pk, &c, &answers, own))
+                .await
+                .map_err(NodeError::internal)?
+            {
+                Ok(m) => break (m, chosen),
+                Err(SessionError::Protocol { culprits, reason }) if avoid.is_empty() && !culprits.is_empty() => {
+                    tracing::warn!(?culprits, %reason, "decryption: parties named, another set without them");
+                    culprits.iter().for_each(|&n| self.mark_down(n));
+                    avoid = culprits;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok((m.to_string(), chosen))
     }
 }
@@ -321,7 +341,7 @@ impl Family for Paillier {
         let (me, sid) = (spec.me, spec.eid);
         let started = Instant::now();
         let s2 = setup.clone();
-        let (out, stats) = session::run::<protocol::Msg, _, _, _>(&node.sessions, &node.peers, spec, |party| {
+        let (out, stats) = session::run_heavy::<protocol::Msg, _, _, _>(&node.sessions, &node.peers, spec, |party| {
             let setup = s2.clone();
             async move {
                 let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
@@ -430,11 +450,33 @@ impl Family for Paillier {
     }
 }
 
-/// The public key from a stored public package.
+/// Parsed public keys kept in memory (parsing derives the verification
+/// base, an exponentiation mod `N^2`), by SHA-256 of the package.
+const PUBLIC_KEY_CACHE_ENTRIES: usize = 64;
+
+/// The public key from a stored public package, parsed once per process
+/// (a small bounded cache).
 ///
 /// # Errors
 /// An internal error for a malformed package.
 pub fn public_key(package: &[u8]) -> Result<PublicKey, SessionError> {
+    type Cache = Mutex<HashMap<[u8; 32], PublicKey>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let id: [u8; 32] = sha2::Sha256::digest(package).into();
+    if let Some(pk) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return Ok(pk.clone());
+    }
+    let pk = parse_public_key(package)?;
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= PUBLIC_KEY_CACHE_ENTRIES {
+        c.clear();
+    }
+    c.insert(id, pk.clone());
+    Ok(pk)
+}
+
+fn parse_public_key(package: &[u8]) -> Result<PublicKey, SessionError> {
     let p: PaillierPublic = serde_json::from_slice(package).map_err(internal)?;
     let n: Integer = p.n.parse().map_err(|_| internal("N does not parse"))?;
     let theta: Integer = p.theta.parse().map_err(|_| internal("theta does not parse"))?;

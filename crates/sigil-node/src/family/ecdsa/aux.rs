@@ -73,7 +73,7 @@ impl Node {
         }
         let primes = self.primes_for_aux().await?;
         let (me, sid, spec_parties) = (spec.me, spec.eid, spec.parties.clone());
-        let aux = session::run::<ecdsa::AuxMsg, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
+        let aux = session::run_heavy::<ecdsa::AuxMsg, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
             let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
                 .map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
             ecdsa::aux_info(party, &sid, me, n, primes, &mut rng).await

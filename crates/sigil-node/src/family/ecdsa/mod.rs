@@ -141,7 +141,7 @@ impl Family for Ecdsa {
         let aux = node.load_aux(&spec.parties).await?;
         let (me, sid) = (spec.me, spec.eid);
         let (share, package) = with_curve!(scheme, E => {
-            let share = session::run::<ecdsa::KeygenMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
+            let share = session::run_heavy::<ecdsa::KeygenMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
                 let mut rng = rand::rngs::OsRng;
                 ecdsa::keygen::<E, _, _>(party, &sid, me, n, t, &mut rng).await
             })
@@ -177,7 +177,7 @@ impl Family for Ecdsa {
             let m = node.material(key).await?;
             let share = share_of::<E>(&m)?;
             let (me, sid) = (spec.me, spec.eid);
-            let sig = session::run::<ecdsa::SignMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
+            let sig = session::run_heavy::<ecdsa::SignMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
                 let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
                 ecdsa::sign::<E, _, _>(party, &sid, me, &signers, share, &digest, path, &mut rng).await
             })

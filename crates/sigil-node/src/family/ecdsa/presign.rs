@@ -61,7 +61,7 @@ impl Node {
         let bytes = with_curve!(loaded.scheme, E => {
             let m = self.material(&loaded).await?;
             let share = share_of::<E>(&m)?;
-            let presig = session::run::<ecdsa::SignMsg<E>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
+            let presig = session::run_heavy::<ecdsa::SignMsg<E>, _, _, _>(&self.sessions, &self.peers, spec, |party| async move {
                 let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
                 ecdsa::presign::<E, _, _>(party, &eid, me, &signers, share, &mut rng).await
             })
