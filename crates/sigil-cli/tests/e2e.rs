@@ -479,58 +479,42 @@ async fn peer_checks(c: &Cluster) {
         payload: b"garbage".to_vec(),
     };
 
+    // Delivers `env` to node 0 presenting the certificate and key files
+    // given (none: no client certificate).
+    let deliver_as = |identity: Option<(std::path::PathBuf, std::path::PathBuf)>| {
+        let (peer0, ca, env) = (peer0.clone(), ca.clone(), env.clone());
+        async move {
+            let mut tls = ClientTlsConfig::new().ca_certificate(ca).domain_name("node-0");
+            if let Some((cert, key)) = identity {
+                tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+            }
+            let ch = Endpoint::from_shared(peer0)?.tls_config(tls)?.connect().await?;
+            PeerClient::new(ch)
+                .deliver(env)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+    };
     // Without a client certificate the handshake fails.
-    let tls = ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name("node-0");
-    let r = async {
-        let ch = Endpoint::from_shared(peer0.clone())?.tls_config(tls)?.connect().await?;
-        PeerClient::new(ch)
-            .deliver(env.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    }
-    .await;
-    assert!(r.is_err(), "a peer without a client certificate must be refused");
-
+    assert!(
+        deliver_as(None).await.is_err(),
+        "a peer without a client certificate must be refused"
+    );
     // A certificate from another CA is refused too.
     let other = tempfile::tempdir().unwrap();
     sigil_node::certs::init(&other.path().join("certs"), &other.path().join("ca"), &[2], 30).unwrap();
     let oc = sigil_node::certs::node_cert_paths(&other.path().join("certs"), 2);
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(ca.clone())
-        .identity(Identity::from_pem(
-            std::fs::read(oc.cert).unwrap(),
-            std::fs::read(oc.key).unwrap(),
-        ))
-        .domain_name("node-0");
-    let r = async {
-        let ch = Endpoint::from_shared(peer0.clone())?.tls_config(tls)?.connect().await?;
-        PeerClient::new(ch)
-            .deliver(env.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    }
-    .await;
-    assert!(r.is_err(), "a foreign certificate must be refused");
-
+    assert!(
+        deliver_as(Some((oc.cert, oc.key))).await.is_err(),
+        "a foreign certificate must be refused"
+    );
     // The prime service's certificate, from the same CA, names no node.
     let certs_dir = cfg.tls.ca_cert.parent().unwrap().to_path_buf();
     let ps = sigil_node::certs::prime_service_cert_paths(&certs_dir);
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(ca.clone())
-        .identity(Identity::from_pem(
-            std::fs::read(ps.cert).unwrap(),
-            std::fs::read(ps.key).unwrap(),
-        ))
-        .domain_name("node-0");
-    let r = async {
-        let ch = Endpoint::from_shared(peer0.clone())?.tls_config(tls)?.connect().await?;
-        PeerClient::new(ch)
-            .deliver(env.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    }
-    .await;
-    assert!(r.is_err(), "the prime service's certificate is not a node's");
+    assert!(
+        deliver_as(Some((ps.cert, ps.key))).await.is_err(),
+        "the prime service's certificate is not a node's"
+    );
 
     // Node 2's real certificate: garbage for an unknown session is NotFound.
     let tls = ClientTlsConfig::new()

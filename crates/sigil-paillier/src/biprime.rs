@@ -14,7 +14,6 @@
 
 use rug::integer::Order;
 use rug::Integer;
-use sha2::{Digest, Sha256};
 
 /// `count` test bases for `N`: SHA-256 expansions of `(session, N, k)`
 /// reduced mod `N`, kept when their Jacobi symbol is 1.
@@ -32,19 +31,7 @@ pub fn bases_range(session: &[u8], n: &Integer, skip: u32, count: u32) -> Vec<In
     let mut out = Vec::new();
     let mut k = 0u64;
     while out.len() < total {
-        let mut buf = Vec::with_capacity(len + 32);
-        let mut block = 0u32;
-        while buf.len() < len {
-            let h = Sha256::new()
-                .chain_update(b"sigil-paillier/biprime/v1")
-                .chain_update(session)
-                .chain_update(&nbytes)
-                .chain_update(k.to_be_bytes())
-                .chain_update(block.to_be_bytes())
-                .finalize();
-            buf.extend_from_slice(&h);
-            block += 1;
-        }
+        let buf = crate::math::hash_expand(b"sigil-paillier/biprime/v1", &[session, &nbytes, &k.to_be_bytes()], len);
         let g = Integer::from_digits(&buf, Order::Msf) % n;
         if g.jacobi(n) == 1 {
             out.push(g);

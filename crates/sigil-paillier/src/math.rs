@@ -166,6 +166,25 @@ pub fn pow_mod_small(b: u64, mut e: u64, m: u64) -> u64 {
     u64::try_from(acc).unwrap_or(0)
 }
 
+/// At least `len` bytes of SHA-256 output over `(tag, parts..., block)`
+/// for `block = 0, 1, ...` (big-endian `u32`), concatenated: public
+/// coins derived from public values (biprimality bases, the verification
+/// base).
+pub fn hash_expand(tag: &[u8], parts: &[&[u8]], len: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut buf = Vec::with_capacity(len + 32);
+    let mut block = 0u32;
+    while buf.len() < len {
+        let mut h = Sha256::new().chain_update(tag);
+        for p in parts {
+            h.update(p);
+        }
+        buf.extend_from_slice(&h.chain_update(block.to_be_bytes()).finalize());
+        block += 1;
+    }
+    buf
+}
+
 /// `Delta = n!`.
 pub fn delta(n: usize) -> Integer {
     Integer::from(Integer::factorial(u32::try_from(n).unwrap_or(u32::MAX)))

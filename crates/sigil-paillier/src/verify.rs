@@ -86,18 +86,7 @@ pub fn base(n: &Integer) -> Integer {
     let len = usize::try_from(n.significant_bits() / 8 + 16).unwrap_or(0);
     let mut k = 0u32;
     loop {
-        let mut buf = Vec::with_capacity(len + 32);
-        let mut block = 0u32;
-        while buf.len() < len {
-            let d = Sha256::new()
-                .chain_update(b"sigil-paillier/verify/v1")
-                .chain_update(&nbytes)
-                .chain_update(k.to_be_bytes())
-                .chain_update(block.to_be_bytes())
-                .finalize();
-            buf.extend_from_slice(&d);
-            block += 1;
-        }
+        let buf = crate::math::hash_expand(b"sigil-paillier/verify/v1", &[&nbytes, &k.to_be_bytes()], len);
         let h = Integer::from_digits(&buf, Order::Msf) % n;
         k += 1;
         if h <= 1 || Integer::from(h.gcd_ref(n)) != 1 {
