@@ -16,7 +16,7 @@
 //!   peers).
 //!
 //!
-//! A node also catches up **on demand** ([`Node::activate_pending`]):
+//! A node also catches up **on demand** (`Node::activate_pending`):
 //! a request at its door, or a peer's signing proposal, for a key it holds
 //! pending asks the peers (the proposal's coordinator) for the attested
 //! record at once, instead of answering 404 until the next pass.
