@@ -17,6 +17,14 @@ pub enum Error {
         /// Session party indices of the senders of bad shares.
         culprits: Vec<PartyIndex>,
     },
+    /// A reshare dealer's Feldman commitments are missing, of the wrong
+    /// length or not bound to its old verifying share, or a party that
+    /// does not deal sent some (WWW02 section 4, step 3).
+    #[error("invalid resharing commitments from parties {culprits:?}")]
+    InvalidCommitment {
+        /// Session party indices of the senders of bad commitments.
+        culprits: Vec<PartyIndex>,
+    },
     /// A party's DKG proof of knowledge of its secret does not verify.
     #[error("invalid proof of knowledge from parties {culprits:?}")]
     InvalidProofOfKnowledge {
@@ -56,6 +64,7 @@ impl Error {
         match self {
             Error::InvalidSecretShare { culprits }
             | Error::InvalidProofOfKnowledge { culprits }
+            | Error::InvalidCommitment { culprits }
             | Error::InvalidSignatureShare { culprits } => culprits.clone(),
             Error::InconsistentBroadcast { .. }
             | Error::InvalidParameters(_)

@@ -32,6 +32,7 @@ pub mod error;
 pub mod frost;
 pub mod preparams;
 pub mod primes;
+pub mod reshare;
 pub mod schedule;
 pub mod scheme;
 
