@@ -208,6 +208,157 @@ pub fn complete<E: Curve>(share: IncompleteKeyShare<E>, aux: AuxInfo) -> Result<
         .map_err(|e| Error::InvalidParameters(format!("key share and aux info: {e}")))
 }
 
+/// CGGMP21 key shares through the verifiable resharing of
+/// [`crate::reshare`]: the share and its public data are carried over to
+/// the `frost-core` suite of the same curve (big-endian scalars, SEC1
+/// compressed points; `cggmp21`'s share indices `I[k] = k + 1` are FROST's
+/// identifiers), reshared, and the result is loaded back through
+/// `key_share`'s validation with the new `VssSetup` and the chain code
+/// unchanged, so the public key, the xpub and every derived address stay
+/// the same. The new share needs new aux info for its new party set before
+/// it signs ([`complete`]).
+pub mod reshare {
+    use cggmp21::generic_ec::{NonZero, Point, Scalar, SecretScalar};
+    use cggmp21::key_share::{DirtyIncompleteKeyShare, DirtyKeyInfo, Validate, VssSetup};
+    use frost_core::keys::{PublicKeyPackage, SigningShare, VerifyingShare};
+    use frost_core::{Ciphersuite, VerifyingKey};
+
+    use super::{Curve, IncompleteKeyShare};
+    use crate::frost::identifier;
+    use crate::Error;
+
+    /// A curve with the `frost-core` suite whose group it is (only the
+    /// group arithmetic and encodings of the suite are used).
+    pub trait ReshareCurve: Curve {
+        /// The suite.
+        type Suite: Ciphersuite + Send + 'static;
+    }
+
+    impl ReshareCurve for super::Secp256k1 {
+        type Suite = frost_secp256k1_tr::Secp256K1Sha256TR;
+    }
+
+    impl ReshareCurve for super::Secp256r1 {
+        type Suite = frost_p256::P256Sha256;
+    }
+
+    fn bad<C: Ciphersuite>(what: &str) -> impl Fn(frost_core::Error<C>) -> Error + '_ {
+        move |e| Error::InvalidParameters(format!("{what}: {e}"))
+    }
+
+    /// The public key package of a key with group key `public_key` and
+    /// verifying shares `public_shares` (SEC1, in key order), threshold `t`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] for a point that does not decode.
+    pub fn package<E: ReshareCurve>(
+        public_key: &[u8],
+        public_shares: &[Vec<u8>],
+        t: u16,
+    ) -> Result<PublicKeyPackage<E::Suite>, Error> {
+        let mut shares = std::collections::BTreeMap::new();
+        for (k, bytes) in (0u16..).zip(public_shares) {
+            let vs = VerifyingShare::deserialize(bytes).map_err(bad("verifying share"))?;
+            shares.insert(identifier::<E::Suite>(k)?, vs);
+        }
+        let key = VerifyingKey::deserialize(public_key).map_err(bad("public key"))?;
+        Ok(PublicKeyPackage::new(shares, key, Some(t)))
+    }
+
+    /// The verifying shares of `share`'s key, SEC1 compressed, in key order.
+    pub fn public_shares<E: Curve>(share: &IncompleteKeyShare<E>) -> Vec<Vec<u8>> {
+        share.public_shares.iter().map(|p| p.to_bytes(true).to_vec()).collect()
+    }
+
+    /// The public key package of `share`'s key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] for a share without the standard
+    /// indices `I[k] = k + 1` (every Sigil key has them).
+    pub fn package_of<E: ReshareCurve>(share: &IncompleteKeyShare<E>) -> Result<PublicKeyPackage<E::Suite>, Error> {
+        let vss = share
+            .vss_setup
+            .as_ref()
+            .ok_or_else(|| Error::InvalidParameters("an n-of-n share has no VSS setup".into()))?;
+        let standard = (1u64..).zip(&vss.I).all(|(k, i)| Scalar::<E>::from(k) == *i.as_ref());
+        if !standard || vss.I.len() != share.public_shares.len() {
+            return Err(Error::InvalidParameters("share indices are not 1..n".into()));
+        }
+        let public_key = share.shared_public_key.to_bytes(true);
+        package::<E>(&public_key, &public_shares(share), vss.min_signers)
+    }
+
+    /// `share`'s secret as a share of the suite. Secret.
+    ///
+    /// # Errors
+    /// Never for a valid share (the encodings agree).
+    pub fn signing_share<E: ReshareCurve>(share: &IncompleteKeyShare<E>) -> Result<SigningShare<E::Suite>, Error> {
+        let x: &SecretScalar<E> = share.x.as_ref();
+        let bytes = zeroize::Zeroizing::new(x.as_ref().to_be_bytes().as_ref().to_vec());
+        SigningShare::deserialize(&bytes).map_err(bad("share"))
+    }
+
+    /// The new CGGMP21 share of party `i` (new key-level index) from a
+    /// reshare's output, with `chain_code` of the key, validated by
+    /// `key_share` (every public share consistent with the VSS setup and
+    /// the secret).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] if the output does not make a valid
+    /// share.
+    pub fn share_from<E: ReshareCurve>(
+        out: &crate::reshare::Output<E::Suite>,
+        i: u16,
+        chain_code: Option<[u8; 32]>,
+    ) -> Result<IncompleteKeyShare<E>, Error> {
+        let point = |bytes: &[u8]| -> Result<NonZero<Point<E>>, Error> {
+            Point::<E>::from_bytes(bytes)
+                .ok()
+                .and_then(NonZero::from_point)
+                .ok_or_else(|| Error::InvalidParameters("a point of the new package does not decode".into()))
+        };
+        let pkg = &out.public_key_package;
+        let n = u16::try_from(pkg.verifying_shares().len()).map_err(|_| Error::InvalidParameters("n".into()))?;
+        let mut public_shares = Vec::with_capacity(usize::from(n));
+        for k in 0..n {
+            let vs = pkg
+                .verifying_shares()
+                .get(&identifier::<E::Suite>(k)?)
+                .ok_or_else(|| Error::InvalidParameters(format!("no verifying share for {k}")))?;
+            public_shares.push(point(&vs.serialize().map_err(bad("verifying share"))?)?);
+        }
+        let t = pkg
+            .min_signers()
+            .ok_or_else(|| Error::InvalidParameters("no threshold".into()))?;
+        let indices = (1..=n)
+            .map(|k| NonZero::from_scalar(Scalar::<E>::from(k)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::InvalidParameters("zero index".into()))?;
+        let secret = zeroize::Zeroizing::new(out.signing_share.serialize());
+        let x = SecretScalar::<E>::from_be_bytes(&secret)
+            .ok()
+            .and_then(NonZero::from_secret_scalar)
+            .ok_or_else(|| Error::InvalidParameters("the new share is zero or malformed".into()))?;
+        let dirty = DirtyIncompleteKeyShare {
+            i,
+            key_info: DirtyKeyInfo {
+                curve: Default::default(),
+                shared_public_key: point(&pkg.verifying_key().serialize().map_err(bad("public key"))?)?,
+                public_shares,
+                vss_setup: Some(VssSetup {
+                    min_signers: t,
+                    I: indices,
+                }),
+                chain_code,
+            },
+            x,
+        };
+        dirty
+            .validate()
+            .map_err(|e| Error::InvalidParameters(format!("reshared share: {}", e.into_error())))
+    }
+}
+
 /// The deepest derivation path accepted: BIP-32 encodes the depth in one
 /// byte.
 pub const MAX_DERIVATION_DEPTH: usize = 255;

@@ -74,6 +74,12 @@ pub struct EcdsaPublic {
     pub public_key: String,
     /// BIP-32 chain code, 32 bytes, hex.
     pub chain_code: String,
+    /// Every party's verifying share `x_k G`, SEC1 compressed, hex, in key
+    /// order: what a reshare pins each dealer to. Empty for keys made
+    /// before resharing existed (their reshare takes the shares from an
+    /// old party's own key share).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_shares: Vec<String>,
 }
 
 /// Runs `$body` with `$c` bound to the FROST ciphersuite type of
@@ -458,6 +464,7 @@ mod tests {
         serde_json::to_vec(&EcdsaPublic {
             public_key: pk.into(),
             chain_code: cc.into(),
+            public_shares: Vec::new(),
         })
         .unwrap_or_default()
     }

@@ -200,6 +200,134 @@ async fn hd_child_key_signature_verifies_under_the_derived_key() {
     assert_ne!(child_pk, public_key(&shares[0]));
 }
 
+/// Reshares incomplete `old` shares (old committee = nodes `0..n`) from
+/// the dealing nodes `quorum` to the nodes `new` (in new-index order) with
+/// threshold `new_t`; returns the new incomplete shares in new-index order.
+async fn reshare<E: ecdsa::reshare::ReshareCurve>(
+    old: &[ecdsa::IncompleteKeyShare<E>],
+    quorum: &[u16],
+    new: &[u16],
+    new_t: u16,
+) -> Vec<ecdsa::IncompleteKeyShare<E>>
+where
+    sigil_crypto::reshare::Msg<E::Suite>: Unpin,
+{
+    use ecdsa::reshare as r;
+    let mut session: Vec<u16> = quorum.iter().chain(new).copied().collect();
+    session.sort_unstable();
+    session.dedup();
+    let roles = sigil_crypto::reshare::Roles {
+        dealer: session.iter().map(|x| quorum.contains(x).then_some(*x)).collect(),
+        receiver: session
+            .iter()
+            .map(|x| new.iter().position(|y| y == x).map(|p| p as u16))
+            .collect(),
+        new_t,
+    };
+    let package = r::package_of(&old[0]).unwrap();
+    let chain_code = old[0].chain_code;
+    let n = session.len() as u16;
+    let out = async_env::run(n, |i, party| {
+        let node = session[usize::from(i)];
+        let share = old
+            .get(usize::from(node))
+            .filter(|_| roles.dealer[usize::from(i)].is_some())
+            .map(|s| r::signing_share(s).unwrap());
+        let (roles, package) = (roles.clone(), package.clone());
+        async move {
+            let mut rng = StdRng::seed_from_u64(70 + u64::from(i));
+            let party = checked(party, i, n, sigil_crypto::reshare::expects);
+            let out = sigil_crypto::reshare::run::<E::Suite, _, _>(
+                party,
+                &[3; 32],
+                i,
+                &roles,
+                &package,
+                share.as_ref(),
+                &mut rng,
+            )
+            .await
+            .unwrap();
+            out.map(|o| (roles.receiver[usize::from(i)].unwrap(), o))
+        }
+    })
+    .await
+    .into_vec();
+    let mut shares: Vec<_> = out
+        .into_iter()
+        .flatten()
+        .map(|(j, o)| r::share_from::<E>(&o, j, chain_code).unwrap())
+        .collect();
+    shares.sort_by_key(|s| s.i);
+    shares
+}
+
+fn ecdsa_public(share: &ecdsa::IncompleteKeyShare<Secp256k1>) -> Vec<u8> {
+    serde_json::to_vec(&sigil_crypto::scheme::EcdsaPublic {
+        public_key: hex::encode(share.shared_public_key.to_bytes(true)),
+        chain_code: hex::encode(share.chain_code.unwrap()),
+        public_shares: Vec::new(),
+    })
+    .unwrap()
+}
+
+/// 2-of-3 -> 3-of-5 on secp256k1: the public key, the xpub and the
+/// Ethereum address are unchanged, and the new shares (with aux info for
+/// the new set) sign at the root and at a derived path; then 3-of-5 ->
+/// 2-of-3 on P-256 to a committee sharing one member.
+#[tokio::test]
+async fn reshared_ecdsa_keys_sign_with_the_same_public_key_and_xpub() {
+    let old = incomplete_keygen::<Secp256k1>(2, 3, 80).await;
+    let new = reshare::<Secp256k1>(&old, &[0, 2], &[0, 1, 2, 3, 4], 3).await;
+    assert_eq!(new.len(), 5);
+    assert_eq!(new[0].min_signers(), 3);
+    let pk = old[0].shared_public_key.to_bytes(true).to_vec();
+    assert_eq!(new[4].shared_public_key.to_bytes(true).to_vec(), pk);
+    assert_eq!(
+        sigil_crypto::scheme::xpub(&ecdsa_public(&new[1]), &[]).unwrap(),
+        sigil_crypto::scheme::xpub(&ecdsa_public(&old[1]), &[]).unwrap()
+    );
+    let address = sigil_crypto::scheme::ethereum_address(&pk).unwrap();
+    assert_eq!(
+        sigil_crypto::scheme::ethereum_address(&new[3].shared_public_key.to_bytes(true)).unwrap(),
+        address
+    );
+    let complete: Vec<KeyShare<Secp256k1>> = new
+        .into_iter()
+        .zip(load_aux(5))
+        .map(|(s, a)| ecdsa::complete(s, a).unwrap())
+        .collect();
+    let digest = sha2_digest(b"after a reshare");
+    let sig = sign(&complete, &[4, 1, 3], digest, vec![]).await;
+    verify_secp256k1(&pk, &digest, &sig);
+    let path = ecdsa::parse_derivation_path("m/7/9").unwrap();
+    let sig = sign(&complete, &[0, 2, 3], digest, path.clone()).await;
+    let child = sigil_crypto::ecdsa::derive_public_key::<Secp256k1>(&pk, old[0].chain_code.unwrap(), &path).unwrap();
+    verify_secp256k1(&child, &digest, &sig);
+
+    let old = incomplete_keygen::<Secp256r1>(3, 5, 81).await;
+    let new = reshare::<Secp256r1>(&old, &[1, 3, 4], &[4, 6, 5], 2).await;
+    let pk = old[0].shared_public_key.to_bytes(true).to_vec();
+    let complete: Vec<KeyShare<Secp256r1>> = new
+        .into_iter()
+        .zip(load_aux(3))
+        .map(|(s, a)| ecdsa::complete(s, a).unwrap())
+        .collect();
+    let sig = sign(&complete, &[2, 0], digest, vec![]).await;
+    verify_p256(&pk, &digest, &sig);
+}
+
+/// A reshared share whose data does not fit together is refused by
+/// `key_share`'s validation.
+#[tokio::test]
+async fn a_reshared_share_must_validate() {
+    let old = incomplete_keygen::<Secp256k1>(2, 3, 82).await;
+    let new = reshare::<Secp256k1>(&old, &[0, 1], &[0, 1, 2], 2).await;
+    let mut dirty = new[0].clone().into_inner();
+    dirty.key_info.public_shares.swap(0, 1);
+    assert!(cggmp21::key_share::Validate::validate(dirty).is_err());
+}
+
 fn sha2_digest(m: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(m).into()

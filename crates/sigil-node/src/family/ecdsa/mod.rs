@@ -149,6 +149,7 @@ impl Family for Ecdsa {
             let public = EcdsaPublic {
                 public_key: hex::encode(share.shared_public_key.to_bytes(true)),
                 chain_code: hex::encode(share.chain_code.unwrap_or_default()),
+                public_shares: ecdsa::reshare::public_shares(&share).iter().map(hex::encode).collect(),
             };
             let bytes = Zeroizing::new(serde_json::to_vec(&share).map_err(internal)?);
             // Check now that the share and our aux info fit together.
