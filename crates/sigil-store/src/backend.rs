@@ -7,7 +7,7 @@
 //! one transaction (or one statement), and every single-use take deletes
 //! in the statement or transaction that reads.
 
-use crate::{Attestation, AuditRow, KeyRecord, StoreError};
+use crate::{Attestation, AuditRow, EpochEntry, KeyRecord, StoreError};
 
 /// A sealed share to store with its key's metadata.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +46,39 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Deletes a pending key and its shares (an active key is kept).
     async fn delete_pending_key(&self, key_id: &str) -> Result<(), StoreError>;
+
+    /// Stores `key` (the record of a key's next epoch, as JSON `record`)
+    /// with this node's sealed share of it, if any, as the key's pending
+    /// epoch, replacing any pending epoch of the key, in one transaction.
+    async fn put_pending_epoch(
+        &self,
+        key: &KeyRecord,
+        record: &str,
+        party: u16,
+        sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+
+    /// The pending epoch of a key: its number and record JSON.
+    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String)>, StoreError>;
+
+    /// Deletes pending epoch `epoch` of a key and its share; whether there
+    /// was one.
+    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError>;
+
+    /// Pending epochs (key id, epoch) created at or before `created_before`.
+    async fn list_pending_epochs(&self, created_before: i64) -> Result<Vec<(String, u32)>, StoreError>;
+
+    /// Switches a key to `key` (its next epoch, active and attested), in
+    /// one transaction: the stored record must be at epoch `key.epoch - 1`
+    /// (or absent: a node new to the key); `retired` goes to the history;
+    /// the pending share of `key.epoch`, if any, becomes the key's share;
+    /// every other share of the key, its pending epochs and its pooled
+    /// presignatures are deleted. Returns false (and changes nothing) when
+    /// the stored epoch does not fit.
+    async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError>;
+
+    /// The retired epochs of a key, oldest first.
+    async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError>;
 
     /// A key's metadata, any status.
     async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError>;

@@ -58,6 +58,7 @@ macro_rules! checks {
 
 checks!(
     schema_is_migrated,
+    epochs_switch_atomically,
     pending_key_is_stored_not_listed,
     duplicate_key_id_conflicts,
     share_is_sealed_and_bound_to_party_and_epoch,
@@ -428,4 +429,66 @@ async fn audit_append_and_pages(store: &Store) -> Result<(), StoreError> {
         "audit page after a seq",
     )?;
     check(store.audit_after(0, 1).await? == vec![row(1)], "audit page limit")
+}
+
+/// A pending epoch waits beside the active one; the switch moves its share
+/// in, deletes the old share, the presignatures and the pending row, and
+/// records the history; a stale switch changes nothing; a node new to the
+/// key activates from nothing; a failed epoch is deleted.
+async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
+    let mut k = sample_key("e1");
+    k.status = KeyStatus::Active;
+    store.put_key(&k, 0, Some(b"epoch 0")).await?;
+    store.put_presignature("e1", "0,1", 0, "p1", b"presig").await?;
+    let mut next = k.clone();
+    next.epoch = 1;
+    next.parties = vec![0, 3];
+    next.status = KeyStatus::Pending;
+    store.put_pending_epoch(&next, 0, Some(b"epoch 1")).await?;
+    check(store.pending_epoch("e1").await? == Some(next.clone()), "pending record kept")?;
+    check(
+        store.get_share("e1", 0, 0).await?.as_deref().map(|s| s.as_slice()) == Some(b"epoch 0"),
+        "epoch 0 still signs while 1 is pending",
+    )?;
+    let mut stale = next.clone();
+    stale.epoch = 2;
+    check(!store.activate_epoch(&stale, None).await?, "a switch that skips an epoch is refused")?;
+    next.status = KeyStatus::Active;
+    let retired = crate::EpochEntry {
+        epoch: 0,
+        threshold: 2,
+        parties: vec![0, 1, 2],
+        record_hash: "ab".into(),
+        started_at: 1,
+        ended_at: 2,
+    };
+    check(store.activate_epoch(&next, Some(&retired)).await?, "switch")?;
+    check(store.get_key("e1").await?.map(|k| k.epoch) == Some(1), "epoch 1 active")?;
+    check(store.get_share("e1", 0, 0).await?.is_none(), "old share deleted")?;
+    check(
+        store.get_share("e1", 0, 1).await?.as_deref().map(|s| s.as_slice()) == Some(b"epoch 1"),
+        "new share moved in",
+    )?;
+    check(store.pending_epoch("e1").await?.is_none(), "pending row gone")?;
+    check(store.count_presignatures("e1", "0,1").await? == 0, "presignatures of the old epoch gone")?;
+    check(store.key_history("e1").await? == vec![retired], "history")?;
+    check(!store.activate_epoch(&next, None).await?, "the same switch twice is refused")?;
+
+    // A node new to the key, and a failed epoch.
+    let mut fresh = sample_key("e2");
+    fresh.epoch = 3;
+    fresh.status = KeyStatus::Pending;
+    store.put_pending_epoch(&fresh, 4, Some(b"new here")).await?;
+    fresh.status = KeyStatus::Active;
+    check(store.activate_epoch(&fresh, None).await?, "activate from nothing")?;
+    check(store.get_share("e2", 4, 3).await?.is_some(), "share of the new node")?;
+    let mut failed = fresh.clone();
+    failed.epoch = 4;
+    failed.status = KeyStatus::Pending;
+    store.put_pending_epoch(&failed, 4, Some(b"doomed")).await?;
+    check(store.list_pending_epochs(i64::MAX).await? == vec![("e2".to_string(), 4)], "listed")?;
+    check(store.delete_pending_epoch("e2", 4).await?, "deleted")?;
+    check(store.pending_epoch("e2").await?.is_none(), "nothing of the failed epoch")?;
+    check(store.get_share("e2", 4, 4).await?.is_none(), "no share of the failed epoch")?;
+    Ok(())
 }

@@ -106,8 +106,9 @@ impl KeyStatus {
     }
 }
 
-/// Public metadata of a key, the same on every node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Public metadata of a key, the same on every node. Serialized (JSON) as
+/// the record of a pending epoch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRecord {
     /// Key id (a UUID string chosen by the coordinator).
     pub key_id: String,
@@ -140,6 +141,25 @@ pub struct KeyRecord {
     /// Every party's signature over the canonical key record (empty while
     /// pending); the record is valid only with all of them.
     pub attestations: Vec<Attestation>,
+}
+
+/// One retired epoch of a key, in its history: what the API shows of the
+/// key's past committees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpochEntry {
+    /// The epoch (0 after the DKG).
+    pub epoch: u32,
+    /// Its threshold `t`.
+    pub threshold: u16,
+    /// Its committee, node ids in key order.
+    pub parties: Vec<u16>,
+    /// Hex SHA-256 of its canonical attested record.
+    pub record_hash: String,
+    /// When it became active, seconds since the Unix epoch (the key's
+    /// creation for epoch 0).
+    pub started_at: i64,
+    /// When the next epoch replaced it.
+    pub ended_at: i64,
 }
 
 /// Which clients may use a key, by client id. Sent as JSON in `POST

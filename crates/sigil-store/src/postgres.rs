@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::backend::{Backend, SealedShare};
 use crate::rows::{audit_conflict, audit_seq, convert, count, to_json, AuditDbRow, KeyJson, KeyRow};
-use crate::{Attestation, AuditRow, KeyRecord, KeyStatus, StoreError};
+use crate::{Attestation, AuditRow, EpochEntry, KeyRecord, KeyStatus, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -149,30 +149,8 @@ impl Backend for PgBackend {
     }
 
     async fn put_key(&self, key: &KeyRecord, share: Option<SealedShare<'_>>) -> Result<(), StoreError> {
-        let json = KeyJson::of(key)?;
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at,
-                               status, policy, created_by, create_jti, attestations)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (key_id) DO NOTHING",
-        )
-        .bind(&key.key_id)
-        .bind(&key.scheme)
-        .bind(i64::from(key.threshold))
-        .bind(json.parties)
-        .bind(&key.public_key)
-        .bind(&key.public_package)
-        .bind(i64::from(key.epoch))
-        .bind(&key.label)
-        .bind(key.created_at)
-        .bind(key.status.as_str())
-        .bind(json.policy)
-        .bind(&key.created_by)
-        .bind(&key.create_jti)
-        .bind(json.attestations)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        if insert_key(&mut tx, key).await? == 0 {
             return Err(StoreError::Conflict(format!("key {} exists", key.key_id)));
         }
         if let Some(s) = share {
@@ -186,6 +164,121 @@ impl Backend for PgBackend {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn put_pending_epoch(
+        &self,
+        key: &KeyRecord,
+        record: &str,
+        party: u16,
+        sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM pending_epochs WHERE key_id = $1")
+            .bind(&key.key_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO pending_epochs (key_id, epoch, party, record, sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.key_id)
+        .bind(i64::from(key.epoch))
+        .bind(i64::from(party))
+        .bind(record)
+        .bind(sealed)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String)>, StoreError> {
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT epoch, record FROM pending_epochs WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(e, r)| Ok((crate::rows::epoch_of(e)?, r))).transpose()
+    }
+
+    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM pending_epochs WHERE key_id = $1 AND epoch = $2")
+            .bind(key_id)
+            .bind(i64::from(epoch))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_pending_epochs(&self, created_before: i64) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT key_id, epoch FROM pending_epochs WHERE created_at <= $1 ORDER BY key_id")
+                .bind(created_before)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(k, e)| Ok((k, crate::rows::epoch_of(e)?)))
+            .collect()
+    }
+
+    async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM keys WHERE key_id = $1")
+            .bind(&key.key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if current.is_some_and(|e| e + 1 != i64::from(key.epoch)) {
+            return Ok(false);
+        }
+        if let Some(r) = retired {
+            sqlx::query(
+                "INSERT INTO key_epochs (key_id, epoch, threshold, parties, record_hash, started_at, ended_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(&key.key_id)
+            .bind(i64::from(r.epoch))
+            .bind(i64::from(r.threshold))
+            .bind(crate::rows::to_json(&r.parties)?)
+            .bind(&r.record_hash)
+            .bind(r.started_at)
+            .bind(r.ended_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for q in [
+            "DELETE FROM key_shares WHERE key_id = $1",
+            "DELETE FROM keys WHERE key_id = $1",
+            "DELETE FROM presignatures WHERE key_id = $1",
+        ] {
+            sqlx::query(q).bind(&key.key_id).execute(&mut *tx).await?;
+        }
+        insert_key(&mut tx, key).await?;
+        sqlx::query(
+            "INSERT INTO key_shares (key_id, party, epoch, sealed)
+             SELECT key_id, party, epoch, sealed FROM pending_epochs
+             WHERE key_id = $1 AND epoch = $2 AND sealed IS NOT NULL",
+        )
+        .bind(&key.key_id)
+        .bind(i64::from(key.epoch))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM pending_epochs WHERE key_id = $1")
+            .bind(&key.key_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError> {
+        let rows: Vec<crate::rows::EpochRow> = sqlx::query_as(
+            "SELECT epoch, threshold, parties, record_hash, started_at, ended_at FROM key_epochs
+             WHERE key_id = $1 ORDER BY epoch",
+        )
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await?;
+        convert(rows)
     }
 
     async fn activate_key(&self, key_id: &str, attestations: &[Attestation]) -> Result<bool, StoreError> {
@@ -485,4 +578,31 @@ impl Backend for PgBackend {
             .await?;
         row.map(AuditRow::try_from).transpose()
     }
+}
+
+/// Inserts `key`'s row unless its id exists; the rows inserted (0 or 1).
+async fn insert_key(tx: &mut sqlx::PgConnection, key: &KeyRecord) -> Result<u64, StoreError> {
+    let json = KeyJson::of(key)?;
+    let r = sqlx::query(
+        "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at,
+                           status, policy, created_by, create_jti, attestations)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (key_id) DO NOTHING",
+    )
+    .bind(&key.key_id)
+    .bind(&key.scheme)
+    .bind(i64::from(key.threshold))
+    .bind(json.parties)
+    .bind(&key.public_key)
+    .bind(&key.public_package)
+    .bind(i64::from(key.epoch))
+    .bind(&key.label)
+    .bind(key.created_at)
+    .bind(key.status.as_str())
+    .bind(json.policy)
+    .bind(&key.created_by)
+    .bind(&key.create_jti)
+    .bind(json.attestations)
+    .execute(&mut *tx)
+    .await?;
+    Ok(r.rows_affected())
 }

@@ -1,7 +1,7 @@
 //! Row shapes shared by the backends (`sqlx::FromRow` works for both
 //! databases) and their conversion to the store's types, in one place.
 
-use crate::{Attestation, AuditRow, KeyPolicy, KeyRecord, KeyStatus, StoreError};
+use crate::{Attestation, AuditRow, EpochEntry, KeyPolicy, KeyRecord, KeyStatus, StoreError};
 
 /// A `keys` row as stored.
 #[derive(sqlx::FromRow)]
@@ -68,6 +68,38 @@ impl KeyJson {
             attestations: to_json(&key.attestations)?,
         })
     }
+}
+
+/// A `key_epochs` row as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EpochRow {
+    epoch: i64,
+    threshold: i64,
+    parties: String,
+    record_hash: String,
+    started_at: i64,
+    ended_at: i64,
+}
+
+impl TryFrom<EpochRow> for EpochEntry {
+    type Error = StoreError;
+
+    fn try_from(r: EpochRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("key_epochs.{what}"));
+        Ok(EpochEntry {
+            epoch: u32::try_from(r.epoch).map_err(|_| corrupt("epoch"))?,
+            threshold: u16::try_from(r.threshold).map_err(|_| corrupt("threshold"))?,
+            parties: serde_json::from_str(&r.parties).map_err(|_| corrupt("parties"))?,
+            record_hash: r.record_hash,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        })
+    }
+}
+
+/// A pending epoch's number as the databases return it.
+pub(crate) fn epoch_of(n: i64) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt("pending_epochs.epoch".into()))
 }
 
 /// An `audit` row as stored.

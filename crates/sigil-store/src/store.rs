@@ -7,7 +7,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::backend::{Backend, SealedShare};
-use crate::{Attestation, AuditRow, KeyRecord, MasterKey, RecordId, Sealer, StoreError};
+use crate::{Attestation, AuditRow, EpochEntry, KeyRecord, MasterKey, RecordId, Sealer, StoreError};
 
 /// The canary's plaintext: a store opened with another master key fails to
 /// open it ([`StoreError::WrongMasterKey`]).
@@ -97,6 +97,75 @@ impl Store {
     /// half-made is kept). An active key is never deleted.
     pub async fn delete_pending_key(&self, key_id: &str) -> Result<(), StoreError> {
         self.backend.delete_pending_key(key_id).await
+    }
+
+    /// Stores `key`, the record of a key's next epoch (status pending),
+    /// with this node's new share of it (`share` in plaintext, sealed as
+    /// [`RecordId::key_share`] of `party` at the new epoch; `None` at a
+    /// node that only dealt), replacing any pending epoch of the key.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn put_pending_epoch(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError> {
+        let sealed = share
+            .map(|s| self.sealer.seal(&RecordId::key_share(&key.key_id, party, key.epoch), s))
+            .transpose()?;
+        let record = crate::rows::to_json(key)?;
+        self.backend
+            .put_pending_epoch(key, &record, party, sealed.as_deref())
+            .await
+    }
+
+    /// The record of a key's pending epoch, if one waits.
+    ///
+    /// # Errors
+    /// Storage failures; [`StoreError::Corrupt`] for a record that does not
+    /// decode.
+    pub async fn pending_epoch(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let Some((epoch, record)) = self.backend.get_pending_epoch(key_id).await? else {
+            return Ok(None);
+        };
+        let key: KeyRecord = serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(format!("pending epoch: {e}")))?;
+        if key.epoch != epoch || key.key_id != key_id {
+            return Err(StoreError::Corrupt("pending epoch of another key".into()));
+        }
+        Ok(Some(key))
+    }
+
+    /// Deletes pending epoch `epoch` of a key with its share (a reshare
+    /// that failed); whether there was one.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {
+        self.backend.delete_pending_epoch(key_id, epoch).await
+    }
+
+    /// Pending epochs (key id, epoch) older than `created_before`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list_pending_epochs(&self, created_before: i64) -> Result<Vec<(String, u32)>, StoreError> {
+        self.backend.list_pending_epochs(created_before).await
+    }
+
+    /// Switches a key to its next epoch `key` (active, attested by every
+    /// new party), in one transaction; see [`Backend::activate_epoch`].
+    /// `retired` is the history line of the epoch it replaces. Returns
+    /// false when the stored key is not at `key.epoch - 1`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError> {
+        self.backend.activate_epoch(key, retired).await
+    }
+
+    /// The retired epochs of a key, oldest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError> {
+        self.backend.key_history(key_id).await
     }
 
     /// One key's metadata, whatever its status.

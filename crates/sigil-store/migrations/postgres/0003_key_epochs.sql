@@ -1,0 +1,23 @@
+-- Key epochs (refresh and resharing). A key's next epoch waits here,
+-- record and this node's sealed share, until every new party attested
+-- it; the switch moves the share into key_shares in one transaction.
+-- key_epochs keeps a line per retired epoch (the key's history).
+CREATE TABLE pending_epochs (
+    key_id     TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    party      BIGINT NOT NULL,
+    record     TEXT NOT NULL,
+    sealed     BYTEA,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (key_id, epoch)
+);
+CREATE TABLE key_epochs (
+    key_id      TEXT NOT NULL,
+    epoch       BIGINT NOT NULL,
+    threshold   BIGINT NOT NULL,
+    parties     TEXT NOT NULL,
+    record_hash TEXT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    ended_at    BIGINT NOT NULL,
+    PRIMARY KEY (key_id, epoch)
+);

@@ -1,0 +1,23 @@
+-- Key epochs (refresh and resharing). A key's next epoch waits here,
+-- record and this node's sealed share, until every new party attested
+-- it; the switch moves the share into key_shares in one transaction.
+-- key_epochs keeps a line per retired epoch (the key's history).
+CREATE TABLE IF NOT EXISTS pending_epochs (
+    key_id     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    party      INTEGER NOT NULL,
+    record     TEXT NOT NULL,
+    sealed     BLOB,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (key_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS key_epochs (
+    key_id      TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    threshold   INTEGER NOT NULL,
+    parties     TEXT NOT NULL,
+    record_hash TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER NOT NULL,
+    PRIMARY KEY (key_id, epoch)
+);
