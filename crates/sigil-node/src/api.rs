@@ -206,9 +206,10 @@ pub struct Health {
         title = "Sigil",
         description = "Threshold key management and signing. Every /v1 request carries Authorization: Bearer <JWT> signed by a client (EdDSA or ES256) with claims sub, aud, iat, exp, jti, htm, htu and, for writes, body_sha256."
     ),
-    paths(health, create_key, get_operation, list_keys, get_key, sign, decrypt, get_audit),
+    paths(health, create_key, get_operation, list_keys, get_key, sign, decrypt, reshare, refresh, get_audit),
     components(schemas(
         CreateKeyRequest,
+        crate::reshare::ReshareRequest,
         OperationView,
         crate::operations::OperationState,
         KeyView,
@@ -289,6 +290,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/operations/{operation_id}", get(get_operation))
         .route("/v1/keys/{key_id}/sign", post(sign))
         .route("/v1/keys/{key_id}/decrypt", post(decrypt))
+        .route("/v1/keys/{key_id}/reshare", post(reshare))
+        .route("/v1/keys/{key_id}/refresh", post(refresh))
         .route("/v1/audit", get(get_audit))
         .route_layer(axum::middleware::from_fn_with_state(node.clone(), authenticate));
     Router::new()
@@ -352,6 +355,8 @@ fn operation_of(method: &axum::http::Method, path: &str) -> &'static str {
         ("POST", Some("keys")) => "create_key",
         ("POST", Some("sign")) => "sign",
         ("POST", Some("decrypt")) => "decrypt",
+        ("POST", Some("reshare")) => "reshare",
+        ("POST", Some("refresh")) => "refresh",
         ("GET", Some("audit")) => "read_audit",
         _ => "read",
     }
@@ -627,7 +632,9 @@ async fn get_key(
 ) -> Result<Json<KeyView>, ApiError> {
     let key = node.loaded_key(&key_id).await?;
     let Some(path_text) = q.derivation_path else {
-        return Ok(Json(KeyView::from_record(&key.record)));
+        let mut view = KeyView::from_record(&key.record);
+        view.history = node.store().key_history(&key_id).await.map_err(NodeError::from)?;
+        return Ok(Json(view));
     };
     let path =
         sigil_crypto::ecdsa::parse_derivation_path(&path_text).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -686,6 +693,61 @@ async fn sign_inner(
         der: signed.extras.der,
         v: signed.extras.v,
     }))
+}
+
+/// Reshares a key to a new committee and threshold (a new epoch; the
+/// public key, and for ECDSA the xpub and every derived address, stay the
+/// same). Admin clients of the key only. Answers the key at its new epoch.
+#[utoipa::path(post, path = "/v1/keys/{key_id}/reshare", params(("key_id" = String, Path)),
+    request_body = crate::reshare::ReshareRequest,
+    responses(
+        (status = 200, body = KeyView),
+        (status = 400, body = ErrorBody, description = "bad committee or threshold, or a scheme without resharing"),
+        (status = 403, body = ErrorBody, description = "the client is not an admin of the key"),
+        (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "a party misbehaved (named); the old epoch stays active"),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("client_token" = [])))]
+async fn reshare(
+    State(node): State<Arc<Node>>,
+    Path(key_id): Path<String>,
+    axum::Extension(auth): axum::Extension<RequestAuth>,
+    ApiJson(req): ApiJson<crate::reshare::ReshareRequest>,
+) -> Result<Json<KeyView>, ApiError> {
+    let r = reshare_inner(&node, &key_id, &auth, req, false).await;
+    audited(&node, &auth, "reshare", &key_id, &[], r).await
+}
+
+/// Refreshes a key's shares (a new epoch with the same committee and
+/// threshold; shares of different epochs never combine). Admin clients of
+/// the key only; the body is `{}`.
+#[utoipa::path(post, path = "/v1/keys/{key_id}/refresh", params(("key_id" = String, Path)),
+    responses(
+        (status = 200, body = KeyView),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("client_token" = [])))]
+async fn refresh(
+    State(node): State<Arc<Node>>,
+    Path(key_id): Path<String>,
+    axum::Extension(auth): axum::Extension<RequestAuth>,
+    ApiJson(req): ApiJson<crate::reshare::ReshareRequest>,
+) -> Result<Json<KeyView>, ApiError> {
+    let r = reshare_inner(&node, &key_id, &auth, req, true).await;
+    audited(&node, &auth, "refresh", &key_id, &[], r).await
+}
+
+async fn reshare_inner(
+    node: &Node,
+    key_id: &str,
+    auth: &RequestAuth,
+    req: crate::reshare::ReshareRequest,
+    refresh: bool,
+) -> Result<Json<KeyView>, ApiError> {
+    let record = node.reshare(key_id, req, refresh, auth).await?;
+    let mut view = KeyView::from_record(&record);
+    view.history = node.store().key_history(key_id).await.map_err(NodeError::from)?;
+    Ok(Json(view))
 }
 
 /// Decrypts a Paillier ciphertext with `T` of the key's parties.

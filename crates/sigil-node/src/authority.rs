@@ -52,6 +52,7 @@ pub fn execution_id(kind: &Kind, parties: &[u16], coordinator: u16, session_id: 
         Kind::Sign(s) => (b"sign", &s.key_id),
         Kind::Aux(_) => (b"aux", ""),
         Kind::Presign(p) => (b"presign", &p.key_id),
+        Kind::Reshare(r) => (b"reshare", r.current.as_ref().map_or("", |c| c.key_id.as_str())),
     };
     let mut h = sha2::Sha256::new();
     for part in [EID_DOMAIN, tag, key_id.as_bytes()] {
@@ -130,7 +131,11 @@ impl Node {
         };
         let r = match kind {
             Kind::Dkg(d) => self.check_dkg(spec, d, a, &who.client).map(|p| grant.policy = p),
-            Kind::Aux(_) => self.check_aux(spec, a),
+            Kind::Aux(_) => self.check_aux(spec, a).await,
+            Kind::Reshare(r) => {
+                let current = self.reshare_current(r).await?;
+                Self::check_reshare(&current, r, a, &who.client)
+            }
             Kind::Sign(s) => {
                 // A store that cannot answer is not a refusal: the
                 // coordinator then tries a signer set without this node.
@@ -205,7 +210,12 @@ impl Node {
         resolve_policy(req.policy.as_ref(), client).map_err(Refusal::BodyMismatch)
     }
 
-    fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
+    async fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
+        if let Some(parties) = self.reshare_aux_parties(a).await {
+            if parties == spec.parties.to_vec() {
+                return Ok(());
+            }
+        }
         let req = Self::parse_create(a)?;
         let aux = req
             .scheme
@@ -217,6 +227,24 @@ impl Node {
             ));
         }
         Ok(())
+    }
+
+    /// The new committee of a reshare request `a` signs for an ECDSA key
+    /// this node knows (the aux info its new committee needs), or for a key
+    /// this node does not know (a node new to the key: its own check of the
+    /// record comes with the reshare proposal).
+    async fn reshare_aux_parties(&self, a: &ClientAuthorization) -> Option<Vec<u16>> {
+        let key_id = a.path.strip_prefix("/v1/keys/")?.split('/').next()?;
+        let (req, _) = crate::reshare::parse_reshare(a, key_id)?;
+        match self.store.get_key(key_id).await.ok()? {
+            Some(k) => {
+                let scheme: sigil_crypto::Scheme = k.scheme.parse().ok()?;
+                crate::family::of(scheme)
+                    .uses_aux_info()
+                    .then(|| req.parties.unwrap_or(k.parties))
+            }
+            None => req.parties,
+        }
     }
 
     /// Sign or decrypt: the body signed by the client asks for exactly this

@@ -26,6 +26,7 @@ pub mod in_process;
 pub mod limits;
 pub mod operations;
 pub mod peer;
+pub mod reshare;
 pub mod selection;
 pub mod session;
 pub mod transport;
@@ -528,6 +529,7 @@ impl Node {
             }
             Kind::Presign(_) => (sigil_crypto::ecdsa::expects::sign, limits::SessionKind::Presign),
             Kind::Aux(_) => (sigil_crypto::ecdsa::expects::aux_info, limits::SessionKind::Aux),
+            Kind::Reshare(_) => (sigil_crypto::reshare::expects, limits::SessionKind::Dkg),
         };
         let coordinator = u16::try_from(p.coordinator)
             .map_err(|_| SessionError::Invalid(format!("coordinator {} out of range", p.coordinator)))?;
@@ -557,6 +559,7 @@ impl Node {
             Kind::Sign(s) => self.sign_part(spec, s).await,
             Kind::Aux(a) => self.aux_part(spec, a).await,
             Kind::Presign(p) => self.presign_part(spec, p).await,
+            Kind::Reshare(r) => self.reshare_part(spec, r).await,
         }
     }
 
@@ -614,10 +617,7 @@ impl Node {
             .put_key(&record, self.cfg.node_id, Some(&key_package))
             .await
             .map_err(SessionError::from)?;
-        self.dkg_coordinators
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.key_id.clone(), coordinator);
+        self.remember_coordinator(&record.key_id, coordinator);
         outcome.attestation = attest::sign(&self.identity, &record);
         outcome.public_key_package = public_package;
         Ok(outcome)
@@ -639,10 +639,12 @@ impl Node {
             })?;
         let record = &key.record;
         if record.epoch != s.epoch {
-            return Err(SessionError::Invalid(format!(
-                "key epoch is {}, proposal says {}",
-                record.epoch, s.epoch
-            )));
+            // Mid-switch (a reshare's commit reaches nodes one by one): the
+            // coordinator signs with a set at its epoch instead.
+            return Err(SessionError::Unavailable {
+                nodes: vec![self.cfg.node_id],
+                reason: format!("key epoch is {} here, proposal says {}", record.epoch, s.epoch),
+            });
         }
         if s.scheme != record.scheme {
             return Err(SessionError::Invalid(format!(
@@ -683,6 +685,10 @@ impl Node {
         let from_coordinator = caller.is_none() || caller == coordinator;
         let forbid = |m: &str| self.refused(auth::Refusal::Forbidden(m.to_string()));
         if !r.commit {
+            let abandoned = catch_up::record_of(&meta, KeyStatus::Pending)?;
+            if self.finalize_epoch(&abandoned, false, from_coordinator).await? {
+                return Ok(());
+            }
             return match local {
                 Some(k) if k.status == KeyStatus::Pending && from_coordinator => {
                     self.forget_dkg(&meta.key_id);
@@ -699,6 +705,9 @@ impl Node {
         let record = catch_up::record_of(&meta, KeyStatus::Active)?;
         attest::verify_all(&record, |n| self.identities.get(&n).copied())
             .map_err(|e| forbid(&format!("key record not attested: {e}")))?;
+        if self.finalize_epoch(&record, true, from_coordinator).await? {
+            return Ok(());
+        }
         match local {
             Some(k) if k.status == KeyStatus::Active => {
                 if attest::record_bytes(&k) != attest::record_bytes(&record) {
@@ -730,6 +739,16 @@ impl Node {
                 .await
                 .map_err(SessionError::from),
         }
+    }
+
+    /// Remembers `coordinator` as the coordinator of the session that left
+    /// something pending of `key_id` here (a DKG or a reshare): only it may
+    /// abort.
+    fn remember_coordinator(&self, key_id: &str, coordinator: u16) {
+        self.dkg_coordinators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id.to_string(), coordinator);
     }
 
     fn forget_dkg(&self, key_id: &str) {
@@ -1445,6 +1464,11 @@ fn proposal_entry(role: &'static str, p: &SessionProposal) -> audit::Entry {
         }
         Some(Kind::Aux(_)) => ("aux_info", String::new(), &[]),
         Some(Kind::Presign(x)) => ("presign", x.key_id.clone(), &[]),
+        Some(Kind::Reshare(r)) => (
+            "reshare",
+            r.current.as_ref().map(|c| c.key_id.clone()).unwrap_or_default(),
+            &[],
+        ),
         None => ("unknown", String::new(), &[]),
     };
     audit::Entry {

@@ -62,6 +62,13 @@ pub struct KeyView {
     /// `[{"node", "signature" (hex)}]`; check with `sigil keys verify`.
     #[schema(value_type = Vec<Object>)]
     pub attestations: Vec<sigil_store::Attestation>,
+    /// The key's retired epochs, oldest first: `[{"epoch", "threshold",
+    /// "parties", "record_hash", "started_at", "ended_at"}]` (times in
+    /// seconds since the Unix epoch); empty before the first refresh or
+    /// reshare, and in lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<sigil_store::EpochEntry>,
 }
 
 impl KeyView {
@@ -94,6 +101,7 @@ impl KeyView {
             public_key_package: hex::encode(&k.public_package),
             record_hash: crate::attest::record_hash(k),
             attestations: k.attestations.clone(),
+            history: Vec::new(),
         }
     }
 }

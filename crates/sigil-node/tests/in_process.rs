@@ -454,3 +454,186 @@ async fn a_lying_paillier_party_is_named() {
     c.hub.tamper_outcomes(2, None);
     assert_eq!(decrypt(0).await.unwrap().0, "42");
 }
+
+impl Cluster {
+    /// A key of `scheme` with threshold `t` on `parties`.
+    async fn create_key_on(&self, door: usize, scheme: Scheme, t: u16, parties: &[u16]) -> sigil_store::KeyRecord {
+        let body = format!(
+            r#"{{"scheme":"{}","threshold":{t},"parties":{parties:?}}}"#,
+            scheme.as_str()
+        );
+        let auth = self.auth("POST", "/v1/keys", &body);
+        let req = KeygenRequest {
+            scheme,
+            threshold: t,
+            parties: Some(parties.to_vec()),
+            label: None,
+            bits: None,
+            prime_threshold: None,
+            policy: None,
+        };
+        let node = &self.nodes[door];
+        let plan = node.plan_keygen(req, auth).unwrap();
+        node.run_keygen(plan, &KeygenProgress::default()).await.unwrap()
+    }
+
+    /// `POST /v1/keys/{key_id}/reshare` (or `/refresh` with `body` `{}`).
+    async fn reshare(
+        &self,
+        door: usize,
+        key_id: &str,
+        op: &str,
+        body: &str,
+    ) -> Result<sigil_store::KeyRecord, NodeError> {
+        let path = format!("/v1/keys/{key_id}/{op}");
+        let auth = self.auth("POST", &path, body);
+        let req: sigil_node::reshare::ReshareRequest = serde_json::from_str(body).unwrap();
+        self.nodes[door].reshare(key_id, req, op == "refresh", &auth).await
+    }
+}
+
+/// A FROST key on nodes 0, 1, 2 (2-of-3) reshared to 1, 2, 3 (3-of-3):
+/// the public key (BIP-340 x-only key for secp256k1-tr) is unchanged, the
+/// new committee signs (node 3 included), node 0 holds no share any more,
+/// the history lists epoch 0; then a refresh makes epoch 2, which signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_keys_reshare_to_a_new_committee_and_refresh() {
+    let c = cluster(4).await;
+    for scheme in [Scheme::FrostEd25519, Scheme::FrostSecp256k1Tr] {
+        let key = c.create_key_on(0, scheme, 2, &[0, 1, 2]).await;
+        let new = c
+            .reshare(0, &key.key_id, "reshare", r#"{"parties":[1,2,3],"threshold":3}"#)
+            .await
+            .unwrap();
+        assert_eq!((new.epoch, new.threshold), (1, 3));
+        assert_eq!(new.parties, vec![1, 2, 3]);
+        assert_eq!(new.public_key, key.public_key, "{scheme}: the public key is unchanged");
+        for door in 0..4 {
+            let here = c.nodes[door].active_key(&key.key_id).await.unwrap();
+            assert_eq!((here.epoch, here.parties.clone()), (1, vec![1, 2, 3]), "node {door}");
+        }
+        let store0 = c.nodes[0].store();
+        assert!(
+            store0.get_share(&key.key_id, 0, 0).await.unwrap().is_none(),
+            "node 0's share deleted"
+        );
+        assert!(store0.get_share(&key.key_id, 0, 1).await.unwrap().is_none());
+        let history = c.nodes[1].store().key_history(&key.key_id).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!((history[0].epoch, history[0].parties.clone()), (0, vec![0, 1, 2]));
+        for door in [0, 3] {
+            let signed = c.sign(door, &key.key_id, b"after reshare").await.unwrap();
+            let mut signers = signed.signers.clone();
+            signers.sort_unstable();
+            assert_eq!(signers, vec![1, 2, 3]);
+            scheme
+                .verify(&key.public_key, b"after reshare", &signed.signature)
+                .unwrap();
+        }
+        let refreshed = c.reshare(3, &key.key_id, "refresh", "{}").await.unwrap();
+        assert_eq!((refreshed.epoch, refreshed.parties.clone()), (2, vec![1, 2, 3]));
+        assert_ne!(refreshed.public_package, new.public_package, "fresh verifying shares");
+        let signed = c.sign(1, &key.key_id, b"after refresh").await.unwrap();
+        scheme
+            .verify(&key.public_key, b"after refresh", &signed.signature)
+            .unwrap();
+    }
+}
+
+/// Bad committees and thresholds are 400 and a client that is not an
+/// admin of the key is 403, before any session: the key stays at epoch 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reshares_are_refused_before_any_session() {
+    let c = cluster(3).await;
+    let key = c.create_key(0, Scheme::FrostP256, 2).await;
+    for body in [
+        r#"{"parties":[0,1],"threshold":1}"#,
+        r#"{"parties":[0,1],"threshold":3}"#,
+        r#"{"parties":[0,1,1],"threshold":2}"#,
+        r#"{"parties":[0,1,9],"threshold":2}"#,
+    ] {
+        let e = c.reshare(0, &key.key_id, "reshare", body).await.unwrap_err();
+        assert!(matches!(e, NodeError::BadRequest(_)), "{body}: {e:?}");
+    }
+    let e = c
+        .reshare(0, &key.key_id, "refresh", r#"{"threshold":3}"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NodeError::BadRequest(_)), "{e:?}");
+
+    // A key whose admin is someone else.
+    let body = r#"{"scheme":"frost-p256","threshold":2,"policy":{"sign":["alice"],"admin":["carol"]}}"#;
+    let req = KeygenRequest {
+        scheme: Scheme::FrostP256,
+        threshold: 2,
+        parties: None,
+        label: None,
+        bits: None,
+        prime_threshold: None,
+        policy: serde_json::from_str(r#"{"sign":["alice"],"admin":["carol"]}"#).unwrap(),
+    };
+    let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap();
+    let other = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
+    let e = c.reshare(1, &other.key_id, "refresh", "{}").await.unwrap_err();
+    assert!(matches!(e, NodeError::Refused(_)), "{e:?}");
+    for k in [&key, &other] {
+        assert_eq!(c.nodes[2].active_key(&k.key_id).await.unwrap().epoch, 0);
+    }
+}
+
+/// A reshare whose new party is cut off fails; epoch 0 stays active and
+/// signs, and no party keeps anything of epoch 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reshare_leaves_the_old_epoch_and_nothing_else() {
+    let c = cluster_with(4, |cfg| cfg.session_timeout_ms = 1500).await;
+    let key = c.create_key_on(0, Scheme::FrostEd25519, 2, &[0, 1, 2]).await;
+    c.hub.cut_off(3, true);
+    let e = c
+        .reshare(0, &key.key_id, "reshare", r#"{"parties":[1,2,3],"threshold":2}"#)
+        .await
+        .unwrap_err();
+    assert!(e.nodes().contains(&3), "{e:?}");
+    c.hub.cut_off(3, false);
+    for node in &c.nodes[..3] {
+        assert!(node.store().pending_epoch(&key.key_id).await.unwrap().is_none());
+        assert_eq!(node.active_key(&key.key_id).await.unwrap().epoch, 0);
+    }
+    let signed = c.sign(1, &key.key_id, b"still epoch 0").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"still epoch 0", &signed.signature)
+        .unwrap();
+}
+
+/// An ECDSA key (aux info from seeded primes) refreshed, then reshared
+/// 2-of-3 -> 3-of-3 on the same set (its aux info is reused): the public
+/// key and the xpub are unchanged and the new shares sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecdsa_keys_refresh_and_change_threshold() {
+    let c = cluster(3).await;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sigil-cli/tests/fixtures/primes-1536.txt");
+    let primes: Vec<String> = std::fs::read_to_string(fixture)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let seed = c._dir.path().join(format!("primes-{i}.txt"));
+        std::fs::write(&seed, format!("{}\n{}\n", primes[2 * i], primes[2 * i + 1])).unwrap();
+        assert_eq!(sigil_node::ecdsa::seed_primes(node, &seed).await.unwrap(), 2);
+    }
+    let key = c.create_key(0, Scheme::EcdsaSecp256k1, 2).await;
+    let xpub = sigil_crypto::scheme::xpub(&key.public_package, &[]).unwrap();
+    let refreshed = c.reshare(1, &key.key_id, "refresh", "{}").await.unwrap();
+    let changed = c
+        .reshare(2, &key.key_id, "reshare", r#"{"parties":[0,1,2],"threshold":3}"#)
+        .await
+        .unwrap();
+    assert_eq!((refreshed.epoch, changed.epoch, changed.threshold), (1, 2, 3));
+    assert_eq!(changed.public_key, key.public_key);
+    assert_eq!(sigil_crypto::scheme::xpub(&changed.public_package, &[]).unwrap(), xpub);
+    let digest = [7u8; 32];
+    let signed = c.sign(0, &key.key_id, &digest).await.unwrap();
+    assert_eq!(signed.signers.len(), 3);
+    sigil_crypto::scheme::ecdsa_recovery_and_der(Scheme::EcdsaSecp256k1, &key.public_key, &digest, &signed.signature)
+        .unwrap();
+}

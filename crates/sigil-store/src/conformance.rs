@@ -445,14 +445,20 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     next.parties = vec![0, 3];
     next.status = KeyStatus::Pending;
     store.put_pending_epoch(&next, 0, Some(b"epoch 1")).await?;
-    check(store.pending_epoch("e1").await? == Some(next.clone()), "pending record kept")?;
+    check(
+        store.pending_epoch("e1").await? == Some(next.clone()),
+        "pending record kept",
+    )?;
     check(
         store.get_share("e1", 0, 0).await?.as_deref().map(|s| s.as_slice()) == Some(b"epoch 0"),
         "epoch 0 still signs while 1 is pending",
     )?;
     let mut stale = next.clone();
     stale.epoch = 2;
-    check(!store.activate_epoch(&stale, None).await?, "a switch that skips an epoch is refused")?;
+    check(
+        !store.activate_epoch(&stale, None).await?,
+        "a switch that skips an epoch is refused",
+    )?;
     next.status = KeyStatus::Active;
     let retired = crate::EpochEntry {
         epoch: 0,
@@ -470,9 +476,15 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
         "new share moved in",
     )?;
     check(store.pending_epoch("e1").await?.is_none(), "pending row gone")?;
-    check(store.count_presignatures("e1", "0,1").await? == 0, "presignatures of the old epoch gone")?;
+    check(
+        store.count_presignatures("e1", "0,1").await? == 0,
+        "presignatures of the old epoch gone",
+    )?;
     check(store.key_history("e1").await? == vec![retired], "history")?;
-    check(!store.activate_epoch(&next, None).await?, "the same switch twice is refused")?;
+    check(
+        !store.activate_epoch(&next, None).await?,
+        "the same switch twice is refused",
+    )?;
 
     // A node new to the key, and a failed epoch.
     let mut fresh = sample_key("e2");
@@ -486,9 +498,18 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     failed.epoch = 4;
     failed.status = KeyStatus::Pending;
     store.put_pending_epoch(&failed, 4, Some(b"doomed")).await?;
-    check(store.list_pending_epochs(i64::MAX).await? == vec![("e2".to_string(), 4)], "listed")?;
+    check(
+        store.list_pending_epochs(i64::MAX).await? == vec![("e2".to_string(), 4)],
+        "listed",
+    )?;
     check(store.delete_pending_epoch("e2", 4).await?, "deleted")?;
-    check(store.pending_epoch("e2").await?.is_none(), "nothing of the failed epoch")?;
-    check(store.get_share("e2", 4, 4).await?.is_none(), "no share of the failed epoch")?;
+    check(
+        store.pending_epoch("e2").await?.is_none(),
+        "nothing of the failed epoch",
+    )?;
+    check(
+        store.get_share("e2", 4, 4).await?.is_none(),
+        "no share of the failed epoch",
+    )?;
     Ok(())
 }

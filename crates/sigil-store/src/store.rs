@@ -125,7 +125,8 @@ impl Store {
         let Some((epoch, record)) = self.backend.get_pending_epoch(key_id).await? else {
             return Ok(None);
         };
-        let key: KeyRecord = serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(format!("pending epoch: {e}")))?;
+        let key: KeyRecord =
+            serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(format!("pending epoch: {e}")))?;
         if key.epoch != epoch || key.key_id != key_id {
             return Err(StoreError::Corrupt("pending epoch of another key".into()));
         }

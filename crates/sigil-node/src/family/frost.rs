@@ -8,6 +8,7 @@
 //! 9591 section 5 among `t` signers, aggregated by party 0.
 
 use sigil_crypto::frost::{dkg, sign};
+use sigil_crypto::reshare;
 use sigil_crypto::scheme::frost_core::keys::{KeyPackage, PublicKeyPackage};
 use sigil_crypto::scheme::frost_core::Ciphersuite;
 use sigil_crypto::scheme::{frost_ed25519, frost_p256, frost_secp256k1_tr};
@@ -145,6 +146,61 @@ impl Family for Frost {
             signature,
             ..Default::default()
         })
+    }
+
+    fn reshares(&self) -> bool {
+        true
+    }
+
+    /// The verifiable resharing of `sigil_crypto::reshare` in the key's
+    /// own suite; the new `KeyPackage` is built with the public
+    /// constructor (a `frost-secp256k1-tr` key keeps its DKG tweak: the
+    /// shares are of the tweaked secret, and `post_dkg` is not applied
+    /// again).
+    async fn reshare_part(
+        &self,
+        node: &Node,
+        spec: SessionSpec,
+        key: &LoadedKey,
+        roles: &sigil_crypto::reshare::Roles,
+        _new_parties: &[u16],
+        dealer_share: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+        let (me, sid, t) = (spec.me, spec.eid, roles.new_t);
+        let out = with_ciphersuite!(key.scheme, C => {
+            let old = PublicKeyPackage::<C>::deserialize(&key.record.public_package).map_err(internal)?;
+            let share = dealer_share
+                .map(|s| KeyPackage::<C>::deserialize(&s).map(|kp| *kp.signing_share()))
+                .transpose()
+                .map_err(internal)?;
+            let out = session::run::<reshare::Msg<C>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
+                let mut rng = rand::rngs::OsRng;
+                reshare::run::<C, _, _>(party, &sid, me, roles, &old, share.as_ref(), &mut rng).await
+            })
+            .await?;
+            match out {
+                None => None,
+                Some(o) => {
+                    let verifying_share = *o
+                        .public_key_package
+                        .verifying_shares()
+                        .get(&o.identifier)
+                        .ok_or_else(|| internal("no verifying share of ours"))?;
+                    let kp = KeyPackage::new(
+                        o.identifier,
+                        o.signing_share,
+                        verifying_share,
+                        *o.public_key_package.verifying_key(),
+                        t,
+                    );
+                    Some((
+                        Zeroizing::new(kp.serialize().map_err(internal)?),
+                        o.public_key_package.serialize().map_err(internal)?,
+                    ))
+                }
+            }
+        }, other => return Err(not_frost(other)));
+        Ok(out)
     }
 
     async fn load(

@@ -231,6 +231,31 @@ pub(crate) trait Family: Send + Sync {
         Ok(SignatureExtras::default())
     }
 
+    /// Whether keys of this family can be refreshed and reshared.
+    fn reshares(&self) -> bool {
+        false
+    }
+
+    /// This party's part of a reshare session of `key` (the current
+    /// epoch's record) to `new_parties` with `roles`
+    /// (`sigil_crypto::reshare`); `dealer_share` is this node's unsealed
+    /// current share when it deals. Returns the new share and public
+    /// package at a new party, `None` at a party that only deals.
+    async fn reshare_part(
+        &self,
+        _node: &Node,
+        _spec: SessionSpec,
+        key: &LoadedKey,
+        _roles: &sigil_crypto::reshare::Roles,
+        _new_parties: &[u16],
+        _dealer_share: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+        Err(SessionError::Invalid(format!(
+            "{} keys cannot be reshared yet",
+            key.scheme
+        )))
+    }
+
     /// What the API shows of `record` (a key of `scheme`) beyond its fields.
     fn view_extras(&self, scheme: Scheme, record: &KeyRecord) -> ViewExtras {
         ViewExtras {

@@ -193,6 +193,88 @@ impl Family for Ecdsa {
         })
     }
 
+    fn reshares(&self) -> bool {
+        true
+    }
+
+    /// The verifiable resharing in the `frost-core` suite of the key's
+    /// curve (`ecdsa::reshare`); the new incomplete share goes through
+    /// `key_share`'s validation with the chain code unchanged, and must fit
+    /// the committed aux info of the new party set (made before the
+    /// session) before it is kept.
+    async fn reshare_part(
+        &self,
+        node: &Node,
+        spec: SessionSpec,
+        key: &LoadedKey,
+        roles: &sigil_crypto::reshare::Roles,
+        new_parties: &[u16],
+        dealer_share: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+        use ecdsa::reshare as r;
+        let (me, sid) = (spec.me, spec.eid);
+        let public: EcdsaPublic = serde_json::from_slice(&key.record.public_package).map_err(internal)?;
+        let out = with_curve!(key.scheme, E => {
+            let own: Option<ecdsa::IncompleteKeyShare<E>> = dealer_share
+                .map(|s| serde_json::from_slice(&s))
+                .transpose()
+                .map_err(internal)?;
+            let old = if public.public_shares.is_empty() {
+                // A key made before its record listed the verifying shares:
+                // only an old party's own share has them.
+                let s = own.as_ref().ok_or_else(|| SessionError::Invalid(
+                    "this key predates resharing to new members: refresh it among its parties first".into(),
+                ))?;
+                r::package_of(s)
+            } else {
+                let shares = public
+                    .public_shares
+                    .iter()
+                    .map(hex::decode)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?;
+                r::package::<E>(&key.record.public_key, &shares, key.record.threshold)
+            }
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+            let share = own.as_ref().map(r::signing_share).transpose().map_err(internal)?;
+            let out = session::run::<sigil_crypto::reshare::Msg<<E as r::ReshareCurve>::Suite>, _, _, _>(
+                &node.sessions,
+                &node.peers,
+                spec,
+                |party| async move {
+                    let mut rng = rand::rngs::OsRng;
+                    sigil_crypto::reshare::run(party, &sid, me, roles, &old, share.as_ref(), &mut rng).await
+                },
+            )
+            .await?;
+            match out {
+                None => None,
+                Some(o) => {
+                    let j = roles
+                        .receiver
+                        .get(usize::from(me))
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| internal("a reshare output at a party that does not receive"))?;
+                    let chain_code: Option<[u8; 32]> = hex::decode(&public.chain_code)
+                        .ok()
+                        .and_then(|c| c.try_into().ok());
+                    let new = r::share_from::<E>(&o, j, chain_code).map_err(internal)?;
+                    let next = EcdsaPublic {
+                        public_key: public.public_key.clone(),
+                        chain_code: public.chain_code.clone(),
+                        public_shares: r::public_shares(&new).iter().map(hex::encode).collect(),
+                    };
+                    let bytes = Zeroizing::new(serde_json::to_vec(&new).map_err(internal)?);
+                    // The new share must fit the new set's aux info.
+                    ecdsa::complete(new, node.load_aux(new_parties).await?).map_err(internal)?;
+                    Some((bytes, serde_json::to_vec(&next).map_err(internal)?))
+                }
+            }
+        }, other => return Err(not_ecdsa(other)));
+        Ok(out)
+    }
+
     async fn load(
         &self,
         node: &Node,

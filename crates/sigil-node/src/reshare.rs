@@ -1,0 +1,569 @@
+//! Key epochs: refresh and resharing of a key to a new committee and
+//! threshold, with the public key unchanged (the protocol is
+//! `sigil_crypto::reshare`, Wong-Wang-Wing 2002).
+//!
+//! Flow, coordinated by the node that takes the client's request:
+//! 1. `POST /v1/keys/{key_id}/reshare` `{"parties": [...], "threshold": t'}`
+//!    (or `/refresh`, the same committee and threshold) from a client in the
+//!    key's `admin` policy.
+//! 2. ECDSA: aux info for the new ordered party set first (from the prime
+//!    pools), as for a key generation.
+//! 3. A session among the quorum `Q` (the first `t` old parties, the
+//!    coordinator first when it is one, nodes recently down last) and the
+//!    new committee `C'`. Each party checks the proposal itself (below),
+//!    runs its roles, and each new party stores its new share as the key's
+//!    *pending* epoch `e + 1` and signs the new record.
+//! 4. The coordinator checks every new party's attestation over the same
+//!    record, then sends the attested record to every node (`FinalizeKey`).
+//!    A node switches only on a record attested by every new party (its own
+//!    config's identity keys), at exactly its epoch + 1, and (as a new
+//!    party) equal to its own pending record: then, in one store
+//!    transaction, the new share becomes the key's share and the epoch-`e`
+//!    share, the key's presignatures and the pending row are deleted.
+//!    Epoch `e` signs until then; old parties delete their share only on
+//!    the attested record of `e + 1` (tss-lib's lesson: never before the
+//!    new committee's acknowledgements).
+//! 5. On failure the coordinator tells every party to delete its pending
+//!    epoch; epoch `e` stays active everywhere.
+//!
+//! | peer call | who may send it | what the receiver verifies |
+//! |---|---|---|
+//! | `RunSession` reshare | any node | the record of the current epoch carries every party's attestation (own config's identity keys) and equals this node's own record if it has one; the client's token (signature, `aud`, lifetime, `jti`) for `POST /v1/keys/{key_id}/reshare` with this committee and threshold, or `/refresh` with the current ones; the client in the record's `admin` policy; the quorum is at least `t` distinct old parties, the new committee distinct configured nodes, `2 <= t' <= n'`, the session parties exactly their union |
+//! | `FinalizeKey` commit, epoch `e + 1` | any node | every new party's attestation of the record; same key id, scheme, public key, policy and creator as the active record of epoch `e` here; a new party's own pending record equal to it |
+//! | `FinalizeKey` abort, pending epoch | the reshare's coordinator | a pending epoch of that key here, never the active one |
+
+use std::time::Duration;
+
+use sigil_crypto::reshare::Roles;
+use sigil_proto::peer::session_proposal::Kind;
+use sigil_proto::peer::{ClientAuthorization, ReshareProposal, SessionOutcome};
+use sigil_store::{EpochEntry, KeyRecord, KeyStatus};
+
+use crate::auth::Refusal;
+use crate::error::{NodeError, SessionError};
+use crate::family::LoadedKey;
+use crate::session::SessionSpec;
+use crate::{attest, catch_up, internal, now_unix, Node, RequestAuth};
+
+/// `POST /v1/keys/{key_id}/reshare` body: the new committee (node ids, in
+/// new key order) and threshold. `/refresh` takes `{}`.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareRequest {
+    /// The new committee; default (and for `/refresh`): the current one.
+    #[serde(default)]
+    pub parties: Option<Vec<u16>>,
+    /// The new threshold `t'`; default: the current one.
+    #[serde(default)]
+    pub threshold: Option<u16>,
+}
+
+/// A reshare as planned from the request and the current record.
+struct Plan {
+    current: KeyRecord,
+    quorum: Vec<u16>,
+    new_parties: Vec<u16>,
+    threshold: u16,
+}
+
+impl Plan {
+    /// The session parties: the union of quorum and committee, ascending.
+    fn session(&self) -> Vec<u16> {
+        let mut all: Vec<u16> = self.quorum.iter().chain(&self.new_parties).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// The roles of the session parties `session`.
+    fn roles(&self, session: &[u16]) -> Roles {
+        let old_index = |n: u16| {
+            self.current
+                .parties
+                .iter()
+                .position(|&x| x == n)
+                .and_then(|i| u16::try_from(i).ok())
+        };
+        Roles {
+            dealer: session
+                .iter()
+                .map(|&n| if self.quorum.contains(&n) { old_index(n) } else { None })
+                .collect(),
+            receiver: session
+                .iter()
+                .map(|&n| {
+                    self.new_parties
+                        .iter()
+                        .position(|&x| x == n)
+                        .and_then(|i| u16::try_from(i).ok())
+                })
+                .collect(),
+            new_t: self.threshold,
+        }
+    }
+
+    /// The record of the new epoch (pending, unattested) with
+    /// `public_package`.
+    fn next_record(&self, public_package: Vec<u8>) -> KeyRecord {
+        KeyRecord {
+            parties: self.new_parties.clone(),
+            threshold: self.threshold,
+            public_package,
+            epoch: self.current.epoch + 1,
+            status: KeyStatus::Pending,
+            attestations: Vec::new(),
+            ..self.current.clone()
+        }
+    }
+}
+
+/// Checks a requested committee and threshold for a key of `current`
+/// against the cluster `cluster`. The error is the client-facing reason.
+fn check_committee(current: &KeyRecord, parties: &[u16], t: u16, cluster: &[u16]) -> Result<(), String> {
+    let mut sorted = parties.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != parties.len() {
+        return Err("parties: duplicate node id".into());
+    }
+    if let Some(x) = parties.iter().find(|x| !cluster.contains(x)) {
+        return Err(format!("parties: node {x} is not in the cluster {cluster:?}"));
+    }
+    let min = current
+        .scheme
+        .parse::<sigil_crypto::Scheme>()
+        .map_err(|e| e.to_string())?
+        .min_threshold();
+    if t < min || usize::from(t) > parties.len() {
+        return Err(format!(
+            "threshold must be within {min}..={} for {} parties, got {t}",
+            parties.len(),
+            parties.len()
+        ));
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Refreshes (`refresh`) or reshares key `key_id` as `req` asks, on
+    /// behalf of `auth`'s client, and returns the record of the new epoch.
+    ///
+    /// # Errors
+    /// 404 for an unknown key; 400 for a bad committee or threshold or a
+    /// scheme without resharing; 403 for a client not in the key's `admin`
+    /// policy (each before any session); the session's failure naming
+    /// nodes (epoch `e` stays active).
+    pub async fn reshare(
+        &self,
+        key_id: &str,
+        req: ReshareRequest,
+        refresh: bool,
+        auth: &RequestAuth,
+    ) -> Result<KeyRecord, NodeError> {
+        let key = self.loaded_key(key_id).await?;
+        let current = key.record.clone();
+        if !current.policy.admin.iter().any(|c| c == &auth.client) {
+            return Err(NodeError::refused(&Refusal::Forbidden(format!(
+                "client {} is not an admin of key {key_id}",
+                auth.client
+            ))));
+        }
+        if refresh && (req.parties.is_some() || req.threshold.is_some()) {
+            return Err(NodeError::bad_request(
+                "refresh keeps the committee and threshold; use reshare",
+            ));
+        }
+        if !key.family().reshares() {
+            return Err(NodeError::bad_request(format!(
+                "{} keys cannot be reshared yet",
+                key.scheme
+            )));
+        }
+        let new_parties = req.parties.unwrap_or_else(|| current.parties.clone());
+        let threshold = req.threshold.unwrap_or(current.threshold);
+        check_committee(&current, &new_parties, threshold, &self.cfg.node_ids()).map_err(NodeError::bad_request)?;
+        if key.family().uses_aux_info() {
+            self.ensure_aux(&new_parties, &auth.proto).await?;
+        }
+        let mut avoid: Vec<u16> = Vec::new();
+        let mut last = None;
+        for _ in 0..2 {
+            let plan = Plan {
+                quorum: self.quorum_of(&current, &avoid)?,
+                current: current.clone(),
+                new_parties: new_parties.clone(),
+                threshold,
+            };
+            match self.run_reshare(&plan, &auth.proto).await {
+                Ok(record) => return Ok(record),
+                Err(e) => {
+                    // A dealer named as a culprit is left out of the next
+                    // quorum, if enough old parties remain.
+                    let named: Vec<u16> = e.nodes().into_iter().filter(|n| plan.quorum.contains(n)).collect();
+                    let retry = !named.is_empty() && matches!(&e, NodeError::Session(SessionError::Protocol { .. }));
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                    avoid.extend(named);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| NodeError::internal("reshare did not run")))
+    }
+
+    /// The dealing quorum: `t` old parties, this node first when it is
+    /// one, nodes recently down last, none of `avoid`.
+    fn quorum_of(&self, current: &KeyRecord, avoid: &[u16]) -> Result<Vec<u16>, NodeError> {
+        let mut old: Vec<u16> = current.parties.iter().copied().filter(|n| !avoid.contains(n)).collect();
+        old.sort_by_key(|&n| (n != self.cfg.node_id, self.recently_down(n), n));
+        if old.len() < usize::from(current.threshold) {
+            return Err(NodeError::Session(SessionError::Unavailable {
+                nodes: avoid.to_vec(),
+                reason: format!("fewer than {} honest old parties remain", current.threshold),
+            }));
+        }
+        old.truncate(usize::from(current.threshold));
+        Ok(old)
+    }
+
+    /// One reshare session and its commit or abort everywhere.
+    async fn run_reshare(&self, plan: &Plan, auth: &ClientAuthorization) -> Result<KeyRecord, NodeError> {
+        let session = plan.session();
+        let kind = Kind::Reshare(ReshareProposal {
+            current: Some(catch_up::meta_of(&plan.current)),
+            quorum: plan.quorum.iter().map(|&n| u32::from(n)).collect(),
+            new_parties: plan.new_parties.iter().map(|&n| u32::from(n)).collect(),
+            threshold: u32::from(plan.threshold),
+        });
+        let started = std::time::Instant::now();
+        let outcomes = self.coordinate(&session, kind, true, Some(auth)).await;
+        let attested = outcomes.and_then(|o| self.attested_epoch(plan, &session, &o.by_party));
+        let mut everyone = self.cfg.node_ids();
+        everyone.extend(
+            plan.new_parties
+                .iter()
+                .filter(|n| !everyone.contains(n))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        match attested {
+            Ok(record) => {
+                self.finalize_everywhere(&everyone, catch_up::meta_of(&record), true, &[])
+                    .await;
+                metrics::histogram!("sigil_reshare_seconds", "scheme" => record.scheme.clone())
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(key_id = record.key_id, epoch = record.epoch, parties = ?record.parties, threshold = record.threshold, "key reshared");
+                let mut active = self
+                    .store
+                    .get_key(&record.key_id)
+                    .await?
+                    .ok_or_else(|| NodeError::internal("reshared key missing from the local store"))?;
+                active.attestations = record.attestations.clone();
+                Ok(active)
+            }
+            Err(e) => {
+                let abandoned = plan.next_record(Vec::new());
+                let named = e.nodes();
+                self.finalize_everywhere(&session, catch_up::meta_of(&abandoned), false, &named)
+                    .await;
+                tracing::warn!(key_id = plan.current.key_id, error = ?e, "reshare failed; the current epoch stays active");
+                Err(NodeError::from(e))
+            }
+        }
+    }
+
+    /// The new epoch's record from the session's outcomes: every new party
+    /// reported the same public package and attested the same record.
+    fn attested_epoch(
+        &self,
+        plan: &Plan,
+        session: &[u16],
+        by_party: &[Option<SessionOutcome>],
+    ) -> Result<KeyRecord, SessionError> {
+        let outcome_of = |node: u16| {
+            session
+                .iter()
+                .position(|&n| n == node)
+                .and_then(|p| by_party.get(p))
+                .and_then(Option::as_ref)
+        };
+        let first = plan
+            .new_parties
+            .first()
+            .and_then(|&n| outcome_of(n))
+            .map(|o| o.public_key_package.clone())
+            .unwrap_or_default();
+        let differs: Vec<u16> = plan
+            .new_parties
+            .iter()
+            .copied()
+            .filter(|&n| outcome_of(n).map(|o| &o.public_key_package) != Some(&first))
+            .collect();
+        if first.is_empty() || !differs.is_empty() {
+            return Err(SessionError::Protocol {
+                culprits: vec![],
+                reason: format!("new parties finished the reshare with different public packages ({differs:?})"),
+            });
+        }
+        let mut record = plan.next_record(first);
+        record.status = KeyStatus::Active;
+        record.attestations = plan
+            .new_parties
+            .iter()
+            .map(|&n| attest::attestation(n, outcome_of(n).map(|o| o.attestation.clone()).unwrap_or_default()))
+            .collect();
+        attest::verify_all(&record, |n| self.identities.get(&n).copied()).map_err(|e| {
+            let culprits = match e {
+                attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
+                _ => vec![],
+            };
+            SessionError::Protocol {
+                culprits,
+                reason: format!("new epoch attestation: {e}"),
+            }
+        })?;
+        Ok(record)
+    }
+
+    /// The attested current record a reshare proposal carries, checked:
+    /// every party's attestation, and equal to this node's own record when
+    /// it has one.
+    pub(crate) async fn reshare_current(&self, r: &ReshareProposal) -> Result<KeyRecord, SessionError> {
+        let meta = r
+            .current
+            .as_ref()
+            .ok_or_else(|| SessionError::Invalid("no current record".into()))?;
+        let current = catch_up::record_of(meta, KeyStatus::Active)?;
+        attest::verify_all(&current, |n| self.identities.get(&n).copied())
+            .map_err(|e| self.refused(Refusal::Forbidden(format!("current record not attested: {e}"))))?;
+        if let Some(local) = self.store.get_key(&current.key_id).await.map_err(SessionError::from)? {
+            if local.status != KeyStatus::Active || attest::record_bytes(&local) != attest::record_bytes(&current) {
+                return Err(SessionError::Unavailable {
+                    nodes: vec![self.cfg.node_id],
+                    reason: format!(
+                        "key {} is at epoch {} here, the proposal reshares epoch {}",
+                        current.key_id, local.epoch, current.epoch
+                    ),
+                });
+            }
+        }
+        Ok(current)
+    }
+
+    /// Checks a reshare request the client signed (`a`) against the
+    /// proposal: the operation, the committee and threshold, and the client
+    /// in the current record's `admin` policy.
+    pub(crate) fn check_reshare(
+        current: &KeyRecord,
+        r: &ReshareProposal,
+        a: &ClientAuthorization,
+        client: &str,
+    ) -> Result<(), Refusal> {
+        let mismatch =
+            |what: &str| Refusal::BodyMismatch(format!("the proposal's {what} is not what the client signed"));
+        let (req, refresh) = parse_reshare(a, &current.key_id).ok_or_else(|| mismatch("operation"))?;
+        let parties = req.parties.unwrap_or_else(|| current.parties.clone());
+        let threshold = req.threshold.unwrap_or(current.threshold);
+        if refresh && (parties != current.parties || threshold != current.threshold) {
+            return Err(mismatch("refresh"));
+        }
+        let proposed: Vec<u16> = r.new_parties.iter().filter_map(|&n| u16::try_from(n).ok()).collect();
+        if proposed.len() != r.new_parties.len() || proposed != parties || u32::from(threshold) != r.threshold {
+            return Err(mismatch("committee or threshold"));
+        }
+        if !current.policy.admin.iter().any(|c| c == client) {
+            return Err(Refusal::Forbidden(format!(
+                "client {client} is not an admin of key {}",
+                current.key_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// This node's part of a reshare session (see the module docs).
+    pub(crate) async fn reshare_part(
+        &self,
+        spec: SessionSpec,
+        r: ReshareProposal,
+    ) -> Result<SessionOutcome, SessionError> {
+        let current = self.reshare_current(&r).await?;
+        let small = |x: &u32| u16::try_from(*x).map_err(|_| SessionError::Invalid(format!("node {x} out of range")));
+        let plan = Plan {
+            quorum: r.quorum.iter().map(small).collect::<Result<_, _>>()?,
+            new_parties: r.new_parties.iter().map(small).collect::<Result<_, _>>()?,
+            threshold: u16::try_from(r.threshold)
+                .map_err(|_| SessionError::Invalid("threshold out of range".into()))?,
+            current,
+        };
+        check_committee(&plan.current, &plan.new_parties, plan.threshold, &self.cfg.node_ids())
+            .map_err(SessionError::Invalid)?;
+        let mut quorum = plan.quorum.clone();
+        quorum.sort_unstable();
+        quorum.dedup();
+        if quorum.len() != plan.quorum.len()
+            || quorum.len() < usize::from(plan.current.threshold)
+            || quorum.iter().any(|n| !plan.current.parties.contains(n))
+        {
+            return Err(SessionError::Invalid(
+                "the quorum must be t distinct old parties".into(),
+            ));
+        }
+        if spec.parties.to_vec() != plan.session() {
+            return Err(SessionError::Invalid(
+                "session parties are not quorum and committee".into(),
+            ));
+        }
+        let roles = plan.roles(&spec.parties);
+        let key = LoadedKey::new(plan.current.clone()).map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let coordinator = spec.coordinator;
+        let dealer_share = if plan.quorum.contains(&self.cfg.node_id) {
+            Some(self.own_share(&plan.current).await?)
+        } else {
+            None
+        };
+        let part = key
+            .family()
+            .reshare_part(self, spec, &key, &roles, &plan.new_parties, dealer_share)
+            .await?;
+        let Some((share, package)) = part else {
+            return Ok(SessionOutcome::default());
+        };
+        let record = plan.next_record(package.clone());
+        let public_key = key.scheme.public_key(&package).map_err(internal)?;
+        if public_key != plan.current.public_key {
+            return Err(internal("the reshared key has another public key"));
+        }
+        self.store
+            .put_pending_epoch(&record, self.cfg.node_id, Some(&share))
+            .await
+            .map_err(SessionError::from)?;
+        self.remember_coordinator(&record.key_id, coordinator);
+        Ok(SessionOutcome {
+            attestation: attest::sign(&self.identity, &record),
+            public_key_package: package,
+            ..Default::default()
+        })
+    }
+
+    /// `FinalizeKey` for a record of a key's next epoch (see the module
+    /// table). `Ok(false)`: the record is not an epoch switch here.
+    pub(crate) async fn finalize_epoch(
+        &self,
+        record: &KeyRecord,
+        commit: bool,
+        from_coordinator: bool,
+    ) -> Result<bool, SessionError> {
+        let local = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
+        let pending = self
+            .store
+            .pending_epoch(&record.key_id)
+            .await
+            .map_err(SessionError::from)?;
+        let forbid = |m: &str| self.refused(Refusal::Forbidden(m.to_string()));
+        if !commit {
+            let Some(p) = pending.filter(|p| p.epoch == record.epoch) else {
+                return Ok(false);
+            };
+            if !from_coordinator {
+                return Err(forbid("only the reshare's coordinator may abort it"));
+            }
+            self.store
+                .delete_pending_epoch(&p.key_id, p.epoch)
+                .await
+                .map_err(SessionError::from)?;
+            self.forget_dkg(&p.key_id);
+            return Ok(true);
+        }
+        let Some(local) = local.filter(|l| l.status == KeyStatus::Active && l.epoch + 1 == record.epoch) else {
+            // A node new to the key: its pending share makes it one.
+            if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) {
+                return self.switch_epoch(record, None, pending.as_ref()).await.map(|()| true);
+            }
+            return Ok(false);
+        };
+        let same_key = local.scheme == record.scheme
+            && local.public_key == record.public_key
+            && local.policy == record.policy
+            && local.created_by == record.created_by
+            && local.create_jti == record.create_jti;
+        if !same_key {
+            return Err(forbid("the next epoch's record names another key"));
+        }
+        self.switch_epoch(record, Some(&local), pending.as_ref())
+            .await
+            .map(|()| true)
+    }
+
+    /// Activates the attested `record` of the next epoch (after `local`).
+    async fn switch_epoch(
+        &self,
+        record: &KeyRecord,
+        local: Option<&KeyRecord>,
+        pending: Option<&KeyRecord>,
+    ) -> Result<(), SessionError> {
+        if record.parties.contains(&self.cfg.node_id) {
+            let mine = pending.filter(|p| p.epoch == record.epoch);
+            if mine.map(attest::record_bytes) != Some(attest::record_bytes(record)) {
+                return Err(self.refused(Refusal::Forbidden(
+                    "this node is a new party but holds no pending share of this record".into(),
+                )));
+            }
+        }
+        let retired = local.map(|l| EpochEntry {
+            epoch: l.epoch,
+            threshold: l.threshold,
+            parties: l.parties.clone(),
+            record_hash: attest::record_hash(l),
+            started_at: l.created_at,
+            ended_at: now_unix(),
+        });
+        let mut next = record.clone();
+        next.status = KeyStatus::Active;
+        next.created_at = now_unix();
+        let switched = self
+            .store
+            .activate_epoch(&next, retired.as_ref())
+            .await
+            .map_err(SessionError::from)?;
+        self.forget_dkg(&record.key_id);
+        if switched {
+            // Replace, not remove: a lookup that read the old record from
+            // the store before the switch then finds this entry instead of
+            // caching the old one.
+            let loaded = crate::family::LoadedKey::new(next).map_err(|e| internal(e.to_string()))?;
+            self.keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(record.key_id.clone(), std::sync::Arc::new(loaded));
+            metrics::counter!("sigil_epoch_switches_total").increment(1);
+            tracing::info!(key_id = record.key_id, epoch = record.epoch, "key epoch switched");
+        }
+        Ok(())
+    }
+}
+
+/// The reshare request `a` signs for key `key_id`, and whether it is a
+/// refresh; `None` for another operation or a body that does not parse.
+pub(crate) fn parse_reshare(a: &ClientAuthorization, key_id: &str) -> Option<(ReshareRequest, bool)> {
+    if a.method != "POST" {
+        return None;
+    }
+    let refresh = if a.path == format!("/v1/keys/{key_id}/refresh") {
+        true
+    } else if a.path == format!("/v1/keys/{key_id}/reshare") {
+        false
+    } else {
+        return None;
+    };
+    let req = if a.body.iter().all(u8::is_ascii_whitespace) {
+        ReshareRequest::default()
+    } else {
+        serde_json::from_slice(&a.body).ok()?
+    };
+    Some((req, refresh))
+}
+
+/// How long a reshare's pending epoch may wait for its commit before the
+/// catch-up pass deletes it.
+pub const PENDING_EPOCH_TTL: Duration = Duration::from_secs(600);
