@@ -21,6 +21,14 @@
 //! pending asks the peers (the proposal's coordinator) for the attested
 //! record at once, instead of answering 404 until the next pass.
 //!
+//! The same pass catches up with **key epochs** (refresh and reshare,
+//! `crate::reshare`): peers list each key with its epoch, and a key held
+//! here at an earlier epoch is switched to the peer's attested record (an
+//! old party that missed the commit then deletes its old share). Pending
+//! epochs older than [`crate::reshare::PENDING_EPOCH_TTL`] are committed
+//! from a peer that has them, or deleted once every other node answers
+//! that none does.
+//!
 //! The same pass deletes *stale* pending keys, older than [`PENDING_TTL`]
 //! and active on no node: keygens that failed while this node missed the
 //! abort (see [`Node::catch_up_keys`]).
@@ -139,12 +147,13 @@ pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, Session
 }
 
 impl Node {
-    /// Ids of the active keys held here, sorted, strictly after `after`,
-    /// at most `limit` (0 or above [`PAGE`]: [`PAGE`]).
+    /// Ids of the active keys held here with their epochs, sorted by id,
+    /// strictly after `after`, at most `limit` (0 or above [`PAGE`]:
+    /// [`PAGE`]).
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, SessionError> {
+    pub async fn active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<(String, u32)>, SessionError> {
         let limit = if limit == 0 || limit > PAGE { PAGE } else { limit };
         self.store
             .list_active_key_ids(after, limit)
@@ -188,12 +197,12 @@ impl Node {
                         break;
                     }
                 };
-                for id in &ids {
-                    if let Err(e) = self.catch_up_key(peer, id, &mut done, PEER_TIMEOUT).await {
+                for (id, epoch) in &ids {
+                    if let Err(e) = self.catch_up_key(peer, id, *epoch, &mut done, PEER_TIMEOUT).await {
                         tracing::warn!(peer, key_id = %id, error = %e, "catch-up: key skipped");
                     }
                 }
-                match ids.last() {
+                match ids.last().map(|(id, _)| id) {
                     Some(last) if ids.len() == PAGE as usize && last.as_str() > after.as_str() => {
                         after = last.clone();
                     }
@@ -202,6 +211,7 @@ impl Node {
             }
         }
         self.collect_stale_pending(&mut done).await;
+        self.collect_stale_epochs(&mut done).await;
         if done != CatchUp::default() {
             tracing::info!(
                 activated = done.activated,
@@ -301,7 +311,7 @@ impl Node {
         }
         let mut done = CatchUp::default();
         for &peer in peers.iter().filter(|&&p| p != self.cfg.node_id) {
-            match self.catch_up_key(peer, key_id, &mut done, timeout).await {
+            match self.catch_up_key(peer, key_id, 0, &mut done, timeout).await {
                 Ok(()) => return true,
                 Err(e) => tracing::debug!(peer, key_id, error = %e, "on-demand catch-up: not from this peer"),
             }
@@ -309,15 +319,23 @@ impl Node {
         false
     }
 
+    /// Catches up with `peer`'s active key `key_id`, which it lists at
+    /// `epoch`: a key this node holds pending, does not know, or holds at
+    /// an earlier epoch (a reshare's commit it missed; the attested record
+    /// of the later epoch then replaces its own, see `crate::reshare`).
     async fn catch_up_key(
         &self,
         peer: u16,
         key_id: &str,
+        epoch: u32,
         done: &mut CatchUp,
         timeout: Duration,
     ) -> Result<(), SessionError> {
         let local = self.store.get_key(key_id).await.map_err(SessionError::from)?;
-        if local.as_ref().is_some_and(|k| k.status == KeyStatus::Active) {
+        if local
+            .as_ref()
+            .is_some_and(|k| k.status == KeyStatus::Active && k.epoch >= epoch)
+        {
             return Ok(());
         }
         let meta = self
@@ -354,6 +372,49 @@ impl Node {
             done.registered += 1;
         }
         Ok(())
+    }
+}
+
+impl Node {
+    /// Settles the pending epochs older than
+    /// [`crate::reshare::PENDING_EPOCH_TTL`] (reshares whose commit or
+    /// abort this node missed): a peer holding the key at that epoch or
+    /// later brings its attested record (the commit); when every other
+    /// node answers and none does, the pending epoch is deleted.
+    async fn collect_stale_epochs(&self, done: &mut CatchUp) {
+        let ttl = i64::try_from(crate::reshare::PENDING_EPOCH_TTL.as_secs()).unwrap_or(i64::MAX);
+        let stale = match self
+            .store
+            .list_pending_epochs(crate::now_unix().saturating_sub(ttl))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up: cannot list pending epochs");
+                return;
+            }
+        };
+        'epochs: for (key_id, epoch) in stale {
+            for peer in self.cfg.node_ids().into_iter().filter(|&p| p != self.cfg.node_id) {
+                match self.peers.get_key_meta(peer, &key_id, PEER_TIMEOUT).await {
+                    Ok(Some(meta)) if meta.epoch >= epoch => {
+                        if let Err(e) = self.catch_up_key(peer, &key_id, meta.epoch, done, PEER_TIMEOUT).await {
+                            tracing::warn!(peer, key_id, error = %e, "catch-up: pending epoch kept");
+                        }
+                        continue 'epochs;
+                    }
+                    Ok(_) => {}
+                    Err(_) => continue 'epochs,
+                }
+            }
+            match self.store.delete_pending_epoch(&key_id, epoch).await {
+                Ok(_) => {
+                    tracing::info!(key_id, epoch, "catch-up: deleted a pending epoch no node activated");
+                    done.deleted += 1;
+                }
+                Err(e) => tracing::warn!(key_id, error = %e, "catch-up: cannot delete a pending epoch"),
+            }
+        }
     }
 }
 

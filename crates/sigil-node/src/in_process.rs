@@ -176,10 +176,10 @@ impl Transport for InProcess {
         to: u16,
         r: ListKeyIdsRequest,
         timeout: Duration,
-    ) -> Result<Vec<String>, SessionError> {
+    ) -> Result<Vec<(String, u32)>, SessionError> {
         self.call(to, timeout, |h| h.list_key_ids(r))
             .await
-            .map(|r| r.key_ids)
+            .map(crate::wire::key_page)
             .map_err(|s| status_session_error(to, &s))
     }
 

@@ -130,7 +130,10 @@ impl Handler {
         self.node
             .active_key_ids(&r.after, r.limit)
             .await
-            .map(|key_ids| ListKeyIdsResponse { key_ids })
+            .map(|page| {
+                let (key_ids, epochs) = page.into_iter().unzip();
+                ListKeyIdsResponse { key_ids, epochs }
+            })
             .map_err(|e| session_status(&e))
     }
 

@@ -29,7 +29,7 @@
 //! | peer call | who may send it | what the receiver verifies |
 //! |---|---|---|
 //! | `RunSession` reshare | any node | the record of the current epoch carries every party's attestation (own config's identity keys) and equals this node's own record if it has one; the client's token (signature, `aud`, lifetime, `jti`) for `POST /v1/keys/{key_id}/reshare` with this committee and threshold, or `/refresh` with the current ones; the client in the record's `admin` policy; the quorum is at least `t` distinct old parties, the new committee distinct configured nodes, `2 <= t' <= n'`, the session parties exactly their union |
-//! | `FinalizeKey` commit, epoch `e + 1` | any node | every new party's attestation of the record; same key id, scheme, public key, policy and creator as the active record of epoch `e` here; a new party's own pending record equal to it |
+//! | `FinalizeKey` commit, a later epoch | any node (the coordinator, or a peer in the catch-up pass) | every new party's attestation of the record; same key id, scheme, public key, policy and creator as the active record of an earlier epoch here; a new party's own pending record equal to it |
 //! | `FinalizeKey` abort, pending epoch | the reshare's coordinator | a pending epoch of that key here, never the active one |
 
 use std::time::Duration;
@@ -197,10 +197,19 @@ impl Node {
             match self.run_reshare(&plan, &auth.proto).await {
                 Ok(record) => return Ok(record),
                 Err(e) => {
-                    // A dealer named as a culprit is left out of the next
-                    // quorum, if enough old parties remain.
+                    // A dealer named (a culprit, down or silent) is left out
+                    // of the next quorum, if enough old parties remain; a
+                    // refusal is final.
                     let named: Vec<u16> = e.nodes().into_iter().filter(|n| plan.quorum.contains(n)).collect();
-                    let retry = !named.is_empty() && matches!(&e, NodeError::Session(SessionError::Protocol { .. }));
+                    let retry = !named.is_empty()
+                        && matches!(
+                            &e,
+                            NodeError::Session(
+                                SessionError::Protocol { .. }
+                                    | SessionError::Unavailable { .. }
+                                    | SessionError::Timeout { .. }
+                            )
+                        );
                     last = Some(e);
                     if !retry {
                         break;
@@ -475,7 +484,7 @@ impl Node {
             self.forget_dkg(&p.key_id);
             return Ok(true);
         }
-        let Some(local) = local.filter(|l| l.status == KeyStatus::Active && l.epoch + 1 == record.epoch) else {
+        let Some(local) = local.filter(|l| l.status == KeyStatus::Active && l.epoch < record.epoch) else {
             // A node new to the key: its pending share makes it one.
             if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) {
                 return self.switch_epoch(record, None, pending.as_ref()).await.map(|()| true);

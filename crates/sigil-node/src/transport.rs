@@ -75,9 +75,14 @@ pub trait Transport: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), SessionError>;
 
-    /// `ListKeyIds`: a page of `to`'s active key ids after `r.after`.
-    async fn list_key_ids(&self, to: u16, r: ListKeyIdsRequest, timeout: Duration)
-        -> Result<Vec<String>, SessionError>;
+    /// `ListKeyIds`: a page of `to`'s active key ids after `r.after`, with
+    /// their epochs (0 from a node that sends none).
+    async fn list_key_ids(
+        &self,
+        to: u16,
+        r: ListKeyIdsRequest,
+        timeout: Duration,
+    ) -> Result<Vec<(String, u32)>, SessionError>;
 
     /// `GetKeyMeta`: the public metadata of `to`'s active key `key_id`;
     /// `None` when `to` holds no such active key.
@@ -180,9 +185,9 @@ impl Transport for PeerClients {
         to: u16,
         r: ListKeyIdsRequest,
         timeout: Duration,
-    ) -> Result<Vec<String>, SessionError> {
+    ) -> Result<Vec<(String, u32)>, SessionError> {
         let r = self.client(to)?.list_key_ids(request(r, timeout)).await;
-        r.map(|r| r.into_inner().key_ids)
+        r.map(|r| crate::wire::key_page(r.into_inner()))
             .map_err(|s| status_session_error(to, &s))
     }
 

@@ -116,3 +116,10 @@ fn code_name(code: tonic::Code) -> &'static str {
         _ => "failed",
     }
 }
+
+/// The (key id, epoch) pairs of a `ListKeyIds` page; epoch 0 where a peer
+/// that predates epochs sent none.
+pub fn key_page(r: sigil_proto::peer::ListKeyIdsResponse) -> Vec<(String, u32)> {
+    let epochs = r.epochs.into_iter().chain(std::iter::repeat(0));
+    r.key_ids.into_iter().zip(epochs).collect()
+}

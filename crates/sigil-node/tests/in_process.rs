@@ -637,3 +637,36 @@ async fn ecdsa_keys_refresh_and_change_threshold() {
     sigil_crypto::scheme::ecdsa_recovery_and_der(Scheme::EcdsaSecp256k1, &key.public_key, &digest, &signed.signature)
         .unwrap();
 }
+
+/// An old party that is down during a reshare is left out of the quorum,
+/// misses the commit, and on its next catch-up pass switches to the new
+/// epoch from a peer's attested record, deleting its old share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_party_that_missed_the_commit_catches_up_and_deletes_its_share() {
+    let c = cluster_with(4, |cfg| cfg.session_timeout_ms = 1500).await;
+    let key = c.create_key_on(0, Scheme::FrostEd25519, 2, &[0, 1, 2]).await;
+    c.hub.cut_off(0, true);
+    let new = c
+        .reshare(1, &key.key_id, "reshare", r#"{"parties":[1,2,3],"threshold":2}"#)
+        .await
+        .unwrap();
+    assert_eq!(new.epoch, 1);
+    c.hub.cut_off(0, false);
+    let store0 = c.nodes[0].store();
+    assert_eq!(
+        store0.get_key(&key.key_id).await.unwrap().unwrap().epoch,
+        0,
+        "missed it"
+    );
+    assert!(store0.get_share(&key.key_id, 0, 0).await.unwrap().is_some());
+    c.nodes[0].catch_up_keys().await;
+    assert_eq!(store0.get_key(&key.key_id).await.unwrap().unwrap().epoch, 1);
+    assert!(
+        store0.get_share(&key.key_id, 0, 0).await.unwrap().is_none(),
+        "old share deleted"
+    );
+    let signed = c.sign(0, &key.key_id, b"caught up").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"caught up", &signed.signature)
+        .unwrap();
+}

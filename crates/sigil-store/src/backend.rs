@@ -69,8 +69,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_pending_epochs(&self, created_before: i64) -> Result<Vec<(String, u32)>, StoreError>;
 
     /// Switches a key to `key` (its next epoch, active and attested), in
-    /// one transaction: the stored record must be at epoch `key.epoch - 1`
-    /// (or absent: a node new to the key); `retired` goes to the history;
+    /// one transaction: the stored record must be at an earlier epoch (or
+    /// absent: a node new to the key); `retired` goes to the history;
     /// the pending share of `key.epoch`, if any, becomes the key's share;
     /// every other share of the key, its pending epochs and its pooled
     /// presignatures are deleted. Returns false (and changes nothing) when
@@ -87,7 +87,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
 
     /// Active key ids after `after`, ascending, at most `limit`.
-    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError>;
+    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<(String, u32)>, StoreError>;
 
     /// Pending keys created at or before `created_before` (seconds).
     async fn list_pending_keys(&self, created_before: i64) -> Result<Vec<KeyRecord>, StoreError>;

@@ -223,12 +223,13 @@ async fn active_key_ids_in_pages(store: &Store) -> Result<(), StoreError> {
         store.activate_key(id, &[]).await?;
     }
     store.put_key(&sample_key("c"), 1, None).await?;
+    let ids = |page: Vec<(String, u32)>| page.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     check(
-        store.list_active_key_ids("", 10).await? == ["B", "a", "d", "e", "f"],
+        ids(store.list_active_key_ids("", 10).await?) == ["B", "a", "d", "e", "f"],
         "all active key ids, bytewise order, pending left out",
     )?;
     check(
-        store.list_active_key_ids("a", 2).await? == ["d", "e"],
+        ids(store.list_active_key_ids("a", 2).await?) == ["d", "e"],
         "a page of active key ids",
     )?;
     check(store.list_active_key_ids("f", 10).await?.is_empty(), "past the last id")
@@ -470,6 +471,10 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     };
     check(store.activate_epoch(&next, Some(&retired)).await?, "switch")?;
     check(store.get_key("e1").await?.map(|k| k.epoch) == Some(1), "epoch 1 active")?;
+    check(
+        store.list_active_key_ids("", 10).await? == [("e1".to_string(), 1)],
+        "listed with its epoch",
+    )?;
     check(store.get_share("e1", 0, 0).await?.is_none(), "old share deleted")?;
     check(
         store.get_share("e1", 0, 1).await?.as_deref().map(|s| s.as_slice()) == Some(b"epoch 1"),

@@ -227,7 +227,7 @@ impl Backend for PgBackend {
             .bind(&key.key_id)
             .fetch_optional(&mut *tx)
             .await?;
-        if current.is_some_and(|e| e + 1 != i64::from(key.epoch)) {
+        if current.is_some_and(|e| e >= i64::from(key.epoch)) {
             return Ok(false);
         }
         if let Some(r) = retired {
@@ -315,16 +315,19 @@ impl Backend for PgBackend {
         convert(rows)
     }
 
-    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<(String, u32)>, StoreError> {
         // COLLATE "C": bytewise order, as SQLite's, whatever the database's.
-        Ok(sqlx::query_scalar(
-            r#"SELECT key_id FROM keys WHERE key_id COLLATE "C" > $1 AND status = 'active'
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            r#"SELECT key_id, epoch FROM keys WHERE key_id COLLATE "C" > $1 AND status = 'active'
                ORDER BY key_id COLLATE "C" LIMIT $2"#,
         )
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        rows.into_iter()
+            .map(|(k, e)| Ok((k, crate::rows::epoch_of(e)?)))
+            .collect()
     }
 
     async fn list_pending_keys(&self, created_before: i64) -> Result<Vec<KeyRecord>, StoreError> {

@@ -234,7 +234,7 @@ impl Backend for SqliteBackend {
             .bind(&key.key_id)
             .fetch_optional(&mut *tx)
             .await?;
-        if current.is_some_and(|e| e + 1 != i64::from(key.epoch)) {
+        if current.is_some_and(|e| e >= i64::from(key.epoch)) {
             return Ok(false);
         }
         if let Some(r) = retired {
@@ -321,16 +321,17 @@ impl Backend for SqliteBackend {
         convert(rows)
     }
 
-    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT key_id FROM keys WHERE key_id > ? AND status = 'active' ORDER BY key_id LIMIT ?",
-            )
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?,
+    async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT key_id, epoch FROM keys WHERE key_id > ? AND status = 'active' ORDER BY key_id LIMIT ?",
         )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(k, e)| Ok((k, crate::rows::epoch_of(e)?)))
+            .collect()
     }
 
     async fn list_pending_keys(&self, created_before: i64) -> Result<Vec<KeyRecord>, StoreError> {

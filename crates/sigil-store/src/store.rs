@@ -153,7 +153,7 @@ impl Store {
     /// Switches a key to its next epoch `key` (active, attested by every
     /// new party), in one transaction; see [`Backend::activate_epoch`].
     /// `retired` is the history line of the epoch it replaces. Returns
-    /// false when the stored key is not at `key.epoch - 1`.
+    /// false when the stored key is not at an earlier epoch.
     ///
     /// # Errors
     /// Storage failures.
@@ -179,10 +179,11 @@ impl Store {
         self.backend.list_keys().await
     }
 
-    /// Ids of the active keys, in bytewise (UTF-8) order, strictly after
-    /// `after` (`""`: from the first), at most `limit`. Reads ids only, in
-    /// index order, so a page costs the same however many keys there are.
-    pub async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+    /// Ids of the active keys with their epochs, in bytewise (UTF-8) order
+    /// of the ids, strictly after `after` (`""`: from the first), at most
+    /// `limit`. Reads two columns only, in index order, so a page costs the
+    /// same however many keys there are.
+    pub async fn list_active_key_ids(&self, after: &str, limit: u32) -> Result<Vec<(String, u32)>, StoreError> {
         self.backend.list_active_key_ids(after, limit).await
     }
 
