@@ -243,6 +243,26 @@ enum KeysCmd {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Refresh a key's shares: a new epoch with the same committee and
+    /// threshold (the public key is unchanged). Admins of the key only.
+    Refresh {
+        /// Key id.
+        key: String,
+    },
+    /// Reshare a key to a new committee and threshold (a new epoch; the
+    /// public key, xpub and addresses are unchanged). Admins of the key
+    /// only.
+    Reshare {
+        /// Key id.
+        key: String,
+        /// The new committee, node ids in key order (comma-separated;
+        /// default: the current one).
+        #[arg(long, value_delimiter = ',')]
+        parties: Option<Vec<u16>>,
+        /// The new threshold (default: the current one).
+        #[arg(long)]
+        threshold: Option<u16>,
+    },
     /// List keys.
     List,
     /// Show one key.
@@ -401,6 +421,26 @@ async fn async_main() -> std::process::ExitCode {
                         create_with_progress(&c, &scheme, threshold, &o).await
                     };
                     key.map(|v| client::print_json(&v))
+                }
+                KeysCmd::Refresh { key } => c
+                    .post(&format!("/v1/keys/{key}/refresh"), &serde_json::json!({}))
+                    .await
+                    .map(|v| client::print_json(&v)),
+                KeysCmd::Reshare {
+                    key,
+                    parties,
+                    threshold,
+                } => {
+                    let mut body = serde_json::Map::new();
+                    if let Some(p) = parties {
+                        body.insert("parties".into(), serde_json::json!(p));
+                    }
+                    if let Some(t) = threshold {
+                        body.insert("threshold".into(), serde_json::json!(t));
+                    }
+                    c.post(&format!("/v1/keys/{key}/reshare"), &serde_json::Value::Object(body))
+                        .await
+                        .map(|v| client::print_json(&v))
                 }
                 KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
                 KeysCmd::Get { key } => c.get(&format!("/v1/keys/{key}")).await.map(|v| client::print_json(&v)),

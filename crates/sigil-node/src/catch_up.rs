@@ -357,6 +357,7 @@ impl Node {
             sigil_proto::peer::FinalizeKeyRequest {
                 key: Some(meta),
                 commit: true,
+                session_id: Vec::new(),
             },
         )
         .await?;

@@ -686,7 +686,10 @@ impl Node {
         let forbid = |m: &str| self.refused(auth::Refusal::Forbidden(m.to_string()));
         if !r.commit {
             let abandoned = catch_up::record_of(&meta, KeyStatus::Pending)?;
-            if self.finalize_epoch(&abandoned, false, from_coordinator).await? {
+            if self
+                .finalize_epoch(&abandoned, false, from_coordinator, &r.session_id)
+                .await?
+            {
                 return Ok(());
             }
             return match local {
@@ -705,7 +708,7 @@ impl Node {
         let record = catch_up::record_of(&meta, KeyStatus::Active)?;
         attest::verify_all(&record, |n| self.identities.get(&n).copied())
             .map_err(|e| forbid(&format!("key record not attested: {e}")))?;
-        if self.finalize_epoch(&record, true, from_coordinator).await? {
+        if self.finalize_epoch(&record, true, from_coordinator, &[]).await? {
             return Ok(());
         }
         match local {
@@ -1137,7 +1140,14 @@ impl Node {
         let req = FinalizeKeyRequest {
             key: Some(meta),
             commit,
+            session_id: Vec::new(),
         };
+        self.finalize_request_everywhere(nodes, req, detach).await;
+    }
+
+    /// [`Node::finalize_everywhere`] with the whole request.
+    async fn finalize_request_everywhere(&self, nodes: &[u16], req: FinalizeKeyRequest, detach: &[u16]) {
+        let commit = req.commit;
         for &node in nodes.iter().filter(|n| detach.contains(n) && **n != self.cfg.node_id) {
             let (peers, r) = (self.peers.clone(), req.clone());
             tokio::spawn(async move {

@@ -183,6 +183,13 @@ impl Node {
         let threshold = req.threshold.unwrap_or(current.threshold);
         check_committee(&current, &new_parties, threshold, &self.cfg.node_ids()).map_err(NodeError::bad_request)?;
         if key.family().uses_aux_info() {
+            // Aux info of a set is made (or found committed) by one of its
+            // parties.
+            if !new_parties.contains(&self.cfg.node_id) {
+                return Err(NodeError::bad_request(format!(
+                    "send an ECDSA reshare to a node of the new committee {new_parties:?} (it makes the committee's aux info)"
+                )));
+            }
             self.ensure_aux(&new_parties, &auth.proto).await?;
         }
         let mut avoid: Vec<u16> = Vec::new();
@@ -246,7 +253,17 @@ impl Node {
             threshold: u32::from(plan.threshold),
         });
         let started = std::time::Instant::now();
-        let outcomes = self.coordinate(&session, kind, true, Some(auth)).await;
+        let run = crate::Run {
+            all: true,
+            budget: self.timeout(),
+            run_local: true,
+            session_id: crate::random_session_id(),
+            auth: Some(auth),
+        };
+        let outcomes = self
+            .coordinate_inner(&session, kind, run)
+            .await
+            .map_err(|e| self.replay_as_unavailable(e));
         let attested = outcomes.and_then(|o| self.attested_epoch(plan, &session, &o.by_party));
         let mut everyone = self.cfg.node_ids();
         everyone.extend(
@@ -272,10 +289,15 @@ impl Node {
                 Ok(active)
             }
             Err(e) => {
+                // The abort names this attempt's session: an abort that
+                // arrives late never deletes a later attempt's epoch.
                 let abandoned = plan.next_record(Vec::new());
-                let named = e.nodes();
-                self.finalize_everywhere(&session, catch_up::meta_of(&abandoned), false, &named)
-                    .await;
+                let req = sigil_proto::peer::FinalizeKeyRequest {
+                    key: Some(catch_up::meta_of(&abandoned)),
+                    commit: false,
+                    session_id: run.session_id.to_vec(),
+                };
+                self.finalize_request_everywhere(&session, req, &e.nodes()).await;
                 tracing::warn!(key_id = plan.current.key_id, error = ?e, "reshare failed; the current epoch stays active");
                 Err(NodeError::from(e))
             }
@@ -425,7 +447,7 @@ impl Node {
         }
         let roles = plan.roles(&spec.parties);
         let key = LoadedKey::new(plan.current.clone()).map_err(|e| SessionError::Invalid(e.to_string()))?;
-        let coordinator = spec.coordinator;
+        let (coordinator, session_id) = (spec.coordinator, spec.id);
         let dealer_share = if plan.quorum.contains(&self.cfg.node_id) {
             Some(self.own_share(&plan.current).await?)
         } else {
@@ -444,7 +466,7 @@ impl Node {
             return Err(internal("the reshared key has another public key"));
         }
         self.store
-            .put_pending_epoch(&record, self.cfg.node_id, Some(&share))
+            .put_pending_epoch(&record, &hex::encode(session_id), self.cfg.node_id, Some(&share))
             .await
             .map_err(SessionError::from)?;
         self.remember_coordinator(&record.key_id, coordinator);
@@ -456,26 +478,36 @@ impl Node {
     }
 
     /// `FinalizeKey` for a record of a key's next epoch (see the module
-    /// table). `Ok(false)`: the record is not an epoch switch here.
+    /// table). `Ok(false)`: the record is not an epoch switch here. An
+    /// abort (`commit` false) deletes the pending epoch only when it was
+    /// made by `session_id` (when given).
     pub(crate) async fn finalize_epoch(
         &self,
         record: &KeyRecord,
         commit: bool,
         from_coordinator: bool,
+        session_id: &[u8],
     ) -> Result<bool, SessionError> {
         let local = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
-        let pending = self
+        let pending_of = self
             .store
-            .pending_epoch(&record.key_id)
+            .pending_epoch_of(&record.key_id)
             .await
             .map_err(SessionError::from)?;
         let forbid = |m: &str| self.refused(Refusal::Forbidden(m.to_string()));
         if !commit {
-            let Some(p) = pending.filter(|p| p.epoch == record.epoch) else {
+            let Some((p, session)) = pending_of.filter(|(p, _)| p.epoch == record.epoch) else {
                 return Ok(false);
             };
             if !from_coordinator {
                 return Err(forbid("only the reshare's coordinator may abort it"));
+            }
+            if !session_id.is_empty() && hex::encode(session_id) != session {
+                tracing::info!(
+                    key_id = p.key_id,
+                    "reshare abort of an earlier attempt; the pending epoch is kept"
+                );
+                return Ok(true);
             }
             self.store
                 .delete_pending_epoch(&p.key_id, p.epoch)
@@ -484,6 +516,7 @@ impl Node {
             self.forget_dkg(&p.key_id);
             return Ok(true);
         }
+        let pending = pending_of.map(|(p, _)| p);
         let Some(local) = local.filter(|l| l.status == KeyStatus::Active && l.epoch < record.epoch) else {
             // A node new to the key: its pending share makes it one.
             if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) {

@@ -670,3 +670,35 @@ async fn an_old_party_that_missed_the_commit_catches_up_and_deletes_its_share() 
         .verify(&key.public_key, b"caught up", &signed.signature)
         .unwrap();
 }
+
+/// A reshare's abort deletes only the pending epoch its own session made:
+/// a late abort of a failed attempt keeps the epoch of the attempt after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_abort_keeps_a_later_attempts_epoch() {
+    let c = cluster(3).await;
+    let key = c.create_key(0, Scheme::FrostEd25519, 2).await;
+    let mut next = key.clone();
+    next.epoch = 1;
+    next.status = sigil_store::KeyStatus::Pending;
+    let store = c.nodes[1].store();
+    store
+        .put_pending_epoch(&next, &hex::encode([0xaa; 32]), 1, Some(b"share of attempt 2"))
+        .await
+        .unwrap();
+    let abort = |session: [u8; 32]| sigil_proto::peer::FinalizeKeyRequest {
+        key: Some(sigil_node::catch_up::meta_of(&next)),
+        commit: false,
+        session_id: session.to_vec(),
+    };
+    c.nodes[1].finalize_key(None, abort([0xbb; 32])).await.unwrap();
+    assert!(
+        store.pending_epoch(&key.key_id).await.unwrap().is_some(),
+        "another attempt's abort"
+    );
+    c.nodes[1].finalize_key(None, abort([0xaa; 32])).await.unwrap();
+    assert!(
+        store.pending_epoch(&key.key_id).await.unwrap().is_none(),
+        "its own abort"
+    );
+    assert_eq!(c.nodes[1].active_key(&key.key_id).await.unwrap().epoch, 0);
+}

@@ -48,18 +48,20 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_pending_key(&self, key_id: &str) -> Result<(), StoreError>;
 
     /// Stores `key` (the record of a key's next epoch, as JSON `record`)
-    /// with this node's sealed share of it, if any, as the key's pending
-    /// epoch, replacing any pending epoch of the key, in one transaction.
+    /// made by session `session` (hex) with this node's sealed share of
+    /// it, if any, as the key's pending epoch, replacing any pending epoch
+    /// of the key, in one transaction.
     async fn put_pending_epoch(
         &self,
         key: &KeyRecord,
         record: &str,
+        session: &str,
         party: u16,
         sealed: Option<&[u8]>,
     ) -> Result<(), StoreError>;
 
-    /// The pending epoch of a key: its number and record JSON.
-    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String)>, StoreError>;
+    /// The pending epoch of a key: its number, record JSON and session.
+    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String, String)>, StoreError>;
 
     /// Deletes pending epoch `epoch` of a key and its share; whether there
     /// was one.

@@ -445,7 +445,7 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     next.epoch = 1;
     next.parties = vec![0, 3];
     next.status = KeyStatus::Pending;
-    store.put_pending_epoch(&next, 0, Some(b"epoch 1")).await?;
+    store.put_pending_epoch(&next, "s1", 0, Some(b"epoch 1")).await?;
     check(
         store.pending_epoch("e1").await? == Some(next.clone()),
         "pending record kept",
@@ -495,14 +495,14 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     let mut fresh = sample_key("e2");
     fresh.epoch = 3;
     fresh.status = KeyStatus::Pending;
-    store.put_pending_epoch(&fresh, 4, Some(b"new here")).await?;
+    store.put_pending_epoch(&fresh, "s2", 4, Some(b"new here")).await?;
     fresh.status = KeyStatus::Active;
     check(store.activate_epoch(&fresh, None).await?, "activate from nothing")?;
     check(store.get_share("e2", 4, 3).await?.is_some(), "share of the new node")?;
     let mut failed = fresh.clone();
     failed.epoch = 4;
     failed.status = KeyStatus::Pending;
-    store.put_pending_epoch(&failed, 4, Some(b"doomed")).await?;
+    store.put_pending_epoch(&failed, "s3", 4, Some(b"doomed")).await?;
     check(
         store.list_pending_epochs(i64::MAX).await? == vec![("e2".to_string(), 4)],
         "listed",

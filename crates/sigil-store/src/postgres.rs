@@ -170,6 +170,7 @@ impl Backend for PgBackend {
         &self,
         key: &KeyRecord,
         record: &str,
+        session: &str,
         party: u16,
         sealed: Option<&[u8]>,
     ) -> Result<(), StoreError> {
@@ -179,12 +180,14 @@ impl Backend for PgBackend {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO pending_epochs (key_id, epoch, party, record, sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO pending_epochs (key_id, epoch, party, record, session, sealed, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&key.key_id)
         .bind(i64::from(key.epoch))
         .bind(i64::from(party))
         .bind(record)
+        .bind(session)
         .bind(sealed)
         .bind(key.created_at)
         .execute(&mut *tx)
@@ -193,12 +196,13 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String)>, StoreError> {
-        let row: Option<(i64, String)> = sqlx::query_as("SELECT epoch, record FROM pending_epochs WHERE key_id = $1")
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|(e, r)| Ok((crate::rows::epoch_of(e)?, r))).transpose()
+    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String, String)>, StoreError> {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT epoch, record, session FROM pending_epochs WHERE key_id = $1")
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(e, r, s)| Ok((crate::rows::epoch_of(e)?, r, s))).transpose()
     }
 
     async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {

@@ -177,6 +177,7 @@ impl Backend for SqliteBackend {
         &self,
         key: &KeyRecord,
         record: &str,
+        session: &str,
         party: u16,
         sealed: Option<&[u8]>,
     ) -> Result<(), StoreError> {
@@ -186,12 +187,14 @@ impl Backend for SqliteBackend {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO pending_epochs (key_id, epoch, party, record, sealed, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO pending_epochs (key_id, epoch, party, record, session, sealed, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.key_id)
         .bind(i64::from(key.epoch))
         .bind(i64::from(party))
         .bind(record)
+        .bind(session)
         .bind(sealed)
         .bind(key.created_at)
         .execute(&mut *tx)
@@ -200,12 +203,13 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String)>, StoreError> {
-        let row: Option<(i64, String)> = sqlx::query_as("SELECT epoch, record FROM pending_epochs WHERE key_id = ?")
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|(e, r)| Ok((crate::rows::epoch_of(e)?, r))).transpose()
+    async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String, String)>, StoreError> {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT epoch, record, session FROM pending_epochs WHERE key_id = ?")
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(e, r, s)| Ok((crate::rows::epoch_of(e)?, r, s))).transpose()
     }
 
     async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {

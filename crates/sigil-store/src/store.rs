@@ -102,17 +102,24 @@ impl Store {
     /// Stores `key`, the record of a key's next epoch (status pending),
     /// with this node's new share of it (`share` in plaintext, sealed as
     /// [`RecordId::key_share`] of `party` at the new epoch; `None` at a
-    /// node that only dealt), replacing any pending epoch of the key.
+    /// node that only dealt), made by session `session` (hex), replacing
+    /// any pending epoch of the key.
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn put_pending_epoch(&self, key: &KeyRecord, party: u16, share: Option<&[u8]>) -> Result<(), StoreError> {
+    pub async fn put_pending_epoch(
+        &self,
+        key: &KeyRecord,
+        session: &str,
+        party: u16,
+        share: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         let sealed = share
             .map(|s| self.sealer.seal(&RecordId::key_share(&key.key_id, party, key.epoch), s))
             .transpose()?;
         let record = crate::rows::to_json(key)?;
         self.backend
-            .put_pending_epoch(key, &record, party, sealed.as_deref())
+            .put_pending_epoch(key, &record, session, party, sealed.as_deref())
             .await
     }
 
@@ -122,7 +129,16 @@ impl Store {
     /// Storage failures; [`StoreError::Corrupt`] for a record that does not
     /// decode.
     pub async fn pending_epoch(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let Some((epoch, record)) = self.backend.get_pending_epoch(key_id).await? else {
+        Ok(self.pending_epoch_of(key_id).await?.map(|(k, _)| k))
+    }
+
+    /// The record of a key's pending epoch and the session (hex) that made
+    /// it, if one waits.
+    ///
+    /// # Errors
+    /// As [`Store::pending_epoch`].
+    pub async fn pending_epoch_of(&self, key_id: &str) -> Result<Option<(KeyRecord, String)>, StoreError> {
+        let Some((epoch, record, session)) = self.backend.get_pending_epoch(key_id).await? else {
             return Ok(None);
         };
         let key: KeyRecord =
@@ -130,7 +146,7 @@ impl Store {
         if key.epoch != epoch || key.key_id != key_id {
             return Err(StoreError::Corrupt("pending epoch of another key".into()));
         }
-        Ok(Some(key))
+        Ok(Some((key, session)))
     }
 
     /// Deletes pending epoch `epoch` of a key with its share (a reshare

@@ -65,6 +65,19 @@ pub fn token_in(dir: &std::path::Path, aud: &str, id: &str, method: &str, path: 
         .unwrap()
 }
 
+/// The primes (decimal, one a line) of fixture `name` in `tests/fixtures`.
+pub fn fixture_primes(name: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -95,9 +108,23 @@ impl Cluster {
 
     /// `n` nodes, node `i` on `stores[i]` (SQLite by default, or PostgreSQL).
     pub fn with_stores(n: u16, presign_pool_size: usize, stores: Vec<sigil_store::StoreConfig>) -> Self {
+        // Two primes of the fixture per node, never shared.
+        let all = fixture_primes("primes-1536.txt");
+        let seeds = (0..usize::from(n))
+            .map(|i| all.iter().skip(2 * i).take(2).cloned().collect())
+            .collect();
+        Self::build(n, presign_pool_size, stores, seeds)
+    }
+
+    /// `n` SQLite nodes without presignature pools, node `i` seeded with
+    /// the safe primes `seeds[i]` (decimal).
+    pub fn with_seeds(n: u16, seeds: Vec<Vec<String>>) -> Self {
+        Self::build(n, 0, vec![Default::default(); usize::from(n)], seeds)
+    }
+
+    fn build(n: u16, presign_pool_size: usize, stores: Vec<sigil_store::StoreConfig>, seeds: Vec<Vec<String>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
-        let primes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/primes-1536.txt");
         let ids: Vec<u16> = (0..n).collect();
         sigil_node::certs::init(&certs, &dir.path().join("ca"), &ids, 30).unwrap();
         let clients = make_clients(dir.path());
@@ -115,10 +142,8 @@ impl Cluster {
         for &i in &ids {
             let nd = dir.path().join(format!("node-{i}"));
             std::fs::create_dir_all(&nd).unwrap();
-            // Two primes of the fixture per node, never shared.
-            let all = std::fs::read_to_string(&primes).unwrap();
-            let mine: Vec<&str> = all.lines().skip(2 * usize::from(i)).take(2).collect();
             let seed = nd.join("primes.txt");
+            let mine = seeds.get(usize::from(i)).cloned().unwrap_or_default();
             std::fs::write(&seed, mine.join("\n")).unwrap();
             let mk = nd.join("master.key");
             std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();

@@ -7,6 +7,7 @@ CREATE TABLE pending_epochs (
     epoch      BIGINT NOT NULL,
     party      BIGINT NOT NULL,
     record     TEXT NOT NULL,
+    session    TEXT NOT NULL,
     sealed     BYTEA,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (key_id, epoch)

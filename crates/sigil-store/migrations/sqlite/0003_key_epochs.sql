@@ -7,6 +7,7 @@ CREATE TABLE IF NOT EXISTS pending_epochs (
     epoch      INTEGER NOT NULL,
     party      INTEGER NOT NULL,
     record     TEXT NOT NULL,
+    session    TEXT NOT NULL,
     sealed     BLOB,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (key_id, epoch)
