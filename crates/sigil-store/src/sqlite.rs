@@ -233,7 +233,10 @@ impl Backend for SqliteBackend {
     }
 
     async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: the transaction reads before it writes, and a deferred
+        // one would fail (SQLITE_BUSY_SNAPSHOT, no busy wait) if another
+        // connection wrote in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM keys WHERE key_id = ?")
             .bind(&key.key_id)
             .fetch_optional(&mut *tx)
