@@ -30,6 +30,9 @@ pub enum BenchCmd {
     /// chaos loop kill -9s, SIGSTOPs and restarts nodes; checks that
     /// nothing is lost, duplicated or wrong.
     Soak(crate::soak::SoakArgs),
+    /// Refresh and reshare latency through the REST API of a running
+    /// cluster, and signing throughput while a key is refreshed in a loop.
+    Reshare(crate::bench_reshare::ReshareArgs),
 }
 
 /// Options of `sigil bench paillier`.
@@ -459,6 +462,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Sign(a) => a,
         BenchCmd::Paillier(p) => return bench_paillier(p).await,
         BenchCmd::Soak(s) => return crate::soak::run(s).await,
+        BenchCmd::Reshare(r) => return crate::bench_reshare::run(r).await,
     };
     let scheme: Scheme = a.scheme.parse()?;
     let tokens = crate::client::TokenMaker::load(&a.auth)?;

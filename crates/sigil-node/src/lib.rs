@@ -629,6 +629,16 @@ impl Node {
                 "message longer than {MAX_MESSAGE_BYTES} bytes"
             )));
         }
+        let behind = self
+            .cached_key(&s.key_id)
+            .await
+            .map_err(internal)?
+            .is_some_and(|k| k.record.epoch < s.epoch);
+        if behind {
+            // The coordinator is at a reshare's next epoch already.
+            let epoch = s.epoch.saturating_sub(1);
+            self.adopt_later_epoch(&s.key_id, epoch, &[spec.coordinator]).await;
+        }
         let key = self
             .cached_key(&s.key_id)
             .await
@@ -639,10 +649,11 @@ impl Node {
             })?;
         let record = &key.record;
         if record.epoch != s.epoch {
-            // Mid-switch (a reshare's commit reaches nodes one by one): the
-            // coordinator signs with a set at its epoch instead.
-            return Err(SessionError::Unavailable {
-                nodes: vec![self.cfg.node_id],
+            // Mid-switch (a reshare's commit reaches nodes one by one): not
+            // a fault of this node (busy, not down); the coordinator tries
+            // another set, or adopts the later epoch and signs there.
+            return Err(SessionError::Busy {
+                node: self.cfg.node_id,
                 reason: format!("key epoch is {} here, proposal says {}", record.epoch, s.epoch),
             });
         }
@@ -1303,12 +1314,42 @@ impl Node {
             .await?
         {
             Some(signed) => signed,
-            None => self.sign_in_session(&key, &message, derivation_path, auth).await?,
+            None => {
+                self.sign_across_epochs(key.clone(), &message, derivation_path, auth)
+                    .await?
+            }
         };
         signed.extras = family
             .signature_extras(&key, &message, derivation_path, &signed.signature)
             .map_err(NodeError::internal)?;
         Ok(signed)
+    }
+
+    /// [`Node::sign_in_session`], and when the signers are already at a
+    /// reshare's next epoch (its commit reaches nodes one by one), adopt
+    /// that epoch from them and sign there (at most three times).
+    async fn sign_across_epochs(
+        &self,
+        mut key: Arc<LoadedKey>,
+        message: &[u8],
+        derivation_path: &[u32],
+        auth: &RequestAuth,
+    ) -> Result<Signed, NodeError> {
+        let mut tries = 0;
+        loop {
+            match self.sign_in_session(&key, message, derivation_path, auth).await {
+                Err(e)
+                    if tries < 3
+                        && self
+                            .adopt_later_epoch(&key.record.key_id, key.record.epoch, &e.nodes())
+                            .await =>
+                {
+                    tries += 1;
+                    key = self.usable_key(&key.record.key_id, &auth.client).await?;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// [`Node::sign`] by a full signing session.

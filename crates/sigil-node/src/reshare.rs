@@ -517,12 +517,16 @@ impl Node {
             return Ok(true);
         }
         let pending = pending_of.map(|(p, _)| p);
-        let Some(local) = local.filter(|l| l.status == KeyStatus::Active && l.epoch < record.epoch) else {
+        let local = match local {
             // A node new to the key: its pending share makes it one.
-            if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) {
+            None if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) => {
                 return self.switch_epoch(record, None, pending.as_ref()).await.map(|()| true);
             }
-            return Ok(false);
+            Some(l) if l.status == KeyStatus::Active && l.epoch < record.epoch => l,
+            // Already at a later epoch (another commit, or the catch-up,
+            // came first): nothing to do.
+            Some(l) if l.status == KeyStatus::Active && l.epoch > record.epoch => return Ok(true),
+            _ => return Ok(false),
         };
         let same_key = local.scheme == record.scheme
             && local.public_key == record.public_key
@@ -582,6 +586,40 @@ impl Node {
             tracing::info!(key_id = record.key_id, epoch = record.epoch, "key epoch switched");
         }
         Ok(())
+    }
+}
+
+impl Node {
+    /// Adopts a later epoch of `key_id` (held here at `epoch`) from the
+    /// first of `peers` that has one: its attested record goes through the
+    /// checks of a commit. Returns whether this node switched. Used when a
+    /// signing session meets the switch window of a reshare (the commit
+    /// reaches nodes one by one): a participant behind the coordinator, or
+    /// a coordinator behind its signers.
+    pub(crate) async fn adopt_later_epoch(&self, key_id: &str, epoch: u32, peers: &[u16]) -> bool {
+        for &peer in peers.iter().filter(|&&p| p != self.cfg.node_id).take(3) {
+            let Ok(Some(meta)) = self.peers.get_key_meta(peer, key_id, Duration::from_secs(2)).await else {
+                continue;
+            };
+            if meta.key_id != key_id || meta.epoch <= epoch {
+                continue;
+            }
+            let req = sigil_proto::peer::FinalizeKeyRequest {
+                key: Some(meta),
+                commit: true,
+                session_id: Vec::new(),
+            };
+            if let Err(e) = self.finalize_key(None, req).await {
+                tracing::warn!(peer, key_id, error = %e, "a later epoch from a peer was not adopted");
+            }
+            // Switched by this call or by the commit arriving meanwhile.
+            if let Ok(Some(k)) = self.store.get_key(key_id).await {
+                if k.epoch > epoch {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
