@@ -56,6 +56,7 @@ async fn the_readme_walk_throughs_run() {
         "\"code\":\"replayed\"",
         "signature OK (frost-secp256k1-tr)",
         "attested by every party",
+        r#"{"epoch":1,"history":[0]}"#,
         "audit chain intact",
     ] {
         assert!(

@@ -288,6 +288,25 @@ pub mod reshare {
         package::<E>(&public_key, &public_shares(share), vss.min_signers)
     }
 
+    /// The verifying shares of a (new) package of `n` parties, SEC1
+    /// compressed, in key order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] for a package without every party.
+    pub fn package_shares<C: Ciphersuite>(package: &PublicKeyPackage<C>) -> Result<Vec<Vec<u8>>, Error> {
+        let n = u16::try_from(package.verifying_shares().len()).map_err(|_| Error::InvalidParameters("n".into()))?;
+        (0..n)
+            .map(|k| {
+                package
+                    .verifying_shares()
+                    .get(&identifier::<C>(k)?)
+                    .ok_or_else(|| Error::InvalidParameters(format!("no verifying share for {k}")))?
+                    .serialize()
+                    .map_err(bad("verifying share"))
+            })
+            .collect()
+    }
+
     /// `share`'s secret as a share of the suite. Secret.
     ///
     /// # Errors
@@ -334,7 +353,11 @@ pub mod reshare {
             .map(|k| NonZero::from_scalar(Scalar::<E>::from(k)))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::InvalidParameters("zero index".into()))?;
-        let secret = zeroize::Zeroizing::new(out.signing_share.serialize());
+        let (_, share) = out
+            .share
+            .as_ref()
+            .ok_or_else(|| Error::InvalidParameters("no new share at a party that does not receive".into()))?;
+        let secret = zeroize::Zeroizing::new(share.serialize());
         let x = SecretScalar::<E>::from_be_bytes(&secret)
             .ok()
             .and_then(NonZero::from_secret_scalar)

@@ -162,16 +162,16 @@ pub struct Deal<C: Ciphersuite> {
     pub echo: [u8; 32],
 }
 
-/// What a receiver keeps: its new share and the new public key package
-/// (the same group key, every new verifying share, threshold `t'`).
+/// A party's result: the new public key package (the same group key,
+/// every new verifying share, threshold `t'`; every party derives it from
+/// the public commitments) and, at a receiver, its identifier in the new
+/// committee (`j + 1`) and new share `s'_j` (secret: store sealed only).
 #[derive(Debug)]
 pub struct Output<C: Ciphersuite> {
-    /// The receiver's identifier in the new committee (`j + 1`).
-    pub identifier: Identifier<C>,
-    /// The new share `s'_j`. Secret: store sealed only.
-    pub signing_share: SigningShare<C>,
     /// The new public key package.
     pub public_key_package: PublicKeyPackage<C>,
+    /// A receiver's identifier and new share.
+    pub share: Option<(Identifier<C>, SigningShare<C>)>,
 }
 
 /// Which message `me` expects from `from` in `round`: every party sends in
@@ -249,8 +249,8 @@ fn echo_of<C: Ciphersuite>(
 /// `old` is the attested public key package of the current epoch (its
 /// verifying shares pin what each dealer may deal; its group key is what
 /// the result must have). `share` is this party's old share, required when
-/// it deals. Returns the new share and package at a receiver, `None` at a
-/// party that only deals.
+/// it deals. Returns the new package at every party, with the new share at
+/// a receiver.
 ///
 /// # Errors
 /// - [`Error::InvalidParameters`] for bad roles ([`Roles::check`]) or a
@@ -270,7 +270,7 @@ pub async fn run<C, M, R>(
     old: &PublicKeyPackage<C>,
     share: Option<&SigningShare<C>>,
     rng: &mut R,
-) -> Result<Option<Output<C>>, Error>
+) -> Result<Output<C>, Error>
 where
     C: Ciphersuite + Send + 'static,
     M: Mpc<ProtocolMessage = Msg<C>>,
@@ -337,15 +337,17 @@ where
             .map_err(Error::transport)?;
     }
     let received = rounds.complete(round1).await.map_err(Error::transport)?;
-    let Some(me_new) = roles.receiver_of(i) else {
-        return Ok(None);
+    let my_id = match roles.receiver_of(i) {
+        Some(j) => Some(
+            *new_ids
+                .get(usize::from(j))
+                .ok_or_else(|| Error::InvalidParameters("new index out of range".into()))?,
+        ),
+        None => None,
     };
-    let my_id = *new_ids
-        .get(usize::from(me_new))
-        .ok_or_else(|| Error::InvalidParameters("new index out of range".into()))?;
     let mut sub_shares: BTreeMap<PartyIndex, SigningShare<C>> = BTreeMap::new();
-    if let Some(d) = &dealt {
-        if let Some(s) = d.get(&my_id) {
+    if let (Some(d), Some(id)) = (&dealt, &my_id) {
+        if let Some(s) = d.get(id) {
             sub_shares.insert(i, *s.signing_share());
         }
     }
@@ -361,8 +363,17 @@ where
     if !disagree.is_empty() {
         return Err(Error::InconsistentBroadcast { parties: disagree });
     }
-    // Steps 3 and 4.
-    combine(roles, old, &commitments, &sub_shares, my_id, &new_ids).map(Some)
+    // Step 4 on public data, at every party: the new package.
+    let package = new_package(roles, old, &commitments, &new_ids)?;
+    let share = match my_id {
+        // Steps 3 (sub-shares) and 4 at a receiver.
+        Some(id) => Some((id, my_share(roles, &commitments, &sub_shares, id, &package)?)),
+        None => None,
+    };
+    Ok(Output {
+        public_key_package: package,
+        share,
+    })
 }
 
 /// Step 1 for a dealer: `split` of its old share among `new_ids` with
@@ -432,48 +443,41 @@ fn check_commitments<C: Ciphersuite>(
     }
 }
 
-/// Steps 3 (the sub-shares) and 4 at receiver `my_id`, after
-/// [`check_commitments`].
-fn combine<C: Ciphersuite>(
-    roles: &Roles,
-    old: &PublicKeyPackage<C>,
-    commitments: &[Option<VerifiableSecretSharingCommitment<C>>],
-    sub_shares: &BTreeMap<PartyIndex, SigningShare<C>>,
-    my_id: Identifier<C>,
-    new_ids: &[Identifier<C>],
-) -> Result<Output<C>, Error> {
-    let dealers: Vec<(PartyIndex, PartyIndex)> = (0..u16::try_from(commitments.len()).unwrap_or(u16::MAX))
+/// The dealers (session index, old index) and their identifiers' scalars.
+fn dealers_of<C: Ciphersuite>(roles: &Roles, n: usize) -> Result<(Vec<PartyIndex>, Vec<Scalar<C>>), Error> {
+    let dealers: Vec<(PartyIndex, PartyIndex)> = (0..u16::try_from(n).unwrap_or(u16::MAX))
         .filter_map(|p| roles.dealer_of(p).map(|k| (p, k)))
         .collect();
     let xs = dealers
         .iter()
         .map(|&(_, k)| scalar_of::<C>(&identifier::<C>(k)?.serialize()))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut bad_share = Vec::new();
-    let mut share = <C::Group as Group>::Field::zero();
+    Ok((dealers.into_iter().map(|(p, _)| p).collect(), xs))
+}
+
+/// Step 4 on public data, after [`check_commitments`]: the new
+/// commitments `C'_c = Σ λ_k C_{k,c}`, hence the new public key package,
+/// whose group key must be the old one.
+fn new_package<C: Ciphersuite>(
+    roles: &Roles,
+    old: &PublicKeyPackage<C>,
+    commitments: &[Option<VerifiableSecretSharingCommitment<C>>],
+    new_ids: &[Identifier<C>],
+) -> Result<PublicKeyPackage<C>, Error> {
+    let (dealers, xs) = dealers_of::<C>(roles, commitments.len())?;
     let mut combined: Vec<Element<C>> = vec![<C::Group as Group>::identity(); usize::from(roles.new_t)];
-    for (&(p, _), &x_k) in dealers.iter().zip(&xs) {
+    for (&p, &x_k) in dealers.iter().zip(&xs) {
         let c = commitments
             .get(usize::from(p))
             .and_then(Option::as_ref)
             .ok_or(Error::InvalidCommitment { culprits: vec![p] })?;
-        let coefficients = c.serialize().map_err(frost_err::<C>("commitment"))?;
-        let Some(sub) = sub_shares.get(&p) else {
-            bad_share.push(p);
-            continue;
-        };
-        if SecretShare::new(my_id, *sub, c.clone()).verify().is_err() {
-            bad_share.push(p);
-            continue;
-        }
         let lambda = lagrange_at_zero::<C>(&xs, x_k)?;
-        share = share + lambda * scalar_of::<C>(&sub.serialize())?;
-        for (acc, cc) in combined.iter_mut().zip(&coefficients) {
-            *acc = *acc + element_of::<C>(cc)? * lambda;
+        for (acc, cc) in combined
+            .iter_mut()
+            .zip(c.serialize().map_err(frost_err::<C>("commitment"))?)
+        {
+            *acc = *acc + element_of::<C>(&cc)? * lambda;
         }
-    }
-    if !bad_share.is_empty() {
-        return Err(Error::InvalidSecretShare { culprits: bad_share });
     }
     let combined = VerifiableSecretSharingCommitment::<C>::deserialize(
         combined.iter().map(element_bytes::<C>).collect::<Result<Vec<_>, _>>()?,
@@ -483,6 +487,40 @@ fn combine<C: Ciphersuite>(
     let package = PublicKeyPackage::from_commitment(&ids, &combined).map_err(frost_err::<C>("new package"))?;
     if package.verifying_key() != old.verifying_key() {
         return Err(Error::Frost("the combined group key differs from the old one".into()));
+    }
+    Ok(package)
+}
+
+/// Steps 3 (the sub-shares) and 4 at receiver `my_id`: every dealer's
+/// sub-share against its commitments, then `s'_j = Σ λ_k s_{k,j}`, which
+/// must match the new package's verifying share of `my_id`.
+fn my_share<C: Ciphersuite>(
+    roles: &Roles,
+    commitments: &[Option<VerifiableSecretSharingCommitment<C>>],
+    sub_shares: &BTreeMap<PartyIndex, SigningShare<C>>,
+    my_id: Identifier<C>,
+    package: &PublicKeyPackage<C>,
+) -> Result<SigningShare<C>, Error> {
+    let (dealers, xs) = dealers_of::<C>(roles, commitments.len())?;
+    let mut bad_share = Vec::new();
+    let mut share = <C::Group as Group>::Field::zero();
+    for (&p, &x_k) in dealers.iter().zip(&xs) {
+        let c = commitments
+            .get(usize::from(p))
+            .and_then(Option::as_ref)
+            .ok_or(Error::InvalidCommitment { culprits: vec![p] })?;
+        let Some(sub) = sub_shares.get(&p) else {
+            bad_share.push(p);
+            continue;
+        };
+        if SecretShare::new(my_id, *sub, c.clone()).verify().is_err() {
+            bad_share.push(p);
+            continue;
+        }
+        share = share + lagrange_at_zero::<C>(&xs, x_k)? * scalar_of::<C>(&sub.serialize())?;
+    }
+    if !bad_share.is_empty() {
+        return Err(Error::InvalidSecretShare { culprits: bad_share });
     }
     let signing_share = SigningShare::<C>::deserialize(<C::Group as Group>::Field::serialize(&share).as_ref())
         .map_err(frost_err::<C>("new share"))?;
@@ -496,9 +534,5 @@ fn combine<C: Ciphersuite>(
     if listed.as_ref() != Some(&mine) {
         return Err(Error::Frost("the new share does not match its verifying share".into()));
     }
-    Ok(Output {
-        identifier: my_id,
-        signing_share,
-        public_key_package: package,
-    })
+    Ok(signing_share)
 }

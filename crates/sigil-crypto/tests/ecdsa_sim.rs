@@ -248,7 +248,7 @@ where
             )
             .await
             .unwrap();
-            out.map(|o| (roles.receiver[usize::from(i)].unwrap(), o))
+            roles.receiver[usize::from(i)].map(|j| (j, out))
         }
     })
     .await

@@ -85,7 +85,7 @@ async fn run_reshare<C: Ciphersuite + Send + 'static>(
     plan: &Plan,
     bad: Option<(u16, Tamper<C>)>,
     seed: u64,
-) -> Vec<Result<Option<reshare::Output<C>>, Error>>
+) -> Vec<Result<reshare::Output<C>, Error>>
 where
     reshare::Msg<C>: Unpin,
 {
@@ -139,20 +139,23 @@ where
 }
 
 /// The new keys of a successful run, in new-index order.
-fn new_keys<C: Ciphersuite>(out: Vec<Result<Option<reshare::Output<C>>, Error>>, t: u16) -> Keys<C> {
-    let mut keys: Vec<_> = out
+fn new_keys<C: Ciphersuite>(out: Vec<Result<reshare::Output<C>, Error>>, t: u16) -> Keys<C> {
+    let outs: Vec<reshare::Output<C>> = out.into_iter().map(Result::unwrap).collect();
+    let first = outs[0].public_key_package.serialize().unwrap();
+    for o in &outs {
+        assert_eq!(
+            o.public_key_package.serialize().unwrap(),
+            first,
+            "every party, dealers too, derives one package"
+        );
+    }
+    let mut keys: Vec<_> = outs
         .into_iter()
-        .filter_map(|r| r.unwrap())
-        .map(|o| {
-            let vs = o.public_key_package.verifying_shares()[&o.identifier];
-            let kp = KeyPackage::new(
-                o.identifier,
-                o.signing_share,
-                vs,
-                *o.public_key_package.verifying_key(),
-                t,
-            );
-            (kp, o.public_key_package)
+        .filter_map(|o| {
+            let (id, share) = o.share?;
+            let vs = o.public_key_package.verifying_shares()[&id];
+            let kp = KeyPackage::new(id, share, vs, *o.public_key_package.verifying_key(), t);
+            Some((kp, o.public_key_package))
         })
         .collect();
     keys.sort_by_key(|(kp, _)| *kp.identifier());
@@ -295,7 +298,7 @@ async fn cheating_dealers_are_named() {
         Err(e @ Error::InvalidSecretShare { .. }) => assert_eq!(e.culprits(), vec![0]),
         other => panic!("expected InvalidSecretShare naming 0, got {other:?}"),
     }
-    assert!(out[2].as_ref().unwrap().is_some(), "the others still finish");
+    assert!(out[2].as_ref().unwrap().share.is_some(), "the others still finish");
 
     fn withhold(to: u16, m: reshare::Msg<C>) -> reshare::Msg<C> {
         match m {

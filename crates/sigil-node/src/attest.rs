@@ -75,6 +75,15 @@ pub enum AttestError {
     /// An attestation names a node that is not a party.
     #[error("attestation by node {0}, which is not a party of the key")]
     NotAParty(u16),
+    /// Fewer valid endorsements of an epoch transition than the previous
+    /// epoch's threshold.
+    #[error("{have} valid endorsements of the epoch transition, {need} needed")]
+    TooFew {
+        /// Valid endorsements by distinct old parties.
+        have: usize,
+        /// The previous epoch's threshold.
+        need: u16,
+    },
 }
 
 /// Checks that `k.attestations` hold a valid signature of every party of
@@ -108,6 +117,62 @@ fn verify_parties(
         let key = identity_of(party).ok_or(AttestError::UnknownNode(party))?;
         let sig = ed25519_dalek::Signature::from_slice(&a.signature).map_err(|_| AttestError::Invalid(party))?;
         key.verify(bytes, &sig).map_err(|_| AttestError::Invalid(party))?;
+    }
+    Ok(())
+}
+
+/// Domain separation tag of an epoch transition endorsement.
+pub const TRANSITION_DOMAIN: &[u8] = b"sigil/epoch-transition/v1";
+
+/// The bytes a dealing old party signs to endorse the move of a key from
+/// record `prev` to record `next` (a refresh or reshare):
+/// `lp("sigil/epoch-transition/v1")`, `lp(SHA-256(record_bytes(prev)))`,
+/// `lp(SHA-256(record_bytes(next)))`.
+pub fn transition_bytes(prev: &KeyRecord, next: &KeyRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    lp(&mut out, TRANSITION_DOMAIN);
+    lp(&mut out, &sha2::Sha256::digest(record_bytes(prev)));
+    lp(&mut out, &sha2::Sha256::digest(record_bytes(next)));
+    out
+}
+
+/// This node's endorsement of the move from `prev` to `next`.
+pub fn sign_transition(identity: &ed25519_dalek::SigningKey, prev: &KeyRecord, next: &KeyRecord) -> Vec<u8> {
+    identity.sign(&transition_bytes(prev, next)).to_bytes().to_vec()
+}
+
+/// Checks that `next.endorsements` hold valid endorsements of the move
+/// from `prev` by at least `prev.threshold` distinct parties of `prev`
+/// (fewer than `t` nodes, however malicious, cannot move a key, so cannot
+/// make an honest old party delete its share).
+///
+/// # Errors
+/// [`AttestError::NotAParty`] for an endorsement by a node outside
+/// `prev`'s committee, [`AttestError::TooFew`] for fewer valid ones than
+/// the threshold.
+pub fn verify_transition(
+    prev: &KeyRecord,
+    next: &KeyRecord,
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<(), AttestError> {
+    let bytes = transition_bytes(prev, next);
+    let mut valid: Vec<u16> = Vec::new();
+    for a in &next.endorsements {
+        if !prev.parties.contains(&a.node) {
+            return Err(AttestError::NotAParty(a.node));
+        }
+        let ok = identity_of(a.node).is_some_and(|key| {
+            ed25519_dalek::Signature::from_slice(&a.signature).is_ok_and(|sig| key.verify(&bytes, &sig).is_ok())
+        });
+        if ok && !valid.contains(&a.node) {
+            valid.push(a.node);
+        }
+    }
+    if valid.len() < usize::from(prev.threshold) {
+        return Err(AttestError::TooFew {
+            have: valid.len(),
+            need: prev.threshold,
+        });
     }
     Ok(())
 }

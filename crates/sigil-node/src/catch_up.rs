@@ -95,15 +95,18 @@ pub fn meta_of(k: &KeyRecord) -> KeyMeta {
         policy: serde_json::to_string(&k.policy).unwrap_or_default(),
         created_by: k.created_by.clone(),
         create_jti: k.create_jti.clone(),
-        attestations: k
-            .attestations
-            .iter()
-            .map(|a| sigil_proto::peer::Attestation {
-                node: u32::from(a.node),
-                signature: a.signature.clone(),
-            })
-            .collect(),
+        attestations: wire_attestations(&k.attestations),
+        endorsements: wire_attestations(&k.endorsements),
     }
+}
+
+fn wire_attestations(list: &[sigil_store::Attestation]) -> Vec<sigil_proto::peer::Attestation> {
+    list.iter()
+        .map(|a| sigil_proto::peer::Attestation {
+            node: u32::from(a.node),
+            signature: a.signature.clone(),
+        })
+        .collect()
 }
 
 /// A key record from its wire form, with `status`.
@@ -118,16 +121,18 @@ pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, Session
         .iter()
         .map(|&p| small(p, "party"))
         .collect::<Result<Vec<_>, _>>()?;
-    let attestations = meta
-        .attestations
-        .iter()
-        .map(|a| {
-            Ok(sigil_store::Attestation {
-                node: small(a.node, "attesting node")?,
-                signature: a.signature.clone(),
+    let attestations_of = |list: &[sigil_proto::peer::Attestation]| {
+        list.iter()
+            .map(|a| {
+                Ok(sigil_store::Attestation {
+                    node: small(a.node, "attesting node")?,
+                    signature: a.signature.clone(),
+                })
             })
-        })
-        .collect::<Result<Vec<_>, SessionError>>()?;
+            .collect::<Result<Vec<_>, SessionError>>()
+    };
+    let attestations = attestations_of(&meta.attestations)?;
+    let endorsements = attestations_of(&meta.endorsements)?;
     Ok(KeyRecord {
         key_id: meta.key_id.clone(),
         scheme: meta.scheme.clone(),
@@ -143,6 +148,7 @@ pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, Session
         created_by: meta.created_by.clone(),
         create_jti: meta.create_jti.clone(),
         attestations,
+        endorsements,
     })
 }
 

@@ -612,6 +612,7 @@ impl Node {
             created_by: grant.client,
             create_jti: grant.jti,
             attestations: vec![],
+            endorsements: vec![],
         };
         self.store
             .put_key(&record, self.cfg.node_id, Some(&key_package))
@@ -717,6 +718,7 @@ impl Node {
             };
         }
         let record = catch_up::record_of(&meta, KeyStatus::Active)?;
+        self.check_shape(&record)?;
         attest::verify_all(&record, |n| self.identities.get(&n).copied())
             .map_err(|e| forbid(&format!("key record not attested: {e}")))?;
         if self.finalize_epoch(&record, true, from_coordinator, &[]).await? {
@@ -1053,6 +1055,7 @@ impl Node {
             created_by: auth.client.clone(),
             create_jti: auth.jti.clone(),
             attestations: vec![],
+            endorsements: vec![],
         };
         let attested = result.and_then(|o| {
             self.attested_record(scheme, &mut record, &parties, o)
@@ -1240,11 +1243,31 @@ impl Node {
 
     /// This node's share of `key` at its epoch, unsealed.
     async fn own_share(&self, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, SessionError> {
-        self.store
+        if let Some(share) = self
+            .store
             .get_share(&key.key_id, self.cfg.node_id, key.epoch)
             .await
             .map_err(SessionError::from)?
-            .ok_or_else(|| SessionError::Invalid(format!("no share of key {} on this node", key.key_id)))
+        {
+            return Ok(share);
+        }
+        // The key moved to a later epoch since this record was read.
+        let moved = self
+            .store
+            .get_key(&key.key_id)
+            .await
+            .map_err(SessionError::from)?
+            .is_some_and(|k| k.epoch > key.epoch);
+        if moved {
+            return Err(SessionError::Busy {
+                node: self.cfg.node_id,
+                reason: format!("key {} moved past epoch {} here", key.key_id, key.epoch),
+            });
+        }
+        Err(SessionError::Invalid(format!(
+            "no share of key {} on this node",
+            key.key_id
+        )))
     }
 
     /// The active key `key_id`, from memory or the store (parsed once, when

@@ -112,6 +112,8 @@ impl Plan {
             epoch: self.current.epoch + 1,
             status: KeyStatus::Pending,
             attestations: Vec::new(),
+            endorsements: Vec::new(),
+            created_at: now_unix(),
             ..self.current.clone()
         }
     }
@@ -280,13 +282,12 @@ impl Node {
                 metrics::histogram!("sigil_reshare_seconds", "scheme" => record.scheme.clone())
                     .record(started.elapsed().as_secs_f64());
                 tracing::info!(key_id = record.key_id, epoch = record.epoch, parties = ?record.parties, threshold = record.threshold, "key reshared");
-                let mut active = self
-                    .store
-                    .get_key(&record.key_id)
-                    .await?
-                    .ok_or_else(|| NodeError::internal("reshared key missing from the local store"))?;
-                active.attestations = record.attestations.clone();
-                Ok(active)
+                // This node's own record, or the attested one if its own
+                // switch did not happen (it catches up later).
+                match self.store.get_key(&record.key_id).await? {
+                    Some(active) if active.epoch == record.epoch => Ok(active),
+                    _ => Ok(record),
+                }
             }
             Err(e) => {
                 // The abort names this attempt's session: an abort that
@@ -339,6 +340,30 @@ impl Node {
         }
         let mut record = plan.next_record(first);
         record.status = KeyStatus::Active;
+        record.endorsements = plan
+            .quorum
+            .iter()
+            .map(|&n| attest::attestation(n, outcome_of(n).map(|o| o.endorsement.clone()).unwrap_or_default()))
+            .collect();
+        attest::verify_transition(&plan.current, &record, |n| self.identities.get(&n).copied()).map_err(|e| {
+            // Name the dealers whose endorsement is missing or wrong.
+            let bytes = attest::transition_bytes(&plan.current, &record);
+            let culprits = record
+                .endorsements
+                .iter()
+                .filter(|a| {
+                    !self.identities.get(&a.node).is_some_and(|k| {
+                        ed25519_dalek::Signature::from_slice(&a.signature)
+                            .is_ok_and(|s| ed25519_dalek::Verifier::verify(k, &bytes, &s).is_ok())
+                    })
+                })
+                .map(|a| a.node)
+                .collect();
+            SessionError::Protocol {
+                culprits,
+                reason: format!("epoch transition: {e}"),
+            }
+        })?;
         record.attestations = plan
             .new_parties
             .iter()
@@ -366,6 +391,7 @@ impl Node {
             .as_ref()
             .ok_or_else(|| SessionError::Invalid("no current record".into()))?;
         let current = catch_up::record_of(meta, KeyStatus::Active)?;
+        self.check_shape(&current)?;
         attest::verify_all(&current, |n| self.identities.get(&n).copied())
             .map_err(|e| self.refused(Refusal::Forbidden(format!("current record not attested: {e}"))))?;
         if let Some(local) = self.store.get_key(&current.key_id).await.map_err(SessionError::from)? {
@@ -448,33 +474,58 @@ impl Node {
         let roles = plan.roles(&spec.parties);
         let key = LoadedKey::new(plan.current.clone()).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let (coordinator, session_id) = (spec.coordinator, spec.id);
-        let dealer_share = if plan.quorum.contains(&self.cfg.node_id) {
+        // One reshare of a key at a time: a fresh pending epoch of another
+        // session is never overwritten.
+        if let Some((p, session)) = self
+            .store
+            .pending_epoch_of(&plan.current.key_id)
+            .await
+            .map_err(SessionError::from)?
+        {
+            let fresh = now_unix().saturating_sub(p.created_at)
+                < i64::try_from(PENDING_EPOCH_TTL.as_secs()).unwrap_or(i64::MAX);
+            if fresh && session != hex::encode(session_id) {
+                return Err(SessionError::Busy {
+                    node: self.cfg.node_id,
+                    reason: format!("another reshare of key {} is pending here", p.key_id),
+                });
+            }
+        }
+        // The current share of an old party (a dealer deals it; an ECDSA key
+        // made before its record listed the verifying shares needs it too).
+        let old_share = if plan.current.parties.contains(&self.cfg.node_id) {
             Some(self.own_share(&plan.current).await?)
         } else {
             None
         };
         let part = key
             .family()
-            .reshare_part(self, spec, &key, &roles, &plan.new_parties, dealer_share)
+            .reshare_part(self, spec, &key, &roles, &plan.new_parties, old_share)
             .await?;
-        let Some((share, package)) = part else {
-            return Ok(SessionOutcome::default());
-        };
+        let (share, package) = part;
         let record = plan.next_record(package.clone());
         let public_key = key.scheme.public_key(&package).map_err(internal)?;
         if public_key != plan.current.public_key {
             return Err(internal("the reshared key has another public key"));
         }
-        self.store
-            .put_pending_epoch(&record, &hex::encode(session_id), self.cfg.node_id, Some(&share))
-            .await
-            .map_err(SessionError::from)?;
-        self.remember_coordinator(&record.key_id, coordinator);
-        Ok(SessionOutcome {
-            attestation: attest::sign(&self.identity, &record),
+        let mut outcome = SessionOutcome {
             public_key_package: package,
             ..Default::default()
-        })
+        };
+        // A dealer endorses the move it took part in (what old parties
+        // need before they delete their shares).
+        if plan.quorum.contains(&self.cfg.node_id) {
+            outcome.endorsement = attest::sign_transition(&self.identity, &plan.current, &record);
+        }
+        if let Some(share) = share {
+            self.store
+                .put_pending_epoch(&record, &hex::encode(session_id), self.cfg.node_id, Some(&share))
+                .await
+                .map_err(SessionError::from)?;
+            self.remember_coordinator(&record.key_id, coordinator);
+            outcome.attestation = attest::sign(&self.identity, &record);
+        }
+        Ok(outcome)
     }
 
     /// `FinalizeKey` for a record of a key's next epoch (see the module
@@ -522,10 +573,13 @@ impl Node {
             None if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) => {
                 return self.switch_epoch(record, None, pending.as_ref()).await.map(|()| true);
             }
-            Some(l) if l.status == KeyStatus::Active && l.epoch < record.epoch => l,
+            // One epoch at a time: the record must follow this node's own.
+            Some(l) if l.status == KeyStatus::Active && l.epoch + 1 == record.epoch => l,
             // Already at a later epoch (another commit, or the catch-up,
             // came first): nothing to do.
-            Some(l) if l.status == KeyStatus::Active && l.epoch > record.epoch => return Ok(true),
+            Some(l) if l.status == KeyStatus::Active && l.epoch >= record.epoch && record.epoch > 0 => {
+                return Ok(attest::record_bytes(&l) == attest::record_bytes(record) || l.epoch > record.epoch)
+            }
             _ => return Ok(false),
         };
         let same_key = local.scheme == record.scheme
@@ -536,6 +590,10 @@ impl Node {
         if !same_key {
             return Err(forbid("the next epoch's record names another key"));
         }
+        // At least t of this node's own committee endorsed exactly this
+        // move: fewer than t nodes cannot make it delete its share.
+        attest::verify_transition(&local, record, |n| self.identities.get(&n).copied())
+            .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
         self.switch_epoch(record, Some(&local), pending.as_ref())
             .await
             .map(|()| true)
@@ -567,9 +625,10 @@ impl Node {
         let mut next = record.clone();
         next.status = KeyStatus::Active;
         next.created_at = now_unix();
+        let me = self.cfg.node_id;
         let switched = self
             .store
-            .activate_epoch(&next, retired.as_ref())
+            .activate_epoch(&next, retired.as_ref(), record.parties.contains(&me).then_some(me))
             .await
             .map_err(SessionError::from)?;
         self.forget_dkg(&record.key_id);
@@ -590,6 +649,32 @@ impl Node {
 }
 
 impl Node {
+    /// Checks the shape of a key record a peer sent, before any signature
+    /// is verified: distinct parties, each a node of this cluster, and
+    /// `1 <= t <= n` (so a record with a million parties costs nothing).
+    ///
+    /// # Errors
+    /// [`SessionError::Invalid`] naming the problem.
+    pub(crate) fn check_shape(&self, r: &KeyRecord) -> Result<(), SessionError> {
+        let cluster = self.cfg.node_ids();
+        let mut sorted = r.parties.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != r.parties.len() || r.parties.iter().any(|p| !cluster.contains(p)) {
+            return Err(SessionError::Invalid(format!(
+                "key {}: parties must be distinct nodes of this cluster",
+                r.key_id
+            )));
+        }
+        if r.threshold == 0 || usize::from(r.threshold) > r.parties.len() {
+            return Err(SessionError::Invalid(format!(
+                "key {}: threshold out of range",
+                r.key_id
+            )));
+        }
+        Ok(())
+    }
+
     /// Adopts a later epoch of `key_id` (held here at `epoch`) from the
     /// first of `peers` that has one: its attested record goes through the
     /// checks of a commit. Returns whether this node switched. Used when a

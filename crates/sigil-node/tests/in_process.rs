@@ -23,6 +23,8 @@ const CLUSTER: &str = "in-process-test";
 struct Cluster {
     hub: Arc<InProcessHub>,
     nodes: Vec<Arc<Node>>,
+    /// Each node's identity key (to play a malicious node in tests).
+    identities: Vec<ed25519_dalek::SigningKey>,
     client: ClientSigner,
     _dir: tempfile::TempDir,
 }
@@ -77,6 +79,7 @@ async fn cluster_with(n: u16, tune: impl Fn(&mut NodeConfig)) -> Cluster {
     let (client_sk, client_pk) = sigil_node::auth::generate_client_key(false).unwrap();
     let hub = InProcessHub::new();
     let mut nodes = Vec::new();
+    let identities = keys.clone();
     for (i, key) in (0..n).zip(keys) {
         let mut cfg = config(i, n, dir.path(), &ids, &client_pk);
         tune(&mut cfg);
@@ -92,6 +95,7 @@ async fn cluster_with(n: u16, tune: impl Fn(&mut NodeConfig)) -> Cluster {
     Cluster {
         hub,
         nodes,
+        identities,
         client: ClientSigner::from_pem("alice", &client_sk).unwrap(),
         _dir: dir,
     }
@@ -701,4 +705,46 @@ async fn a_late_abort_keeps_a_later_attempts_epoch() {
         "its own abort"
     );
     assert_eq!(c.nodes[1].active_key(&key.key_id).await.unwrap().epoch, 0);
+}
+
+/// One node cannot move a key: a record of a next epoch whose committee is
+/// that node alone, attested by it and endorsed by it (fewer than `t`
+/// endorsements), is refused by the honest old parties, which keep their
+/// shares and sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_cannot_move_a_key_away_from_the_others() {
+    let c = cluster(3).await;
+    let key = c.create_key(0, Scheme::FrostEd25519, 2).await;
+    let mut forged = key.clone();
+    forged.epoch = 1;
+    forged.parties = vec![2];
+    forged.threshold = 1;
+    forged.attestations = vec![sigil_node::attest::attestation(
+        2,
+        sigil_node::attest::sign(&c.identities[2], &forged),
+    )];
+    forged.endorsements = vec![sigil_node::attest::attestation(
+        2,
+        sigil_node::attest::sign_transition(&c.identities[2], &key, &forged),
+    )];
+    let req = sigil_proto::peer::FinalizeKeyRequest {
+        key: Some(sigil_node::catch_up::meta_of(&forged)),
+        commit: true,
+        session_id: Vec::new(),
+    };
+    for i in [0, 1] {
+        let e = c.nodes[i].finalize_key(Some(2), req.clone()).await.unwrap_err();
+        assert!(matches!(e, SessionError::Refused { .. }), "{e:?}");
+        assert!(c.nodes[i]
+            .store()
+            .get_share(&key.key_id, i as u16, 0)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(c.nodes[i].active_key(&key.key_id).await.unwrap().epoch, 0);
+    }
+    let signed = c.sign(0, &key.key_id, b"still ours").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"still ours", &signed.signature)
+        .unwrap();
 }

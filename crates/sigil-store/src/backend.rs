@@ -75,9 +75,16 @@ pub trait Backend: Send + Sync + 'static {
     /// absent: a node new to the key); `retired` goes to the history;
     /// the pending share of `key.epoch`, if any, becomes the key's share;
     /// every other share of the key, its pending epochs and its pooled
-    /// presignatures are deleted. Returns false (and changes nothing) when
-    /// the stored epoch does not fit.
-    async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError>;
+    /// presignatures are deleted. `party`: this node is a party of `key`
+    /// and must hold a pending share of its epoch. Returns false (and
+    /// changes nothing) when the stored epoch does not fit or that share is
+    /// missing.
+    async fn activate_epoch(
+        &self,
+        key: &KeyRecord,
+        retired: Option<&EpochEntry>,
+        party: Option<u16>,
+    ) -> Result<bool, StoreError>;
 
     /// The retired epochs of a key, oldest first.
     async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError>;

@@ -32,6 +32,7 @@ pub fn sample_key(key_id: &str) -> KeyRecord {
         created_by: "alice".into(),
         create_jti: "jti-1".into(),
         attestations: vec![],
+        endorsements: vec![],
     }
 }
 
@@ -457,7 +458,7 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     let mut stale = next.clone();
     stale.epoch = 0;
     check(
-        !store.activate_epoch(&stale, None).await?,
+        !store.activate_epoch(&stale, None, None).await?,
         "a switch to the same epoch is refused",
     )?;
     next.status = KeyStatus::Active;
@@ -469,7 +470,7 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
         started_at: 1,
         ended_at: 2,
     };
-    check(store.activate_epoch(&next, Some(&retired)).await?, "switch")?;
+    check(store.activate_epoch(&next, Some(&retired), Some(0)).await?, "switch")?;
     check(store.get_key("e1").await?.map(|k| k.epoch) == Some(1), "epoch 1 active")?;
     check(
         store.list_active_key_ids("", 10).await? == [("e1".to_string(), 1)],
@@ -487,7 +488,7 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     )?;
     check(store.key_history("e1").await? == vec![retired], "history")?;
     check(
-        !store.activate_epoch(&next, None).await?,
+        !store.activate_epoch(&next, None, Some(0)).await?,
         "the same switch twice is refused",
     )?;
 
@@ -496,8 +497,20 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     fresh.epoch = 3;
     fresh.status = KeyStatus::Pending;
     store.put_pending_epoch(&fresh, "s2", 4, Some(b"new here")).await?;
+    check(
+        store.list_pending_epochs(crate::now_unix() - 60).await?.is_empty(),
+        "a pending epoch's age counts from when it was stored",
+    )?;
     fresh.status = KeyStatus::Active;
-    check(store.activate_epoch(&fresh, None).await?, "activate from nothing")?;
+    fresh.parties = vec![0, 4];
+    check(
+        !store.activate_epoch(&fresh, None, Some(5)).await?,
+        "a node that is not a party of the record moves nothing in",
+    )?;
+    check(
+        store.activate_epoch(&fresh, None, Some(4)).await?,
+        "activate from nothing",
+    )?;
     check(store.get_share("e2", 4, 3).await?.is_some(), "share of the new node")?;
     let mut failed = fresh.clone();
     failed.epoch = 4;

@@ -141,6 +141,12 @@ pub struct KeyRecord {
     /// Every party's signature over the canonical key record (empty while
     /// pending); the record is valid only with all of them.
     pub attestations: Vec<Attestation>,
+    /// After a refresh or reshare: the dealing old parties' signatures
+    /// over the transition from the previous epoch's record (at least its
+    /// threshold of them); what lets an old party delete its share. Empty
+    /// at epoch 0.
+    #[serde(default)]
+    pub endorsements: Vec<Attestation>,
 }
 
 /// One retired epoch of a key, in its history: what the API shows of the

@@ -189,7 +189,7 @@ impl Backend for PgBackend {
         .bind(record)
         .bind(session)
         .bind(sealed)
-        .bind(key.created_at)
+        .bind(crate::now_unix())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -225,14 +225,39 @@ impl Backend for PgBackend {
             .collect()
     }
 
-    async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError> {
+    async fn activate_epoch(
+        &self,
+        key: &KeyRecord,
+        retired: Option<&EpochEntry>,
+        party: Option<u16>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // One switch of a key at a time (READ COMMITTED would let two read
+        // the same epoch and the second undo the first).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&key.key_id)
+            .execute(&mut *tx)
+            .await?;
         let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM keys WHERE key_id = $1")
             .bind(&key.key_id)
             .fetch_optional(&mut *tx)
             .await?;
         if current.is_some_and(|e| e >= i64::from(key.epoch)) {
             return Ok(false);
+        }
+        // A party of the new epoch must move its pending share in (checked
+        // inside the transaction: an abort or a sweep may have come first).
+        if let Some(party) = party {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pending_epochs WHERE key_id = $1 AND epoch = $2 AND sealed IS NOT NULL",
+            )
+            .bind(&key.key_id)
+            .bind(i64::from(key.epoch))
+            .fetch_one(&mut *tx)
+            .await?;
+            if pending == 0 || !key.parties.contains(&party) {
+                return Ok(false);
+            }
         }
         if let Some(r) = retired {
             sqlx::query(
@@ -592,8 +617,8 @@ async fn insert_key(tx: &mut sqlx::PgConnection, key: &KeyRecord) -> Result<u64,
     let json = KeyJson::of(key)?;
     let r = sqlx::query(
         "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at,
-                           status, policy, created_by, create_jti, attestations)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (key_id) DO NOTHING",
+                           status, policy, created_by, create_jti, attestations, endorsements)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (key_id) DO NOTHING",
     )
     .bind(&key.key_id)
     .bind(&key.scheme)
@@ -609,6 +634,7 @@ async fn insert_key(tx: &mut sqlx::PgConnection, key: &KeyRecord) -> Result<u64,
     .bind(&key.created_by)
     .bind(&key.create_jti)
     .bind(json.attestations)
+    .bind(json.endorsements)
     .execute(&mut *tx)
     .await?;
     Ok(r.rows_affected())

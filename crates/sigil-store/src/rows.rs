@@ -20,6 +20,7 @@ pub(crate) struct KeyRow {
     created_by: String,
     create_jti: String,
     attestations: String,
+    endorsements: String,
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -48,6 +49,8 @@ impl TryFrom<KeyRow> for KeyRecord {
             create_jti: r.create_jti,
             attestations: serde_json::from_str::<Vec<Attestation>>(&r.attestations)
                 .map_err(|e| corrupt("attestations", &e))?,
+            endorsements: serde_json::from_str::<Vec<Attestation>>(&r.endorsements)
+                .map_err(|e| corrupt("endorsements", &e))?,
         })
     }
 }
@@ -58,6 +61,7 @@ pub(crate) struct KeyJson {
     pub parties: String,
     pub policy: String,
     pub attestations: String,
+    pub endorsements: String,
 }
 
 impl KeyJson {
@@ -66,6 +70,7 @@ impl KeyJson {
             parties: to_json(&key.parties)?,
             policy: to_json(&key.policy)?,
             attestations: to_json(&key.attestations)?,
+            endorsements: to_json(&key.endorsements)?,
         })
     }
 }

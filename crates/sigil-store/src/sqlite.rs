@@ -196,7 +196,7 @@ impl Backend for SqliteBackend {
         .bind(record)
         .bind(session)
         .bind(sealed)
-        .bind(key.created_at)
+        .bind(crate::now_unix())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -232,7 +232,12 @@ impl Backend for SqliteBackend {
             .collect()
     }
 
-    async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError> {
+    async fn activate_epoch(
+        &self,
+        key: &KeyRecord,
+        retired: Option<&EpochEntry>,
+        party: Option<u16>,
+    ) -> Result<bool, StoreError> {
         // IMMEDIATE: the transaction reads before it writes, and a deferred
         // one would fail (SQLITE_BUSY_SNAPSHOT, no busy wait) if another
         // connection wrote in between.
@@ -243,6 +248,20 @@ impl Backend for SqliteBackend {
             .await?;
         if current.is_some_and(|e| e >= i64::from(key.epoch)) {
             return Ok(false);
+        }
+        // A party of the new epoch must move its pending share in (checked
+        // inside the transaction: an abort or a sweep may have come first).
+        if let Some(party) = party {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pending_epochs WHERE key_id = ? AND epoch = ? AND sealed IS NOT NULL",
+            )
+            .bind(&key.key_id)
+            .bind(i64::from(key.epoch))
+            .fetch_one(&mut *tx)
+            .await?;
+            if pending == 0 || !key.parties.contains(&party) {
+                return Ok(false);
+            }
         }
         if let Some(r) = retired {
             sqlx::query(
@@ -599,8 +618,8 @@ async fn insert_key(tx: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Result<
     let json = KeyJson::of(key)?;
     let r = sqlx::query(
         "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at,
-                           status, policy, created_by, create_jti, attestations)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key_id) DO NOTHING",
+                           status, policy, created_by, create_jti, attestations, endorsements)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key_id) DO NOTHING",
     )
     .bind(&key.key_id)
     .bind(&key.scheme)
@@ -616,6 +635,7 @@ async fn insert_key(tx: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Result<
     .bind(&key.created_by)
     .bind(&key.create_jti)
     .bind(json.attestations)
+    .bind(json.endorsements)
     .execute(&mut *tx)
     .await?;
     Ok(r.rows_affected())

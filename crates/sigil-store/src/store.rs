@@ -173,8 +173,13 @@ impl Store {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn activate_epoch(&self, key: &KeyRecord, retired: Option<&EpochEntry>) -> Result<bool, StoreError> {
-        self.backend.activate_epoch(key, retired).await
+    pub async fn activate_epoch(
+        &self,
+        key: &KeyRecord,
+        retired: Option<&EpochEntry>,
+        party: Option<u16>,
+    ) -> Result<bool, StoreError> {
+        self.backend.activate_epoch(key, retired, party).await
     }
 
     /// The retired epochs of a key, oldest first.

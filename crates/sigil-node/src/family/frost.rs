@@ -164,9 +164,11 @@ impl Family for Frost {
         key: &LoadedKey,
         roles: &sigil_crypto::reshare::Roles,
         _new_parties: &[u16],
-        dealer_share: Option<Zeroizing<Vec<u8>>>,
-    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+        old_share: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<(Option<Zeroizing<Vec<u8>>>, Vec<u8>), SessionError> {
         let (me, sid, t) = (spec.me, spec.eid, roles.new_t);
+        let deals = roles.dealer.get(usize::from(me)).copied().flatten().is_some();
+        let dealer_share = old_share.filter(|_| deals);
         let out = with_ciphersuite!(key.scheme, C => {
             let old = PublicKeyPackage::<C>::deserialize(&key.record.public_package).map_err(internal)?;
             let share = dealer_share
@@ -178,27 +180,20 @@ impl Family for Frost {
                 reshare::run::<C, _, _>(party, &sid, me, roles, &old, share.as_ref(), &mut rng).await
             })
             .await?;
-            match out {
+            let package = out.public_key_package.serialize().map_err(internal)?;
+            let share = match out.share {
                 None => None,
-                Some(o) => {
-                    let verifying_share = *o
+                Some((id, share)) => {
+                    let verifying_share = *out
                         .public_key_package
                         .verifying_shares()
-                        .get(&o.identifier)
+                        .get(&id)
                         .ok_or_else(|| internal("no verifying share of ours"))?;
-                    let kp = KeyPackage::new(
-                        o.identifier,
-                        o.signing_share,
-                        verifying_share,
-                        *o.public_key_package.verifying_key(),
-                        t,
-                    );
-                    Some((
-                        Zeroizing::new(kp.serialize().map_err(internal)?),
-                        o.public_key_package.serialize().map_err(internal)?,
-                    ))
+                    let kp = KeyPackage::new(id, share, verifying_share, *out.public_key_package.verifying_key(), t);
+                    Some(Zeroizing::new(kp.serialize().map_err(internal)?))
                 }
-            }
+            };
+            (share, package)
         }, other => return Err(not_frost(other)));
         Ok(out)
     }

@@ -238,9 +238,10 @@ pub(crate) trait Family: Send + Sync {
 
     /// This party's part of a reshare session of `key` (the current
     /// epoch's record) to `new_parties` with `roles`
-    /// (`sigil_crypto::reshare`); `dealer_share` is this node's unsealed
-    /// current share when it deals. Returns the new share and public
-    /// package at a new party, `None` at a party that only deals.
+    /// (`sigil_crypto::reshare`); `old_share` is this node's unsealed
+    /// current share when it is an old party (it deals it when `roles`
+    /// say so). Returns the new public package (every party derives it)
+    /// and, at a new party, its new share.
     async fn reshare_part(
         &self,
         _node: &Node,
@@ -248,8 +249,8 @@ pub(crate) trait Family: Send + Sync {
         key: &LoadedKey,
         _roles: &sigil_crypto::reshare::Roles,
         _new_parties: &[u16],
-        _dealer_share: Option<Zeroizing<Vec<u8>>>,
-    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+        _old_share: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<(Option<Zeroizing<Vec<u8>>>, Vec<u8>), SessionError> {
         Err(SessionError::Invalid(format!(
             "{} keys cannot be reshared yet",
             key.scheme

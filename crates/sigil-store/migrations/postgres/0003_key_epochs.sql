@@ -22,3 +22,6 @@ CREATE TABLE key_epochs (
     ended_at    BIGINT NOT NULL,
     PRIMARY KEY (key_id, epoch)
 );
+-- The dealing old parties' signatures over the transition to the
+-- key's current epoch (empty at epoch 0).
+ALTER TABLE keys ADD COLUMN endorsements TEXT NOT NULL DEFAULT '[]';

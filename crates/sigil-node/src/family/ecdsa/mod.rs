@@ -209,13 +209,14 @@ impl Family for Ecdsa {
         key: &LoadedKey,
         roles: &sigil_crypto::reshare::Roles,
         new_parties: &[u16],
-        dealer_share: Option<Zeroizing<Vec<u8>>>,
-    ) -> Result<Option<(Zeroizing<Vec<u8>>, Vec<u8>)>, SessionError> {
+        old_share: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<(Option<Zeroizing<Vec<u8>>>, Vec<u8>), SessionError> {
         use ecdsa::reshare as r;
         let (me, sid) = (spec.me, spec.eid);
+        let deals = roles.dealer.get(usize::from(me)).copied().flatten().is_some();
         let public: EcdsaPublic = serde_json::from_slice(&key.record.public_package).map_err(internal)?;
         let out = with_curve!(key.scheme, E => {
-            let own: Option<ecdsa::IncompleteKeyShare<E>> = dealer_share
+            let own: Option<ecdsa::IncompleteKeyShare<E>> = old_share
                 .map(|s| serde_json::from_slice(&s))
                 .transpose()
                 .map_err(internal)?;
@@ -236,7 +237,7 @@ impl Family for Ecdsa {
                 r::package::<E>(&key.record.public_key, &shares, key.record.threshold)
             }
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
-            let share = own.as_ref().map(r::signing_share).transpose().map_err(internal)?;
+            let share = own.as_ref().filter(|_| deals).map(r::signing_share).transpose().map_err(internal)?;
             let out = session::run::<sigil_crypto::reshare::Msg<<E as r::ReshareCurve>::Suite>, _, _, _>(
                 &node.sessions,
                 &node.peers,
@@ -247,30 +248,30 @@ impl Family for Ecdsa {
                 },
             )
             .await?;
-            match out {
+            let next = EcdsaPublic {
+                public_key: public.public_key.clone(),
+                chain_code: public.chain_code.clone(),
+                public_shares: r::package_shares(&out.public_key_package)
+                    .map_err(internal)?
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+            };
+            let package = serde_json::to_vec(&next).map_err(internal)?;
+            let share = match roles.receiver.get(usize::from(me)).copied().flatten() {
                 None => None,
-                Some(o) => {
-                    let j = roles
-                        .receiver
-                        .get(usize::from(me))
-                        .copied()
-                        .flatten()
-                        .ok_or_else(|| internal("a reshare output at a party that does not receive"))?;
+                Some(j) => {
                     let chain_code: Option<[u8; 32]> = hex::decode(&public.chain_code)
                         .ok()
                         .and_then(|c| c.try_into().ok());
-                    let new = r::share_from::<E>(&o, j, chain_code).map_err(internal)?;
-                    let next = EcdsaPublic {
-                        public_key: public.public_key.clone(),
-                        chain_code: public.chain_code.clone(),
-                        public_shares: r::public_shares(&new).iter().map(hex::encode).collect(),
-                    };
+                    let new = r::share_from::<E>(&out, j, chain_code).map_err(internal)?;
                     let bytes = Zeroizing::new(serde_json::to_vec(&new).map_err(internal)?);
                     // The new share must fit the new set's aux info.
                     ecdsa::complete(new, node.load_aux(new_parties).await?).map_err(internal)?;
-                    Some((bytes, serde_json::to_vec(&next).map_err(internal)?))
+                    Some(bytes)
                 }
-            }
+            };
+            (share, package)
         }, other => return Err(not_ecdsa(other)));
         Ok(out)
     }
