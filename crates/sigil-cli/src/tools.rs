@@ -115,6 +115,7 @@ pub async fn verify_key(c: &Client, key: &str, identities: &Path) -> anyhow::Res
         create_jti: v["create_jti"].as_str().unwrap_or_default().into(),
         attestations: serde_json::from_value(v["attestations"].clone())?,
         endorsements: Vec::new(),
+        activations: Vec::new(),
     };
     sigil_node::attest::verify_all(&record, |n| ids.get(&n).copied()).map_err(|e| anyhow!("NOT attested: {e}"))?;
     println!(

@@ -177,6 +177,35 @@ pub fn verify_transition(
     Ok(())
 }
 
+/// Domain separation tag of an epoch activation.
+pub const ACTIVATION_DOMAIN: &[u8] = b"sigil/epoch-active/v1";
+
+/// The bytes a party signs when it activated the epoch of `k`:
+/// `lp("sigil/epoch-active/v1")`, `lp(SHA-256(record_bytes(k)))`.
+pub fn activation_bytes(k: &KeyRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    lp(&mut out, ACTIVATION_DOMAIN);
+    lp(&mut out, &sha2::Sha256::digest(record_bytes(k)));
+    out
+}
+
+/// This node's signature that it activated the epoch of `k`.
+pub fn sign_activation(identity: &ed25519_dalek::SigningKey, k: &KeyRecord) -> Vec<u8> {
+    identity.sign(&activation_bytes(k)).to_bytes().to_vec()
+}
+
+/// Checks that `k.activations` hold every party's signature that it
+/// activated `k`'s epoch (and nothing else).
+///
+/// # Errors
+/// The first [`AttestError`].
+pub fn verify_activations(
+    k: &KeyRecord,
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<(), AttestError> {
+    verify_parties(&activation_bytes(k), &k.parties, &k.activations, identity_of)
+}
+
 /// Domain separation tag of an aux info attestation.
 pub const AUX_DOMAIN: &[u8] = b"sigil/aux-info/v1";
 

@@ -97,6 +97,7 @@ pub fn meta_of(k: &KeyRecord) -> KeyMeta {
         create_jti: k.create_jti.clone(),
         attestations: wire_attestations(&k.attestations),
         endorsements: wire_attestations(&k.endorsements),
+        activations: wire_attestations(&k.activations),
     }
 }
 
@@ -133,6 +134,7 @@ pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, Session
     };
     let attestations = attestations_of(&meta.attestations)?;
     let endorsements = attestations_of(&meta.endorsements)?;
+    let activations = attestations_of(&meta.activations)?;
     Ok(KeyRecord {
         key_id: meta.key_id.clone(),
         scheme: meta.scheme.clone(),
@@ -149,6 +151,7 @@ pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, Session
         create_jti: meta.create_jti.clone(),
         attestations,
         endorsements,
+        activations,
     })
 }
 

@@ -145,10 +145,10 @@ impl Transport for InProcess {
             .map_err(|s| DeliverError::of_status(&s))
     }
 
-    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<(), SessionError> {
+    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<Vec<u8>, SessionError> {
         self.call(to, timeout, |h| h.finalize_key(r))
             .await
-            .map(|_| ())
+            .map(|r| r.activation)
             .map_err(|s| status_session_error(to, &s))
     }
 

@@ -613,6 +613,7 @@ impl Node {
             create_jti: grant.jti,
             attestations: vec![],
             endorsements: vec![],
+            activations: vec![],
         };
         self.store
             .put_key(&record, self.cfg.node_id, Some(&key_package))
@@ -755,6 +756,43 @@ impl Node {
                 .await
                 .map_err(SessionError::from),
         }
+    }
+
+    /// [`Node::finalize_key`], answering a commit of a later epoch with this
+    /// node's activation when it is a party of it and uses its new share
+    /// (`attest::sign_activation`); empty otherwise.
+    ///
+    /// # Errors
+    /// As [`Node::finalize_key`].
+    pub async fn finalize_key_acked(
+        &self,
+        caller: Option<u16>,
+        r: FinalizeKeyRequest,
+    ) -> Result<Vec<u8>, SessionError> {
+        let (commit, meta) = (r.commit, r.key.clone());
+        self.finalize_key(caller, r).await?;
+        let Some(meta) = meta.filter(|m| commit && m.epoch > 0) else {
+            return Ok(Vec::new());
+        };
+        let record = catch_up::record_of(&meta, KeyStatus::Active)?;
+        let me = self.cfg.node_id;
+        let active = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
+        let same = active.is_some_and(|k| {
+            k.status == KeyStatus::Active && attest::record_bytes(&k) == attest::record_bytes(&record)
+        });
+        let holds = same
+            && record.parties.contains(&me)
+            && self
+                .store
+                .get_share(&record.key_id, me, record.epoch)
+                .await
+                .map_err(SessionError::from)?
+                .is_some();
+        Ok(if holds {
+            attest::sign_activation(&self.identity, &record)
+        } else {
+            Vec::new()
+        })
     }
 
     /// Remembers `coordinator` as the coordinator of the session that left
@@ -1056,6 +1094,7 @@ impl Node {
             create_jti: auth.jti.clone(),
             attestations: vec![],
             endorsements: vec![],
+            activations: vec![],
         };
         let attested = result.and_then(|o| {
             self.attested_record(scheme, &mut record, &parties, o)
@@ -1165,7 +1204,7 @@ impl Node {
         for &node in nodes.iter().filter(|n| detach.contains(n) && **n != self.cfg.node_id) {
             let (peers, r) = (self.peers.clone(), req.clone());
             tokio::spawn(async move {
-                if let Err(e) = peers.finalize_key(node, r, Duration::from_secs(30)).await {
+                if let Err(e) = peers.finalize_key(node, r, Duration::from_secs(30)).await.map(|_| ()) {
                     tracing::warn!(node, commit, error = %e, "could not finalize key on node");
                 }
             });
@@ -1182,6 +1221,7 @@ impl Node {
                         self.peers
                             .finalize_key(node, req, Duration::from_secs(5))
                             .await
+                            .map(|_| ())
                             .map_err(|e| e.to_string())
                     };
                     if let Err(e) = r {

@@ -116,9 +116,9 @@ impl Handler {
     /// See [`Node::finalize_key`].
     pub async fn finalize_key(self, r: FinalizeKeyRequest) -> Result<FinalizeKeyResponse, Status> {
         self.node
-            .finalize_key(Some(self.caller), r)
+            .finalize_key_acked(Some(self.caller), r)
             .await
-            .map(|()| FinalizeKeyResponse {})
+            .map(|activation| FinalizeKeyResponse { activation })
             .map_err(|e| session_status(&e))
     }
 

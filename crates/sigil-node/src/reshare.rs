@@ -113,6 +113,7 @@ impl Plan {
             status: KeyStatus::Pending,
             attestations: Vec::new(),
             endorsements: Vec::new(),
+            activations: Vec::new(),
             created_at: now_unix(),
             ..self.current.clone()
         }
@@ -276,7 +277,15 @@ impl Node {
                 .collect::<Vec<_>>(),
         );
         match attested {
-            Ok(record) => {
+            Ok(mut record) => {
+                // Phase 1: the new committee activates and acknowledges;
+                // phase 2: with every acknowledgement, everyone else
+                // switches (old parties delete their shares only then).
+                record.activations = self.activate_committee(&record).await;
+                if let Err(e) = attest::verify_activations(&record, |n| self.identities.get(&n).copied()) {
+                    tracing::warn!(key_id = record.key_id, error = %e,
+                        "not every new party activated; old parties keep their shares until they catch up");
+                }
                 self.finalize_everywhere(&everyone, catch_up::meta_of(&record), true, &[])
                     .await;
                 metrics::histogram!("sigil_reshare_seconds", "scheme" => record.scheme.clone())
@@ -303,6 +312,35 @@ impl Node {
                 Err(NodeError::from(e))
             }
         }
+    }
+
+    /// Phase 1 of a commit: sends the attested record to every new party
+    /// and returns the activations they answer with (each checked later,
+    /// with the others, by `attest::verify_activations`).
+    async fn activate_committee(&self, record: &KeyRecord) -> Vec<sigil_store::Attestation> {
+        let req = sigil_proto::peer::FinalizeKeyRequest {
+            key: Some(catch_up::meta_of(record)),
+            commit: true,
+            session_id: Vec::new(),
+        };
+        let calls = record.parties.iter().map(|&node| {
+            let req = req.clone();
+            async move {
+                let r = if node == self.cfg.node_id {
+                    self.finalize_key_acked(None, req).await
+                } else {
+                    self.peers.finalize_key(node, req, Duration::from_secs(5)).await
+                };
+                match r {
+                    Ok(ack) => Some(attest::attestation(node, ack)),
+                    Err(e) => {
+                        tracing::warn!(node, error = %e, "a new party did not activate the epoch");
+                        None
+                    }
+                }
+            }
+        });
+        futures::future::join_all(calls).await.into_iter().flatten().collect()
     }
 
     /// The new epoch's record from the session's outcomes: every new party
@@ -578,7 +616,20 @@ impl Node {
             // Already at a later epoch (another commit, or the catch-up,
             // came first): nothing to do.
             Some(l) if l.status == KeyStatus::Active && l.epoch >= record.epoch && record.epoch > 0 => {
-                return Ok(attest::record_bytes(&l) == attest::record_bytes(record) || l.epoch > record.epoch)
+                let same = attest::record_bytes(&l) == attest::record_bytes(record);
+                // The second phase of the commit brings every party's
+                // activation: keep it (peers catching up need it).
+                if same
+                    && l.activations.is_empty()
+                    && !record.activations.is_empty()
+                    && attest::verify_activations(record, |n| self.identities.get(&n).copied()).is_ok()
+                {
+                    self.store
+                        .set_activations(&record.key_id, record.epoch, &record.activations)
+                        .await
+                        .map_err(SessionError::from)?;
+                }
+                return Ok(same || l.epoch > record.epoch);
             }
             _ => return Ok(false),
         };
@@ -594,6 +645,18 @@ impl Node {
         // move: fewer than t nodes cannot make it delete its share.
         attest::verify_transition(&local, record, |n| self.identities.get(&n).copied())
             .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
+        // A node outside the new committee (an old party about to delete its
+        // share) switches only once every new party has activated the epoch
+        // (tss-lib's lesson: never before the new committee's final
+        // acknowledgements).
+        if !record.parties.contains(&self.cfg.node_id) {
+            attest::verify_activations(record, |n| self.identities.get(&n).copied()).map_err(|e| {
+                forbid(&format!(
+                    "epoch {} not confirmed by its committee yet: {e}",
+                    record.epoch
+                ))
+            })?;
+        }
         self.switch_epoch(record, Some(&local), pending.as_ref())
             .await
             .map(|()| true)

@@ -61,8 +61,10 @@ pub trait Transport: Send + Sync + 'static {
     /// `Deliver`: one protocol message.
     async fn deliver(&self, to: u16, env: Envelope, timeout: Duration) -> Result<(), DeliverError>;
 
-    /// `FinalizeKey`: commit or abort a key after its DKG.
-    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<(), SessionError>;
+    /// `FinalizeKey`: commit or abort a key after its DKG (or a later
+    /// epoch); returns the party's activation of a later epoch (empty
+    /// otherwise).
+    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<Vec<u8>, SessionError>;
 
     /// `FinalizeAux`: commit pending aux info.
     async fn finalize_aux(&self, to: u16, r: FinalizeAuxRequest, timeout: Duration) -> Result<(), SessionError>;
@@ -160,9 +162,10 @@ impl Transport for PeerClients {
             .map_err(|s| DeliverError::of_status(&s))
     }
 
-    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<(), SessionError> {
+    async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<Vec<u8>, SessionError> {
         let r = self.client(to)?.finalize_key(request(r, timeout)).await;
-        r.map(|_| ()).map_err(|s| status_session_error(to, &s))
+        r.map(|r| r.into_inner().activation)
+            .map_err(|s| status_session_error(to, &s))
     }
 
     async fn finalize_aux(&self, to: u16, r: FinalizeAuxRequest, timeout: Duration) -> Result<(), SessionError> {

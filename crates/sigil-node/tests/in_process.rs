@@ -743,6 +743,25 @@ async fn one_node_cannot_move_a_key_away_from_the_others() {
             .is_some());
         assert_eq!(c.nodes[i].active_key(&key.key_id).await.unwrap().epoch, 0);
     }
+    // Endorsed by t old parties but not activated by its committee: the
+    // old parties outside it still do not switch (nor delete).
+    forged.endorsements = [1u16, 2]
+        .iter()
+        .map(|&i| {
+            sigil_node::attest::attestation(
+                i,
+                sigil_node::attest::sign_transition(&c.identities[usize::from(i)], &key, &forged),
+            )
+        })
+        .collect();
+    let req = sigil_proto::peer::FinalizeKeyRequest {
+        key: Some(sigil_node::catch_up::meta_of(&forged)),
+        commit: true,
+        session_id: Vec::new(),
+    };
+    let e = c.nodes[0].finalize_key(Some(2), req).await.unwrap_err();
+    assert!(format!("{e}").contains("not confirmed"), "{e}");
+    assert!(c.nodes[0].store().get_share(&key.key_id, 0, 0).await.unwrap().is_some());
     let signed = c.sign(0, &key.key_id, b"still ours").await.unwrap();
     Scheme::FrostEd25519
         .verify(&key.public_key, b"still ours", &signed.signature)

@@ -86,6 +86,10 @@ pub trait Backend: Send + Sync + 'static {
         party: Option<u16>,
     ) -> Result<bool, StoreError>;
 
+    /// Stores `activations` (JSON) with the key at `epoch`; whether the key
+    /// is at that epoch.
+    async fn set_activations(&self, key_id: &str, epoch: u32, activations: &str) -> Result<bool, StoreError>;
+
     /// The retired epochs of a key, oldest first.
     async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError>;
 

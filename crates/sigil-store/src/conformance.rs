@@ -33,6 +33,7 @@ pub fn sample_key(key_id: &str) -> KeyRecord {
         create_jti: "jti-1".into(),
         attestations: vec![],
         endorsements: vec![],
+        activations: vec![],
     }
 }
 
@@ -487,6 +488,16 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
         "presignatures of the old epoch gone",
     )?;
     check(store.key_history("e1").await? == vec![retired], "history")?;
+    let acks = vec![crate::Attestation {
+        node: 0,
+        signature: vec![5; 64],
+    }];
+    check(store.set_activations("e1", 1, &acks).await?, "activations stored")?;
+    check(!store.set_activations("e1", 0, &acks).await?, "not at another epoch")?;
+    check(
+        store.get_key("e1").await?.map(|k| k.activations) == Some(acks),
+        "activations read back",
+    )?;
     check(
         !store.activate_epoch(&next, None, Some(0)).await?,
         "the same switch twice is refused",

@@ -147,6 +147,11 @@ pub struct KeyRecord {
     /// at epoch 0.
     #[serde(default)]
     pub endorsements: Vec<Attestation>,
+    /// After a refresh or reshare: every party's signature that it
+    /// activated this epoch (its new share is in use); what lets a node
+    /// outside the committee switch and an old party delete its share.
+    #[serde(default)]
+    pub activations: Vec<Attestation>,
 }
 
 /// One retired epoch of a key, in its history: what the API shows of the

@@ -299,6 +299,16 @@ impl Backend for PgBackend {
         Ok(true)
     }
 
+    async fn set_activations(&self, key_id: &str, epoch: u32, activations: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE keys SET activations = $1 WHERE key_id = $2 AND epoch = $3")
+            .bind(activations)
+            .bind(key_id)
+            .bind(i64::from(epoch))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError> {
         let rows: Vec<crate::rows::EpochRow> = sqlx::query_as(
             "SELECT epoch, threshold, parties, record_hash, started_at, ended_at FROM key_epochs
@@ -617,8 +627,8 @@ async fn insert_key(tx: &mut sqlx::PgConnection, key: &KeyRecord) -> Result<u64,
     let json = KeyJson::of(key)?;
     let r = sqlx::query(
         "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at,
-                           status, policy, created_by, create_jti, attestations, endorsements)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (key_id) DO NOTHING",
+                           status, policy, created_by, create_jti, attestations, endorsements, activations)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (key_id) DO NOTHING",
     )
     .bind(&key.key_id)
     .bind(&key.scheme)
@@ -635,6 +645,7 @@ async fn insert_key(tx: &mut sqlx::PgConnection, key: &KeyRecord) -> Result<u64,
     .bind(&key.create_jti)
     .bind(json.attestations)
     .bind(json.endorsements)
+    .bind(json.activations)
     .execute(&mut *tx)
     .await?;
     Ok(r.rows_affected())

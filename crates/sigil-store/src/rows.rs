@@ -21,6 +21,7 @@ pub(crate) struct KeyRow {
     create_jti: String,
     attestations: String,
     endorsements: String,
+    activations: String,
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -51,6 +52,8 @@ impl TryFrom<KeyRow> for KeyRecord {
                 .map_err(|e| corrupt("attestations", &e))?,
             endorsements: serde_json::from_str::<Vec<Attestation>>(&r.endorsements)
                 .map_err(|e| corrupt("endorsements", &e))?,
+            activations: serde_json::from_str::<Vec<Attestation>>(&r.activations)
+                .map_err(|e| corrupt("activations", &e))?,
         })
     }
 }
@@ -62,6 +65,7 @@ pub(crate) struct KeyJson {
     pub policy: String,
     pub attestations: String,
     pub endorsements: String,
+    pub activations: String,
 }
 
 impl KeyJson {
@@ -71,6 +75,7 @@ impl KeyJson {
             policy: to_json(&key.policy)?,
             attestations: to_json(&key.attestations)?,
             endorsements: to_json(&key.endorsements)?,
+            activations: to_json(&key.activations)?,
         })
     }
 }

@@ -303,6 +303,16 @@ impl Backend for SqliteBackend {
         Ok(true)
     }
 
+    async fn set_activations(&self, key_id: &str, epoch: u32, activations: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE keys SET activations = ? WHERE key_id = ? AND epoch = ?")
+            .bind(activations)
+            .bind(key_id)
+            .bind(i64::from(epoch))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError> {
         let rows: Vec<crate::rows::EpochRow> = sqlx::query_as(
             "SELECT epoch, threshold, parties, record_hash, started_at, ended_at FROM key_epochs
@@ -618,8 +628,8 @@ async fn insert_key(tx: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Result<
     let json = KeyJson::of(key)?;
     let r = sqlx::query(
         "INSERT INTO keys (key_id, scheme, threshold, parties, public_key, public_package, epoch, label, created_at,
-                           status, policy, created_by, create_jti, attestations, endorsements)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key_id) DO NOTHING",
+                           status, policy, created_by, create_jti, attestations, endorsements, activations)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key_id) DO NOTHING",
     )
     .bind(&key.key_id)
     .bind(&key.scheme)
@@ -636,6 +646,7 @@ async fn insert_key(tx: &mut sqlx::SqliteConnection, key: &KeyRecord) -> Result<
     .bind(&key.create_jti)
     .bind(json.attestations)
     .bind(json.endorsements)
+    .bind(json.activations)
     .execute(&mut *tx)
     .await?;
     Ok(r.rows_affected())

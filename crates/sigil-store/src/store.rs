@@ -182,6 +182,22 @@ impl Store {
         self.backend.activate_epoch(key, retired, party).await
     }
 
+    /// Stores every party's activation of the key's `epoch` with it (a
+    /// party learns them after it activated); whether the key is at that
+    /// epoch.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn set_activations(
+        &self,
+        key_id: &str,
+        epoch: u32,
+        activations: &[Attestation],
+    ) -> Result<bool, StoreError> {
+        let json = crate::rows::to_json(&activations)?;
+        self.backend.set_activations(key_id, epoch, &json).await
+    }
+
     /// The retired epochs of a key, oldest first.
     ///
     /// # Errors

@@ -25,3 +25,5 @@ CREATE TABLE IF NOT EXISTS key_epochs (
 -- The dealing old parties' signatures over the transition to the
 -- key's current epoch (empty at epoch 0).
 ALTER TABLE keys ADD COLUMN endorsements TEXT NOT NULL DEFAULT '[]';
+-- Every party's signature that it activated the key's current epoch.
+ALTER TABLE keys ADD COLUMN activations TEXT NOT NULL DEFAULT '[]';
