@@ -162,7 +162,7 @@ pub async fn run(a: ReshareArgs) -> anyhow::Result<()> {
         home.add(timed(door, &reshare, std::slice::from_ref(&back), 1).await?)?;
     }
     print_row(&format!("reshare 2-of-3 -> {}", grow["parties"]), &there);
-    print_row(&format!("reshare back to 2-of-3"), &home);
+    print_row("reshare back to 2-of-3", &home);
 
     // Signing throughput, without and then with refreshes in a loop.
     let quiet = sign_load(&clients, &id, scheme, &pk, a.requests, a.concurrency).await?;

@@ -243,7 +243,11 @@ async fn one_node_alone_can_do_nothing_and_bad_tokens_are_refused() {
         policy: r#"{"sign":["admin"]}"#.into(),
         ..Default::default()
     };
-    let fin = |key: KeyMeta, commit: bool| FinalizeKeyRequest { key: Some(key), commit };
+    let fin = |key: KeyMeta, commit: bool| FinalizeKeyRequest {
+        key: Some(key),
+        commit,
+        session_id: Vec::new(),
+    };
     refused(p2.finalize_key(fin(fake.clone(), true)).await, "inject");
     let (s, _) = c.api(2, "GET", "/v1/keys/injected", json!(null)).await;
     assert_eq!(s, 404, "the injected key is not listed");

@@ -376,6 +376,9 @@ where
     })
 }
 
+/// A dealer's sub-shares (with the commitments), by new identifier.
+type Dealt<C> = BTreeMap<Identifier<C>, SecretShare<C>>;
+
 /// Step 1 for a dealer: `split` of its old share among `new_ids` with
 /// threshold `t'` (`None` at a party that does not deal).
 fn deal<C: Ciphersuite, R: RngCore + CryptoRng>(
@@ -385,7 +388,7 @@ fn deal<C: Ciphersuite, R: RngCore + CryptoRng>(
     share: Option<&SigningShare<C>>,
     new_ids: &[Identifier<C>],
     rng: &mut R,
-) -> Result<Option<BTreeMap<Identifier<C>, SecretShare<C>>>, Error> {
+) -> Result<Option<Dealt<C>>, Error> {
     let Some(k) = roles.dealer_of(i) else {
         return Ok(None);
     };

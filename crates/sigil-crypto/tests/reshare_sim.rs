@@ -188,9 +188,12 @@ fn reconstructed<C: Ciphersuite>(shares: &[KeyPackage<C>]) -> VerifyingKey<C> {
     VerifyingKey::from(&sk)
 }
 
+/// (old t, old n, quorum, new committee, new t).
+type Case = (u16, u16, Vec<u16>, Vec<u16>, u16);
+
 async fn matrix(scheme: Scheme) {
     // (old t, old n, quorum, new committee, new t)
-    let plans: [(u16, u16, Vec<u16>, Vec<u16>, u16); 4] = [
+    let plans: [Case; 4] = [
         (2, 3, vec![0, 1, 2], vec![0, 1, 2], 2), // refresh
         (2, 3, vec![0, 2], vec![0, 1, 2, 3, 4], 3),
         (3, 5, vec![1, 3, 4], vec![4, 0, 2], 2),
