@@ -1398,20 +1398,29 @@ impl Node {
         derivation_path: &[u32],
         auth: &RequestAuth,
     ) -> Result<Signed, NodeError> {
-        let mut tries = 0;
+        // The pauses cover the commit's second phase (an old party adopts a
+        // later epoch only with every new party's activation).
+        let mut pauses = [0u64, 20, 100].into_iter();
         loop {
-            match self.sign_in_session(&key, message, derivation_path, auth).await {
-                Err(e)
-                    if tries < 3
-                        && self
-                            .adopt_later_epoch(&key.record.key_id, key.record.epoch, &e.nodes())
-                            .await =>
+            let e = match self.sign_in_session(&key, message, derivation_path, auth).await {
+                Err(e) => e,
+                ok => return ok,
+            };
+            let mut adopted = false;
+            for pause in pauses.by_ref() {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                if self
+                    .adopt_later_epoch(&key.record.key_id, key.record.epoch, &e.nodes())
+                    .await
                 {
-                    tries += 1;
-                    key = self.usable_key(&key.record.key_id, &auth.client).await?;
+                    adopted = true;
+                    break;
                 }
-                r => return r,
             }
+            if !adopted {
+                return Err(e);
+            }
+            key = self.usable_key(&key.record.key_id, &auth.client).await?;
         }
     }
 

@@ -645,11 +645,12 @@ impl Node {
         // move: fewer than t nodes cannot make it delete its share.
         attest::verify_transition(&local, record, |n| self.identities.get(&n).copied())
             .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
-        // A node outside the new committee (an old party about to delete its
-        // share) switches only once every new party has activated the epoch
+        // An old party outside the new committee (about to delete its share)
+        // switches only once every new party has activated the epoch
         // (tss-lib's lesson: never before the new committee's final
-        // acknowledgements).
-        if !record.parties.contains(&self.cfg.node_id) {
+        // acknowledgements). A node that holds no share only follows.
+        let me = self.cfg.node_id;
+        if local.parties.contains(&me) && !record.parties.contains(&me) {
             attest::verify_activations(record, |n| self.identities.get(&n).copied()).map_err(|e| {
                 forbid(&format!(
                     "epoch {} not confirmed by its committee yet: {e}",
