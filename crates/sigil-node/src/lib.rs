@@ -749,6 +749,11 @@ impl Node {
             None if record.parties.contains(&self.cfg.node_id) => {
                 Err(forbid("this node is a party of the key but holds no share of it"))
             }
+            // A later epoch of a key this node never knew: without the
+            // previous record its endorsements cannot be checked.
+            None if record.epoch > 0 => Err(forbid(
+                "a later epoch of a key unknown here is taken only by a party of it",
+            )),
             // Not a party: keep the attested metadata so this node can coordinate.
             None => self
                 .store

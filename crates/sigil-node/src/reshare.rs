@@ -109,7 +109,7 @@ impl Plan {
             parties: self.new_parties.clone(),
             threshold: self.threshold,
             public_package,
-            epoch: self.current.epoch + 1,
+            epoch: self.current.epoch.saturating_add(1),
             status: KeyStatus::Pending,
             attestations: Vec::new(),
             endorsements: Vec::new(),
@@ -612,7 +612,7 @@ impl Node {
                 return self.switch_epoch(record, None, pending.as_ref()).await.map(|()| true);
             }
             // One epoch at a time: the record must follow this node's own.
-            Some(l) if l.status == KeyStatus::Active && l.epoch + 1 == record.epoch => l,
+            Some(l) if l.status == KeyStatus::Active && l.epoch.checked_add(1) == Some(record.epoch) => l,
             // Already at a later epoch (another commit, or the catch-up,
             // came first): nothing to do.
             Some(l) if l.status == KeyStatus::Active && l.epoch >= record.epoch && record.epoch > 0 => {
@@ -648,9 +648,10 @@ impl Node {
         // An old party outside the new committee (about to delete its share)
         // switches only once every new party has activated the epoch
         // (tss-lib's lesson: never before the new committee's final
-        // acknowledgements). A node that holds no share only follows.
+        // acknowledgements). A node that holds no share waits the same way,
+        // so it never follows an epoch its committee did not take up.
         let me = self.cfg.node_id;
-        if local.parties.contains(&me) && !record.parties.contains(&me) {
+        if !record.parties.contains(&me) {
             attest::verify_activations(record, |n| self.identities.get(&n).copied()).map_err(|e| {
                 forbid(&format!(
                     "epoch {} not confirmed by its committee yet: {e}",
@@ -729,6 +730,9 @@ impl Node {
                 "key {}: parties must be distinct nodes of this cluster",
                 r.key_id
             )));
+        }
+        if r.epoch == u32::MAX {
+            return Err(SessionError::Invalid(format!("key {}: epoch out of range", r.key_id)));
         }
         if r.threshold == 0 || usize::from(r.threshold) > r.parties.len() {
             return Err(SessionError::Invalid(format!(
