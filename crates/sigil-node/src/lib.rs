@@ -1408,8 +1408,11 @@ impl Node {
         let mut pauses = [0u64, 20, 100].into_iter();
         loop {
             let e = match self.sign_in_session(&key, message, derivation_path, auth).await {
-                Err(e) => e,
-                ok => return ok,
+                // Signers at another epoch count as busy, which ends as
+                // "fewer than t reachable" (unavailable); a silent or lying
+                // signer is no reason to look for a later epoch.
+                Err(e @ NodeError::Session(SessionError::Unavailable { .. })) => e,
+                other => return other,
             };
             let mut adopted = false;
             for pause in pauses.by_ref() {

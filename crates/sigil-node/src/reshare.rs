@@ -751,7 +751,7 @@ impl Node {
     /// a coordinator behind its signers.
     pub(crate) async fn adopt_later_epoch(&self, key_id: &str, epoch: u32, peers: &[u16]) -> bool {
         for &peer in peers.iter().filter(|&&p| p != self.cfg.node_id).take(3) {
-            let Ok(Some(meta)) = self.peers.get_key_meta(peer, key_id, Duration::from_secs(2)).await else {
+            let Ok(Some(meta)) = self.peers.get_key_meta(peer, key_id, Duration::from_millis(500)).await else {
                 continue;
             };
             if meta.key_id != key_id || meta.epoch <= epoch {
