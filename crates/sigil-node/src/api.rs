@@ -567,14 +567,14 @@ async fn create_key(
         })
         .await
         .map_err(ApiError::internal)??;
-        return Ok((StatusCode::CREATED, Json(KeyView::from_record(&key))).into_response());
+        return Ok((StatusCode::CREATED, Json(crate::family::view_of(&key))).into_response());
     }
     let op = node.operations().start(&plan.key_id, plan.scheme.as_str())?;
     let (task_node, task_op) = (node.clone(), op.clone());
     tokio::spawn(async move {
         let _slot = slot;
         let r = keygen_audited(&task_node, &auth, plan, &task_op.progress).await;
-        task_op.finish(r.map(|k| KeyView::from_record(&k)));
+        task_op.finish(r.map(|k| crate::family::view_of(&k)));
     });
     let location = format!("/v1/operations/{}", op.id());
     Ok((
@@ -617,7 +617,7 @@ async fn get_operation(
 async fn list_keys(State(node): State<Arc<Node>>) -> Result<Json<KeyList>, ApiError> {
     let keys = node.store().list_keys().await?;
     Ok(Json(KeyList {
-        keys: keys.iter().map(KeyView::from_record).collect(),
+        keys: keys.iter().map(crate::family::view_of).collect(),
     }))
 }
 
@@ -632,7 +632,7 @@ async fn get_key(
 ) -> Result<Json<KeyView>, ApiError> {
     let key = node.loaded_key(&key_id).await?;
     let Some(path_text) = q.derivation_path else {
-        let mut view = KeyView::from_record(&key.record);
+        let mut view = crate::family::view_of(&key.record);
         view.history = node.store().key_history(&key_id).await.map_err(NodeError::from)?;
         return Ok(Json(view));
     };
@@ -640,7 +640,7 @@ async fn get_key(
         sigil_crypto::ecdsa::parse_derivation_path(&path_text).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut child = key.record.clone();
     child.public_key = node.derived_public_key(&key, &path)?;
-    let mut view = KeyView::from_record(&child);
+    let mut view = crate::family::view_of(&child);
     if view.xpub.is_some() {
         view.xpub = sigil_crypto::scheme::xpub(&key.record.public_package, &path).ok();
     }
@@ -745,7 +745,7 @@ async fn reshare_inner(
     refresh: bool,
 ) -> Result<Json<KeyView>, ApiError> {
     let record = node.reshare(key_id, req, refresh, auth).await?;
-    let mut view = KeyView::from_record(&record);
+    let mut view = crate::family::view_of(&record);
     view.history = node.store().key_history(key_id).await.map_err(NodeError::from)?;
     Ok(Json(view))
 }

@@ -115,10 +115,26 @@ fn verify_parties(
             .find(|a| a.node == party)
             .ok_or(AttestError::Missing(party))?;
         let key = identity_of(party).ok_or(AttestError::UnknownNode(party))?;
-        let sig = ed25519_dalek::Signature::from_slice(&a.signature).map_err(|_| AttestError::Invalid(party))?;
-        key.verify(bytes, &sig).map_err(|_| AttestError::Invalid(party))?;
+        if !signed_by(&key, bytes, a) {
+            return Err(AttestError::Invalid(party));
+        }
     }
     Ok(())
+}
+
+/// Whether `a.signature` is `key`'s Ed25519 signature over `bytes`.
+fn signed_by(key: &ed25519_dalek::VerifyingKey, bytes: &[u8], a: &Attestation) -> bool {
+    ed25519_dalek::Signature::from_slice(&a.signature).is_ok_and(|sig| key.verify(bytes, &sig).is_ok())
+}
+
+/// Whether `a` is a party of `k` signing that it holds and keeps its share
+/// of `k`'s epoch ([`sign_activation`]).
+pub fn activation_valid(
+    k: &KeyRecord,
+    a: &Attestation,
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> bool {
+    k.parties.contains(&a.node) && identity_of(a.node).is_some_and(|key| signed_by(&key, &activation_bytes(k), a))
 }
 
 /// Domain separation tag of an epoch transition endorsement.
@@ -161,9 +177,7 @@ pub fn verify_transition(
         if !prev.parties.contains(&a.node) {
             return Err(AttestError::NotAParty(a.node));
         }
-        let ok = identity_of(a.node).is_some_and(|key| {
-            ed25519_dalek::Signature::from_slice(&a.signature).is_ok_and(|sig| key.verify(&bytes, &sig).is_ok())
-        });
+        let ok = identity_of(a.node).is_some_and(|key| signed_by(&key, &bytes, a));
         if ok && !valid.contains(&a.node) {
             valid.push(a.node);
         }
@@ -180,7 +194,9 @@ pub fn verify_transition(
 /// Domain separation tag of an epoch activation.
 pub const ACTIVATION_DOMAIN: &[u8] = b"sigil/epoch-active/v1";
 
-/// The bytes a party signs when it activated the epoch of `k`:
+/// The bytes a party signs when it holds its share of the epoch of `k` and
+/// keeps it until the epoch completes (an acknowledged pending epoch, or
+/// the active one):
 /// `lp("sigil/epoch-active/v1")`, `lp(SHA-256(record_bytes(k)))`.
 pub fn activation_bytes(k: &KeyRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);

@@ -26,6 +26,7 @@ use crate::api::{CreateKeyRequest, DecryptRequest, SignRequest};
 use crate::auth::{Refusal, Role};
 use crate::error::SessionError;
 use crate::family::LoadedKey;
+use crate::proposal::Part;
 use crate::session::SessionSpec;
 use crate::Node;
 
@@ -109,11 +110,11 @@ impl Node {
     pub(crate) async fn authorize(
         &self,
         spec: &SessionSpec,
-        kind: &Kind,
+        part: &Part,
         auth: Option<&ClientAuthorization>,
         from_own_door: bool,
     ) -> Result<Option<Grant>, SessionError> {
-        if let Kind::Presign(p) = kind {
+        if let Part::Presign(p) = part {
             self.check_refiller(spec, &p.key_id).await?;
             return Ok(None);
         }
@@ -129,14 +130,16 @@ impl Node {
             jti: who.jti.clone(),
             policy: KeyPolicy::default(),
         };
-        let r = match kind {
-            Kind::Dkg(d) => self.check_dkg(spec, d, a, &who.client).map(|p| grant.policy = p),
-            Kind::Aux(_) => self.check_aux(spec, a).await,
-            Kind::Reshare(r) => {
+        let r = match part {
+            Part::Dkg { scheme, d } => self
+                .check_dkg(spec, *scheme, d, a, &who.client)
+                .map(|p| grant.policy = p),
+            Part::Aux(_) => self.check_aux(spec, a).await,
+            Part::Reshare(r) => {
                 let current = self.reshare_current(r).await?;
                 Self::check_reshare(&current, r, a, &who.client)
             }
-            Kind::Sign(s) => {
+            Part::Sign { s, .. } => {
                 // A store that cannot answer is not a refusal: the
                 // coordinator then tries a signer set without this node.
                 let mut key = self.cached_key(&s.key_id).await?;
@@ -159,10 +162,10 @@ impl Node {
                     None => Err(Refusal::Forbidden(format!("no active key {} here", s.key_id))),
                 }
             }
-            Kind::Presign(_) => Ok(()),
+            Part::Presign(_) => Ok(()),
         };
         r.map_err(|r| self.refused(r))?;
-        if matches!(kind, Kind::Dkg(_) | Kind::Aux(_)) {
+        if matches!(part, Part::Dkg { .. } | Part::Aux(_)) {
             who.require(Role::Create).map_err(|r| self.refused(r))?;
         }
         self.verifier
@@ -186,6 +189,7 @@ impl Node {
     fn check_dkg(
         &self,
         spec: &SessionSpec,
+        scheme: sigil_crypto::Scheme,
         d: &DkgProposal,
         a: &ClientAuthorization,
         client: &str,
@@ -200,7 +204,6 @@ impl Node {
         if req.label.unwrap_or_default() != d.label {
             return Err(mismatch("label"));
         }
-        let scheme: sigil_crypto::Scheme = d.scheme.parse().map_err(|_| mismatch("scheme"))?;
         let (bits, bound) = crate::family::of(scheme)
             .keygen_settings(spec.parties.len(), req.threshold, req.bits, req.prime_threshold)
             .map_err(|_| mismatch("key size"))?;

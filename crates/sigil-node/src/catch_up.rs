@@ -25,7 +25,7 @@
 //! `crate::reshare`): peers list each key with its epoch, and a key held
 //! here at an earlier epoch is switched to the peer's attested record (an
 //! old party that missed the commit then deletes its old share). Pending
-//! epochs older than [`crate::reshare::PENDING_EPOCH_TTL`] are committed
+//! epochs older than [`crate::epoch::PENDING_EPOCH_TTL`] are committed
 //! from a peer that has them, or deleted once every other node answers
 //! that none does.
 //!
@@ -80,81 +80,6 @@ pub struct CatchUp {
 /// (10 minutes for Paillier) and its commit or abort, which follow at once.
 pub const PENDING_TTL: Duration = Duration::from_secs(3600);
 
-/// The wire form of a key record.
-pub fn meta_of(k: &KeyRecord) -> KeyMeta {
-    KeyMeta {
-        key_id: k.key_id.clone(),
-        scheme: k.scheme.clone(),
-        threshold: u32::from(k.threshold),
-        parties: k.parties.iter().map(|&p| u32::from(p)).collect(),
-        public_key: k.public_key.clone(),
-        public_key_package: k.public_package.clone(),
-        epoch: k.epoch,
-        label: k.label.clone().unwrap_or_default(),
-        created_at: k.created_at,
-        policy: serde_json::to_string(&k.policy).unwrap_or_default(),
-        created_by: k.created_by.clone(),
-        create_jti: k.create_jti.clone(),
-        attestations: wire_attestations(&k.attestations),
-        endorsements: wire_attestations(&k.endorsements),
-        activations: wire_attestations(&k.activations),
-    }
-}
-
-fn wire_attestations(list: &[sigil_store::Attestation]) -> Vec<sigil_proto::peer::Attestation> {
-    list.iter()
-        .map(|a| sigil_proto::peer::Attestation {
-            node: u32::from(a.node),
-            signature: a.signature.clone(),
-        })
-        .collect()
-}
-
-/// A key record from its wire form, with `status`.
-///
-/// # Errors
-/// `Invalid` for out-of-range numbers or a policy that does not parse.
-pub fn record_of(meta: &KeyMeta, status: KeyStatus) -> Result<KeyRecord, SessionError> {
-    let small =
-        |x: u32, what: &str| u16::try_from(x).map_err(|_| SessionError::Invalid(format!("{what} out of range")));
-    let parties = meta
-        .parties
-        .iter()
-        .map(|&p| small(p, "party"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let attestations_of = |list: &[sigil_proto::peer::Attestation]| {
-        list.iter()
-            .map(|a| {
-                Ok(sigil_store::Attestation {
-                    node: small(a.node, "attesting node")?,
-                    signature: a.signature.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, SessionError>>()
-    };
-    let attestations = attestations_of(&meta.attestations)?;
-    let endorsements = attestations_of(&meta.endorsements)?;
-    let activations = attestations_of(&meta.activations)?;
-    Ok(KeyRecord {
-        key_id: meta.key_id.clone(),
-        scheme: meta.scheme.clone(),
-        threshold: small(meta.threshold, "threshold")?,
-        parties,
-        public_key: meta.public_key.clone(),
-        public_package: meta.public_key_package.clone(),
-        epoch: meta.epoch,
-        label: (!meta.label.is_empty()).then(|| meta.label.clone()),
-        created_at: meta.created_at,
-        status,
-        policy: serde_json::from_str(&meta.policy).map_err(|e| SessionError::Invalid(format!("policy: {e}")))?,
-        created_by: meta.created_by.clone(),
-        create_jti: meta.create_jti.clone(),
-        attestations,
-        endorsements,
-        activations,
-    })
-}
-
 impl Node {
     /// Ids of the active keys held here with their epochs, sorted by id,
     /// strictly after `after`, at most `limit` (0 or above [`PAGE`]:
@@ -181,7 +106,7 @@ impl Node {
             .await
             .map_err(SessionError::from)?
             .filter(|k| k.status == KeyStatus::Active)
-            .map(|k| meta_of(&k)))
+            .map(|k| crate::records::meta_of(&k)))
     }
 
     /// One catch-up pass over every reachable peer (see the module docs),
@@ -220,7 +145,9 @@ impl Node {
             }
         }
         self.collect_stale_pending(&mut done).await;
-        self.collect_stale_epochs(&mut done).await;
+        let settled = self.settle_pending_epochs().await;
+        done.activated += settled.activated;
+        done.deleted += settled.deleted;
         if done != CatchUp::default() {
             tracing::info!(
                 activated = done.activated,
@@ -382,49 +309,6 @@ impl Node {
             done.registered += 1;
         }
         Ok(())
-    }
-}
-
-impl Node {
-    /// Settles the pending epochs older than
-    /// [`crate::reshare::PENDING_EPOCH_TTL`] (reshares whose commit or
-    /// abort this node missed): a peer holding the key at that epoch or
-    /// later brings its attested record (the commit); when every other
-    /// node answers and none does, the pending epoch is deleted.
-    async fn collect_stale_epochs(&self, done: &mut CatchUp) {
-        let ttl = i64::try_from(crate::reshare::PENDING_EPOCH_TTL.as_secs()).unwrap_or(i64::MAX);
-        let stale = match self
-            .store
-            .list_pending_epochs(crate::now_unix().saturating_sub(ttl))
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "catch-up: cannot list pending epochs");
-                return;
-            }
-        };
-        'epochs: for (key_id, epoch) in stale {
-            for peer in self.cfg.node_ids().into_iter().filter(|&p| p != self.cfg.node_id) {
-                match self.peers.get_key_meta(peer, &key_id, PEER_TIMEOUT).await {
-                    Ok(Some(meta)) if meta.epoch >= epoch => {
-                        if let Err(e) = self.catch_up_key(peer, &key_id, meta.epoch, done, PEER_TIMEOUT).await {
-                            tracing::warn!(peer, key_id, error = %e, "catch-up: pending epoch kept");
-                        }
-                        continue 'epochs;
-                    }
-                    Ok(_) => {}
-                    Err(_) => continue 'epochs,
-                }
-            }
-            match self.store.delete_pending_epoch(&key_id, epoch).await {
-                Ok(_) => {
-                    tracing::info!(key_id, epoch, "catch-up: deleted a pending epoch no node activated");
-                    done.deleted += 1;
-                }
-                Err(e) => tracing::warn!(key_id, error = %e, "catch-up: cannot delete a pending epoch"),
-            }
-        }
     }
 }
 

@@ -33,6 +33,8 @@ pub struct InProcessHub {
     nodes: Mutex<HashMap<u16, Weak<Node>>>,
     cut_off: Mutex<HashSet<u16>>,
     tamper: Mutex<HashMap<u16, Tamper>>,
+    /// Nodes whose `FinalizeKey` calls are lost on the way.
+    no_finalize: Mutex<HashSet<u16>>,
 }
 
 impl InProcessHub {
@@ -59,6 +61,18 @@ impl InProcessHub {
     pub fn cut_off(&self, id: u16, cut: bool) {
         let mut c = self.cut_off.lock().unwrap_or_else(|p| p.into_inner());
         if cut {
+            c.insert(id);
+        } else {
+            c.remove(&id);
+        }
+    }
+
+    /// Loses every `FinalizeKey` sent to node `id` (`true`) or delivers
+    /// them again: a commit that does not reach a node while its sessions
+    /// do.
+    pub fn lose_finalize(&self, id: u16, lose: bool) {
+        let mut c = self.no_finalize.lock().unwrap_or_else(|p| p.into_inner());
+        if lose {
             c.insert(id);
         } else {
             c.remove(&id);
@@ -146,6 +160,15 @@ impl Transport for InProcess {
     }
 
     async fn finalize_key(&self, to: u16, r: FinalizeKeyRequest, timeout: Duration) -> Result<Vec<u8>, SessionError> {
+        let lost = self
+            .hub
+            .no_finalize
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&to);
+        if lost {
+            return Err(status_session_error(to, &Status::unavailable("FinalizeKey lost")));
+        }
         self.call(to, timeout, |h| h.finalize_key(r))
             .await
             .map(|r| r.activation)
@@ -183,9 +206,16 @@ impl Transport for InProcess {
             .map_err(|s| status_session_error(to, &s))
     }
 
-    async fn get_key_meta(&self, to: u16, key_id: &str, timeout: Duration) -> Result<Option<KeyMeta>, SessionError> {
+    async fn key_meta(
+        &self,
+        to: u16,
+        key_id: &str,
+        pending: bool,
+        timeout: Duration,
+    ) -> Result<Option<KeyMeta>, SessionError> {
         let r = GetKeyMetaRequest {
             key_id: key_id.to_string(),
+            pending,
         };
         match self.call(to, timeout, |h| h.get_key_meta(r)).await {
             Ok(meta) => Ok(Some(meta)),

@@ -137,14 +137,20 @@ impl Handler {
             .map_err(|e| session_status(&e))
     }
 
-    /// `GetKeyMeta`: the public metadata of an active key.
+    /// `GetKeyMeta`: the public metadata of an active key, or (`pending`)
+    /// of this node's acknowledged pending epoch of it.
     ///
     /// # Errors
-    /// `NotFound` when this node holds no such active key.
+    /// `NotFound` when this node holds no such key (or epoch).
     pub async fn get_key_meta(self, r: GetKeyMetaRequest) -> Result<KeyMeta, Status> {
-        match self.node.active_key_meta(&r.key_id).await {
+        let meta = if r.pending {
+            self.node.acked_epoch_meta(&r.key_id).await
+        } else {
+            self.node.active_key_meta(&r.key_id).await
+        };
+        match meta {
             Ok(Some(meta)) => Ok(meta),
-            Ok(None) => Err(Status::not_found(format!("no active key {:?}", r.key_id))),
+            Ok(None) => Err(Status::not_found(format!("no such key or epoch {:?}", r.key_id))),
             Err(e) => Err(session_status(&e)),
         }
     }

@@ -14,36 +14,41 @@
 //!    runs its roles, and each new party stores its new share as the key's
 //!    *pending* epoch `e + 1` and signs the new record.
 //! 4. The coordinator checks every new party's attestation over the same
-//!    record, then sends the attested record to every node (`FinalizeKey`).
-//!    A node switches only on a record attested by every new party (its own
-//!    config's identity keys), at exactly its epoch + 1, and (as a new
-//!    party) equal to its own pending record: then, in one store
-//!    transaction, the new share becomes the key's share and the epoch-`e`
-//!    share, the key's presignatures and the pending row are deleted.
-//!    Epoch `e` signs until then; old parties delete their share only on
-//!    the attested record of `e + 1` (tss-lib's lesson: never before the
-//!    new committee's acknowledgements).
-//! 5. On failure the coordinator tells every party to delete its pending
-//!    epoch; epoch `e` stays active everywhere.
+//!    record and the quorum's endorsements of the move, then commits in two
+//!    phases (`crate::epoch`). Phase 1: each new party, on the attested
+//!    record equal to its own pending one, *acknowledges* it (stores the
+//!    attested record with its share, and from then on never deletes it:
+//!    no abort, no sweep, no other reshare) and answers with its
+//!    activation. Phase 2, with every activation: every node switches in
+//!    one store transaction (the new share becomes the key's; the epoch-`e`
+//!    share, the key's presignatures and the pending row are deleted).
+//!    Epoch `e` signs until then; no node deletes an epoch-`e` share before
+//!    every new party promised to keep its epoch-`e + 1` share (tss-lib's
+//!    lesson), and a coordinator cannot split the committee by committing
+//!    to some and aborting others. A coordinator that stops between the
+//!    phases leaves the epoch acknowledged: any node holding it completes
+//!    the commit from its catch-up pass.
+//! 5. On failure before phase 1 the coordinator tells every party to delete
+//!    its pending epoch; epoch `e` stays active everywhere.
 //!
 //! | peer call | who may send it | what the receiver verifies |
 //! |---|---|---|
 //! | `RunSession` reshare | any node | the record of the current epoch carries every party's attestation (own config's identity keys) and equals this node's own record if it has one; the client's token (signature, `aud`, lifetime, `jti`) for `POST /v1/keys/{key_id}/reshare` with this committee and threshold, or `/refresh` with the current ones; the client in the record's `admin` policy; the quorum is at least `t` distinct old parties, the new committee distinct configured nodes, `2 <= t' <= n'`, the session parties exactly their union |
-//! | `FinalizeKey` commit, a later epoch | any node (the coordinator, or a peer in the catch-up pass) | every new party's attestation of the record; same key id, scheme, public key, policy and creator as the active record of an earlier epoch here; a new party's own pending record equal to it |
-//! | `FinalizeKey` abort, pending epoch | the reshare's coordinator | a pending epoch of that key here, never the active one |
-
-use std::time::Duration;
+//! | `FinalizeKey` commit, a later epoch | any node (the coordinator, or a peer in the catch-up pass) | every new party's attestation of the record; the endorsements of `t` parties of this node's own epoch (`attest::verify_transition`); same key id, scheme, public key, policy and creator as the active record of the earlier epoch here. Then: with every new party's activation, the switch; without, a new party's acknowledgement of its own pending record equal to it, and a refusal at any other node |
+//! | `FinalizeKey` abort, pending epoch | the reshare's coordinator | a pending epoch of that key here made by the named session, not acknowledged; never the active one |
+//! | `GetKeyMeta` with `pending` | any node | nothing (public data): the acknowledged pending record with this node's activation |
 
 use sigil_crypto::reshare::Roles;
+use sigil_crypto::SessionId;
 use sigil_proto::peer::session_proposal::Kind;
 use sigil_proto::peer::{ClientAuthorization, ReshareProposal, SessionOutcome};
-use sigil_store::{EpochEntry, KeyRecord, KeyStatus};
+use sigil_store::{KeyRecord, KeyStatus};
 
 use crate::auth::Refusal;
 use crate::error::{NodeError, SessionError};
 use crate::family::LoadedKey;
 use crate::session::SessionSpec;
-use crate::{attest, catch_up, internal, now_unix, Node, RequestAuth};
+use crate::{attest, internal, now_unix, records, Node, RequestAuth};
 
 /// `POST /v1/keys/{key_id}/reshare` body: the new committee (node ids, in
 /// new key order) and threshold. `/refresh` takes `{}`.
@@ -250,7 +255,7 @@ impl Node {
     async fn run_reshare(&self, plan: &Plan, auth: &ClientAuthorization) -> Result<KeyRecord, NodeError> {
         let session = plan.session();
         let kind = Kind::Reshare(ReshareProposal {
-            current: Some(catch_up::meta_of(&plan.current)),
+            current: Some(records::meta_of(&plan.current)),
             quorum: plan.quorum.iter().map(|&n| u32::from(n)).collect(),
             new_parties: plan.new_parties.iter().map(|&n| u32::from(n)).collect(),
             threshold: u32::from(plan.threshold),
@@ -277,17 +282,8 @@ impl Node {
                 .collect::<Vec<_>>(),
         );
         match attested {
-            Ok(mut record) => {
-                // Phase 1: the new committee activates and acknowledges;
-                // phase 2: with every acknowledgement, everyone else
-                // switches (old parties delete their shares only then).
-                record.activations = self.activate_committee(&record).await;
-                if let Err(e) = attest::verify_activations(&record, |n| self.identities.get(&n).copied()) {
-                    tracing::warn!(key_id = record.key_id, error = %e,
-                        "not every new party activated; old parties keep their shares until they catch up");
-                }
-                self.finalize_everywhere(&everyone, catch_up::meta_of(&record), true, &[])
-                    .await;
+            Ok(record) => {
+                let record = self.commit_epoch(&record).await?;
                 metrics::histogram!("sigil_reshare_seconds", "scheme" => record.scheme.clone())
                     .record(started.elapsed().as_secs_f64());
                 tracing::info!(key_id = record.key_id, epoch = record.epoch, parties = ?record.parties, threshold = record.threshold, "key reshared");
@@ -303,7 +299,7 @@ impl Node {
                 // arrives late never deletes a later attempt's epoch.
                 let abandoned = plan.next_record(Vec::new());
                 let req = sigil_proto::peer::FinalizeKeyRequest {
-                    key: Some(catch_up::meta_of(&abandoned)),
+                    key: Some(records::meta_of(&abandoned)),
                     commit: false,
                     session_id: run.session_id.to_vec(),
                 };
@@ -312,35 +308,6 @@ impl Node {
                 Err(NodeError::from(e))
             }
         }
-    }
-
-    /// Phase 1 of a commit: sends the attested record to every new party
-    /// and returns the activations they answer with (each checked later,
-    /// with the others, by `attest::verify_activations`).
-    async fn activate_committee(&self, record: &KeyRecord) -> Vec<sigil_store::Attestation> {
-        let req = sigil_proto::peer::FinalizeKeyRequest {
-            key: Some(catch_up::meta_of(record)),
-            commit: true,
-            session_id: Vec::new(),
-        };
-        let calls = record.parties.iter().map(|&node| {
-            let req = req.clone();
-            async move {
-                let r = if node == self.cfg.node_id {
-                    self.finalize_key_acked(None, req).await
-                } else {
-                    self.peers.finalize_key(node, req, Duration::from_secs(5)).await
-                };
-                match r {
-                    Ok(ack) => Some(attest::attestation(node, ack)),
-                    Err(e) => {
-                        tracing::warn!(node, error = %e, "a new party did not activate the epoch");
-                        None
-                    }
-                }
-            }
-        });
-        futures::future::join_all(calls).await.into_iter().flatten().collect()
     }
 
     /// The new epoch's record from the session's outcomes: every new party
@@ -428,7 +395,7 @@ impl Node {
             .current
             .as_ref()
             .ok_or_else(|| SessionError::Invalid("no current record".into()))?;
-        let current = catch_up::record_of(meta, KeyStatus::Active)?;
+        let current = records::record_of(meta, KeyStatus::Active)?;
         self.check_shape(&current)?;
         attest::verify_all(&current, |n| self.identities.get(&n).copied())
             .map_err(|e| self.refused(Refusal::Forbidden(format!("current record not attested: {e}"))))?;
@@ -476,13 +443,10 @@ impl Node {
         Ok(())
     }
 
-    /// This node's part of a reshare session (see the module docs).
-    pub(crate) async fn reshare_part(
-        &self,
-        spec: SessionSpec,
-        r: ReshareProposal,
-    ) -> Result<SessionOutcome, SessionError> {
-        let current = self.reshare_current(&r).await?;
+    /// The plan a reshare proposal `r` describes, checked against this
+    /// node's own record of the key and the session's parties.
+    async fn checked_plan(&self, spec: &SessionSpec, r: &ReshareProposal) -> Result<Plan, SessionError> {
+        let current = self.reshare_current(r).await?;
         let small = |x: &u32| u16::try_from(*x).map_err(|_| SessionError::Invalid(format!("node {x} out of range")));
         let plan = Plan {
             quorum: r.quorum.iter().map(small).collect::<Result<_, _>>()?,
@@ -509,26 +473,40 @@ impl Node {
                 "session parties are not quorum and committee".into(),
             ));
         }
+        Ok(plan)
+    }
+
+    /// One reshare of a key at a time: a fresh or acknowledged pending
+    /// epoch of another session than `session_id` is never overwritten
+    /// (`Busy`).
+    async fn refuse_other_pending(&self, key_id: &str, session_id: &SessionId) -> Result<(), SessionError> {
+        let Some((p, session)) = self.store.pending_epoch_of(key_id).await.map_err(SessionError::from)? else {
+            return Ok(());
+        };
+        let fresh = now_unix().saturating_sub(p.created_at)
+            < i64::try_from(crate::epoch::PENDING_EPOCH_TTL.as_secs()).unwrap_or(i64::MAX);
+        // An acknowledged epoch is kept until it completes, at any age.
+        let kept = fresh || !p.attestations.is_empty();
+        if kept && session != hex::encode(session_id) {
+            return Err(SessionError::Busy {
+                node: self.cfg.node_id,
+                reason: format!("another reshare of key {} is pending here", p.key_id),
+            });
+        }
+        Ok(())
+    }
+
+    /// This node's part of a reshare session (see the module docs).
+    pub(crate) async fn reshare_part(
+        &self,
+        spec: SessionSpec,
+        r: ReshareProposal,
+    ) -> Result<SessionOutcome, SessionError> {
+        let plan = self.checked_plan(&spec, &r).await?;
         let roles = plan.roles(&spec.parties);
         let key = LoadedKey::new(plan.current.clone()).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let (coordinator, session_id) = (spec.coordinator, spec.id);
-        // One reshare of a key at a time: a fresh pending epoch of another
-        // session is never overwritten.
-        if let Some((p, session)) = self
-            .store
-            .pending_epoch_of(&plan.current.key_id)
-            .await
-            .map_err(SessionError::from)?
-        {
-            let fresh = now_unix().saturating_sub(p.created_at)
-                < i64::try_from(PENDING_EPOCH_TTL.as_secs()).unwrap_or(i64::MAX);
-            if fresh && session != hex::encode(session_id) {
-                return Err(SessionError::Busy {
-                    node: self.cfg.node_id,
-                    reason: format!("another reshare of key {} is pending here", p.key_id),
-                });
-            }
-        }
+        self.refuse_other_pending(&plan.current.key_id, &session_id).await?;
         // The current share of an old party (a dealer deals it; an ECDSA key
         // made before its record listed the verifying shares needs it too).
         let old_share = if plan.current.parties.contains(&self.cfg.node_id) {
@@ -565,215 +543,6 @@ impl Node {
         }
         Ok(outcome)
     }
-
-    /// `FinalizeKey` for a record of a key's next epoch (see the module
-    /// table). `Ok(false)`: the record is not an epoch switch here. An
-    /// abort (`commit` false) deletes the pending epoch only when it was
-    /// made by `session_id` (when given).
-    pub(crate) async fn finalize_epoch(
-        &self,
-        record: &KeyRecord,
-        commit: bool,
-        from_coordinator: bool,
-        session_id: &[u8],
-    ) -> Result<bool, SessionError> {
-        let local = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
-        let pending_of = self
-            .store
-            .pending_epoch_of(&record.key_id)
-            .await
-            .map_err(SessionError::from)?;
-        let forbid = |m: &str| self.refused(Refusal::Forbidden(m.to_string()));
-        if !commit {
-            let Some((p, session)) = pending_of.filter(|(p, _)| p.epoch == record.epoch) else {
-                return Ok(false);
-            };
-            if !from_coordinator {
-                return Err(forbid("only the reshare's coordinator may abort it"));
-            }
-            if !session_id.is_empty() && hex::encode(session_id) != session {
-                tracing::info!(
-                    key_id = p.key_id,
-                    "reshare abort of an earlier attempt; the pending epoch is kept"
-                );
-                return Ok(true);
-            }
-            self.store
-                .delete_pending_epoch(&p.key_id, p.epoch)
-                .await
-                .map_err(SessionError::from)?;
-            self.forget_dkg(&p.key_id);
-            return Ok(true);
-        }
-        let pending = pending_of.map(|(p, _)| p);
-        let local = match local {
-            // A node new to the key: its pending share makes it one.
-            None if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) => {
-                return self.switch_epoch(record, None, pending.as_ref()).await.map(|()| true);
-            }
-            // One epoch at a time: the record must follow this node's own.
-            Some(l) if l.status == KeyStatus::Active && l.epoch.checked_add(1) == Some(record.epoch) => l,
-            // Already at a later epoch (another commit, or the catch-up,
-            // came first): nothing to do.
-            Some(l) if l.status == KeyStatus::Active && l.epoch >= record.epoch && record.epoch > 0 => {
-                let same = attest::record_bytes(&l) == attest::record_bytes(record);
-                // The second phase of the commit brings every party's
-                // activation: keep it (peers catching up need it).
-                if same
-                    && l.activations.is_empty()
-                    && !record.activations.is_empty()
-                    && attest::verify_activations(record, |n| self.identities.get(&n).copied()).is_ok()
-                {
-                    self.store
-                        .set_activations(&record.key_id, record.epoch, &record.activations)
-                        .await
-                        .map_err(SessionError::from)?;
-                }
-                return Ok(same || l.epoch > record.epoch);
-            }
-            _ => return Ok(false),
-        };
-        let same_key = local.scheme == record.scheme
-            && local.public_key == record.public_key
-            && local.policy == record.policy
-            && local.created_by == record.created_by
-            && local.create_jti == record.create_jti;
-        if !same_key {
-            return Err(forbid("the next epoch's record names another key"));
-        }
-        // At least t of this node's own committee endorsed exactly this
-        // move: fewer than t nodes cannot make it delete its share.
-        attest::verify_transition(&local, record, |n| self.identities.get(&n).copied())
-            .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
-        // An old party outside the new committee (about to delete its share)
-        // switches only once every new party has activated the epoch
-        // (tss-lib's lesson: never before the new committee's final
-        // acknowledgements). A node that holds no share waits the same way,
-        // so it never follows an epoch its committee did not take up.
-        let me = self.cfg.node_id;
-        if !record.parties.contains(&me) {
-            attest::verify_activations(record, |n| self.identities.get(&n).copied()).map_err(|e| {
-                forbid(&format!(
-                    "epoch {} not confirmed by its committee yet: {e}",
-                    record.epoch
-                ))
-            })?;
-        }
-        self.switch_epoch(record, Some(&local), pending.as_ref())
-            .await
-            .map(|()| true)
-    }
-
-    /// Activates the attested `record` of the next epoch (after `local`).
-    async fn switch_epoch(
-        &self,
-        record: &KeyRecord,
-        local: Option<&KeyRecord>,
-        pending: Option<&KeyRecord>,
-    ) -> Result<(), SessionError> {
-        if record.parties.contains(&self.cfg.node_id) {
-            let mine = pending.filter(|p| p.epoch == record.epoch);
-            if mine.map(attest::record_bytes) != Some(attest::record_bytes(record)) {
-                return Err(self.refused(Refusal::Forbidden(
-                    "this node is a new party but holds no pending share of this record".into(),
-                )));
-            }
-        }
-        let retired = local.map(|l| EpochEntry {
-            epoch: l.epoch,
-            threshold: l.threshold,
-            parties: l.parties.clone(),
-            record_hash: attest::record_hash(l),
-            started_at: l.created_at,
-            ended_at: now_unix(),
-        });
-        let mut next = record.clone();
-        next.status = KeyStatus::Active;
-        next.created_at = now_unix();
-        let me = self.cfg.node_id;
-        let switched = self
-            .store
-            .activate_epoch(&next, retired.as_ref(), record.parties.contains(&me).then_some(me))
-            .await
-            .map_err(SessionError::from)?;
-        self.forget_dkg(&record.key_id);
-        if switched {
-            // Replace, not remove: a lookup that read the old record from
-            // the store before the switch then finds this entry instead of
-            // caching the old one.
-            let loaded = crate::family::LoadedKey::new(next).map_err(|e| internal(e.to_string()))?;
-            self.keys
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(record.key_id.clone(), std::sync::Arc::new(loaded));
-            metrics::counter!("sigil_epoch_switches_total").increment(1);
-            tracing::info!(key_id = record.key_id, epoch = record.epoch, "key epoch switched");
-        }
-        Ok(())
-    }
-}
-
-impl Node {
-    /// Checks the shape of a key record a peer sent, before any signature
-    /// is verified: distinct parties, each a node of this cluster, and
-    /// `1 <= t <= n` (so a record with a million parties costs nothing).
-    ///
-    /// # Errors
-    /// [`SessionError::Invalid`] naming the problem.
-    pub(crate) fn check_shape(&self, r: &KeyRecord) -> Result<(), SessionError> {
-        let cluster = self.cfg.node_ids();
-        let mut sorted = r.parties.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != r.parties.len() || r.parties.iter().any(|p| !cluster.contains(p)) {
-            return Err(SessionError::Invalid(format!(
-                "key {}: parties must be distinct nodes of this cluster",
-                r.key_id
-            )));
-        }
-        if r.epoch == u32::MAX {
-            return Err(SessionError::Invalid(format!("key {}: epoch out of range", r.key_id)));
-        }
-        if r.threshold == 0 || usize::from(r.threshold) > r.parties.len() {
-            return Err(SessionError::Invalid(format!(
-                "key {}: threshold out of range",
-                r.key_id
-            )));
-        }
-        Ok(())
-    }
-
-    /// Adopts a later epoch of `key_id` (held here at `epoch`) from the
-    /// first of `peers` that has one: its attested record goes through the
-    /// checks of a commit. Returns whether this node switched. Used when a
-    /// signing session meets the switch window of a reshare (the commit
-    /// reaches nodes one by one): a participant behind the coordinator, or
-    /// a coordinator behind its signers.
-    pub(crate) async fn adopt_later_epoch(&self, key_id: &str, epoch: u32, peers: &[u16]) -> bool {
-        for &peer in peers.iter().filter(|&&p| p != self.cfg.node_id).take(3) {
-            let Ok(Some(meta)) = self.peers.get_key_meta(peer, key_id, Duration::from_millis(500)).await else {
-                continue;
-            };
-            if meta.key_id != key_id || meta.epoch <= epoch {
-                continue;
-            }
-            let req = sigil_proto::peer::FinalizeKeyRequest {
-                key: Some(meta),
-                commit: true,
-                session_id: Vec::new(),
-            };
-            if let Err(e) = self.finalize_key(None, req).await {
-                tracing::warn!(peer, key_id, error = %e, "a later epoch from a peer was not adopted");
-            }
-            // Switched by this call or by the commit arriving meanwhile.
-            if let Ok(Some(k)) = self.store.get_key(key_id).await {
-                if k.epoch > epoch {
-                    return true;
-                }
-            }
-        }
-        false
-    }
 }
 
 /// The reshare request `a` signs for key `key_id`, and whether it is a
@@ -796,7 +565,3 @@ pub(crate) fn parse_reshare(a: &ClientAuthorization, key_id: &str) -> Option<(Re
     };
     Some((req, refresh))
 }
-
-/// How long a reshare's pending epoch may wait for its commit before the
-/// catch-up pass deletes it.
-pub const PENDING_EPOCH_TTL: Duration = Duration::from_secs(600);

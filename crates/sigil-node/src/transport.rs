@@ -88,7 +88,29 @@ pub trait Transport: Send + Sync + 'static {
 
     /// `GetKeyMeta`: the public metadata of `to`'s active key `key_id`;
     /// `None` when `to` holds no such active key.
-    async fn get_key_meta(&self, to: u16, key_id: &str, timeout: Duration) -> Result<Option<KeyMeta>, SessionError>;
+    async fn get_key_meta(&self, to: u16, key_id: &str, timeout: Duration) -> Result<Option<KeyMeta>, SessionError> {
+        self.key_meta(to, key_id, false, timeout).await
+    }
+
+    /// `GetKeyMeta` with `pending`: node `to`'s acknowledged pending epoch
+    /// of `key_id` (`None`: it holds none).
+    async fn get_pending_epoch(
+        &self,
+        to: u16,
+        key_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<KeyMeta>, SessionError> {
+        self.key_meta(to, key_id, true, timeout).await
+    }
+
+    /// `GetKeyMeta` as asked (`pending`), `NotFound` mapped to `None`.
+    async fn key_meta(
+        &self,
+        to: u16,
+        key_id: &str,
+        pending: bool,
+        timeout: Duration,
+    ) -> Result<Option<KeyMeta>, SessionError>;
 }
 
 /// Lazily connected mTLS clients, one per other node.
@@ -194,9 +216,16 @@ impl Transport for PeerClients {
             .map_err(|s| status_session_error(to, &s))
     }
 
-    async fn get_key_meta(&self, to: u16, key_id: &str, timeout: Duration) -> Result<Option<KeyMeta>, SessionError> {
+    async fn key_meta(
+        &self,
+        to: u16,
+        key_id: &str,
+        pending: bool,
+        timeout: Duration,
+    ) -> Result<Option<KeyMeta>, SessionError> {
         let req = GetKeyMetaRequest {
             key_id: key_id.to_string(),
+            pending,
         };
         match self.client(to)?.get_key_meta(request(req, timeout)).await {
             Ok(r) => Ok(Some(r.into_inner())),

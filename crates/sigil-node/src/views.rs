@@ -3,10 +3,8 @@
 //! creations) and the API both use it without depending on each other.
 
 use serde::{Deserialize, Serialize};
-use sigil_crypto::Scheme;
 use sigil_store::KeyRecord;
 
-use crate::family::ViewExtras;
 use utoipa::ToSchema;
 
 /// A key as the API shows it.
@@ -71,16 +69,26 @@ pub struct KeyView {
     pub history: Vec<sigil_store::EpochEntry>,
 }
 
+/// What the API shows of a key beyond its record.
+#[derive(Debug, Clone, Default)]
+pub struct ViewExtras {
+    /// The public key as text (hex for the signing schemes; Paillier: `N`
+    /// in decimal).
+    pub public_key: String,
+    /// Paillier: `N` in decimal.
+    pub n: Option<String>,
+    /// PEM SubjectPublicKeyInfo of the public key, where one exists.
+    pub public_key_pem: Option<String>,
+    /// `ecdsa-secp256k1`: the EIP-55 Ethereum address.
+    pub ethereum_address: Option<String>,
+    /// `ecdsa-secp256k1`: the BIP-32 `xpub` of the key.
+    pub xpub: Option<String>,
+}
+
 impl KeyView {
-    /// The view of `k`.
-    pub fn from_record(k: &KeyRecord) -> Self {
-        let x = match k.scheme.parse::<Scheme>() {
-            Ok(scheme) => crate::family::of(scheme).view_extras(scheme, k),
-            Err(_) => ViewExtras {
-                public_key: hex::encode(&k.public_key),
-                ..ViewExtras::default()
-            },
-        };
+    /// The view of `k` with what its family adds (`extras`; see
+    /// `crate::family::view_of`, which picks them).
+    pub fn new(k: &KeyRecord, x: ViewExtras) -> Self {
         KeyView {
             key_id: k.key_id.clone(),
             scheme: k.scheme.clone(),

@@ -684,13 +684,14 @@ async fn a_late_abort_keeps_a_later_attempts_epoch() {
     let mut next = key.clone();
     next.epoch = 1;
     next.status = sigil_store::KeyStatus::Pending;
+    next.attestations.clear();
     let store = c.nodes[1].store();
     store
         .put_pending_epoch(&next, &hex::encode([0xaa; 32]), 1, Some(b"share of attempt 2"))
         .await
         .unwrap();
     let abort = |session: [u8; 32]| sigil_proto::peer::FinalizeKeyRequest {
-        key: Some(sigil_node::catch_up::meta_of(&next)),
+        key: Some(sigil_node::records::meta_of(&next)),
         commit: false,
         session_id: session.to_vec(),
     };
@@ -728,7 +729,7 @@ async fn one_node_cannot_move_a_key_away_from_the_others() {
         sigil_node::attest::sign_transition(&c.identities[2], &key, &forged),
     )];
     let req = sigil_proto::peer::FinalizeKeyRequest {
-        key: Some(sigil_node::catch_up::meta_of(&forged)),
+        key: Some(sigil_node::records::meta_of(&forged)),
         commit: true,
         session_id: Vec::new(),
     };
@@ -755,7 +756,7 @@ async fn one_node_cannot_move_a_key_away_from_the_others() {
         })
         .collect();
     let req = sigil_proto::peer::FinalizeKeyRequest {
-        key: Some(sigil_node::catch_up::meta_of(&forged)),
+        key: Some(sigil_node::records::meta_of(&forged)),
         commit: true,
         session_id: Vec::new(),
     };
@@ -765,5 +766,77 @@ async fn one_node_cannot_move_a_key_away_from_the_others() {
     let signed = c.sign(0, &key.key_id, b"still ours").await.unwrap();
     Scheme::FrostEd25519
         .verify(&key.public_key, b"still ours", &signed.signature)
+        .unwrap();
+}
+
+/// A coordinator cannot split a committee across epochs (3-of-4, where
+/// neither half could sign alone): when the commit reaches only some new
+/// parties, they acknowledge the next epoch but nobody switches, so every
+/// epoch-0 share is kept and the key signs; an abort of the acknowledged
+/// epoch is refused; and once the lost party is back, the catch-up pass of
+/// any acknowledging node completes the commit without the coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_reaches_some_parties_switches_nobody_and_completes_later() {
+    let c = cluster_with(4, |cfg| cfg.session_timeout_ms = 1500).await;
+    let key = c.create_key_on(0, Scheme::FrostEd25519, 3, &[0, 1, 2, 3]).await;
+    c.hub.lose_finalize(3, true);
+    let e = c.reshare(0, &key.key_id, "refresh", "{}").await.unwrap_err();
+    assert!(
+        e.nodes().contains(&3),
+        "names the party that did not acknowledge: {e:?}"
+    );
+    for (i, node) in c.nodes.iter().enumerate() {
+        let i = u16::try_from(i).unwrap();
+        assert_eq!(
+            node.active_key(&key.key_id).await.unwrap().epoch,
+            0,
+            "node {i} did not switch"
+        );
+        assert!(
+            node.store().get_share(&key.key_id, i, 0).await.unwrap().is_some(),
+            "node {i} keeps its share"
+        );
+        let (pending, _) = node.store().pending_epoch_of(&key.key_id).await.unwrap().unwrap();
+        assert_eq!(
+            pending.attestations.is_empty(),
+            i == 3,
+            "node {i} acknowledged (or not, 3)"
+        );
+    }
+    let signed = c.sign(1, &key.key_id, b"epoch 0 signs").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"epoch 0 signs", &signed.signature)
+        .unwrap();
+
+    // The coordinator's abort of the acknowledged epoch is refused.
+    let (pending, session) = c.nodes[1].store().pending_epoch_of(&key.key_id).await.unwrap().unwrap();
+    let abort = sigil_proto::peer::FinalizeKeyRequest {
+        key: Some(sigil_node::records::meta_of(&pending)),
+        commit: false,
+        session_id: hex::decode(session).unwrap(),
+    };
+    assert!(c.nodes[1].finalize_key(None, abort).await.is_err());
+    assert!(c.nodes[1].store().pending_epoch(&key.key_id).await.unwrap().is_some());
+
+    // Node 3 is reachable again: node 2's catch-up pass completes it.
+    c.hub.lose_finalize(3, false);
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    c.nodes[2].catch_up_keys().await;
+    for (i, node) in c.nodes.iter().enumerate() {
+        let i = u16::try_from(i).unwrap();
+        assert_eq!(
+            node.active_key(&key.key_id).await.unwrap().epoch,
+            1,
+            "node {i} switched"
+        );
+        assert!(
+            node.store().get_share(&key.key_id, i, 0).await.unwrap().is_none(),
+            "node {i} old share gone"
+        );
+        assert!(node.store().pending_epoch(&key.key_id).await.unwrap().is_none());
+    }
+    let signed = c.sign(3, &key.key_id, b"epoch 1 signs").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"epoch 1 signs", &signed.signature)
         .unwrap();
 }

@@ -63,6 +63,10 @@ pub trait Backend: Send + Sync + 'static {
     /// The pending epoch of a key: its number, record JSON and session.
     async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String, String)>, StoreError>;
 
+    /// Replaces the record JSON of pending epoch `epoch` of a key (its
+    /// share stays); whether there was one.
+    async fn set_pending_record(&self, key_id: &str, epoch: u32, record: &str) -> Result<bool, StoreError>;
+
     /// Deletes pending epoch `epoch` of a key and its share; whether there
     /// was one.
     async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError>;

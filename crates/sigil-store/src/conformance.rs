@@ -61,6 +61,7 @@ macro_rules! checks {
 checks!(
     schema_is_migrated,
     epochs_switch_atomically,
+    pending_epochs_are_acknowledged,
     pending_key_is_stored_not_listed,
     duplicate_key_id_conflicts,
     share_is_sealed_and_bound_to_party_and_epoch,
@@ -541,4 +542,31 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
         "no share of the failed epoch",
     )?;
     Ok(())
+}
+
+/// An acknowledgement stores the attested record of a pending epoch in
+/// place of the session's own, keeps the share and the session, and
+/// touches no other epoch.
+async fn pending_epochs_are_acknowledged(store: &Store) -> Result<(), StoreError> {
+    let mut next = sample_key("a1");
+    next.epoch = 1;
+    store.put_pending_epoch(&next, "s1", 2, Some(b"pending share")).await?;
+    let mut attested = next.clone();
+    attested.attestations = vec![crate::Attestation {
+        node: 2,
+        signature: vec![7; 64],
+    }];
+    let mut other = attested.clone();
+    other.epoch = 2;
+    check(!store.ack_pending_epoch(&other).await?, "no pending epoch 2")?;
+    check(store.ack_pending_epoch(&attested).await?, "acknowledged")?;
+    check(
+        store.pending_epoch_of("a1").await? == Some((attested, "s1".to_string())),
+        "attested record and session read back",
+    )?;
+    check(store.get_share("a1", 2, 1).await?.is_none(), "the share stays pending")?;
+    check(
+        store.list_pending_epochs(i64::MAX).await? == vec![("a1".to_string(), 1)],
+        "still listed",
+    )
 }

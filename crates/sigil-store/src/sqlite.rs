@@ -212,6 +212,16 @@ impl Backend for SqliteBackend {
         row.map(|(e, r, s)| Ok((crate::rows::epoch_of(e)?, r, s))).transpose()
     }
 
+    async fn set_pending_record(&self, key_id: &str, epoch: u32, record: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE pending_epochs SET record = ? WHERE key_id = ? AND epoch = ?")
+            .bind(record)
+            .bind(key_id)
+            .bind(i64::from(epoch))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM pending_epochs WHERE key_id = ? AND epoch = ?")
             .bind(key_id)

@@ -149,6 +149,19 @@ impl Store {
         Ok(Some((key, session)))
     }
 
+    /// Marks a key's pending epoch as acknowledged by storing its attested
+    /// record `key` (every new party's attestation and the quorum's
+    /// endorsements) in place of the session's unattested one; the share
+    /// stays. Whether a pending epoch `key.epoch` was there. The caller
+    /// checks `key` against the stored record first (same content).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn ack_pending_epoch(&self, key: &KeyRecord) -> Result<bool, StoreError> {
+        let record = crate::rows::to_json(key)?;
+        self.backend.set_pending_record(&key.key_id, key.epoch, &record).await
+    }
+
     /// Deletes pending epoch `epoch` of a key with its share (a reshare
     /// that failed); whether there was one.
     ///

@@ -27,6 +27,7 @@ use crate::error::{NodeError, SessionError};
 use crate::limits::SessionKind;
 use crate::operations::KeygenProgress;
 use crate::session::{ExpectFn, SessionSpec};
+use crate::views::{KeyView, ViewExtras};
 use crate::{Node, Outcomes};
 
 /// What a client does with a key of a family.
@@ -76,22 +77,6 @@ pub struct SignatureExtras {
     pub der: Option<String>,
     /// `ecdsa-secp256k1`: `27 + recovery_id`.
     pub v: Option<u8>,
-}
-
-/// What the API shows of a key beyond its record.
-#[derive(Debug, Clone, Default)]
-pub struct ViewExtras {
-    /// The public key as text (hex for the signing schemes; Paillier: `N`
-    /// in decimal).
-    pub public_key: String,
-    /// Paillier: `N` in decimal.
-    pub n: Option<String>,
-    /// PEM SubjectPublicKeyInfo of the public key, where one exists.
-    pub public_key_pem: Option<String>,
-    /// `ecdsa-secp256k1`: the EIP-55 Ethereum address.
-    pub ethereum_address: Option<String>,
-    /// `ecdsa-secp256k1`: the BIP-32 `xpub` of the key.
-    pub xpub: Option<String>,
 }
 
 /// A family's deserialized key material, cached in [`LoadedKey`].
@@ -265,6 +250,20 @@ pub(crate) trait Family: Send + Sync {
             ..ViewExtras::default()
         }
     }
+}
+
+/// What the API shows of `record`: its fields and what its family adds
+/// (a record of a scheme this build does not know shows its public key
+/// in hex and nothing more).
+pub fn view_of(record: &KeyRecord) -> KeyView {
+    let extras = match record.scheme.parse::<Scheme>() {
+        Ok(scheme) => of(scheme).view_extras(scheme, record),
+        Err(_) => ViewExtras {
+            public_key: hex::encode(&record.public_key),
+            ..ViewExtras::default()
+        },
+    };
+    KeyView::new(record, extras)
 }
 
 /// The family of `scheme`: the one `match` on the scheme in the node.

@@ -44,6 +44,18 @@ use crate::error::SessionError;
 use crate::session::{self, ExpectFn, SessionSpec};
 use crate::{internal, Node};
 
+/// The round schedule and admission kind of a presigning session
+/// (CGGMP21's signing rounds up to the presignature).
+pub(crate) fn presign_schedule() -> (ExpectFn, crate::limits::SessionKind) {
+    (ecdsa::expects::sign, crate::limits::SessionKind::Presign)
+}
+
+/// The round schedule and admission kind of an aux-info session
+/// (CGGMP21's auxiliary-info rounds).
+pub(crate) fn aux_schedule() -> (ExpectFn, crate::limits::SessionKind) {
+    (ecdsa::expects::aux_info, crate::limits::SessionKind::Aux)
+}
+
 /// The ECDSA family.
 pub(crate) struct Ecdsa;
 

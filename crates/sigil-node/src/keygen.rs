@@ -1,0 +1,239 @@
+//! Key generation as the coordinator runs it: [`Node::plan_keygen`]
+//! finds every 400 before anything runs, [`Node::run_keygen`] runs the
+//! family's DKG, collects every party's attestation of the record and
+//! commits it everywhere (or abandons it everywhere).
+
+use super::*;
+
+/// What `POST /v1/keys` asks for (see [`api::CreateKeyRequest`]).
+#[derive(Debug, Clone)]
+pub struct KeygenRequest {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// Parties needed to sign or decrypt, `t`.
+    pub threshold: u16,
+    /// Node ids that get a share (default: every node).
+    pub parties: Option<Vec<u16>>,
+    /// Free text, at most 128 characters.
+    pub label: Option<String>,
+    /// `paillier`: bits of `N` (default 2048).
+    pub bits: Option<u32>,
+    /// `paillier`: trial-division bound for `N` (default 2000, TNO's).
+    pub prime_threshold: Option<u32>,
+    /// Who may use the key (default: the creating client).
+    pub policy: Option<KeyPolicy>,
+}
+
+/// A checked key generation ([`Node::plan_keygen`]), ready to run.
+#[derive(Debug, Clone)]
+pub struct KeygenPlan {
+    /// The id the key will have.
+    pub key_id: String,
+    /// The scheme.
+    pub scheme: Scheme,
+    threshold: u16,
+    parties: Vec<u16>,
+    label: Option<String>,
+    kind: Kind,
+    policy: KeyPolicy,
+    auth: RequestAuth,
+}
+
+impl Node {
+    /// Checks a request to create a key by DKG among `parties` (default:
+    /// every node): every 400 is found here, before anything runs. Fixes
+    /// the key id. [`Node::run_keygen`] runs the plan.
+    ///
+    /// # Errors
+    /// [`NodeError::BadRequest`] for bad parameters.
+    pub fn plan_keygen(&self, req: KeygenRequest, auth: RequestAuth) -> Result<KeygenPlan, NodeError> {
+        let KeygenRequest {
+            scheme,
+            threshold,
+            parties,
+            label,
+            bits,
+            prime_threshold,
+            policy,
+        } = req;
+        let policy = authority::resolve_policy(policy.as_ref(), &auth.client).map_err(NodeError::bad_request)?;
+        let cluster = self.cfg.node_ids();
+        let parties = match parties {
+            None => cluster.clone(),
+            Some(p) => {
+                let mut sorted = p.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != p.len() {
+                    return Err(NodeError::bad_request("parties: duplicate node id"));
+                }
+                if let Some(x) = p.iter().find(|x| !cluster.contains(x)) {
+                    return Err(NodeError::bad_request(format!(
+                        "parties: node {x} is not in the cluster {cluster:?}"
+                    )));
+                }
+                p
+            }
+        };
+        let n = parties.len();
+        if threshold < scheme.min_threshold() || usize::from(threshold) > n {
+            return Err(NodeError::bad_request(format!(
+                "threshold must be within {}..={n} for {scheme} with {n} parties, got {threshold}",
+                scheme.min_threshold()
+            )));
+        }
+        if let Some(l) = &label {
+            if l.chars().count() > 128 {
+                return Err(NodeError::bad_request("label longer than 128 characters"));
+            }
+        }
+        let (bits, prime_threshold) = family::of(scheme)
+            .keygen_settings(n, threshold, bits, prime_threshold)
+            .map_err(NodeError::bad_request)?;
+        let key_id = uuid::Uuid::new_v4().to_string();
+        let kind = Kind::Dkg(DkgProposal {
+            key_id: key_id.clone(),
+            scheme: scheme.as_str().into(),
+            threshold: u32::from(threshold),
+            label: label.clone().unwrap_or_default(),
+            bits,
+            prime_threshold,
+        });
+        Ok(KeygenPlan {
+            key_id,
+            scheme,
+            threshold,
+            parties,
+            label,
+            kind,
+            policy,
+            auth,
+        })
+    }
+
+    /// Runs a planned key generation, counting progress into `progress`.
+    /// On failure nothing is kept: every party deletes its pending share.
+    ///
+    /// # Errors
+    /// The session's failure (naming nodes), or [`NodeError::Budget`] when
+    /// a Paillier search exceeds [`paillier::KEYGEN_BUDGET`].
+    pub async fn run_keygen(
+        &self,
+        plan: KeygenPlan,
+        progress: &operations::KeygenProgress,
+    ) -> Result<KeyRecord, NodeError> {
+        let KeygenPlan {
+            key_id,
+            scheme,
+            threshold,
+            parties,
+            label,
+            kind,
+            policy,
+            auth,
+        } = plan;
+        let cluster = self.cfg.node_ids();
+        let started = Instant::now();
+        let result = family::of(scheme)
+            .coordinate_keygen(self, &parties, kind, progress, &auth.proto)
+            .await;
+        let mut record = KeyRecord {
+            key_id: key_id.clone(),
+            scheme: scheme.as_str().into(),
+            threshold,
+            parties: parties.clone(),
+            public_key: vec![],
+            public_package: vec![],
+            epoch: 0,
+            label: label.clone(),
+            created_at: now_unix(),
+            status: KeyStatus::Active,
+            policy,
+            created_by: auth.client.clone(),
+            create_jti: auth.jti.clone(),
+            attestations: vec![],
+            endorsements: vec![],
+            activations: vec![],
+        };
+        let attested = result.and_then(|o| {
+            self.attested_record(scheme, &mut record, &parties, o)
+                .map_err(NodeError::from)
+        });
+        if let Err(e) = attested {
+            let named = e.nodes();
+            self.finalize_everywhere(&parties, records::meta_of(&record), false, &named)
+                .await;
+            tracing::warn!(key_id, error = ?e, "key generation failed");
+            return Err(e);
+        }
+        self.finalize_everywhere(&cluster, records::meta_of(&record), true, &[])
+            .await;
+        metrics::histogram!("sigil_dkg_seconds", "scheme" => scheme.as_str()).record(started.elapsed().as_secs_f64());
+        tracing::info!(key_id, %scheme, threshold, ?parties, "key created");
+        self.store
+            .get_key(&key_id)
+            .await?
+            .ok_or_else(|| NodeError::internal("created key missing from the local store"))
+    }
+
+    /// A place for one more key generation of `client`, held while it runs.
+    ///
+    /// # Errors
+    /// [`SessionError::Busy`] when the client already runs
+    /// `limits.keygens_per_client` here.
+    pub fn keygen_slot(&self, client: &str) -> Result<limits::Place<String>, NodeError> {
+        let max = self.cfg.limits.keygens_per_client;
+        limits::Place::claim(&self.keygens, &client.to_string(), max).map_err(|n| {
+            NodeError::Session(SessionError::Busy {
+                node: self.cfg.node_id,
+                reason: format!("client {client} runs {n} key generations here (at most {max})"),
+            })
+        })
+    }
+
+    /// Fills `record` from a finished DKG session's outcomes: the public
+    /// package every party reported (they must agree) and every party's
+    /// attestation of the resulting record (each must verify).
+    pub(crate) fn attested_record(
+        &self,
+        scheme: Scheme,
+        record: &mut KeyRecord,
+        parties: &[u16],
+        o: Outcomes,
+    ) -> Result<(), SessionError> {
+        let first = o
+            .by_party
+            .first()
+            .cloned()
+            .flatten()
+            .unwrap_or_default()
+            .public_key_package;
+        if first.is_empty()
+            || o.by_party
+                .iter()
+                .any(|x| x.as_ref().map(|x| &x.public_key_package) != Some(&first))
+        {
+            return Err(SessionError::Protocol {
+                culprits: vec![],
+                reason: "parties finished the DKG with different public keys".into(),
+            });
+        }
+        record.public_key = scheme.public_key(&first).map_err(internal)?;
+        record.public_package = first;
+        record.attestations = parties
+            .iter()
+            .zip(&o.by_party)
+            .map(|(&node, x)| attest::attestation(node, x.as_ref().map(|x| x.attestation.clone()).unwrap_or_default()))
+            .collect();
+        attest::verify_all(record, |n| self.identities.get(&n).copied()).map_err(|e| {
+            let culprits = match e {
+                attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
+                _ => vec![],
+            };
+            SessionError::Protocol {
+                culprits,
+                reason: format!("key record attestation: {e}"),
+            }
+        })
+    }
+}
