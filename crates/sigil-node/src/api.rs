@@ -81,6 +81,11 @@ pub struct CreateKeyRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub policy: Option<sigil_store::KeyPolicy>,
+    /// Refresh the key automatically every `[rotation] interval_s` of the
+    /// cluster (default 24 h), or `policy.rotation_interval_s` seconds
+    /// (default false).
+    #[serde(default)]
+    pub rotate: bool,
 }
 
 /// Query of `POST /v1/keys`.
@@ -551,6 +556,7 @@ async fn create_key(
             bits: req.bits,
             prime_threshold: req.prime_threshold,
             policy: req.policy,
+            rotate: req.rotate,
         },
         auth.clone(),
     )?;

@@ -71,24 +71,37 @@ pub fn execution_id(kind: &Kind, parties: &[u16], coordinator: u16, session_id: 
 }
 
 /// The policy of a new key: as the client gave it, or the creating client
-/// alone in every list.
+/// alone in every list; with `rotate` (the cluster's rotation interval,
+/// when the request says `"rotate": true`) as its rotation interval unless
+/// the policy names one.
 ///
 /// # Errors
-/// A list over 64 entries or an id over 64 characters.
-pub fn resolve_policy(given: Option<&KeyPolicy>, creator: &str) -> Result<KeyPolicy, String> {
-    let Some(p) = given else {
-        return Ok(KeyPolicy {
+/// A list longer than 64 entries, a client id outside 1 to 64
+/// characters, or a rotation interval of 0.
+pub fn resolve_policy(given: Option<&KeyPolicy>, creator: &str, rotate: Option<u64>) -> Result<KeyPolicy, String> {
+    let mut policy = match given {
+        None => KeyPolicy {
             sign: vec![creator.into()],
             decrypt: vec![creator.into()],
             admin: vec![creator.into()],
-        });
-    };
-    for list in [&p.sign, &p.decrypt, &p.admin] {
-        if list.len() > 64 || list.iter().any(|c| c.is_empty() || c.len() > 64) {
-            return Err("policy: at most 64 client ids per list, each 1 to 64 characters".into());
+            rotation_interval_s: None,
+        },
+        Some(p) => {
+            for list in [&p.sign, &p.decrypt, &p.admin] {
+                if list.len() > 64 || list.iter().any(|c| c.is_empty() || c.len() > 64) {
+                    return Err("policy: at most 64 client ids per list, each 1 to 64 characters".into());
+                }
+            }
+            p.clone()
         }
+    };
+    if let Some(interval) = rotate {
+        policy.rotation_interval_s.get_or_insert(interval);
     }
-    Ok(p.clone())
+    if policy.rotation_interval_s == Some(0) {
+        return Err("policy: rotation_interval_s must be at least 1 (seconds)".into());
+    }
+    Ok(policy)
 }
 
 fn mismatch(what: &str) -> Refusal {
@@ -116,6 +129,10 @@ impl Node {
     ) -> Result<Option<Grant>, SessionError> {
         if let Part::Presign(p) = part {
             self.check_refiller(spec, &p.key_id).await?;
+            return Ok(None);
+        }
+        if let (Part::Reshare(r), None) = (part, auth) {
+            self.check_rotation(spec.coordinator, r).await?;
             return Ok(None);
         }
         let a = auth.ok_or_else(|| self.refused(Refusal::MissingToken))?;
@@ -210,7 +227,8 @@ impl Node {
         if bits != d.bits || bound != d.prime_threshold {
             return Err(mismatch("key size"));
         }
-        resolve_policy(req.policy.as_ref(), client).map_err(Refusal::BodyMismatch)
+        let rotate = req.rotate.then_some(self.cfg.rotation.interval_s);
+        resolve_policy(req.policy.as_ref(), client, rotate).map_err(Refusal::BodyMismatch)
     }
 
     async fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
@@ -335,13 +353,13 @@ mod tests {
 
     #[test]
     fn the_default_policy_is_the_creator() {
-        let p = resolve_policy(None, "alice").unwrap_or_default();
+        let p = resolve_policy(None, "alice", None).unwrap_or_default();
         assert_eq!(p.sign, ["alice"]);
         assert_eq!(p.admin, ["alice"]);
         let long = KeyPolicy {
             sign: vec!["x".repeat(65)],
             ..Default::default()
         };
-        assert!(resolve_policy(Some(&long), "alice").is_err());
+        assert!(resolve_policy(Some(&long), "alice", None).is_err());
     }
 }

@@ -35,6 +35,30 @@ pub struct HttpTls {
     pub key: PathBuf,
 }
 
+/// Automatic key rotation (`[rotation]`): keys created with `"rotate":
+/// true` get `interval_s` in their policy and are refreshed when their
+/// epoch is that old (see `crate::rotation`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationConfig {
+    /// Rotation interval given to new rotating keys, in seconds (default
+    /// 86 400: daily, as the TEE-DAO system reshares). Every node of a
+    /// cluster must use the same value (it is part of the attested record).
+    pub interval_s: u64,
+    /// How often a node looks for keys due, in milliseconds (default
+    /// 30 000).
+    pub check_ms: u64,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 86_400,
+            check_ms: 30_000,
+        }
+    }
+}
+
 /// Certificate files of the node (PEM).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +173,10 @@ pub struct NodeConfig {
     /// ([`crate::limits::LimitsConfig`]).
     #[serde(default)]
     pub limits: crate::limits::LimitsConfig,
+    /// `[rotation]`: automatic refresh of keys created with `"rotate":
+    /// true` ([`RotationConfig`]).
+    #[serde(default)]
+    pub rotation: RotationConfig,
     /// Certificate files.
     pub tls: TlsConfig,
     /// Every node of the cluster, this one included.
@@ -157,8 +185,9 @@ pub struct NodeConfig {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 22] = [
+const CONFIG_FIELDS: [&str; 23] = [
     "store",
+    "rotation",
     "limits",
     "cluster_id",
     "identity_key_file",
@@ -257,6 +286,10 @@ impl NodeConfig {
             "session_timeout_ms must be within 100..=600000 (milliseconds)"
         );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
+        anyhow::ensure!(
+            self.rotation.interval_s >= 1 && self.rotation.check_ms >= 10,
+            "rotation: interval_s must be at least 1 and check_ms at least 10"
+        );
         Ok(())
     }
 

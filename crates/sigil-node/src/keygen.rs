@@ -22,6 +22,9 @@ pub struct KeygenRequest {
     pub prime_threshold: Option<u32>,
     /// Who may use the key (default: the creating client).
     pub policy: Option<KeyPolicy>,
+    /// Refresh the key automatically (`crate::rotation`), every
+    /// `[rotation] interval_s` unless the policy names an interval.
+    pub rotate: bool,
 }
 
 /// A checked key generation ([`Node::plan_keygen`]), ready to run.
@@ -55,8 +58,11 @@ impl Node {
             bits,
             prime_threshold,
             policy,
+            rotate,
         } = req;
-        let policy = authority::resolve_policy(policy.as_ref(), &auth.client).map_err(NodeError::bad_request)?;
+        let rotate = rotate.then_some(self.cfg.rotation.interval_s);
+        let policy =
+            authority::resolve_policy(policy.as_ref(), &auth.client, rotate).map_err(NodeError::bad_request)?;
         let cluster = self.cfg.node_ids();
         let parties = match parties {
             None => cluster.clone(),

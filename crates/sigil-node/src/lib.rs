@@ -30,6 +30,7 @@ pub mod peer;
 mod proposal;
 pub mod records;
 pub mod reshare;
+pub mod rotation;
 pub mod selection;
 pub mod session;
 pub mod transport;
@@ -119,6 +120,8 @@ pub struct Node {
     admission: limits::Admission,
     /// Key generations running per client (see [`Node::keygen_slot`]).
     keygens: limits::Counts<String>,
+    /// Failed automatic rotations, for their backoff.
+    rotations: rotation::Backoff,
     /// The key pooled presignatures are sealed under in this process.
     presig_seal: ecdsa::ephemeral::ProcessSeal,
 }
@@ -305,6 +308,7 @@ impl Node {
             admission: limits::Admission::new(&cfg.limits),
             keygens: limits::Counts::default(),
             presig_seal: ecdsa::ephemeral::ProcessSeal::generate(),
+            rotations: rotation::Backoff::default(),
             cfg,
         }))
     }
@@ -324,6 +328,7 @@ impl Node {
         tokio::spawn(ecdsa::refill_primes(self.clone()));
         tokio::spawn(ecdsa::refill_presignatures(self.clone()));
         tokio::spawn(catch_up::run(self.clone()));
+        tokio::spawn(rotation::run(self.clone()));
         Ok(())
     }
 }

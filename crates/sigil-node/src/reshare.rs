@@ -200,16 +200,33 @@ impl Node {
             }
             self.ensure_aux(&new_parties, &auth.proto).await?;
         }
+        self.reshare_to(&current, new_parties, threshold, Some(&auth.proto))
+            .await
+    }
+
+    /// Runs the reshare of `current` to `new_parties` and `threshold`, for
+    /// the client request `auth` (none: an automatic rotation), retried once
+    /// without the dealers a failed attempt named.
+    ///
+    /// # Errors
+    /// As [`Node::reshare`], after its request checks.
+    pub(crate) async fn reshare_to(
+        &self,
+        current: &KeyRecord,
+        new_parties: Vec<u16>,
+        threshold: u16,
+        auth: Option<&ClientAuthorization>,
+    ) -> Result<KeyRecord, NodeError> {
         let mut avoid: Vec<u16> = Vec::new();
         let mut last = None;
         for _ in 0..2 {
             let plan = Plan {
-                quorum: self.quorum_of(&current, &avoid)?,
+                quorum: self.quorum_of(current, &avoid)?,
                 current: current.clone(),
                 new_parties: new_parties.clone(),
                 threshold,
             };
-            match self.run_reshare(&plan, &auth.proto).await {
+            match self.run_reshare(&plan, auth).await {
                 Ok(record) => return Ok(record),
                 Err(e) => {
                     // A dealer named (a culprit, down or silent) is left out
@@ -252,7 +269,7 @@ impl Node {
     }
 
     /// One reshare session and its commit or abort everywhere.
-    async fn run_reshare(&self, plan: &Plan, auth: &ClientAuthorization) -> Result<KeyRecord, NodeError> {
+    async fn run_reshare(&self, plan: &Plan, auth: Option<&ClientAuthorization>) -> Result<KeyRecord, NodeError> {
         let session = plan.session();
         let kind = Kind::Reshare(ReshareProposal {
             current: Some(records::meta_of(&plan.current)),
@@ -266,7 +283,7 @@ impl Node {
             budget: self.timeout(),
             run_local: true,
             session_id: crate::random_session_id(),
-            auth: Some(auth),
+            auth,
         };
         let outcomes = self
             .coordinate_inner(&session, kind, run)

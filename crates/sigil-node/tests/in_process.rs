@@ -135,6 +135,7 @@ impl Cluster {
             bits,
             prime_threshold: None,
             policy: None,
+            rotate: false,
         };
         let node = &self.nodes[door];
         let plan = node.plan_keygen(req, auth).unwrap();
@@ -281,6 +282,7 @@ async fn the_same_seed_primes_on_every_node_are_refused() {
         bits: None,
         prime_threshold: None,
         policy: None,
+        rotate: false,
     };
     let plan = c.nodes[0].plan_keygen(req, auth).unwrap();
     let e = c.nodes[0]
@@ -475,6 +477,7 @@ impl Cluster {
             bits: None,
             prime_threshold: None,
             policy: None,
+            rotate: false,
         };
         let node = &self.nodes[door];
         let plan = node.plan_keygen(req, auth).unwrap();
@@ -575,6 +578,7 @@ async fn bad_reshares_are_refused_before_any_session() {
         bits: None,
         prime_threshold: None,
         policy: serde_json::from_str(r#"{"sign":["alice"],"admin":["carol"]}"#).unwrap(),
+        rotate: false,
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap();
     let other = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
@@ -839,4 +843,70 @@ async fn a_commit_that_reaches_some_parties_switches_nobody_and_completes_later(
     Scheme::FrostEd25519
         .verify(&key.public_key, b"epoch 1 signs", &signed.signature)
         .unwrap();
+}
+
+/// A reshare proposal without a client token: a rotation of `key` by node
+/// 0 (quorum 0 and 1, the same committee and threshold).
+fn rotation_proposal(key: &sigil_store::KeyRecord) -> sigil_proto::peer::SessionProposal {
+    sigil_proto::peer::SessionProposal {
+        session_id: vec![9; 32],
+        coordinator: 0,
+        parties: key.parties.iter().map(|&p| u32::from(p)).collect(),
+        deadline_ms: 2000,
+        authorization: None,
+        kind: Some(Kind::Reshare(sigil_proto::peer::ReshareProposal {
+            current: Some(sigil_node::records::meta_of(key)),
+            quorum: vec![0, 1],
+            new_parties: key.parties.iter().map(|&p| u32::from(p)).collect(),
+            threshold: u32::from(key.threshold),
+        })),
+    }
+}
+
+/// A key created with a rotation interval is refreshed by its lowest party
+/// once its epoch is that old, and signs on; a rotation proposal (no client
+/// token) for a key that is not due, or that does not rotate, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_keys_are_refreshed_when_due_and_only_then() {
+    let c = cluster(3).await;
+    let policy = r#"{"sign":["alice"],"admin":["alice"],"rotation_interval_s":2}"#;
+    let body = format!(r#"{{"scheme":"frost-ed25519","threshold":2,"policy":{policy}}}"#);
+    let req = KeygenRequest {
+        scheme: Scheme::FrostEd25519,
+        threshold: 2,
+        parties: None,
+        label: None,
+        bits: None,
+        prime_threshold: None,
+        policy: Some(serde_json::from_str(policy).unwrap()),
+        rotate: false,
+    };
+    let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", &body)).unwrap();
+    let key = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
+    assert_eq!(key.policy.rotation_interval_s, Some(2));
+    let plain = c.create_key(0, Scheme::FrostEd25519, 2).await;
+
+    // Not due: refused by the others, and the lowest party does not start.
+    let refused = c.nodes[1].participate(0, rotation_proposal(&key)).await.unwrap_err();
+    assert!(matches!(refused, SessionError::Refused { .. }), "{refused:?}");
+    assert_eq!(c.nodes[0].rotate_due_keys().await, 0);
+
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(c.nodes[1].rotate_due_keys().await, 0, "node 1 is not the lowest party");
+    assert_eq!(c.nodes[0].rotate_due_keys().await, 1);
+    for node in &c.nodes {
+        assert_eq!(node.active_key(&key.key_id).await.unwrap().epoch, 1);
+        assert_eq!(
+            node.active_key(&plain.key_id).await.unwrap().epoch,
+            0,
+            "a key without rotation stays"
+        );
+    }
+    let signed = c.sign(2, &key.key_id, b"rotated").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"rotated", &signed.signature)
+        .unwrap();
+    let refused = c.nodes[1].participate(0, rotation_proposal(&plain)).await.unwrap_err();
+    assert!(matches!(refused, SessionError::Refused { .. }), "{refused:?}");
+    assert!(c.nodes[1].store().pending_epoch(&plain.key_id).await.unwrap().is_none());
 }

@@ -28,6 +28,7 @@ pub fn sample_key(key_id: &str) -> KeyRecord {
             sign: vec!["alice".into()],
             decrypt: vec![],
             admin: vec!["alice".into()],
+            rotation_interval_s: None,
         },
         created_by: "alice".into(),
         create_jti: "jti-1".into(),

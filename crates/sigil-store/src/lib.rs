@@ -188,6 +188,10 @@ pub struct KeyPolicy {
     /// Clients that may manage the key (refresh, reshare, policy).
     #[serde(default)]
     pub admin: Vec<String>,
+    /// Refresh the key automatically when its epoch is this many seconds
+    /// old (set by `"rotate": true` at creation); none: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_interval_s: Option<u64>,
 }
 
 /// One party's signature over a key record.
