@@ -2,8 +2,9 @@
 //! (plus `grpc.health.v1` and server reflection, so `grpcurl` works) over
 //! mutual TLS with the cluster CA, with an optional API token.
 //!
-//! The pool holds sealed safe primes per bit size in the same SQLite store
-//! as a node (`primes.db`, sealed under the service's master key). A set
+//! The pool holds sealed safe primes per bit size in a store like a node's,
+//! SQLite (`primes.db` in `data_dir`, the default) or PostgreSQL, as the
+//! `[store]` section chooses, sealed under the service's master key. A set
 //! of pre-parameters is assembled when served: the primes it needs are
 //! taken with one `DELETE ... RETURNING` (all or none), so a set is served
 //! at most once and a crash never leaves half a set; after a restart the
@@ -11,6 +12,7 @@
 //!
 //! Trust: whoever generates a party's primes knows its Paillier secret.
 //! Use a remote pool only if you trust it as you trust the node.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
