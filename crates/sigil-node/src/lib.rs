@@ -8,6 +8,7 @@
 //!   them (`RunSession`), runs its own part and returns the result.
 //! - [`api`]: the REST API (axum) with its OpenAPI document.
 //! - Storage: [`sigil_store`], shares sealed under the node's master key.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
