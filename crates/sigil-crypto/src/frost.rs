@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use frost_core::{Ciphersuite, Identifier};
 use futures::SinkExt;
 use rand_core::{CryptoRng, RngCore};
-use round_based::rounds_router::simple_store::RoundInput;
+use round_based::rounds_router::simple_store::{RoundInput, RoundMsgs};
 use round_based::rounds_router::RoundsRouter;
 use round_based::{Delivery, MessageType, Mpc, MpcParty, Outgoing, ProtocolMessage};
 use serde::{Deserialize, Serialize};
@@ -280,6 +280,62 @@ pub mod sign {
         M: Mpc<ProtocolMessage = Msg<C>>,
         R: RngCore + CryptoRng,
     {
+        let (n, ids) = signer_ids(i, signers, key_package)?;
+        let to_session = |id: &Identifier<C>| ids.iter().position(|x| x == id).and_then(|p| u16::try_from(p).ok());
+
+        let MpcParty { delivery, .. } = party.into_party();
+        let (incoming, mut outgoing) = delivery.split();
+        let mut rounds = RoundsRouter::<Msg<C>>::builder();
+        let round1 = rounds.add_round(RoundInput::<Round1<C>>::broadcast(i, n));
+        let round2 = (i == 0).then(|| rounds.add_round(RoundInput::<Round2<C>>::p2p(i, n)));
+        let mut rounds = rounds.listen(incoming);
+
+        // Round 1 (§5.1): fresh nonces, broadcast commitments.
+        let (nonces, my_commitments) = frost_core::round1::commit(key_package.signing_share(), rng);
+        outgoing
+            .send(Outgoing::broadcast(Msg::Round1(Round1(my_commitments))))
+            .await
+            .map_err(Error::transport)?;
+        let received = rounds.complete(round1).await.map_err(Error::transport)?;
+        let commitments = by_identifier(&ids, (*key_package.identifier(), my_commitments), received, |m| m.0)?;
+        let signing_package = SigningPackage::new(commitments, message);
+
+        // Round 2 (§5.2): our share.
+        let my_share =
+            frost_core::round2::sign(&signing_package, &nonces, key_package).map_err(|e| blame(e, to_session))?;
+        drop(nonces);
+        let Some(round2) = round2 else {
+            outgoing
+                .send(Outgoing::p2p(0, Msg::Round2(Round2(my_share))))
+                .await
+                .map_err(Error::transport)?;
+            return Ok(None);
+        };
+        let received = rounds.complete(round2).await.map_err(Error::transport)?;
+        let shares = by_identifier(&ids, (*key_package.identifier(), my_share), received, |m| m.0)?;
+        // §5.3 aggregate, with §5.4 cheater detection naming every culprit.
+        // `aggregate_custom` verifies the aggregate signature against the
+        // group key and returns it only if it verifies (on failure it checks
+        // every share to name the culprits), so no second verification here.
+        let signature = frost_core::aggregate_custom(
+            &signing_package,
+            &shares,
+            public_key_package,
+            frost_core::CheaterDetection::AllCheaters,
+        )
+        .map_err(|e| blame(e, to_session))?;
+        Ok(Some(signature))
+    }
+
+    /// The session size `n` and every signer's identifier in session
+    /// order, after checking the signer set: no more than `u16::MAX`
+    /// signers, at least the key's threshold, none twice, and our slot `i`
+    /// holding the identifier of our key share.
+    fn signer_ids<C: Ciphersuite>(
+        i: PartyIndex,
+        signers: &[PartyIndex],
+        key_package: &KeyPackage<C>,
+    ) -> Result<(u16, Vec<Identifier<C>>), Error> {
         let n = u16::try_from(signers.len()).map_err(|_| Error::InvalidParameters("too many signers".into()))?;
         if usize::from(*key_package.min_signers()) > signers.len() {
             return Err(Error::InvalidParameters(format!(
@@ -304,63 +360,24 @@ pub mod sign {
             }
             ids.push(id);
         }
-        let to_session = |id: &Identifier<C>| ids.iter().position(|x| x == id).and_then(|p| u16::try_from(p).ok());
+        Ok((n, ids))
+    }
 
-        let MpcParty { delivery, .. } = party.into_party();
-        let (incoming, mut outgoing) = delivery.split();
-        let mut rounds = RoundsRouter::<Msg<C>>::builder();
-        let round1 = rounds.add_round(RoundInput::<Round1<C>>::broadcast(i, n));
-        let round2 = (i == 0).then(|| rounds.add_round(RoundInput::<Round2<C>>::p2p(i, n)));
-        let mut rounds = rounds.listen(incoming);
-
-        // Round 1 (§5.1): fresh nonces, broadcast commitments.
-        let (nonces, my_commitments) = frost_core::round1::commit(key_package.signing_share(), rng);
-        outgoing
-            .send(Outgoing::broadcast(Msg::Round1(Round1(my_commitments))))
-            .await
-            .map_err(Error::transport)?;
-        let received = rounds.complete(round1).await.map_err(Error::transport)?;
-        let mut commitments = BTreeMap::new();
-        commitments.insert(*key_package.identifier(), my_commitments);
+    /// Every signer's message of a round by identifier: ours (`own`) and
+    /// the received ones, whose session index `j` maps to `ids[j]`.
+    fn by_identifier<C: Ciphersuite, T, V>(
+        ids: &[Identifier<C>],
+        own: (Identifier<C>, V),
+        received: RoundMsgs<T>,
+        value: impl Fn(T) -> V,
+    ) -> Result<BTreeMap<Identifier<C>, V>, Error> {
+        let mut all = BTreeMap::from([own]);
         for (j, _, msg) in received.into_iter_indexed() {
             let id = *ids
                 .get(usize::from(j))
                 .ok_or_else(|| Error::Frost("sender out of range".into()))?;
-            commitments.insert(id, msg.0);
+            all.insert(id, value(msg));
         }
-        let signing_package = SigningPackage::new(commitments, message);
-
-        // Round 2 (§5.2): our share.
-        let my_share =
-            frost_core::round2::sign(&signing_package, &nonces, key_package).map_err(|e| blame(e, to_session))?;
-        drop(nonces);
-        let Some(round2) = round2 else {
-            outgoing
-                .send(Outgoing::p2p(0, Msg::Round2(Round2(my_share))))
-                .await
-                .map_err(Error::transport)?;
-            return Ok(None);
-        };
-        let received = rounds.complete(round2).await.map_err(Error::transport)?;
-        let mut shares = BTreeMap::new();
-        shares.insert(*key_package.identifier(), my_share);
-        for (j, _, msg) in received.into_iter_indexed() {
-            let id = *ids
-                .get(usize::from(j))
-                .ok_or_else(|| Error::Frost("sender out of range".into()))?;
-            shares.insert(id, msg.0);
-        }
-        // §5.3 aggregate, with §5.4 cheater detection naming every culprit.
-        // `aggregate_custom` verifies the aggregate signature against the
-        // group key and returns it only if it verifies (on failure it checks
-        // every share to name the culprits), so no second verification here.
-        let signature = frost_core::aggregate_custom(
-            &signing_package,
-            &shares,
-            public_key_package,
-            frost_core::CheaterDetection::AllCheaters,
-        )
-        .map_err(|e| blame(e, to_session))?;
-        Ok(Some(signature))
+        Ok(all)
     }
 }

@@ -184,72 +184,105 @@ pub fn safe_prime<R: RngCore + CryptoRng>(
             return Ok(None);
         }
         stats.windows.fetch_add(1, Ordering::Relaxed);
-        // Random q0 of qbits bits, top two bits set, q0 = 5 mod 6.
-        rng.fill_bytes(&mut buf);
-        let mut q0 = Integer::from_digits(&buf, Order::Msf);
-        q0.keep_bits_mut(qbits);
-        q0.set_bit(qbits - 1, true);
-        q0.set_bit(qbits - 2, true);
-        let m6 = q0.mod_u(6);
-        q0 += (11 - m6) % 6;
-        // Residues and first struck offsets.
-        for (j, (&r, &inv6)) in table.primes.iter().zip(&table.inv6).enumerate() {
-            let a = u64::from(q0.mod_u(r));
-            let (r64, inv) = (u64::from(r), u64::from(inv6));
-            // q0 + 6k = 0 (mod r)  <=>  k = -a / 6
-            let kq = (r64 - a) % r64 * inv % r64;
-            // q0 + 6k = (r - 1) / 2 (mod r)  <=>  k = ((r - 1) / 2 - a) / 6
-            let kp = ((r64 - 1) / 2 + r64 - a) % r64 * inv % r64;
-            if let (Some(x), Some(y)) = (next_q.get_mut(j), next_p.get_mut(j)) {
-                // Both are below r < 2^24.
-                *x = u32::try_from(kq).unwrap_or(u32::MAX);
-                *y = u32::try_from(kp).unwrap_or(u32::MAX);
-            }
-        }
+        let q0 = random_q0(rng, &mut buf, qbits);
+        first_struck(table, &q0, &mut next_q, &mut next_p);
         let mut base = 0u32;
         while u64::from(base) < WINDOW {
-            segment.fill(true);
             let end = base + SEGMENT as u32;
-            for ((&r, x), y) in table.primes.iter().zip(next_q.iter_mut()).zip(next_p.iter_mut()) {
-                for next in [x, y] {
-                    let mut k = *next;
-                    while k < end {
-                        if let Some(s) = segment.get_mut((k - base) as usize) {
-                            *s = false;
-                        }
-                        k += r;
-                    }
-                    *next = k;
-                }
-            }
+            sieve_segment(table, base, end, &mut segment, &mut next_q, &mut next_p);
             for (off, _) in segment.iter().enumerate().filter(|(_, &alive)| alive) {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
                 stats.tested.fetch_add(1, Ordering::Relaxed);
                 let q = Integer::from(&q0 + 6 * (u64::from(base) + off as u64));
-                // Base-2 Fermat on q, then on p.
-                let qm1 = Integer::from(&q - 1u32);
-                let Ok(f) = two.clone().pow_mod(&qm1, &q) else { continue };
-                if f != 1 {
-                    continue;
-                }
-                let p = Integer::from(&q << 1u32) + 1u32;
-                let pm1 = Integer::from(&p - 1u32);
-                let Ok(f) = two.clone().pow_mod(&pm1, &p) else { continue };
-                if f != 1 {
-                    continue;
-                }
-                if p.significant_bits() != bits {
-                    continue; // q0 + 6k ran past the top (vanishingly rare)
-                }
-                if certify(&q, &p, bits) {
+                if let Some(p) = test_candidate(q, &two, bits) {
                     return Ok(Some(p));
                 }
             }
             base = end;
         }
     }
+}
+
+/// Step 1: a random `q0` of `qbits` bits, top two bits set, `q0 = 5 mod
+/// 6` (`buf` holds `qbits` bits' worth of bytes).
+fn random_q0<R: RngCore + CryptoRng>(rng: &mut R, buf: &mut [u8], qbits: u32) -> Integer {
+    rng.fill_bytes(buf);
+    let mut q0 = Integer::from_digits(buf, Order::Msf);
+    q0.keep_bits_mut(qbits);
+    q0.set_bit(qbits - 1, true);
+    q0.set_bit(qbits - 2, true);
+    let m6 = q0.mod_u(6);
+    q0 += (11 - m6) % 6;
+    q0
+}
+
+/// Step 2, per window: the residue `q0 mod r` of every sieving prime and
+/// the first struck `k` for `q = 0` (`next_q`) and `2q + 1 = 0`
+/// (`next_p`).
+fn first_struck(table: &SieveTable, q0: &Integer, next_q: &mut [u32], next_p: &mut [u32]) {
+    for (j, (&r, &inv6)) in table.primes.iter().zip(&table.inv6).enumerate() {
+        let a = u64::from(q0.mod_u(r));
+        let (r64, inv) = (u64::from(r), u64::from(inv6));
+        // q0 + 6k = 0 (mod r)  <=>  k = -a / 6
+        let kq = (r64 - a) % r64 * inv % r64;
+        // q0 + 6k = (r - 1) / 2 (mod r)  <=>  k = ((r - 1) / 2 - a) / 6
+        let kp = ((r64 - 1) / 2 + r64 - a) % r64 * inv % r64;
+        if let (Some(x), Some(y)) = (next_q.get_mut(j), next_p.get_mut(j)) {
+            // Both are below r < 2^24.
+            *x = u32::try_from(kq).unwrap_or(u32::MAX);
+            *y = u32::try_from(kp).unwrap_or(u32::MAX);
+        }
+    }
+}
+
+/// Step 2, per segment `[base, end)` of the window: strikes every struck
+/// `k` from `segment` (`true` = survivor) and advances `next_q` and
+/// `next_p` past `end`.
+fn sieve_segment(
+    table: &SieveTable,
+    base: u32,
+    end: u32,
+    segment: &mut [bool],
+    next_q: &mut [u32],
+    next_p: &mut [u32],
+) {
+    segment.fill(true);
+    for ((&r, x), y) in table.primes.iter().zip(next_q.iter_mut()).zip(next_p.iter_mut()) {
+        for next in [x, y] {
+            let mut k = *next;
+            while k < end {
+                if let Some(s) = segment.get_mut((k - base) as usize) {
+                    *s = false;
+                }
+                k += r;
+            }
+            *next = k;
+        }
+    }
+}
+
+/// Steps 3 and 4 on a sieve survivor `q`: base-2 Fermat on `q`, then on
+/// `p = 2q + 1`, then [`certify`]. Returns `p` if it is a safe prime of
+/// exactly `bits` bits.
+fn test_candidate(q: Integer, two: &Integer, bits: u32) -> Option<Integer> {
+    // Base-2 Fermat on q, then on p.
+    let qm1 = Integer::from(&q - 1u32);
+    let f = two.clone().pow_mod(&qm1, &q).ok()?;
+    if f != 1 {
+        return None;
+    }
+    let p = Integer::from(&q << 1u32) + 1u32;
+    let pm1 = Integer::from(&p - 1u32);
+    let f = two.clone().pow_mod(&pm1, &p).ok()?;
+    if f != 1 {
+        return None;
+    }
+    if p.significant_bits() != bits {
+        return None; // q0 + 6k ran past the top (vanishingly rare)
+    }
+    certify(&q, &p, bits).then_some(p)
 }
 
 /// Final tests on a candidate pair that passed base-2 Fermat on both:

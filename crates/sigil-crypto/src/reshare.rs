@@ -56,7 +56,7 @@ use frost_core::keys::{
 use frost_core::{Ciphersuite, Field, Group, Identifier, SigningKey};
 use futures::SinkExt;
 use rand_core::{CryptoRng, RngCore};
-use round_based::rounds_router::simple_store::RoundInput;
+use round_based::rounds_router::simple_store::{RoundInput, RoundMsgs};
 use round_based::rounds_router::RoundsRouter;
 use round_based::{Delivery, MessageType, Mpc, MpcParty, Outgoing, ProtocolMessage};
 use serde::{Deserialize, Serialize};
@@ -276,14 +276,7 @@ where
     M: Mpc<ProtocolMessage = Msg<C>>,
     R: RngCore + CryptoRng,
 {
-    let old_t = old
-        .min_signers()
-        .ok_or_else(|| Error::InvalidParameters("old package without a threshold".into()))?;
-    let n = roles.check(old_t)?;
-    if i >= n {
-        return Err(Error::InvalidParameters(format!("party index {i} >= n = {n}")));
-    }
-    let new_ids = (0..roles.new_n()).map(identifier::<C>).collect::<Result<Vec<_>, _>>()?;
+    let (n, new_ids) = session_of(roles, old, i)?;
 
     let MpcParty { delivery, .. } = party.into_party();
     let (incoming, mut outgoing) = delivery.split();
@@ -303,20 +296,8 @@ where
         })))
         .await
         .map_err(Error::transport)?;
-    let mut commitments = vec![None; usize::from(n)];
-    if let Some(c) = commitments.get_mut(usize::from(i)) {
-        *c = mine;
-    }
-    for (j, _, msg) in rounds
-        .complete(round0)
-        .await
-        .map_err(Error::transport)?
-        .into_iter_indexed()
-    {
-        if let Some(c) = commitments.get_mut(usize::from(j)) {
-            *c = msg.commitment;
-        }
-    }
+    let received = rounds.complete(round0).await.map_err(Error::transport)?;
+    let commitments = all_commitments(i, n, mine, received);
     // Step 3, first half, at every party: the commitments are public, so
     // every honest party names the same dealers.
     check_commitments(roles, old, &commitments)?;
@@ -324,29 +305,102 @@ where
 
     // Step 2: sub-shares to the receivers, the echo to everyone.
     for j in (0..n).filter(|&j| j != i) {
-        let share = match (&dealt, roles.receiver_of(j)) {
-            (Some(d), Some(r)) => new_ids
-                .get(usize::from(r))
-                .and_then(|id| d.get(id))
-                .map(|s| *s.signing_share()),
-            _ => None,
-        };
+        let share = sub_share_for(roles, dealt.as_ref(), &new_ids, j);
         outgoing
             .send(Outgoing::p2p(j, Msg::Deal(Deal { share, echo })))
             .await
             .map_err(Error::transport)?;
     }
     let received = rounds.complete(round1).await.map_err(Error::transport)?;
-    let my_id = match roles.receiver_of(i) {
-        Some(j) => Some(
-            *new_ids
+    let my_id = my_identifier(roles, i, &new_ids)?;
+    let sub_shares = received_sub_shares(i, dealt.as_ref(), my_id.as_ref(), echo, received)?;
+    finish(roles, old, &commitments, &new_ids, &sub_shares, my_id)
+}
+
+/// The session size `n` after checking the roles ([`Roles::check`]) and
+/// our index `i` against it, and the new committee's identifiers `x'_j`.
+fn session_of<C: Ciphersuite>(
+    roles: &Roles,
+    old: &PublicKeyPackage<C>,
+    i: PartyIndex,
+) -> Result<(u16, Vec<Identifier<C>>), Error> {
+    let old_t = old
+        .min_signers()
+        .ok_or_else(|| Error::InvalidParameters("old package without a threshold".into()))?;
+    let n = roles.check(old_t)?;
+    if i >= n {
+        return Err(Error::InvalidParameters(format!("party index {i} >= n = {n}")));
+    }
+    let new_ids = (0..roles.new_n()).map(identifier::<C>).collect::<Result<Vec<_>, _>>()?;
+    Ok((n, new_ids))
+}
+
+/// Every party's round-0 commitment in session order, ours (`mine`, at
+/// `i`) included.
+fn all_commitments<C: Ciphersuite>(
+    i: PartyIndex,
+    n: u16,
+    mine: Option<VerifiableSecretSharingCommitment<C>>,
+    received: RoundMsgs<Commit<C>>,
+) -> Vec<Option<VerifiableSecretSharingCommitment<C>>> {
+    let mut commitments = vec![None; usize::from(n)];
+    if let Some(c) = commitments.get_mut(usize::from(i)) {
+        *c = mine;
+    }
+    for (j, _, msg) in received.into_iter_indexed() {
+        if let Some(c) = commitments.get_mut(usize::from(j)) {
+            *c = msg.commitment;
+        }
+    }
+    commitments
+}
+
+/// Step 2 for a dealer: the sub-share for session party `j` (`None`
+/// unless we deal and `j` receives).
+fn sub_share_for<C: Ciphersuite>(
+    roles: &Roles,
+    dealt: Option<&Dealt<C>>,
+    new_ids: &[Identifier<C>],
+    j: PartyIndex,
+) -> Option<SigningShare<C>> {
+    let (d, r) = (dealt?, roles.receiver_of(j)?);
+    new_ids
+        .get(usize::from(r))
+        .and_then(|id| d.get(id))
+        .map(|s| *s.signing_share())
+}
+
+/// Our identifier in the new committee when we receive, else `None`.
+fn my_identifier<C: Ciphersuite>(
+    roles: &Roles,
+    i: PartyIndex,
+    new_ids: &[Identifier<C>],
+) -> Result<Option<Identifier<C>>, Error> {
+    roles
+        .receiver_of(i)
+        .map(|j| {
+            new_ids
                 .get(usize::from(j))
-                .ok_or_else(|| Error::InvalidParameters("new index out of range".into()))?,
-        ),
-        None => None,
-    };
+                .copied()
+                .ok_or_else(|| Error::InvalidParameters("new index out of range".into()))
+        })
+        .transpose()
+}
+
+/// The sub-shares dealt to us by session party (our own to ourselves
+/// included), after checking every party's round-1 echo against ours.
+///
+/// # Errors
+/// [`Error::InconsistentBroadcast`] naming the parties whose echo differs.
+fn received_sub_shares<C: Ciphersuite>(
+    i: PartyIndex,
+    dealt: Option<&Dealt<C>>,
+    my_id: Option<&Identifier<C>>,
+    echo: [u8; 32],
+    received: RoundMsgs<Deal<C>>,
+) -> Result<BTreeMap<PartyIndex, SigningShare<C>>, Error> {
     let mut sub_shares: BTreeMap<PartyIndex, SigningShare<C>> = BTreeMap::new();
-    if let (Some(d), Some(id)) = (&dealt, &my_id) {
+    if let (Some(d), Some(id)) = (dealt, my_id) {
         if let Some(s) = d.get(id) {
             sub_shares.insert(i, *s.signing_share());
         }
@@ -363,11 +417,24 @@ where
     if !disagree.is_empty() {
         return Err(Error::InconsistentBroadcast { parties: disagree });
     }
+    Ok(sub_shares)
+}
+
+/// Step 4 on public data at every party (the new package), then steps 3
+/// (the sub-shares) and 4 at a receiver (its new share).
+fn finish<C: Ciphersuite>(
+    roles: &Roles,
+    old: &PublicKeyPackage<C>,
+    commitments: &[Option<VerifiableSecretSharingCommitment<C>>],
+    new_ids: &[Identifier<C>],
+    sub_shares: &BTreeMap<PartyIndex, SigningShare<C>>,
+    my_id: Option<Identifier<C>>,
+) -> Result<Output<C>, Error> {
     // Step 4 on public data, at every party: the new package.
-    let package = new_package(roles, old, &commitments, &new_ids)?;
+    let package = new_package(roles, old, commitments, new_ids)?;
     let share = match my_id {
         // Steps 3 (sub-shares) and 4 at a receiver.
-        Some(id) => Some((id, my_share(roles, &commitments, &sub_shares, id, &package)?)),
+        Some(id) => Some((id, my_share(roles, commitments, sub_shares, id, &package)?)),
         None => None,
     };
     Ok(Output {

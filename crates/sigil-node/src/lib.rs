@@ -1,13 +1,4 @@
-//! The Sigil node: one party of the cluster.
-//!
-//! - [`peer`]: gRPC `sigil.peer.v1.Peer` over mutual TLS; a node accepts
-//!   protocol messages only from the node its certificate names
-//!   ([`session`] lists the acceptance rules).
-//! - [`Node::run_keygen`] / [`Node::sign`]: the node that takes an API
-//!   request coordinates it: picks the parties, proposes the session to
-//!   them (`RunSession`), runs its own part and returns the result.
-//! - [`api`]: the REST API (axum) with its OpenAPI document.
-//! - Storage: [`sigil_store`], shares sealed under the node's master key.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

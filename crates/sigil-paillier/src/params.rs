@@ -49,6 +49,33 @@ impl Params {
     /// [`Error::InvalidParameters`]: `n < 2t + 1`, `t = 0`, a key length
     /// below 128 bits or not a multiple of 2, zero rounds or batch size.
     pub fn setup(&self) -> Result<Setup, Error> {
+        self.check()?;
+        let (n, l) = (self.parties, self.key_length);
+        let (m, sieve) = sieve_primes(n, l / 2);
+        let (w_base, w_range) = size_offsets(n, l, &m)?;
+        let field_n = (Integer::from(1) << (l + 2)).next_prime();
+        let nbits = usize::BITS - n.leading_zeros();
+        let key_bits = 2 * l + 2 * nbits + self.stat_sec_shamir + 8;
+        let field_key = (Integer::from(1) << key_bits).next_prime();
+        let (crt_basis, crt_four) = crt_basis(&m, &sieve);
+        Ok(Setup {
+            lagrange_small: lagrange_small(&sieve, n),
+            crt_basis,
+            crt_four,
+            params: self.clone(),
+            sieve_primes: sieve,
+            sieve_modulus: m,
+            w_base,
+            w_range,
+            field_n,
+            field_key,
+            trial_primes: small_primes(self.prime_threshold.saturating_add(1).max(3)),
+        })
+    }
+
+    /// The checks of [`Params::setup`]: `n >= 2t + 1`, `t >= 1`, an even
+    /// key length of at least 128 bits, positive rounds and batch size.
+    fn check(&self) -> Result<(), Error> {
         let (n, t, l) = (self.parties, self.corruption_threshold, self.key_length);
         if t == 0 || n < 2 * t + 1 {
             return Err(Error::InvalidParameters(format!(
@@ -65,81 +92,91 @@ impl Params {
                 "correct_param_biprime and batch_size must be positive".into(),
             ));
         }
-        let half = l / 2;
-        // Sieve primes: odd primes r whose product, times 4, stays 2^(slack)
-        // below 2^(L/2), so the random multiple of M' that sets p's size
-        // has at least `slack` bits of range.
-        let slack = 24 + (usize::BITS - n.leading_zeros());
-        let limit = Integer::from(1) << half.saturating_sub(slack);
-        let mut m = Integer::from(4);
-        let mut sieve = Vec::new();
-        for r in small_primes(1 << 20).into_iter().skip(1) {
-            let next = Integer::from(&m * r);
-            if next > limit {
-                break;
-            }
-            m = next;
-            sieve.push(r);
-        }
-        // p and q in [base, 2^(L/2)) with base = ceil(sqrt(2) 2^(L/2 - 1)),
-        // so N = p q has exactly L bits.
-        let upper = Integer::from(1) << half;
-        let base = Integer::from((Integer::from(1) << (l - 1)).sqrt_ref()) + 1u32;
-        let w_base = (Integer::from(&base + &m) - 1u32) / &m;
-        let room = Integer::from(&upper / &m) - n as u32 - &w_base;
-        let w_range = room / n as u32;
-        if w_range < 1 << 16 {
-            return Err(Error::InvalidParameters("key_length too small for the sieve".into()));
-        }
-        let field_n = (Integer::from(1) << (l + 2)).next_prime();
-        let nbits = usize::BITS - n.leading_zeros();
-        let key_bits = 2 * l + 2 * nbits + self.stat_sec_shamir + 8;
-        let field_key = (Integer::from(1) << key_bits).next_prime();
-        // CRT basis: e_r = (M'/r) ((M'/r)^-1 mod r), so x = sum x_r e_r mod M'.
-        let basis = |r: u32| -> Integer {
-            let co = Integer::from(&m / r);
-            let inv = Integer::from(co.mod_u(r)).invert(&Integer::from(r)).unwrap_or_default();
-            co * inv
-        };
-        let crt_basis = sieve.iter().map(|&r| basis(r)).collect();
-        let crt_four = {
-            let co = Integer::from(&m / 4u32);
-            let inv = Integer::from(co.mod_u(4)).invert(&Integer::from(4)).unwrap_or_default();
-            co * inv
-        };
-        let lagrange_small = sieve
-            .iter()
-            .map(|&r| {
-                let r64 = u64::from(r);
-                (1..=n as u64)
-                    .map(|j| {
-                        if r as usize <= n {
-                            return 0;
-                        }
-                        let (mut num, mut den) = (1u64, 1u64);
-                        for k in (1..=n as u64).filter(|&k| k != j) {
-                            num = num * (r64 - k % r64) % r64;
-                            den = den * ((j + r64 - k % r64) % r64) % r64;
-                        }
-                        num * crate::math::pow_mod_small(den, r64 - 2, r64) % r64
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(Setup {
-            lagrange_small,
-            crt_basis,
-            crt_four,
-            params: self.clone(),
-            sieve_primes: sieve,
-            sieve_modulus: m,
-            w_base,
-            w_range,
-            field_n,
-            field_key,
-            trial_primes: small_primes(self.prime_threshold.saturating_add(1).max(3)),
-        })
+        Ok(())
     }
+}
+
+/// The sieve modulus `M' = 4 * prod r` and the sieve primes `r` for `n`
+/// parties and factors of `half` bits.
+fn sieve_primes(n: usize, half: u32) -> (Integer, Vec<u32>) {
+    // Sieve primes: odd primes r whose product, times 4, stays 2^(slack)
+    // below 2^(L/2), so the random multiple of M' that sets p's size
+    // has at least `slack` bits of range.
+    let slack = 24 + (usize::BITS - n.leading_zeros());
+    let limit = Integer::from(1) << half.saturating_sub(slack);
+    let mut m = Integer::from(4);
+    let mut sieve = Vec::new();
+    for r in small_primes(1 << 20).into_iter().skip(1) {
+        let next = Integer::from(&m * r);
+        if next > limit {
+            break;
+        }
+        m = next;
+        sieve.push(r);
+    }
+    (m, sieve)
+}
+
+/// `w_base` and `w_range` of [`Setup`] for `n` parties, an `l`-bit `N`
+/// and the sieve modulus `m`.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] if the range is below 2^16 (the key is too
+/// small for the sieve).
+fn size_offsets(n: usize, l: u32, m: &Integer) -> Result<(Integer, Integer), Error> {
+    // p and q in [base, 2^(L/2)) with base = ceil(sqrt(2) 2^(L/2 - 1)),
+    // so N = p q has exactly L bits.
+    let upper = Integer::from(1) << (l / 2);
+    let base = Integer::from((Integer::from(1) << (l - 1)).sqrt_ref()) + 1u32;
+    let w_base = (Integer::from(&base + m) - 1u32) / m;
+    let room = Integer::from(&upper / m) - n as u32 - &w_base;
+    let w_range = room / n as u32;
+    if w_range < 1 << 16 {
+        return Err(Error::InvalidParameters("key_length too small for the sieve".into()));
+    }
+    Ok((w_base, w_range))
+}
+
+/// The CRT basis of the sieve primes modulo `m` and the basis element
+/// for the residue mod 4.
+fn crt_basis(m: &Integer, sieve: &[u32]) -> (Vec<Integer>, Integer) {
+    // CRT basis: e_r = (M'/r) ((M'/r)^-1 mod r), so x = sum x_r e_r mod M'.
+    let basis = |r: u32| -> Integer {
+        let co = Integer::from(m / r);
+        let inv = Integer::from(co.mod_u(r)).invert(&Integer::from(r)).unwrap_or_default();
+        co * inv
+    };
+    let crt_basis = sieve.iter().map(|&r| basis(r)).collect();
+    let crt_four = {
+        let co = Integer::from(m / 4u32);
+        let inv = Integer::from(co.mod_u(4)).invert(&Integer::from(4)).unwrap_or_default();
+        co * inv
+    };
+    (crt_basis, crt_four)
+}
+
+/// Lagrange coefficients at 0 for the points `1..=n` over `F_r`, per
+/// sieve prime `r` (zeros for `r <= n`).
+fn lagrange_small(sieve: &[u32], n: usize) -> Vec<Vec<u64>> {
+    sieve
+        .iter()
+        .map(|&r| {
+            let r64 = u64::from(r);
+            (1..=n as u64)
+                .map(|j| {
+                    if r as usize <= n {
+                        return 0;
+                    }
+                    let (mut num, mut den) = (1u64, 1u64);
+                    for k in (1..=n as u64).filter(|&k| k != j) {
+                        num = num * (r64 - k % r64) % r64;
+                        den = den * ((j + r64 - k % r64) % r64) % r64;
+                    }
+                    num * crate::math::pow_mod_small(den, r64 - 2, r64) % r64
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Public values derived from [`Params`]; the same at every party.

@@ -21,11 +21,11 @@
 //! returns `None` when no `N` of the batch is a biprime; the caller starts
 //! another attempt with a new session id.
 
-use futures::SinkExt;
+use futures::{Sink, SinkExt, Stream};
 use rand_core::{CryptoRng, RngCore};
 use round_based::rounds_router::simple_store::RoundInput;
-use round_based::rounds_router::RoundsRouter;
-use round_based::{Delivery, MessageType, Mpc, MpcParty, Outgoing, ProtocolMessage};
+use round_based::rounds_router::{Round, RoundsRouter};
+use round_based::{Delivery, Incoming, MessageType, Mpc, MpcParty, Outgoing, ProtocolMessage};
 use rug::Integer;
 use serde::{Deserialize, Serialize};
 
@@ -360,6 +360,137 @@ fn expected(j: usize, what: &str) -> Error {
     }
 }
 
+/// The nine rounds of an attempt, in order (see the table above).
+struct Rounds {
+    r0: Round<RoundInput<Sieve>>,
+    r1: Round<RoundInput<SieveProducts>>,
+    r2: Round<RoundInput<ModShares>>,
+    r3: Round<RoundInput<NShares>>,
+    r4: Round<RoundInput<Biprime1>>,
+    r5: Round<RoundInput<Biprime2>>,
+    r6: Round<RoundInput<Key1>>,
+    r7: Round<RoundInput<Key1Public>>,
+    r8: Round<RoundInput<Key2>>,
+}
+
+/// Our end of an attempt's transport: our index (0-based `i`, 1-based
+/// `me`), the sink we send on and the router we receive through.
+struct Channel<O, S> {
+    i: u16,
+    me: usize,
+    out: O,
+    rounds: RoundsRouter<Msg, S>,
+}
+
+impl<O, S, E> Channel<O, S>
+where
+    O: Sink<Outgoing<Msg>> + Unpin,
+    O::Error: std::fmt::Display,
+    S: Stream<Item = Result<Incoming<Msg>, E>> + Unpin,
+    E: std::error::Error,
+{
+    /// Rounds 0-1: sieve `2 * batch` instances; our shares of the
+    /// candidate pairs whose sieving succeeded.
+    async fn sieve_rounds<R: RngCore + CryptoRng>(
+        &mut self,
+        r0: Round<RoundInput<Sieve>>,
+        r1: Round<RoundInput<SieveProducts>>,
+        setup: &Setup,
+        rng: &mut R,
+    ) -> Result<Vec<(Integer, Integer)>, Error> {
+        let batch = setup.params.batch_size;
+        let (state, sent) = sieve::start(setup, self.me, 2 * batch, rng);
+        let inbox = exchange_p2p!(self.out, self.rounds, r0, self.i, sent, Sieve);
+        let products = sieve::products(setup, &state, &inbox)?;
+        let all = exchange_broadcast!(self.out, self.rounds, r1, self.i, products, SieveProducts);
+        let cands = pairs(&sieve::finish(setup, &state, &all, rng)?, batch);
+        drop(state);
+        Ok(cands)
+    }
+
+    /// Rounds 2-3: `N` per surviving pair (shared, then revealed).
+    async fn modulus_rounds<R: RngCore + CryptoRng>(
+        &mut self,
+        r2: Round<RoundInput<ModShares>>,
+        r3: Round<RoundInput<NShares>>,
+        setup: &Setup,
+        cands: &[(Integer, Integer)],
+        rng: &mut R,
+    ) -> Result<Vec<Integer>, Error> {
+        let sent = modulus::share_candidates(setup, cands, rng);
+        let inbox = exchange_p2p!(self.out, self.rounds, r2, self.i, sent, ModShares);
+        let nshare = modulus::modulus_shares(setup, &inbox, cands.len())?;
+        let all = exchange_broadcast!(self.out, self.rounds, r3, self.i, nshare, NShares);
+        modulus::reveal(setup, &all, cands.len())
+    }
+
+    /// Rounds 4-5: biprimality of the `N` of `passing` (past trial
+    /// division), the first base for all, the rest for survivors; the
+    /// first candidate that passes every base.
+    async fn biprimality_rounds(
+        &mut self,
+        r4: Round<RoundInput<Biprime1>>,
+        r5: Round<RoundInput<Biprime2>>,
+        setup: &Setup,
+        bp: &Biprimality<'_>,
+        passing: &[usize],
+    ) -> Result<Option<usize>, Error> {
+        let values = bp.values(passing, 0, 1);
+        let all = exchange_broadcast!(self.out, self.rounds, r4, self.i, values, Biprime1);
+        bp.check_shape(passing, &all, 1)?;
+        let survivors = bp.passing(passing, &all, 1);
+        let extra = setup.params.correct_param_biprime.saturating_sub(1);
+        let values = bp.values(&survivors, 1, extra);
+        let all = exchange_broadcast!(self.out, self.rounds, r5, self.i, values, Biprime2);
+        bp.check_shape(&survivors, &all, extra as usize)?;
+        Ok(if extra == 0 {
+            // One base in all: the first survivor of round 4 is the key.
+            survivors.first().copied()
+        } else {
+            bp.passing(&survivors, &all, extra as usize).first().copied()
+        })
+    }
+
+    /// Rounds 6-8: the key for `found`, the first biprime (`N` and our
+    /// shares of its factors), with empty payloads if there is none.
+    async fn key_rounds<R: RngCore + CryptoRng>(
+        &mut self,
+        r6: Round<RoundInput<Key1>>,
+        r7: Round<RoundInput<Key1Public>>,
+        r8: Round<RoundInput<Key2>>,
+        setup: &Setup,
+        found: Option<(Integer, (Integer, Integer))>,
+        rng: &mut R,
+    ) -> Result<Option<Output>, Error> {
+        let me = self.me;
+        let (kstate, sent, r_public) = key_round1(setup, me, found.as_ref(), rng);
+        let inbox = exchange_p2p!(self.out, self.rounds, r6, self.i, sent, Key1);
+        let r_all = exchange_broadcast!(self.out, self.rounds, r7, self.i, r_public, Key1Public);
+        let k2 = key_round2(setup, me, found.as_ref().map(|f| &f.0), inbox, r_all)?;
+        let z_all = exchange_broadcast!(self.out, self.rounds, r8, self.i, k2.z_mine.clone(), Key2);
+        let (Some((x, _)), Some(kstate)) = (found, kstate) else {
+            return Ok(None);
+        };
+        let z_shares = single(z_all, "a z share")?;
+        let Some(share) = key::finish(
+            setup,
+            me,
+            &x,
+            kstate,
+            &k2.received,
+            &z_shares,
+            &k2.r_mod_n,
+            &k2.commitments,
+        )?
+        else {
+            return Ok(None);
+        };
+        let public_key =
+            PublicKey::new(x, share.theta.clone(), setup.n(), setup.t()).with_verification(share.verification.clone());
+        Ok(Some(Output { public_key, share }))
+    }
+}
+
 /// Runs one attempt as party `i` (0-based). `session` must be unique per
 /// attempt (it seeds the public biprimality bases).
 ///
@@ -379,41 +510,36 @@ where
     let n = u16::try_from(setup.n()).map_err(|_| Error::InvalidParameters("too many parties".into()))?;
     let me = usize::from(i) + 1;
     let MpcParty { delivery, .. } = party.into_party();
-    let (incoming, mut outgoing) = delivery.split();
+    let (incoming, out) = delivery.split();
     let mut rounds = RoundsRouter::<Msg>::builder();
-    let r0 = rounds.add_round(RoundInput::<Sieve>::p2p(i, n));
-    let r1 = rounds.add_round(RoundInput::<SieveProducts>::broadcast(i, n));
-    let r2 = rounds.add_round(RoundInput::<ModShares>::p2p(i, n));
-    let r3 = rounds.add_round(RoundInput::<NShares>::broadcast(i, n));
-    let r4 = rounds.add_round(RoundInput::<Biprime1>::broadcast(i, n));
-    let r5 = rounds.add_round(RoundInput::<Biprime2>::broadcast(i, n));
-    let r6 = rounds.add_round(RoundInput::<Key1>::p2p(i, n));
-    let r7 = rounds.add_round(RoundInput::<Key1Public>::broadcast(i, n));
-    let r8 = rounds.add_round(RoundInput::<Key2>::broadcast(i, n));
-    let mut rounds = rounds.listen(incoming);
+    let r = Rounds {
+        r0: rounds.add_round(RoundInput::<Sieve>::p2p(i, n)),
+        r1: rounds.add_round(RoundInput::<SieveProducts>::broadcast(i, n)),
+        r2: rounds.add_round(RoundInput::<ModShares>::p2p(i, n)),
+        r3: rounds.add_round(RoundInput::<NShares>::broadcast(i, n)),
+        r4: rounds.add_round(RoundInput::<Biprime1>::broadcast(i, n)),
+        r5: rounds.add_round(RoundInput::<Biprime2>::broadcast(i, n)),
+        r6: rounds.add_round(RoundInput::<Key1>::p2p(i, n)),
+        r7: rounds.add_round(RoundInput::<Key1Public>::broadcast(i, n)),
+        r8: rounds.add_round(RoundInput::<Key2>::broadcast(i, n)),
+    };
+    let mut ch = Channel {
+        i,
+        me,
+        out,
+        rounds: rounds.listen(incoming),
+    };
     let mut stats = AttemptStats::default();
 
     // Rounds 0-1: sieve 2 * batch instances.
-    let batch = setup.params.batch_size;
-    let (state, sent) = sieve::start(setup, me, 2 * batch, rng);
-    let inbox = exchange_p2p!(outgoing, rounds, r0, i, sent, Sieve);
-    let products = sieve::products(setup, &state, &inbox)?;
-    let all = exchange_broadcast!(outgoing, rounds, r1, i, products, SieveProducts);
-    let cands = pairs(&sieve::finish(setup, &state, &all, rng)?, batch);
-    drop(state);
-
+    let cands = ch.sieve_rounds(r.r0, r.r1, setup, rng).await?;
     // Rounds 2-3: N per surviving pair, then trial division.
-    let sent = modulus::share_candidates(setup, &cands, rng);
-    let inbox = exchange_p2p!(outgoing, rounds, r2, i, sent, ModShares);
-    let nshare = modulus::modulus_shares(setup, &inbox, cands.len())?;
-    let all = exchange_broadcast!(outgoing, rounds, r3, i, nshare, NShares);
-    let ns = modulus::reveal(setup, &all, cands.len())?;
+    let ns = ch.modulus_rounds(r.r2, r.r3, setup, &cands, rng).await?;
     stats.candidates = cands.len();
     let passing: Vec<usize> = (0..ns.len())
         .filter(|&c| ns.get(c).is_some_and(|x| modulus::passes_trial_division(setup, x)))
         .collect();
     stats.trial_passed = passing.len();
-
     // Rounds 4-5: biprimality, the first base for all, the rest for survivors.
     let bp = Biprimality {
         session,
@@ -421,44 +547,9 @@ where
         ns: &ns,
         cands: &cands,
     };
-    let all = exchange_broadcast!(outgoing, rounds, r4, i, bp.values(&passing, 0, 1), Biprime1);
-    bp.check_shape(&passing, &all, 1)?;
-    let survivors = bp.passing(&passing, &all, 1);
-    let extra = setup.params.correct_param_biprime.saturating_sub(1);
-    let all = exchange_broadcast!(outgoing, rounds, r5, i, bp.values(&survivors, 1, extra), Biprime2);
-    bp.check_shape(&survivors, &all, extra as usize)?;
-    let chosen = if extra == 0 {
-        // One base in all: the first survivor of round 4 is the key.
-        survivors.first().copied()
-    } else {
-        bp.passing(&survivors, &all, extra as usize).first().copied()
-    };
-
+    let chosen = ch.biprimality_rounds(r.r4, r.r5, setup, &bp, &passing).await?;
     // Rounds 6-8: the key for the first biprime (empty payloads if none).
     let found = chosen.and_then(|c| Some((ns.get(c)?.clone(), cands.get(c)?.clone())));
-    let (kstate, sent, r_public) = key_round1(setup, me, found.as_ref(), rng);
-    let inbox = exchange_p2p!(outgoing, rounds, r6, i, sent, Key1);
-    let r_all = exchange_broadcast!(outgoing, rounds, r7, i, r_public, Key1Public);
-    let k2 = key_round2(setup, me, found.as_ref().map(|f| &f.0), inbox, r_all)?;
-    let z_all = exchange_broadcast!(outgoing, rounds, r8, i, k2.z_mine.clone(), Key2);
-    let (Some((x, _)), Some(kstate)) = (found, kstate) else {
-        return Ok((None, stats));
-    };
-    let z_shares = single(z_all, "a z share")?;
-    let Some(share) = key::finish(
-        setup,
-        me,
-        &x,
-        kstate,
-        &k2.received,
-        &z_shares,
-        &k2.r_mod_n,
-        &k2.commitments,
-    )?
-    else {
-        return Ok((None, stats));
-    };
-    let public_key =
-        PublicKey::new(x, share.theta.clone(), setup.n(), setup.t()).with_verification(share.verification.clone());
-    Ok((Some(Output { public_key, share }), stats))
+    let output = ch.key_rounds(r.r6, r.r7, r.r8, setup, found, rng).await?;
+    Ok((output, stats))
 }

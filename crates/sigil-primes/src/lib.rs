@@ -2,8 +2,9 @@
 //! (plus `grpc.health.v1` and server reflection, so `grpcurl` works) over
 //! mutual TLS with the cluster CA, with an optional API token.
 //!
-//! The pool holds sealed safe primes per bit size in the same SQLite store
-//! as a node (`primes.db`, sealed under the service's master key). A set
+//! The pool holds sealed safe primes per bit size in a store like a node's,
+//! SQLite (`primes.db` in `data_dir`, the default) or PostgreSQL, as the
+//! `[store]` section chooses, sealed under the service's master key. A set
 //! of pre-parameters is assembled when served: the primes it needs are
 //! taken with one `DELETE ... RETURNING` (all or none), so a set is served
 //! at most once and a crash never leaves half a set; after a restart the
@@ -11,6 +12,7 @@
 //!
 //! Trust: whoever generates a party's primes knows its Paillier secret.
 //! Use a remote pool only if you trust it as you trust the node.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -340,7 +342,6 @@ impl Pool {
 
     /// Takes `count` sets of `kind` (all or none) through the taker.
     async fn take(&self, kind: Kind, count: usize) -> Result<Option<Vec<PreParams>>, Status> {
-        let bits = kind.bits();
         let i = self.index(kind).ok_or_else(|| Status::internal("kind"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.takers
@@ -353,77 +354,79 @@ impl Pool {
             return Ok(None);
         };
         let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| Status::internal(e.to_string()))?;
-        let mut sets = Vec::with_capacity(count);
         match kind {
-            Kind::Cggmp21 => {
-                let mut it = ps.into_iter();
-                while let (Some(p), Some(q)) = (it.next(), it.next()) {
-                    sets.push(PreParams {
-                        params: Some(pre_params::Params::Cggmp21(Cggmp21Primes {
-                            p: p.to_string(),
-                            q: q.to_string(),
-                        })),
-                    });
-                }
-            }
-            Kind::TssLib => {
-                let mut rest = ps;
-                while sets.len() < count {
-                    let take = rest.len().min(4);
-                    let mut group: Vec<Integer> = rest.drain(..take).collect();
-                    let pp = loop {
-                        match TssLibPreParams::from_safe_primes(group.clone(), &mut rng) {
-                            Ok((pp, unused)) => {
-                                rest.extend(unused);
-                                break pp;
-                            }
-                            // No pair far enough apart (rare): one more prime.
-                            Err(_) => match self
-                                .store
-                                .take_primes(bits, 1)
-                                .await
-                                .map_err(|e| Status::internal(format!("store: {e}")))?
-                            {
-                                Some(mut more) => {
-                                    let extra = more.pop().ok_or_else(|| Status::internal("empty take"))?;
-                                    let text = std::str::from_utf8(&extra)
-                                        .map_err(|_| Status::internal("a pooled prime is malformed"))?;
-                                    group.push(text.parse().map_err(|_| Status::internal("malformed prime"))?);
-                                }
-                                None => {
-                                    // Put the primes back; the caller waits for more.
-                                    for p in group.iter().chain(rest.iter()) {
-                                        let _ = self.store.put_prime(bits, p.to_string().as_bytes()).await;
-                                    }
-                                    return Ok(None);
-                                }
-                            },
-                        }
-                    };
-                    sets.push(PreParams {
-                        params: Some(pre_params::Params::TssLib(sigil_proto::prime::TssLibPreParams {
-                            paillier_n: pp.n.to_string(),
-                            paillier_lambda_n: pp.lambda_n.to_string(),
-                            paillier_phi_n: pp.phi_n.to_string(),
-                            paillier_p: pp.paillier_p.to_string(),
-                            paillier_q: pp.paillier_q.to_string(),
-                            n_tilde: pp.n_tilde.to_string(),
-                            h1: pp.h1.to_string(),
-                            h2: pp.h2.to_string(),
-                            alpha: pp.alpha.to_string(),
-                            beta: pp.beta.to_string(),
-                            p: pp.p.to_string(),
-                            q: pp.q.to_string(),
-                            tss_lib_json: pp.to_tss_lib_json().to_string(),
-                        })),
-                    });
-                }
-                for p in rest {
-                    let _ = self.store.put_prime(bits, p.to_string().as_bytes()).await;
-                }
-            }
+            Kind::Cggmp21 => Ok(Some(cggmp21_sets(ps))),
+            Kind::TssLib => self.tss_lib_sets(ps, count, &mut rng).await,
+        }
+    }
+
+    /// Assembles `count` tss-lib sets from the taken primes `ps`, four at a
+    /// time ([`Pool::tss_lib_set`]), and puts the primes left over back.
+    /// `None` when the store ran short (the primes not yet in a set are put
+    /// back).
+    async fn tss_lib_sets(
+        &self,
+        ps: Vec<Integer>,
+        count: usize,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<Option<Vec<PreParams>>, Status> {
+        let bits = Kind::TssLib.bits();
+        let mut sets = Vec::with_capacity(count);
+        let mut rest = ps;
+        while sets.len() < count {
+            let take = rest.len().min(4);
+            let group: Vec<Integer> = rest.drain(..take).collect();
+            let Some(pp) = self.tss_lib_set(group, &mut rest, rng).await? else {
+                return Ok(None);
+            };
+            sets.push(tss_lib_message(&pp));
+        }
+        for p in rest {
+            let _ = self.store.put_prime(bits, p.to_string().as_bytes()).await;
         }
         Ok(Some(sets))
+    }
+
+    /// One tss-lib set from `group`, its unused primes added to `rest`.
+    /// When no pair of the group is far enough apart (rare), one more prime
+    /// from the store; if the store has none, `group` and `rest` go back to
+    /// the pool and the result is `None` (the caller waits for more).
+    async fn tss_lib_set(
+        &self,
+        mut group: Vec<Integer>,
+        rest: &mut Vec<Integer>,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<Option<TssLibPreParams>, Status> {
+        let bits = Kind::TssLib.bits();
+        loop {
+            match TssLibPreParams::from_safe_primes(group.clone(), rng) {
+                Ok((pp, unused)) => {
+                    rest.extend(unused);
+                    return Ok(Some(pp));
+                }
+                // No pair far enough apart (rare): one more prime.
+                Err(_) => match self
+                    .store
+                    .take_primes(bits, 1)
+                    .await
+                    .map_err(|e| Status::internal(format!("store: {e}")))?
+                {
+                    Some(mut more) => {
+                        let extra = more.pop().ok_or_else(|| Status::internal("empty take"))?;
+                        let text =
+                            std::str::from_utf8(&extra).map_err(|_| Status::internal("a pooled prime is malformed"))?;
+                        group.push(text.parse().map_err(|_| Status::internal("malformed prime"))?);
+                    }
+                    None => {
+                        // Put the primes back; the caller waits for more.
+                        for p in group.iter().chain(rest.iter()) {
+                            let _ = self.store.put_prime(bits, p.to_string().as_bytes()).await;
+                        }
+                        return Ok(None);
+                    }
+                },
+            }
+        }
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -440,6 +443,42 @@ impl Pool {
         } else {
             Err(Status::unauthenticated("wrong API token"))
         }
+    }
+}
+
+/// CGGMP21 sets from taken primes, two at a time (`p`, `q`).
+fn cggmp21_sets(ps: Vec<Integer>) -> Vec<PreParams> {
+    let mut sets = Vec::with_capacity(ps.len() / 2);
+    let mut it = ps.into_iter();
+    while let (Some(p), Some(q)) = (it.next(), it.next()) {
+        sets.push(PreParams {
+            params: Some(pre_params::Params::Cggmp21(Cggmp21Primes {
+                p: p.to_string(),
+                q: q.to_string(),
+            })),
+        });
+    }
+    sets
+}
+
+/// The wire form of a tss-lib set.
+fn tss_lib_message(pp: &TssLibPreParams) -> PreParams {
+    PreParams {
+        params: Some(pre_params::Params::TssLib(sigil_proto::prime::TssLibPreParams {
+            paillier_n: pp.n.to_string(),
+            paillier_lambda_n: pp.lambda_n.to_string(),
+            paillier_phi_n: pp.phi_n.to_string(),
+            paillier_p: pp.paillier_p.to_string(),
+            paillier_q: pp.paillier_q.to_string(),
+            n_tilde: pp.n_tilde.to_string(),
+            h1: pp.h1.to_string(),
+            h2: pp.h2.to_string(),
+            alpha: pp.alpha.to_string(),
+            beta: pp.beta.to_string(),
+            p: pp.p.to_string(),
+            q: pp.q.to_string(),
+            tss_lib_json: pp.to_tss_lib_json().to_string(),
+        })),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Sigil's protobuf definitions and the gRPC code generated from them
 //! (prost + tonic, compiled by protox, so no `protoc` is needed).
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -61,7 +61,9 @@ macro_rules! checks {
 
 checks!(
     schema_is_migrated,
+    pending_epoch_waits_beside_active,
     epochs_switch_atomically,
+    new_node_activates_and_failed_epoch_is_deleted,
     pending_epochs_are_acknowledged,
     pending_key_is_stored_not_listed,
     duplicate_key_id_conflicts,
@@ -436,11 +438,9 @@ async fn audit_append_and_pages(store: &Store) -> Result<(), StoreError> {
     check(store.audit_after(0, 1).await? == vec![row(1)], "audit page limit")
 }
 
-/// A pending epoch waits beside the active one; the switch moves its share
-/// in, deletes the old share, the presignatures and the pending row, and
-/// records the history; a stale switch changes nothing; a node new to the
-/// key activates from nothing; a failed epoch is deleted.
-async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
+/// Key `e1` active at epoch 0 (its share and a presignature stored), and
+/// epoch 1 (parties 0 and 3) pending beside it; returns the pending record.
+async fn key_with_pending_epoch(store: &Store) -> Result<KeyRecord, StoreError> {
     let mut k = sample_key("e1");
     k.status = KeyStatus::Active;
     store.put_key(&k, 0, Some(b"epoch 0")).await?;
@@ -450,6 +450,13 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     next.parties = vec![0, 3];
     next.status = KeyStatus::Pending;
     store.put_pending_epoch(&next, "s1", 0, Some(b"epoch 1")).await?;
+    Ok(next)
+}
+
+/// A pending epoch waits beside the active one, which still signs; a
+/// stale switch (to the active epoch) is refused.
+async fn pending_epoch_waits_beside_active(store: &Store) -> Result<(), StoreError> {
+    let next = key_with_pending_epoch(store).await?;
     check(
         store.pending_epoch("e1").await? == Some(next.clone()),
         "pending record kept",
@@ -458,12 +465,20 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
         store.get_share("e1", 0, 0).await?.as_deref().map(|s| s.as_slice()) == Some(b"epoch 0"),
         "epoch 0 still signs while 1 is pending",
     )?;
-    let mut stale = next.clone();
+    let mut stale = next;
     stale.epoch = 0;
     check(
         !store.activate_epoch(&stale, None, None).await?,
         "a switch to the same epoch is refused",
-    )?;
+    )
+}
+
+/// The switch moves the pending share in, deletes the old share, the
+/// presignatures and the pending row, and records the history; the
+/// activations are stored at the new epoch only; the same switch twice is
+/// refused.
+async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
+    let mut next = key_with_pending_epoch(store).await?;
     next.status = KeyStatus::Active;
     let retired = crate::EpochEntry {
         epoch: 0,
@@ -503,9 +518,12 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     check(
         !store.activate_epoch(&next, None, Some(0)).await?,
         "the same switch twice is refused",
-    )?;
+    )
+}
 
-    // A node new to the key, and a failed epoch.
+/// A node new to the key activates its epoch from nothing (only if it is
+/// a party of the record); a failed epoch is deleted with its share.
+async fn new_node_activates_and_failed_epoch_is_deleted(store: &Store) -> Result<(), StoreError> {
     let mut fresh = sample_key("e2");
     fresh.epoch = 3;
     fresh.status = KeyStatus::Pending;
@@ -541,8 +559,7 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     check(
         store.get_share("e2", 4, 4).await?.is_none(),
         "no share of the failed epoch",
-    )?;
-    Ok(())
+    )
 }
 
 /// An acknowledgement stores the attested record of a pending epoch in
