@@ -16,6 +16,7 @@ use sigil_crypto::scheme::frost_core;
 use sigil_crypto::{ecdsa, with_ciphersuite, with_curve, Scheme};
 
 use crate::client::Client;
+use crate::schemes::{self, Family};
 
 /// Benchmarks.
 #[derive(Subcommand)]
@@ -575,7 +576,7 @@ async fn rest_sign(
 ) -> anyhow::Result<()> {
     // Warm-up (connections; FROST only, since for ECDSA it would eat the
     // presignature pool), then latency at concurrency 1, then load.
-    if !scheme.is_ecdsa() {
+    if !schemes::uses_presignatures(scheme) {
         load(clients, key_id, 50, 4, a.message_bytes, scheme, public_key).await?;
     }
     let (h, wall) = load(clients, key_id, a.sequential, 1, a.message_bytes, scheme, public_key).await?;
@@ -608,7 +609,9 @@ async fn rest_sign(
 /// the aux info of `--ecdsa-aux` or the test fixture, if found); rows
 /// added to `rows`.
 async fn floor_rows(a: &SignArgs, scheme: Scheme, n_nodes: u16, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    if !scheme.is_ecdsa() {
+    // (Paillier keys do not sign: the REST phase has failed before this.)
+    let family = schemes::family(scheme);
+    if family != Family::Ecdsa {
         let (fd, fs) = floor(scheme, a.threshold, n_nodes, 500).await?;
         rows.push(fd);
         rows.push(fs);

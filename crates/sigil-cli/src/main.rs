@@ -11,6 +11,7 @@ mod client;
 mod dev;
 mod eth;
 mod primes;
+mod schemes;
 mod soak;
 mod tools;
 
@@ -473,7 +474,8 @@ async fn keys_create(
     o: &client::KeyOptions,
     no_progress: bool,
 ) -> anyhow::Result<()> {
-    let key = if no_progress || scheme != "paillier" {
+    let long = scheme.parse().is_ok_and(schemes::long_keygen);
+    let key = if no_progress || !long {
         c.create_key_with(scheme, threshold, o).await
     } else {
         create_with_progress(c, scheme, threshold, o).await
