@@ -16,6 +16,7 @@ use sigil_crypto::scheme::frost_core;
 use sigil_crypto::{ecdsa, with_ciphersuite, with_curve, Scheme};
 
 use crate::client::Client;
+use crate::schemes::{self, Family};
 
 /// Benchmarks.
 #[derive(Subcommand)]
@@ -118,93 +119,133 @@ fn tno_runs(
     Ok(runs_out)
 }
 
+/// `sigil bench paillier`: per size, the keygen runs (Sigil, then TNO if
+/// asked) and the decryption latency with the last key; prints the tables.
 async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
-    use sigil_paillier::rug::Integer;
     let client = Client::with_url(&a.url, crate::client::TokenMaker::load(&a.auth)?);
     println!("| what | bits | count | mean s | median s | min s | max s |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut dec_rows = Vec::new();
     for &bits in &a.bits {
-        let mut times = Vec::new();
-        let mut last = None;
-        for _ in 0..a.runs {
-            let t = Instant::now();
-            let o = crate::client::KeyOptions {
-                label: Some("bench".into()),
-                bits: Some(bits),
-                prime_threshold: Some(a.prime_threshold),
-                ..Default::default()
-            };
-            let v = client.create_key_with("paillier", a.threshold, &o).await?;
-            times.push(t.elapsed().as_secs_f64());
-            eprintln!("{bits}-bit paillier keygen: {:.2} s", t.elapsed().as_secs_f64());
-            last = Some(v);
-        }
-        let mut sorted = times.clone();
-        sorted.sort_by(f64::total_cmp);
-        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-        println!(
-            "| Sigil REST keygen, dealerless (T = {}, prime_threshold {}) | {bits} | {} | {mean:.2} | {:.2} | {:.2} | {:.2} |",
-            a.threshold,
-            a.prime_threshold,
-            times.len(),
-            sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
-            sorted.first().copied().unwrap_or(f64::NAN),
-            sorted.last().copied().unwrap_or(f64::NAN),
-        );
+        let (mean, last) = paillier_keygens(&client, &a, bits).await?;
         if let Some(py) = &a.tno_python {
-            let tno = tno_runs(py, bits, a.tno_runs.unwrap_or(a.runs), a.tno_timeout, a.prime_threshold)?;
-            let done: Vec<f64> = tno.iter().flatten().copied().collect();
-            let mut sorted = done.clone();
-            sorted.sort_by(f64::total_cmp);
-            let cell = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
-            let tmean = (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64);
-            println!(
-                "| TNO distributed_keygen 4.3.0, same parameters, all parties in one process ({} of {} finished within {} s) | {bits} | {} | {} | {} | {} | {} |",
-                done.len(),
-                tno.len(),
-                a.tno_timeout,
-                done.len(),
-                cell(tmean),
-                cell(sorted.get(sorted.len() / 2).copied()),
-                cell(sorted.first().copied()),
-                cell(sorted.last().copied()),
-            );
-            if let Some(tmean) = tmean {
-                println!("| mean ratio TNO / Sigil | {bits} | | {:.0}x | | | |", tmean / mean);
-            }
+            tno_keygens(py, &a, bits, mean)?;
         }
         let Some(key) = last else { continue };
-        let id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
-        let n: Integer = key["n"].as_str().ok_or_else(|| anyhow!("no n"))?.parse()?;
-        let pk = sigil_paillier::decrypt::PublicKey::new(n, Integer::from(1), 1, 0);
-        let mut h = hist()?;
-        let start = Instant::now();
-        for k in 0..a.decrypts {
-            let m = Integer::from(k * 1000 + 7);
-            let c = pk.encrypt(&m, &mut rand::rngs::OsRng).map_err(|e| anyhow!("{e}"))?;
-            let t = Instant::now();
-            let v = client
-                .post(
-                    &format!("/v1/keys/{id}/decrypt"),
-                    &serde_json::json!({"ciphertext": c.to_string()}),
-                )
-                .await?;
-            h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
-            anyhow::ensure!(v["plaintext"] == m.to_string().as_str(), "wrong plaintext");
-        }
-        dec_rows.push(row(format!("REST decrypt, {bits}-bit N"), &h, start.elapsed()));
+        dec_rows.push(paillier_decrypts(&client, &key, bits, a.decrypts).await?);
     }
     println!();
+    print_rows(dec_rows);
+    Ok(())
+}
+
+/// `a.runs` Paillier key generations of `bits` through the REST API;
+/// prints their row and returns the mean seconds and the last key.
+async fn paillier_keygens(
+    client: &Client,
+    a: &PaillierArgs,
+    bits: u32,
+) -> anyhow::Result<(f64, Option<serde_json::Value>)> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        let o = crate::client::KeyOptions {
+            label: Some("bench".into()),
+            bits: Some(bits),
+            prime_threshold: Some(a.prime_threshold),
+            ..Default::default()
+        };
+        let v = client.create_key_with("paillier", a.threshold, &o).await?;
+        times.push(t.elapsed().as_secs_f64());
+        eprintln!("{bits}-bit paillier keygen: {:.2} s", t.elapsed().as_secs_f64());
+        last = Some(v);
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    println!(
+        "| Sigil REST keygen, dealerless (T = {}, prime_threshold {}) | {bits} | {} | {mean:.2} | {:.2} | {:.2} | {:.2} |",
+        a.threshold,
+        a.prime_threshold,
+        times.len(),
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+        sorted.first().copied().unwrap_or(f64::NAN),
+        sorted.last().copied().unwrap_or(f64::NAN),
+    );
+    Ok((mean, last))
+}
+
+/// TNO's key generations of `bits` with `python`; prints their row and
+/// the ratio of their mean to Sigil's `sigil_mean`.
+fn tno_keygens(python: &std::path::Path, a: &PaillierArgs, bits: u32, sigil_mean: f64) -> anyhow::Result<()> {
+    let tno = tno_runs(
+        python,
+        bits,
+        a.tno_runs.unwrap_or(a.runs),
+        a.tno_timeout,
+        a.prime_threshold,
+    )?;
+    let done: Vec<f64> = tno.iter().flatten().copied().collect();
+    let mut sorted = done.clone();
+    sorted.sort_by(f64::total_cmp);
+    let cell = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    let tmean = (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64);
+    println!(
+        "| TNO distributed_keygen 4.3.0, same parameters, all parties in one process ({} of {} finished within {} s) | {bits} | {} | {} | {} | {} | {} |",
+        done.len(),
+        tno.len(),
+        a.tno_timeout,
+        done.len(),
+        cell(tmean),
+        cell(sorted.get(sorted.len() / 2).copied()),
+        cell(sorted.first().copied()),
+        cell(sorted.last().copied()),
+    );
+    if let Some(tmean) = tmean {
+        println!(
+            "| mean ratio TNO / Sigil | {bits} | | {:.0}x | | | |",
+            tmean / sigil_mean
+        );
+    }
+    Ok(())
+}
+
+/// `count` sequential REST decryptions with the Paillier `key` (each
+/// plaintext checked); their latency row.
+async fn paillier_decrypts(client: &Client, key: &serde_json::Value, bits: u32, count: usize) -> anyhow::Result<Row> {
+    use sigil_paillier::rug::Integer;
+    let id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
+    let n: Integer = key["n"].as_str().ok_or_else(|| anyhow!("no n"))?.parse()?;
+    let pk = sigil_paillier::decrypt::PublicKey::new(n, Integer::from(1), 1, 0);
+    let mut h = hist()?;
+    let start = Instant::now();
+    for k in 0..count {
+        let m = Integer::from(k * 1000 + 7);
+        let c = pk.encrypt(&m, &mut rand::rngs::OsRng).map_err(|e| anyhow!("{e}"))?;
+        let t = Instant::now();
+        let v = client
+            .post(
+                &format!("/v1/keys/{id}/decrypt"),
+                &serde_json::json!({"ciphertext": c.to_string()}),
+            )
+            .await?;
+        h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+        anyhow::ensure!(v["plaintext"] == m.to_string().as_str(), "wrong plaintext");
+    }
+    Ok(row(format!("REST decrypt, {bits}-bit N"), &h, start.elapsed()))
+}
+
+/// Prints a latency table: its header, then one line per row.
+fn print_rows(rows: Vec<Row>) {
     println!("| what | count | p50 ms | p99 ms | per second |");
     println!("|---|---:|---:|---:|---:|");
-    for r in dec_rows {
+    for r in rows {
         println!(
             "| {} | {} | {:.2} | {:.2} | {:.0} |",
             r.what, r.count, r.p50_ms, r.p99_ms, r.per_sec
         );
     }
-    Ok(())
 }
 
 /// Options of `sigil bench sign`.
@@ -458,12 +499,17 @@ async fn ecdsa_floor(scheme: Scheme, aux: Vec<ecdsa::AuxInfo>, t: u16, count: us
 
 /// Runs a benchmark.
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    let a = match cmd {
-        BenchCmd::Sign(a) => a,
-        BenchCmd::Paillier(p) => return bench_paillier(p).await,
-        BenchCmd::Soak(s) => return crate::soak::run(s).await,
-        BenchCmd::Reshare(r) => return crate::bench_reshare::run(r).await,
-    };
+    match cmd {
+        BenchCmd::Sign(a) => bench_sign(a).await,
+        BenchCmd::Paillier(p) => bench_paillier(p).await,
+        BenchCmd::Soak(s) => crate::soak::run(s).await,
+        BenchCmd::Reshare(r) => crate::bench_reshare::run(r).await,
+    }
+}
+
+/// `sigil bench sign`: REST DKG, REST signing (sequential, then
+/// concurrent) and the in-process floor; prints the table.
+async fn bench_sign(a: SignArgs) -> anyhow::Result<()> {
     let scheme: Scheme = a.scheme.parse()?;
     let tokens = crate::client::TokenMaker::load(&a.auth)?;
     let clients: Vec<Client> = a.urls.iter().map(|u| Client::with_url(u, tokens.clone())).collect();
@@ -474,8 +520,25 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         .context("is the cluster running? (sigil dev)")?;
     let n_nodes = u16::try_from(health["nodes"].as_u64().unwrap_or(3)).unwrap_or(3);
     let mut rows = Vec::new();
+    let key = rest_dkg(&clients, &a, scheme, n_nodes, &mut rows).await?;
+    let key_id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
+    let public_key = hex::decode(key["public_key"].as_str().unwrap_or_default())?;
+    rest_sign(&clients, &a, scheme, n_nodes, &key_id, &public_key, &mut rows).await?;
+    floor_rows(&a, scheme, n_nodes, &mut rows).await?;
+    print_rows(rows);
+    Ok(())
+}
 
-    // DKG, sequential, round-robin over the nodes.
+/// `a.dkg` sequential REST DKGs, round-robin over the nodes (their row
+/// added to `rows`); returns `--key` or else the last key made.
+async fn rest_dkg(
+    clients: &[Client],
+    a: &SignArgs,
+    scheme: Scheme,
+    n_nodes: u16,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<serde_json::Value> {
+    let first = clients.first().ok_or_else(|| anyhow!("no --url"))?;
     let mut h = hist()?;
     let start = Instant::now();
     let mut key = match &a.key {
@@ -497,16 +560,26 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             start.elapsed(),
         ));
     }
-    let key = key.ok_or_else(|| anyhow!("no key: give --key or --dkg > 0"))?;
-    let key_id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
-    let public_key = hex::decode(key["public_key"].as_str().unwrap_or_default())?;
+    key.ok_or_else(|| anyhow!("no key: give --key or --dkg > 0"))
+}
 
+/// REST signing with `key_id`: a warm-up, latency at concurrency 1, then
+/// (unless `--no-concurrent`) the concurrent load; rows added to `rows`.
+async fn rest_sign(
+    clients: &[Client],
+    a: &SignArgs,
+    scheme: Scheme,
+    n_nodes: u16,
+    key_id: &str,
+    public_key: &[u8],
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     // Warm-up (connections; FROST only, since for ECDSA it would eat the
     // presignature pool), then latency at concurrency 1, then load.
-    if !scheme.is_ecdsa() {
-        load(&clients, &key_id, 50, 4, a.message_bytes, scheme, &public_key).await?;
+    if !schemes::uses_presignatures(scheme) {
+        load(clients, key_id, 50, 4, a.message_bytes, scheme, public_key).await?;
     }
-    let (h, wall) = load(&clients, &key_id, a.sequential, 1, a.message_bytes, scheme, &public_key).await?;
+    let (h, wall) = load(clients, key_id, a.sequential, 1, a.message_bytes, scheme, public_key).await?;
     rows.push(row(
         format!("REST sign {}-of-{n_nodes}, concurrency 1", a.threshold),
         &h,
@@ -514,13 +587,13 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     ));
     if !a.no_concurrent {
         let (h, wall) = load(
-            &clients,
-            &key_id,
+            clients,
+            key_id,
             a.requests,
             a.concurrency,
             a.message_bytes,
             scheme,
-            &public_key,
+            public_key,
         )
         .await?;
         rows.push(row(
@@ -529,7 +602,16 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             wall,
         ));
     }
-    if !scheme.is_ecdsa() {
+    Ok(())
+}
+
+/// The in-process floor of `scheme` (FROST: DKG and signing; ECDSA: with
+/// the aux info of `--ecdsa-aux` or the test fixture, if found); rows
+/// added to `rows`.
+async fn floor_rows(a: &SignArgs, scheme: Scheme, n_nodes: u16, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    // (Paillier keys do not sign: the REST phase has failed before this.)
+    let family = schemes::family(scheme);
+    if family != Family::Ecdsa {
         let (fd, fs) = floor(scheme, a.threshold, n_nodes, 500).await?;
         rows.push(fd);
         rows.push(fs);
@@ -546,15 +628,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             }
             Err(e) => eprintln!("no ECDSA in-process floor: {}: {e} (give --ecdsa-aux)", path.display()),
         }
-    }
-
-    println!("| what | count | p50 ms | p99 ms | per second |");
-    println!("|---|---:|---:|---:|---:|");
-    for r in rows {
-        println!(
-            "| {} | {} | {:.2} | {:.2} | {:.0} |",
-            r.what, r.count, r.p50_ms, r.p99_ms, r.per_sec
-        );
     }
     Ok(())
 }

@@ -361,7 +361,10 @@ pub async fn verify(
 pub async fn paillier_encrypt(api: &crate::ApiArgs, key: &str, value: &str) -> anyhow::Result<()> {
     use sigil_paillier::rug::Integer;
     let v = Client::new(api)?.get(&format!("/v1/keys/{key}")).await?;
-    anyhow::ensure!(v["scheme"] == "paillier", "key {key} is not a paillier key");
+    anyhow::ensure!(
+        crate::schemes::of_view(&v).map(crate::schemes::operation) == Some(crate::schemes::Use::Decrypt),
+        "key {key} is not a paillier key"
+    );
     let n: Integer = v["n"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("the key has no n"))?

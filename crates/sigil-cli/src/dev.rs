@@ -120,6 +120,18 @@ fn admin_client(data_dir: &Path) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(&public)?)
 }
 
+/// What every node's configuration shares.
+struct Cluster {
+    /// The certificate directory.
+    certs: PathBuf,
+    /// Peer port of node 0.
+    peer_base: u16,
+    /// The clients every node registers.
+    clients: Vec<ClientEntry>,
+    /// Every node of the cluster.
+    nodes: Vec<NodeEntry>,
+}
+
 /// Writes the config of every node; returns their config paths.
 pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(args.nodes >= 1 && args.nodes <= 64, "--nodes must be within 1..=64");
@@ -128,18 +140,7 @@ pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
     let ids: Vec<u16> = (0..args.nodes).collect();
     let certs = data_dir.join("certs");
     sigil_node::certs::init(&certs, &data_dir.join("ca"), &ids, sigil_node::certs::CERT_DAYS)?;
-    let mut clients = vec![ClientEntry {
-        id: "admin".into(),
-        public_key: admin_client(&data_dir)?,
-        roles: vec![Role::Admin],
-    }];
-    for (id, file) in &args.clients {
-        clients.push(ClientEntry {
-            id: id.clone(),
-            public_key: std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?,
-            roles: vec![Role::Create, Role::Read],
-        });
-    }
+    let clients = client_entries(args, &data_dir)?;
     let peer_base = args.peer_port.unwrap_or(args.http_port.saturating_add(100));
     let nodes: Vec<NodeEntry> = ids
         .iter()
@@ -151,66 +152,101 @@ pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    let cluster = Cluster {
+        certs,
+        peer_base,
+        clients,
+        nodes,
+    };
     let mut paths = Vec::new();
     for &i in &ids {
-        let dir = data_dir.join(format!("node-{i}"));
-        std::fs::create_dir_all(&dir)?;
-        let mk = dir.join("master.key");
-        if !mk.exists() {
-            sigil_node::certs::write_secret(&mk, MasterKey::generate().to_hex().as_bytes())?;
-        }
-        let node_certs = sigil_node::certs::node_cert_paths(&certs, i);
-        let cfg = NodeConfig {
-            limits: Default::default(),
-            store: store_config(args, i).await?,
-            prime_source: Default::default(),
-            node_id: i,
-            data_dir: dir.clone(),
-            listen_http: format!("127.0.0.1:{}", args.http_port + i).parse()?,
-            listen_peer: format!("127.0.0.1:{}", peer_base + i).parse()?,
-            master_key_file: Some(mk),
-            cluster_id: args.cluster_id.clone(),
-            identity_key_file: sigil_node::certs::identity_key_path(&certs, i),
-            clients: clients.clone(),
-            allowed_ips: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
-            http_tls: None,
-            insecure_plaintext_http: false,
-            session_timeout_ms: args.session_timeout_ms,
-            max_body_bytes: 64 * 1024,
-            aux_timeout_ms: 120_000,
-            prime_pool_size: args.prime_pool_size,
-            presign_pool_size: args.presign_pool_size,
-            prime_seed_file: match &args.prime_seed_file {
-                // Each node gets its own lines: a prime must never serve two
-                // parties (they would share a Paillier modulus).
-                Some(all) => {
-                    let text = std::fs::read_to_string(all).with_context(|| format!("read {}", all.display()))?;
-                    let mine: Vec<&str> = text
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .enumerate()
-                        .filter(|(k, _)| k % usize::from(args.nodes) == usize::from(i))
-                        .map(|(_, l)| l)
-                        .collect();
-                    let path = dir.join("primes-seed.txt");
-                    sigil_node::certs::write_secret(&path, mine.join("\n").as_bytes())?;
-                    Some(path)
-                }
-                None => None,
-            },
-            tls: TlsConfig {
-                ca_cert: sigil_node::certs::ca_cert_path(&certs),
-                cert: node_certs.cert,
-                key: node_certs.key,
-            },
-            nodes: nodes.clone(),
-        };
-        cfg.validate()?;
-        let path = dir.join("config.toml");
-        std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
-        paths.push(path);
+        paths.push(write_node_config(args, &cluster, &data_dir, i).await?);
     }
     Ok(paths)
+}
+
+/// The clients every node registers: the admin (its key pair made once)
+/// and those of `--client`.
+fn client_entries(args: &DevArgs, data_dir: &Path) -> anyhow::Result<Vec<ClientEntry>> {
+    let mut clients = vec![ClientEntry {
+        id: "admin".into(),
+        public_key: admin_client(data_dir)?,
+        roles: vec![Role::Admin],
+    }];
+    for (id, file) in &args.clients {
+        clients.push(ClientEntry {
+            id: id.clone(),
+            public_key: std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?,
+            roles: vec![Role::Create, Role::Read],
+        });
+    }
+    Ok(clients)
+}
+
+/// Writes node `i`'s directory, master key (made once) and checked
+/// `config.toml`; returns the config's path.
+async fn write_node_config(args: &DevArgs, cluster: &Cluster, data_dir: &Path, i: u16) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join(format!("node-{i}"));
+    std::fs::create_dir_all(&dir)?;
+    let mk = dir.join("master.key");
+    if !mk.exists() {
+        sigil_node::certs::write_secret(&mk, MasterKey::generate().to_hex().as_bytes())?;
+    }
+    let certs = &cluster.certs;
+    let node_certs = sigil_node::certs::node_cert_paths(certs, i);
+    let cfg = NodeConfig {
+        limits: Default::default(),
+        store: store_config(args, i).await?,
+        prime_source: Default::default(),
+        node_id: i,
+        data_dir: dir.clone(),
+        listen_http: format!("127.0.0.1:{}", args.http_port + i).parse()?,
+        listen_peer: format!("127.0.0.1:{}", cluster.peer_base + i).parse()?,
+        master_key_file: Some(mk),
+        cluster_id: args.cluster_id.clone(),
+        identity_key_file: sigil_node::certs::identity_key_path(certs, i),
+        clients: cluster.clients.clone(),
+        allowed_ips: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
+        http_tls: None,
+        insecure_plaintext_http: false,
+        session_timeout_ms: args.session_timeout_ms,
+        max_body_bytes: 64 * 1024,
+        aux_timeout_ms: 120_000,
+        prime_pool_size: args.prime_pool_size,
+        presign_pool_size: args.presign_pool_size,
+        prime_seed_file: prime_seed(args, i, &dir)?,
+        tls: TlsConfig {
+            ca_cert: sigil_node::certs::ca_cert_path(certs),
+            cert: node_certs.cert,
+            key: node_certs.key,
+        },
+        nodes: cluster.nodes.clone(),
+    };
+    cfg.validate()?;
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
+    Ok(path)
+}
+
+/// Node `i`'s share of `--prime-seed-file`, written to its directory
+/// `dir`: lines i, i + n, i + 2n, ...; `None` without the flag.
+fn prime_seed(args: &DevArgs, i: u16, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let Some(all) = &args.prime_seed_file else {
+        return Ok(None);
+    };
+    // Each node gets its own lines: a prime must never serve two
+    // parties (they would share a Paillier modulus).
+    let text = std::fs::read_to_string(all).with_context(|| format!("read {}", all.display()))?;
+    let mine: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .filter(|(k, _)| k % usize::from(args.nodes) == usize::from(i))
+        .map(|(_, l)| l)
+        .collect();
+    let path = dir.join("primes-seed.txt");
+    sigil_node::certs::write_secret(&path, mine.join("\n").as_bytes())?;
+    Ok(Some(path))
 }
 
 /// Starts `exe node --config cfg` (node `i`), its output appended to

@@ -112,7 +112,7 @@ pub async fn sign_tx(a: SignTxArgs) -> anyhow::Result<()> {
         .map(|p| format!("?derivation_path={p}"))
         .unwrap_or_default();
     let key = client.get(&format!("/v1/keys/{}{path_q}", a.key)).await?;
-    if key["scheme"] != "ecdsa-secp256k1" {
+    if !crate::schemes::of_view(&key).is_some_and(crate::schemes::has_ethereum_address) {
         bail!("key {} is {}, not ecdsa-secp256k1", a.key, key["scheme"]);
     }
     let key_address = key["ethereum_address"]

@@ -11,6 +11,7 @@ mod client;
 mod dev;
 mod eth;
 mod primes;
+mod schemes;
 mod soak;
 mod tools;
 
@@ -359,110 +360,25 @@ fn main() -> std::process::ExitCode {
 
 async fn async_main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Node { config } => {
-            init_tracing();
-            sigil_node::api::init_metrics();
-            match sigil_node::NodeConfig::load(&config) {
-                Ok(cfg) => sigil_node::run(cfg, shutdown_signal()).await,
-                Err(e) => Err(e),
-            }
-        }
-        Cmd::Certs {
-            cmd:
-                CertsCmd::Init {
-                    dir,
-                    ca_dir,
-                    nodes,
-                    days,
-                },
-        } => {
-            let ids: Vec<u16> = (0..nodes).collect();
-            match sigil_node::certs::init(&dir, &ca_dir, &ids, days) {
-                Ok(true) => {
-                    println!(
-                        "created {nodes} node certificates and the prime service's in {} (valid {days} days); the CA key is in {}: keep it offline",
-                        dir.display(),
-                        ca_dir.display()
-                    );
-                    Ok(())
-                }
-                Ok(false) => {
-                    println!("{} already holds a CA; left unchanged", dir.display());
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        }
+    match run(cli.cmd).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs one command: hands each subcommand family to its function.
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Node { config } => node_command(&config).await,
+        Cmd::Certs { cmd } => certs_command(cmd),
         Cmd::Dev(args) => dev::run(args).await,
-        Cmd::Keys { cmd, api } => {
-            let c = match client::Client::new(&api) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            match cmd {
-                KeysCmd::Create {
-                    scheme,
-                    threshold,
-                    parties,
-                    label,
-                    bits,
-                    prime_threshold,
-                    no_progress,
-                } => {
-                    let o = client::KeyOptions {
-                        parties,
-                        label,
-                        bits,
-                        prime_threshold,
-                    };
-                    let key = if no_progress || scheme != "paillier" {
-                        c.create_key_with(&scheme, threshold, &o).await
-                    } else {
-                        create_with_progress(&c, &scheme, threshold, &o).await
-                    };
-                    key.map(|v| client::print_json(&v))
-                }
-                KeysCmd::Refresh { key } => c
-                    .post(&format!("/v1/keys/{key}/refresh"), &serde_json::json!({}))
-                    .await
-                    .map(|v| client::print_json(&v)),
-                KeysCmd::Reshare {
-                    key,
-                    parties,
-                    threshold,
-                } => {
-                    let mut body = serde_json::Map::new();
-                    if let Some(p) = parties {
-                        body.insert("parties".into(), serde_json::json!(p));
-                    }
-                    if let Some(t) = threshold {
-                        body.insert("threshold".into(), serde_json::json!(t));
-                    }
-                    c.post(&format!("/v1/keys/{key}/reshare"), &serde_json::Value::Object(body))
-                        .await
-                        .map(|v| client::print_json(&v))
-                }
-                KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
-                KeysCmd::Get { key } => c.get(&format!("/v1/keys/{key}")).await.map(|v| client::print_json(&v)),
-                KeysCmd::Verify { key, identities } => tools::verify_key(&c, &key, &identities).await,
-            }
-        }
+        Cmd::Keys { cmd, api } => keys_command(cmd, &api).await,
         Cmd::Sign {
             key,
             derivation_path,
             msg,
             api,
-        } => match msg.bytes() {
-            Ok(m) => match client::Client::new(&api) {
-                Ok(c) => c
-                    .sign_with_path(&key, &m, derivation_path.as_deref())
-                    .await
-                    .map(|v| client::print_json(&v)),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
+        } => sign_command(&key, derivation_path.as_deref(), &msg, &api).await,
         Cmd::Verify {
             key,
             scheme,
@@ -473,47 +389,166 @@ async fn async_main() -> std::process::ExitCode {
         } => client::verify(&api, key, scheme, public_key, &signature, &msg).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
         Cmd::Encrypt { key, value, api } => client::paillier_encrypt(&api, &key, &value).await,
-        Cmd::Decrypt { key, ciphertext, api } => match client::Client::new(&api) {
-            Ok(c) => c
-                .post(
-                    &format!("/v1/keys/{key}/decrypt"),
-                    &serde_json::json!({"ciphertext": ciphertext}),
-                )
-                .await
-                .map(|v| client::print_json(&v)),
-            Err(e) => Err(e),
-        },
+        Cmd::Decrypt { key, ciphertext, api } => decrypt_command(&key, &ciphertext, &api).await,
         Cmd::Clients {
             cmd: ClientsCmd::Keygen { id, out, p256, roles },
         } => tools::client_keygen(&id, &out, p256, &roles),
         Cmd::Token(a) => tools::token(&a),
-        Cmd::Audit {
-            cmd: AuditCmd::Verify { file, db },
-        } => tools::audit_verify(file.as_deref(), db.as_deref()).await,
-        Cmd::Audit {
-            cmd: AuditCmd::Export { after, api },
-        } => match client::Client::new(&api) {
-            Ok(c) => tools::audit_export(&c, after).await,
-            Err(e) => Err(e),
-        },
-        Cmd::Primes {
-            cmd: primes::PrimesCmd::Serve { config },
-        } => {
-            init_tracing();
-            match sigil_primes::PrimeServiceConfig::load(&config) {
-                Ok(cfg) => sigil_primes::run(cfg, shutdown_signal()).await,
-                Err(e) => Err(e),
-            }
-        }
-        Cmd::Primes {
-            cmd: primes::PrimesCmd::BenchService(a),
-        } => primes::bench_service(a).await,
-        Cmd::Primes { cmd } => primes::run(cmd),
+        Cmd::Audit { cmd } => audit_command(cmd).await,
+        Cmd::Primes { cmd } => primes_command(cmd).await,
         Cmd::Eth { cmd: EthCmd::SignTx(a) } => eth::sign_tx(a).await,
+    }
+}
+
+/// `sigil node`: loads the configuration and runs the node until a signal.
+async fn node_command(config: &std::path::Path) -> anyhow::Result<()> {
+    init_tracing();
+    sigil_node::api::init_metrics();
+    let cfg = sigil_node::NodeConfig::load(config)?;
+    sigil_node::run(cfg, shutdown_signal()).await
+}
+
+/// `sigil certs`: makes the cluster's CA and certificates.
+fn certs_command(cmd: CertsCmd) -> anyhow::Result<()> {
+    let CertsCmd::Init {
+        dir,
+        ca_dir,
+        nodes,
+        days,
+    } = cmd;
+    let ids: Vec<u16> = (0..nodes).collect();
+    if sigil_node::certs::init(&dir, &ca_dir, &ids, days)? {
+        println!(
+            "created {nodes} node certificates and the prime service's in {} (valid {days} days); the CA key is in {}: keep it offline",
+            dir.display(),
+            ca_dir.display()
+        );
+    } else {
+        println!("{} already holds a CA; left unchanged", dir.display());
+    }
+    Ok(())
+}
+
+/// `sigil keys`: key generation, refresh, reshare, listing and checks.
+async fn keys_command(cmd: KeysCmd, api: &ApiArgs) -> anyhow::Result<()> {
+    let c = client::Client::new(api)?;
+    match cmd {
+        KeysCmd::Create {
+            scheme,
+            threshold,
+            parties,
+            label,
+            bits,
+            prime_threshold,
+            no_progress,
+        } => {
+            let o = client::KeyOptions {
+                parties,
+                label,
+                bits,
+                prime_threshold,
+            };
+            keys_create(&c, &scheme, threshold, &o, no_progress).await
+        }
+        KeysCmd::Refresh { key } => c
+            .post(&format!("/v1/keys/{key}/refresh"), &serde_json::json!({}))
+            .await
+            .map(|v| client::print_json(&v)),
+        KeysCmd::Reshare {
+            key,
+            parties,
+            threshold,
+        } => keys_reshare(&c, &key, parties, threshold).await,
+        KeysCmd::List => c.get("/v1/keys").await.map(|v| client::print_json(&v)),
+        KeysCmd::Get { key } => c.get(&format!("/v1/keys/{key}")).await.map(|v| client::print_json(&v)),
+        KeysCmd::Verify { key, identities } => tools::verify_key(&c, &key, &identities).await,
+    }
+}
+
+/// `sigil keys create`: one request, or a followed operation with a
+/// progress spinner for a scheme whose key generation is long.
+async fn keys_create(
+    c: &client::Client,
+    scheme: &str,
+    threshold: u16,
+    o: &client::KeyOptions,
+    no_progress: bool,
+) -> anyhow::Result<()> {
+    let long = scheme.parse().is_ok_and(schemes::long_keygen);
+    let key = if no_progress || !long {
+        c.create_key_with(scheme, threshold, o).await
+    } else {
+        create_with_progress(c, scheme, threshold, o).await
     };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => fail(e),
+    key.map(|v| client::print_json(&v))
+}
+
+/// `sigil keys reshare`: asks for a new committee and/or threshold.
+async fn keys_reshare(
+    c: &client::Client,
+    key: &str,
+    parties: Option<Vec<u16>>,
+    threshold: Option<u16>,
+) -> anyhow::Result<()> {
+    let mut body = serde_json::Map::new();
+    if let Some(p) = parties {
+        body.insert("parties".into(), serde_json::json!(p));
+    }
+    if let Some(t) = threshold {
+        body.insert("threshold".into(), serde_json::json!(t));
+    }
+    c.post(&format!("/v1/keys/{key}/reshare"), &serde_json::Value::Object(body))
+        .await
+        .map(|v| client::print_json(&v))
+}
+
+/// `sigil sign`: has the cluster sign a message and prints the answer.
+async fn sign_command(
+    key: &str,
+    derivation_path: Option<&str>,
+    msg: &client::MessageArgs,
+    api: &ApiArgs,
+) -> anyhow::Result<()> {
+    let m = msg.bytes()?;
+    let c = client::Client::new(api)?;
+    c.sign_with_path(key, &m, derivation_path)
+        .await
+        .map(|v| client::print_json(&v))
+}
+
+/// `sigil decrypt`: has the cluster decrypt a ciphertext and prints the answer.
+async fn decrypt_command(key: &str, ciphertext: &str, api: &ApiArgs) -> anyhow::Result<()> {
+    let c = client::Client::new(api)?;
+    c.post(
+        &format!("/v1/keys/{key}/decrypt"),
+        &serde_json::json!({"ciphertext": ciphertext}),
+    )
+    .await
+    .map(|v| client::print_json(&v))
+}
+
+/// `sigil audit`: checks a hash chain or exports a node's log.
+async fn audit_command(cmd: AuditCmd) -> anyhow::Result<()> {
+    match cmd {
+        AuditCmd::Verify { file, db } => tools::audit_verify(file.as_deref(), db.as_deref()).await,
+        AuditCmd::Export { after, api } => {
+            let c = client::Client::new(&api)?;
+            tools::audit_export(&c, after).await
+        }
+    }
+}
+
+/// `sigil primes`: the prime service and its benchmark here (they need the
+/// runtime), the local generator and its benchmark in `primes::run`.
+async fn primes_command(cmd: primes::PrimesCmd) -> anyhow::Result<()> {
+    match cmd {
+        primes::PrimesCmd::Serve { config } => {
+            init_tracing();
+            let cfg = sigil_primes::PrimeServiceConfig::load(&config)?;
+            sigil_primes::run(cfg, shutdown_signal()).await
+        }
+        primes::PrimesCmd::BenchService(a) => primes::bench_service(a).await,
+        cmd => primes::run(cmd),
     }
 }
 

@@ -192,9 +192,37 @@ impl Sample {
     }
 }
 
+/// `sigil primes bench`: OpenSSL and the generator (one thread, then all
+/// cores) per size, then pre-parameter sets; prints the tables.
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.count > 0, "--count must be at least 1");
-    // Build the shared sieve table before timing anything.
+    build_sieve_table();
+    let mut rows = Vec::new();
+    for &bits in &a.bits {
+        if !a.no_openssl {
+            rows.push((bits, openssl_sample(bits, a.count)?));
+        }
+        let mut thread_counts = vec![1];
+        if !a.no_parallel && cores() > 1 {
+            thread_counts.push(cores());
+        }
+        for threads in thread_counts {
+            rows.push((bits, generator_sample(bits, a.count, threads)?));
+        }
+    }
+    let mut set_rows = Vec::new();
+    if a.sets > 0 {
+        for kind in [Kind::Cggmp21, Kind::TssLib] {
+            set_rows.push(preparams_sample(kind, a.sets)?);
+        }
+    }
+    print_set_rows(&set_rows);
+    print_prime_rows(&rows);
+    Ok(())
+}
+
+/// Builds the shared sieve table (before timing anything) and reports it.
+fn build_sieve_table() {
     let t0 = Instant::now();
     let table = primes::SieveTable::shared();
     eprintln!(
@@ -202,109 +230,116 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         table.len(),
         t0.elapsed().as_secs_f64() * 1e3
     );
-    let mut rows = Vec::new();
-    for &bits in &a.bits {
-        if !a.no_openssl {
-            let mut times = Vec::new();
-            let start = Instant::now();
-            for _ in 0..a.count {
-                let t = Instant::now();
-                let p = openssl_safe_prime(bits)?;
-                times.push(t.elapsed().as_secs_f64());
-                anyhow::ensure!(p.significant_bits() == bits, "openssl gave a prime of another size");
-            }
-            let s = Sample {
-                what: format!("openssl prime -generate -safe -bits {bits} (1 thread)"),
-                times,
-                wall: start.elapsed().as_secs_f64(),
-            };
-            eprintln!("{}: {:.1} s", s.what, s.wall);
-            rows.push((bits, s));
-        }
-        let mut thread_counts = vec![1];
-        if !a.no_parallel && cores() > 1 {
-            thread_counts.push(cores());
-        }
-        for threads in thread_counts {
-            let times = Mutex::new(Vec::new());
-            let last = Mutex::new(Instant::now());
-            let stats = Stats::default();
-            let start = Instant::now();
-            *last.lock().unwrap_or_else(|e| e.into_inner()) = start;
-            let n = primes::generate(bits, a.count, threads, &AtomicBool::new(false), &stats, &|p| {
-                let now = Instant::now();
-                let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
-                times
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((now - *l).as_secs_f64());
-                *l = now;
-                debug_assert_eq!(p.significant_bits(), bits);
+}
+
+/// Times `count` safe primes of `bits` from `openssl prime`, one at a time.
+fn openssl_sample(bits: u32, count: usize) -> anyhow::Result<Sample> {
+    let mut times = Vec::new();
+    let start = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        let p = openssl_safe_prime(bits)?;
+        times.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(p.significant_bits() == bits, "openssl gave a prime of another size");
+    }
+    let s = Sample {
+        what: format!("openssl prime -generate -safe -bits {bits} (1 thread)"),
+        times,
+        wall: start.elapsed().as_secs_f64(),
+    };
+    eprintln!("{}: {:.1} s", s.what, s.wall);
+    Ok(s)
+}
+
+/// Times `count` safe primes of `bits` from the generator on `threads`
+/// threads (the time between consecutive primes).
+fn generator_sample(bits: u32, count: usize, threads: usize) -> anyhow::Result<Sample> {
+    let times = Mutex::new(Vec::new());
+    let last = Mutex::new(Instant::now());
+    let stats = Stats::default();
+    let start = Instant::now();
+    *last.lock().unwrap_or_else(|e| e.into_inner()) = start;
+    let n = primes::generate(bits, count, threads, &AtomicBool::new(false), &stats, &|p| {
+        let now = Instant::now();
+        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+        times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((now - *l).as_secs_f64());
+        *l = now;
+        debug_assert_eq!(p.significant_bits(), bits);
+    })?;
+    anyhow::ensure!(n == count, "generator stopped early");
+    let s = Sample {
+        what: format!("sigil primes generate --bits {bits} --threads {threads}"),
+        times: times.into_inner().unwrap_or_else(|e| e.into_inner()),
+        wall: start.elapsed().as_secs_f64(),
+    };
+    eprintln!(
+        "{}: {:.1} s ({} survivors tested, {:.0} per prime)",
+        s.what,
+        s.wall,
+        stats.tested.load(Ordering::Relaxed),
+        stats.tested.load(Ordering::Relaxed) as f64 / count as f64
+    );
+    Ok(s)
+}
+
+/// Times `sets` pre-parameter sets of `kind`, each made with all cores.
+fn preparams_sample(kind: Kind, sets: usize) -> anyhow::Result<Sample> {
+    let mut times = Vec::new();
+    let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)?;
+    for _ in 0..sets {
+        let t = Instant::now();
+        preparams_set(kind, &mut rng)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let s = Sample {
+        what: format!(
+            "{} pre-parameters, one set ({} x {}-bit safe primes, {} threads)",
+            kind.as_str(),
+            kind.primes(),
+            kind.bits(),
+            cores()
+        ),
+        wall: times.iter().sum(),
+        times,
+    };
+    eprintln!("{}: median {:.2} s", s.what, s.median());
+    Ok(s)
+}
+
+/// Makes the safe primes of one pre-parameter set of `kind` (tss-lib: and
+/// checks they make a set, adding primes until they do).
+fn preparams_set(kind: Kind, rng: &mut rand::rngs::StdRng) -> anyhow::Result<()> {
+    let found = Mutex::new(Vec::new());
+    primes::generate(
+        kind.bits(),
+        kind.primes(),
+        cores(),
+        &AtomicBool::new(false),
+        &Stats::default(),
+        &|p| {
+            found.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        },
+    )?;
+    let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    if kind == Kind::TssLib {
+        // One more prime in the rare case no pair is 2^1020 apart.
+        while TssLibPreParams::from_safe_primes(found.clone(), rng).is_err() {
+            let more = Mutex::new(None);
+            primes::generate(kind.bits(), 1, 1, &AtomicBool::new(false), &Stats::default(), &|p| {
+                *more.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
             })?;
-            anyhow::ensure!(n == a.count, "generator stopped early");
-            let s = Sample {
-                what: format!("sigil primes generate --bits {bits} --threads {threads}"),
-                times: times.into_inner().unwrap_or_else(|e| e.into_inner()),
-                wall: start.elapsed().as_secs_f64(),
-            };
-            eprintln!(
-                "{}: {:.1} s ({} survivors tested, {:.0} per prime)",
-                s.what,
-                s.wall,
-                stats.tested.load(Ordering::Relaxed),
-                stats.tested.load(Ordering::Relaxed) as f64 / a.count as f64
-            );
-            rows.push((bits, s));
+            found.extend(more.into_inner().unwrap_or_else(|e| e.into_inner()));
         }
     }
-    let mut set_rows = Vec::new();
-    for kind in [Kind::Cggmp21, Kind::TssLib] {
-        if a.sets == 0 {
-            break;
-        }
-        let mut times = Vec::new();
-        let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)?;
-        for _ in 0..a.sets {
-            let t = Instant::now();
-            let found = Mutex::new(Vec::new());
-            primes::generate(
-                kind.bits(),
-                kind.primes(),
-                cores(),
-                &AtomicBool::new(false),
-                &Stats::default(),
-                &|p| {
-                    found.lock().unwrap_or_else(|e| e.into_inner()).push(p);
-                },
-            )?;
-            let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
-            if kind == Kind::TssLib {
-                // One more prime in the rare case no pair is 2^1020 apart.
-                while TssLibPreParams::from_safe_primes(found.clone(), &mut rng).is_err() {
-                    let more = Mutex::new(None);
-                    primes::generate(kind.bits(), 1, 1, &AtomicBool::new(false), &Stats::default(), &|p| {
-                        *more.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
-                    })?;
-                    found.extend(more.into_inner().unwrap_or_else(|e| e.into_inner()));
-                }
-            }
-            times.push(t.elapsed().as_secs_f64());
-        }
-        let s = Sample {
-            what: format!(
-                "{} pre-parameters, one set ({} x {}-bit safe primes, {} threads)",
-                kind.as_str(),
-                kind.primes(),
-                kind.bits(),
-                cores()
-            ),
-            wall: times.iter().sum(),
-            times,
-        };
-        eprintln!("{}: median {:.2} s", s.what, s.median());
-        set_rows.push(s);
-    }
-    for s in &set_rows {
+    Ok(())
+}
+
+/// Prints one line per pre-parameter sample.
+fn print_set_rows(set_rows: &[Sample]) {
+    for s in set_rows {
         println!(
             "| {} | sets | {} | median {:.2} s | mean {:.2} s |",
             s.what,
@@ -313,9 +348,13 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             s.wall / s.times.len() as f64
         );
     }
+}
+
+/// Prints the generator table, each row against OpenSSL's of its size.
+fn print_prime_rows(rows: &[(u32, Sample)]) {
     println!("| generator | bits | count | total s | mean s/prime | median s | primes/s | vs openssl |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (bits, s) in &rows {
+    for (bits, s) in rows {
         let openssl = rows
             .iter()
             .find(|(b, o)| b == bits && o.what.starts_with("openssl"))
@@ -331,95 +370,28 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             s.times.len() as f64 / s.wall,
         );
     }
-    Ok(())
 }
 
-/// `sigil primes bench-service`.
+/// `sigil primes bench-service`: waits for a warm pool, then times
+/// `GetPreParams(1)` from `--concurrency` clients; prints the table.
 pub async fn bench_service(a: ServiceBenchArgs) -> anyhow::Result<()> {
-    use sigil_proto::prime::prime_service_client::PrimeServiceClient;
-    use sigil_proto::prime::{GetPoolStatusRequest, GetPreParamsRequest};
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
     anyhow::ensure!(
         a.requests > 0 && a.concurrency > 0,
         "--requests and --concurrency must be positive"
     );
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&a.ca)?))
-        .identity(Identity::from_pem(read(&a.cert)?, read(&a.key)?))
-        .domain_name(a.server_name.clone());
+    let tls = tls_config(&a)?;
     let token = match &a.token_file {
         Some(p) => Some(std::fs::read_to_string(p)?.trim().to_string()),
         None => None,
     };
-    let with_token = |mut r: tonic::Request<_>| -> anyhow::Result<_> {
-        if let Some(t) = &token {
-            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
-        }
-        Ok(r)
-    };
-    let connect = || async {
-        let ch = Channel::from_shared(a.url.clone())?
-            .tls_config(tls.clone())?
-            .connect()
-            .await?;
-        Ok::<_, anyhow::Error>(PrimeServiceClient::new(ch))
-    };
-    let mut status_client = connect().await.context("connecting to the prime service")?;
-    // Wait for a warm pool.
-    let bar = ProgressBar::new(a.requests as u64);
-    bar.set_style(
-        ProgressStyle::with_template("waiting for the pool: {pos}/{len} {kind} sets [{elapsed_precise}] {wide_bar}")
-            .map_err(|e| anyhow!("{e}"))?,
-    );
-    loop {
-        let s = status_client
-            .get_pool_status(with_token(tonic::Request::new(GetPoolStatusRequest {}))?)
-            .await?
-            .into_inner();
-        let have = s
-            .kinds
-            .iter()
-            .find(|k| k.kind == a.kind)
-            .map_or(0, |k| k.pool_size as u64);
-        bar.set_position(have.min(a.requests as u64));
-        if have >= a.requests as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bar.finish_and_clear();
+    let mut status_client = connect(&a.url, &tls).await.context("connecting to the prime service")?;
+    wait_for_pool(&mut status_client, &a, token.as_deref()).await?;
     let mut clients = Vec::new();
     for _ in 0..a.concurrency {
-        clients.push(connect().await?);
+        clients.push(connect(&a.url, &tls).await?);
     }
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for mut c in clients {
-        let (next, kind, total, token) = (next.clone(), a.kind.clone(), a.requests, token.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
-            while next.fetch_add(1, Ordering::Relaxed) < total {
-                let mut r = tonic::Request::new(GetPreParamsRequest {
-                    count: 1,
-                    kind: kind.clone(),
-                });
-                if let Some(t) = &token {
-                    r.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
-                }
-                let t = Instant::now();
-                let resp = c.get_pre_params(r).await?.into_inner();
-                h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
-                anyhow::ensure!(resp.sets.len() == 1, "wrong number of sets");
-            }
-            Ok::<_, anyhow::Error>(h)
-        }));
-    }
-    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
-    for t in tasks {
-        all.add(t.await??)?;
-    }
+    let all = load_service(clients, &a, token.as_deref()).await?;
     let wall = start.elapsed().as_secs_f64();
     println!(
         "| GetPreParams(1, {}) from a warm pool | requests | concurrency | p50 ms | p99 ms | per second |",
@@ -436,4 +408,101 @@ pub async fn bench_service(a: ServiceBenchArgs) -> anyhow::Result<()> {
         all.len() as f64 / wall
     );
     Ok(())
+}
+
+/// A prime service client.
+type ServiceClient = sigil_proto::prime::prime_service_client::PrimeServiceClient<tonic::transport::Channel>;
+
+/// The client TLS configuration: the CA, the client identity, the name.
+fn tls_config(a: &ServiceBenchArgs) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&a.ca)?))
+        .identity(Identity::from_pem(read(&a.cert)?, read(&a.key)?))
+        .domain_name(a.server_name.clone()))
+}
+
+/// Opens one connection to the service at `url`.
+async fn connect(url: &str, tls: &tonic::transport::ClientTlsConfig) -> anyhow::Result<ServiceClient> {
+    let ch = tonic::transport::Channel::from_shared(url.to_string())?
+        .tls_config(tls.clone())?
+        .connect()
+        .await?;
+    Ok(ServiceClient::new(ch))
+}
+
+/// Adds the bearer `token`, if any, to a request.
+fn with_token<T>(mut r: tonic::Request<T>, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    Ok(r)
+}
+
+/// Polls the pool status until it holds `--requests` sets of `--kind`,
+/// with a progress bar.
+async fn wait_for_pool(client: &mut ServiceClient, a: &ServiceBenchArgs, token: Option<&str>) -> anyhow::Result<()> {
+    use sigil_proto::prime::GetPoolStatusRequest;
+    let bar = ProgressBar::new(a.requests as u64);
+    bar.set_style(
+        ProgressStyle::with_template("waiting for the pool: {pos}/{len} {kind} sets [{elapsed_precise}] {wide_bar}")
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    loop {
+        let s = client
+            .get_pool_status(with_token(tonic::Request::new(GetPoolStatusRequest {}), token)?)
+            .await?
+            .into_inner();
+        let have = s
+            .kinds
+            .iter()
+            .find(|k| k.kind == a.kind)
+            .map_or(0, |k| k.pool_size as u64);
+        bar.set_position(have.min(a.requests as u64));
+        if have >= a.requests as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// `--requests` `GetPreParams(1)` calls shared among `clients`, all at
+/// once; the latency histogram (microseconds).
+async fn load_service(
+    clients: Vec<ServiceClient>,
+    a: &ServiceBenchArgs,
+    token: Option<&str>,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    use sigil_proto::prime::GetPreParamsRequest;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let (next, kind, total) = (next.clone(), a.kind.clone(), a.requests);
+        let token = token.map(str::to_string);
+        tasks.push(tokio::spawn(async move {
+            let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let r = with_token(
+                    tonic::Request::new(GetPreParamsRequest {
+                        count: 1,
+                        kind: kind.clone(),
+                    }),
+                    token.as_deref(),
+                )?;
+                let t = Instant::now();
+                let resp = c.get_pre_params(r).await?.into_inner();
+                h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+                anyhow::ensure!(resp.sets.len() == 1, "wrong number of sets");
+            }
+            Ok::<_, anyhow::Error>(h)
+        }));
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
+    for t in tasks {
+        all.add(t.await??)?;
+    }
+    Ok(all)
 }

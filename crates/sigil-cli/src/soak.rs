@@ -32,6 +32,7 @@ use sigil_paillier::rug::Integer;
 
 use crate::client::{Client, TokenMaker};
 use crate::dev::{self, DevArgs};
+use crate::schemes::{self, Family, Use};
 
 /// Options of `sigil bench soak`.
 #[derive(Args, Debug, Clone)]
@@ -170,7 +171,7 @@ impl Key {
     fn from_view(v: &Value) -> anyhow::Result<Key> {
         let id = v["key_id"].as_str().context("no key_id")?.to_string();
         let scheme: Scheme = v["scheme"].as_str().context("no scheme")?.parse()?;
-        if scheme == Scheme::Paillier {
+        if schemes::operation(scheme) == Use::Decrypt {
             let n: Integer = v["n"].as_str().context("no n")?.parse()?;
             return Ok(Key {
                 id,
@@ -231,15 +232,6 @@ const MIX: &[(&str, u32)] = &[
     ("decrypt paillier", 20),
 ];
 
-/// Schemes a keygen of the mix picks from.
-const KEYGEN_SCHEMES: &[&str] = &[
-    "frost-ed25519",
-    "frost-secp256k1-tr",
-    "frost-p256",
-    "ecdsa-secp256k1",
-    "ecdsa-p256",
-];
-
 /// The request a worker sends: (operation label, path, body, the key and
 /// what to check the answer against).
 struct Request {
@@ -267,30 +259,41 @@ fn pick_request(keys: &[Key], paillier_bits: u32, threshold: u16) -> Option<Requ
     match op.0 {
         "keygen" => {
             // A Paillier key now and then; mostly the signing schemes.
-            let (scheme, body) = if rng.gen_range(0..10) == 0 {
-                (
-                    "paillier",
-                    json!({"scheme": "paillier", "threshold": threshold, "bits": paillier_bits}),
-                )
+            let pool: &[Scheme] = if rng.gen_range(0..10) == 0 {
+                &schemes::DECRYPTING_SCHEMES
             } else {
-                let s = KEYGEN_SCHEMES.choose(&mut rng).copied().unwrap_or("frost-ed25519");
-                (s, json!({"scheme": s, "threshold": threshold}))
+                &schemes::SIGNING_SCHEMES
             };
+            let scheme = pool.choose(&mut rng).copied().unwrap_or(Scheme::FrostEd25519);
             Some(Request {
                 op: format!("keygen {scheme}"),
                 path: "/v1/keys".into(),
-                body,
+                body: keygen_body(scheme, threshold, paillier_bits),
                 key: None,
                 message: Vec::new(),
                 plaintext: None,
             })
         }
-        "decrypt paillier" => request_for(&of(&|s| s == Scheme::Paillier)?),
+        "decrypt paillier" => request_for(&of(&|s| schemes::operation(s) == Use::Decrypt)?),
         label => {
-            let ecdsa = label == "sign ecdsa";
-            request_for(&of(&|s| s.is_ecdsa() == ecdsa && s != Scheme::Paillier)?)
+            let family = if label == "sign ecdsa" {
+                Family::Ecdsa
+            } else {
+                Family::Frost
+            };
+            request_for(&of(&|s| schemes::family(s) == family)?)
         }
     }
+}
+
+/// The body of a key generation request (with `bits` where the scheme
+/// takes it).
+fn keygen_body(scheme: Scheme, threshold: u16, paillier_bits: u32) -> Value {
+    let mut body = json!({"scheme": scheme.as_str(), "threshold": threshold});
+    if schemes::keygen_takes_bits(scheme) {
+        body["bits"] = json!(paillier_bits);
+    }
+    body
 }
 
 /// A sign (or decrypt) request with `key`.
@@ -456,11 +459,8 @@ async fn chaos(cluster: &mut Cluster, stats: &Shared<Stats>, until: Instant, eve
 /// The first keys: one per scheme.
 async fn initial_keys(client: &Client, a: &SoakArgs) -> anyhow::Result<Vec<Key>> {
     let mut keys = Vec::new();
-    for s in KEYGEN_SCHEMES.iter().chain(["paillier"].iter()) {
-        let mut body = json!({"scheme": s, "threshold": a.threshold});
-        if *s == "paillier" {
-            body["bits"] = json!(a.paillier_bits);
-        }
+    for s in schemes::all() {
+        let body = keygen_body(s, a.threshold, a.paillier_bits);
         let (status, v) = client
             .post_raw("/v1/keys", &body, Duration::from_secs(600))
             .await

@@ -93,12 +93,10 @@ pub async fn verify_key(c: &Client, key: &str, identities: &Path) -> anyhow::Res
     let package = hex::decode(v["public_key_package"].as_str().unwrap_or_default())?;
     let public_key = scheme.public_key(&package)?;
     let shown = v["public_key"].as_str().unwrap_or_default();
-    let matches = if scheme.is_paillier() {
-        public_key == shown.as_bytes()
-    } else {
-        hex::encode(&public_key) == shown
-    };
-    anyhow::ensure!(matches, "public_key is not the key of public_key_package");
+    anyhow::ensure!(
+        crate::schemes::shows_public_key(scheme, &public_key, shown),
+        "public_key is not the key of public_key_package"
+    );
     let record = sigil_store::KeyRecord {
         key_id: v["key_id"].as_str().unwrap_or_default().into(),
         scheme: scheme.as_str().into(),
