@@ -111,6 +111,8 @@ pub struct KeyOptions {
     pub bits: Option<u32>,
     /// `paillier`: trial-division bound for `N`.
     pub prime_threshold: Option<u32>,
+    /// Refresh the key automatically (`"rotate": true`).
+    pub rotate: bool,
 }
 
 impl KeyOptions {
@@ -127,6 +129,9 @@ impl KeyOptions {
         }
         if let Some(l) = &self.label {
             body["label"] = json!(l);
+        }
+        if self.rotate {
+            body["rotate"] = json!(true);
         }
         body
     }

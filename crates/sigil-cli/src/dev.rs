@@ -196,6 +196,7 @@ async fn write_node_config(args: &DevArgs, cluster: &Cluster, data_dir: &Path, i
     let node_certs = sigil_node::certs::node_cert_paths(certs, i);
     let cfg = NodeConfig {
         limits: Default::default(),
+        rotation: Default::default(),
         store: store_config(args, i).await?,
         prime_source: Default::default(),
         node_id: i,

@@ -244,6 +244,10 @@ enum KeysCmd {
         /// operation (no progress bar).
         #[arg(long)]
         no_progress: bool,
+        /// Refresh the key automatically every `[rotation] interval_s` of
+        /// the cluster (default 24 h).
+        #[arg(long)]
+        rotate: bool,
     },
     /// Refresh a key's shares: a new epoch with the same committee and
     /// threshold (the public key is unchanged). Admins of the key only.
@@ -441,12 +445,14 @@ async fn keys_command(cmd: KeysCmd, api: &ApiArgs) -> anyhow::Result<()> {
             bits,
             prime_threshold,
             no_progress,
+            rotate,
         } => {
             let o = client::KeyOptions {
                 parties,
                 label,
                 bits,
                 prime_threshold,
+                rotate,
             };
             keys_create(&c, &scheme, threshold, &o, no_progress).await
         }

@@ -162,4 +162,20 @@ async fn keys_grow_to_a_new_node_and_retire_an_old_one() {
     assert_eq!(refreshed["epoch"].as_u64(), Some(2));
     assert_eq!(refreshed["xpub"], ecdsa["xpub"]);
     c.sign_ok(1, &refreshed, b"ecdsa after the refresh").await;
+
+    // Automatic rotation: a key with a 2 s interval is refreshed by its
+    // lowest party while signatures through another node go on.
+    let body = json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [1, 2, 3],
+        "policy": {"sign": ["admin"], "admin": ["admin"], "rotation_interval_s": 2}});
+    let (s, rotating) = c.api(1, "POST", "/v1/keys", body).await;
+    assert_eq!(s, 201, "{rotating}");
+    let (mut signed, started) = (0, std::time::Instant::now());
+    while view(&c, 3, &rotating).await["epoch"].as_u64() < Some(2) {
+        assert!(started.elapsed().as_secs() < 30, "no rotation within 30 s");
+        c.sign_ok(3, &rotating, format!("while rotating {signed}").as_bytes())
+            .await;
+        signed += 1;
+    }
+    assert!(signed > 0);
+    c.sign_ok(2, &rotating, b"after two rotations").await;
 }

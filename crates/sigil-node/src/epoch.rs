@@ -424,7 +424,7 @@ impl Node {
     /// Settles this node's pending epochs (see [`crate::catch_up`]): an
     /// acknowledged one older than [`ACK_GRACE_SESSIONS`] session timeouts
     /// is committed from here
-    /// ([`Node::commit_epoch`]); an unacknowledged one older than
+    /// (`Node::commit_epoch`); an unacknowledged one older than
     /// [`PENDING_EPOCH_TTL`] is taken up from a peer that holds the epoch
     /// (active or acknowledged), or deleted once every other node answers
     /// and none does.

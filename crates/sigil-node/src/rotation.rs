@@ -16,7 +16,7 @@
 //!
 //! | peer call | who may send it | what the receiver verifies |
 //! |---|---|---|
-//! | `RunSession` reshare without a client token | a party of the key | the key's attested record (as any reshare) names a rotation interval; the proposal keeps the committee and threshold; this node's own record of the epoch is at least 9/10 of the interval old (clock skew) |
+//! | `RunSession` reshare without a client token | a party of the key | the key's attested record (as any reshare) names a rotation interval; the proposal keeps the committee and threshold; this node's own record of the epoch is at least 9/10 of the interval old, less 2 s at most (clock skew; each node dates its epoch from its own switch) |
 //!
 //! Visible as `sigil_rotations_total{outcome}` in `/metrics` and as
 //! `rotate` entries in the audit log.
@@ -172,7 +172,7 @@ impl Node {
             )));
         }
         let age = u64::try_from(now_unix().saturating_sub(current.created_at)).unwrap_or(0);
-        if age < interval - interval / 10 {
+        if age < interval.saturating_sub((interval / 10).max(2)) {
             return Err(forbid(format!(
                 "key {} epoch {} is {age} s old; it rotates every {interval} s",
                 current.key_id, current.epoch

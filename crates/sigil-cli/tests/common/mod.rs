@@ -150,6 +150,12 @@ impl Cluster {
             let c = sigil_node::certs::node_cert_paths(&certs, i);
             let cfg = NodeConfig {
                 limits: Default::default(),
+                // Looked for often, so a test key with a short interval
+                // rotates within a second of being due.
+                rotation: sigil_node::config::RotationConfig {
+                    check_ms: 300,
+                    ..Default::default()
+                },
                 store: stores[usize::from(i)].clone(),
                 prime_source: Default::default(),
                 node_id: i,
