@@ -71,14 +71,19 @@ pub fn execution_id(kind: &Kind, parties: &[u16], coordinator: u16, session_id: 
 }
 
 /// The policy of a new key: as the client gave it, or the creating client
-/// alone in every list; with `rotate` (the cluster's rotation interval,
-/// when the request says `"rotate": true`) as its rotation interval unless
-/// the policy names one.
+/// alone in every list; with `rotation.interval_s` as its rotation
+/// interval when the request says `"rotate": true` and the policy names
+/// none.
 ///
 /// # Errors
 /// A list longer than 64 entries, a client id outside 1 to 64
-/// characters, or a rotation interval of 0.
-pub fn resolve_policy(given: Option<&KeyPolicy>, creator: &str, rotate: Option<u64>) -> Result<KeyPolicy, String> {
+/// characters, or a rotation interval below `rotation.min_interval_s`.
+pub fn resolve_policy(
+    given: Option<&KeyPolicy>,
+    creator: &str,
+    rotate: bool,
+    rotation: &crate::config::RotationConfig,
+) -> Result<KeyPolicy, String> {
     let mut policy = match given {
         None => KeyPolicy {
             sign: vec![creator.into()],
@@ -95,11 +100,14 @@ pub fn resolve_policy(given: Option<&KeyPolicy>, creator: &str, rotate: Option<u
             p.clone()
         }
     };
-    if let Some(interval) = rotate {
-        policy.rotation_interval_s.get_or_insert(interval);
+    if rotate {
+        policy.rotation_interval_s.get_or_insert(rotation.interval_s);
     }
-    if policy.rotation_interval_s == Some(0) {
-        return Err("policy: rotation_interval_s must be at least 1 (seconds)".into());
+    if policy.rotation_interval_s.is_some_and(|i| i < rotation.min_interval_s) {
+        return Err(format!(
+            "policy: rotation_interval_s must be at least {} (seconds)",
+            rotation.min_interval_s
+        ));
     }
     Ok(policy)
 }
@@ -227,8 +235,7 @@ impl Node {
         if bits != d.bits || bound != d.prime_threshold {
             return Err(mismatch("key size"));
         }
-        let rotate = req.rotate.then_some(self.cfg.rotation.interval_s);
-        resolve_policy(req.policy.as_ref(), client, rotate).map_err(Refusal::BodyMismatch)
+        resolve_policy(req.policy.as_ref(), client, req.rotate, &self.cfg.rotation).map_err(Refusal::BodyMismatch)
     }
 
     async fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
@@ -353,13 +360,23 @@ mod tests {
 
     #[test]
     fn the_default_policy_is_the_creator() {
-        let p = resolve_policy(None, "alice", None).unwrap_or_default();
+        let p = resolve_policy(None, "alice", false, &Default::default()).unwrap_or_default();
         assert_eq!(p.sign, ["alice"]);
         assert_eq!(p.admin, ["alice"]);
         let long = KeyPolicy {
             sign: vec!["x".repeat(65)],
             ..Default::default()
         };
-        assert!(resolve_policy(Some(&long), "alice", None).is_err());
+        assert!(resolve_policy(Some(&long), "alice", false, &Default::default()).is_err());
+        let fast = KeyPolicy {
+            rotation_interval_s: Some(5),
+            ..Default::default()
+        };
+        assert!(
+            resolve_policy(Some(&fast), "alice", false, &Default::default()).is_err(),
+            "below min_interval_s"
+        );
+        let daily = resolve_policy(None, "alice", true, &Default::default()).unwrap_or_default();
+        assert_eq!(daily.rotation_interval_s, Some(86_400));
     }
 }

@@ -48,6 +48,9 @@ pub struct RotationConfig {
     /// How often a node looks for keys due, in milliseconds (default
     /// 30 000).
     pub check_ms: u64,
+    /// The shortest rotation interval a client may ask for, in seconds
+    /// (default 600: a reshare costs every party a session).
+    pub min_interval_s: u64,
 }
 
 impl Default for RotationConfig {
@@ -55,6 +58,7 @@ impl Default for RotationConfig {
         Self {
             interval_s: 86_400,
             check_ms: 30_000,
+            min_interval_s: 600,
         }
     }
 }
@@ -287,8 +291,10 @@ impl NodeConfig {
         );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
         anyhow::ensure!(
-            self.rotation.interval_s >= 1 && self.rotation.check_ms >= 10,
-            "rotation: interval_s must be at least 1 and check_ms at least 10"
+            self.rotation.min_interval_s >= 1
+                && self.rotation.interval_s >= self.rotation.min_interval_s
+                && self.rotation.check_ms >= 10,
+            "rotation: min_interval_s must be at least 1, interval_s at least min_interval_s, check_ms at least 10"
         );
         Ok(())
     }

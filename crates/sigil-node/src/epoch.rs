@@ -37,12 +37,8 @@ impl Node {
             return self.abort_epoch(record, pending_of, from_coordinator, session_id).await;
         }
         let forbid = |m: &str| self.refused(Refusal::Forbidden(m.to_string()));
-        let pending = pending_of.map(|(p, _)| p);
+        let pending = pending_of.as_ref();
         let local = match local {
-            // A node new to the key: its pending share makes it one.
-            None if record.epoch > 0 && record.parties.contains(&self.cfg.node_id) => {
-                return self.take_epoch(record, None, pending.as_ref()).await;
-            }
             // One epoch at a time: the record must follow this node's own.
             Some(l) if l.status == KeyStatus::Active && l.epoch.checked_add(1) == Some(record.epoch) => l,
             // Already at a later epoch (another commit, or the catch-up,
@@ -64,7 +60,7 @@ impl Node {
         // move: fewer than t nodes cannot make it delete its share.
         attest::verify_transition(&local, record, |n| self.identities.get(&n).copied())
             .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
-        self.take_epoch(record, Some(&local), pending.as_ref()).await
+        self.take_epoch(record, Some(&local), pending).await
     }
 
     /// The two phases of an epoch's commit, at one node. With every new
@@ -81,11 +77,14 @@ impl Node {
         &self,
         record: &KeyRecord,
         local: Option<&KeyRecord>,
-        pending: Option<&KeyRecord>,
+        pending: Option<&(KeyRecord, String)>,
     ) -> Result<bool, SessionError> {
         let activated = attest::verify_activations(record, |n| self.identities.get(&n).copied());
         if activated.is_ok() {
-            return self.switch_epoch(record, local, pending).await.map(|()| true);
+            return self
+                .switch_epoch(record, local, pending.map(|(p, _)| p))
+                .await
+                .map(|()| true);
         }
         if !record.parties.contains(&self.cfg.node_id) {
             let e = activated.err().map(|e| e.to_string()).unwrap_or_default();
@@ -94,12 +93,24 @@ impl Node {
                 record.epoch
             ))));
         }
-        let mine = self.own_pending(record, pending)?;
+        let mine = self.own_pending(record, pending.map(|(p, _)| p))?;
         if mine.attestations.is_empty() {
             let mut acked = record.clone();
             acked.activations.clear();
             acked.status = KeyStatus::Pending;
-            self.store.ack_pending_epoch(&acked).await.map_err(SessionError::from)?;
+            let session = pending.map(|(_, s)| s.as_str()).unwrap_or_default();
+            // Bound to the session whose pending record was compared: a
+            // pending epoch replaced meanwhile is not acknowledged.
+            let stored = self
+                .store
+                .ack_pending_epoch(&acked, session)
+                .await
+                .map_err(SessionError::from)?;
+            if !stored {
+                return Err(self.refused(Refusal::Forbidden(
+                    "the pending epoch changed while it was acknowledged".into(),
+                )));
+            }
             tracing::info!(
                 key_id = record.key_id,
                 epoch = record.epoch,
@@ -155,8 +166,10 @@ impl Node {
             );
             return Ok(true);
         }
+        // Deleted only if still unacknowledged (checked again in the
+        // statement itself).
         self.store
-            .delete_pending_epoch(&p.key_id, p.epoch)
+            .delete_pending_epoch(&p.key_id, p.epoch, &session)
             .await
             .map_err(SessionError::from)?;
         self.forget_dkg(&p.key_id);
@@ -446,19 +459,24 @@ impl Node {
             }
         };
         for (key_id, epoch) in listed {
-            let pending = match self.store.pending_epoch(&key_id).await {
-                Ok(Some(p)) if p.epoch == epoch => p,
+            let (pending, session) = match self.store.pending_epoch_of(&key_id).await {
+                Ok(Some((p, s))) if p.epoch == epoch => (p, s),
                 _ => continue,
             };
             if !pending.attestations.is_empty() {
-                match self.commit_epoch(&pending).await {
+                if !self.epoch_commits.ready(&key_id, Duration::from_secs(600)) {
+                    continue;
+                }
+                let r = self.commit_epoch(&pending).await;
+                self.epoch_commits.record(&key_id, r.is_ok());
+                match r {
                     Ok(_) => done.activated += 1,
                     Err(e) => {
                         tracing::info!(key_id, epoch, error = %e, "catch-up: acknowledged epoch not complete yet")
                     }
                 }
             } else if stale.contains(&(key_id.clone(), epoch)) {
-                self.settle_unacknowledged(&key_id, epoch, &mut done).await;
+                self.settle_unacknowledged(&key_id, epoch, &session, &mut done).await;
             }
         }
         done
@@ -469,7 +487,7 @@ impl Node {
     /// peer that acknowledged it brings the attested record (this node
     /// acknowledges too); when every other node answers and none does, it
     /// is deleted. An unreachable peer keeps it until a later pass.
-    pub(crate) async fn settle_unacknowledged(&self, key_id: &str, epoch: u32, done: &mut Settled) {
+    pub(crate) async fn settle_unacknowledged(&self, key_id: &str, epoch: u32, session: &str, done: &mut Settled) {
         for peer in self.cfg.node_ids().into_iter().filter(|&p| p != self.cfg.node_id) {
             let meta = match self.peers.get_key_meta(peer, key_id, PEER_TIMEOUT).await {
                 Ok(Some(meta)) if meta.epoch >= epoch => Some(meta),
@@ -496,8 +514,11 @@ impl Node {
             }
             return;
         }
-        match self.store.delete_pending_epoch(key_id, epoch).await {
-            Ok(_) => {
+        // Deleted only if still unacknowledged and of the same session
+        // (checked again in the statement itself).
+        match self.store.delete_pending_epoch(key_id, epoch, session).await {
+            Ok(false) => {}
+            Ok(true) => {
                 tracing::info!(key_id, epoch, "catch-up: deleted a pending epoch no node took up");
                 done.deleted += 1;
             }

@@ -60,9 +60,11 @@ impl Node {
             policy,
             rotate,
         } = req;
-        let rotate = rotate.then_some(self.cfg.rotation.interval_s);
-        let policy =
-            authority::resolve_policy(policy.as_ref(), &auth.client, rotate).map_err(NodeError::bad_request)?;
+        let policy = authority::resolve_policy(policy.as_ref(), &auth.client, rotate, &self.cfg.rotation)
+            .map_err(NodeError::bad_request)?;
+        if policy.rotation_interval_s.is_some() && !family::of(scheme).reshares() {
+            return Err(NodeError::bad_request(format!("{scheme} keys cannot rotate yet")));
+        }
         let cluster = self.cfg.node_ids();
         let parties = match parties {
             None => cluster.clone(),

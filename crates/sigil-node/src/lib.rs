@@ -113,6 +113,8 @@ pub struct Node {
     keygens: limits::Counts<String>,
     /// Failed automatic rotations, for their backoff.
     rotations: rotation::Backoff,
+    /// Failed completions of acknowledged epochs (catch-up), for theirs.
+    epoch_commits: rotation::Backoff,
     /// The key pooled presignatures are sealed under in this process.
     presig_seal: ecdsa::ephemeral::ProcessSeal,
 }
@@ -300,6 +302,7 @@ impl Node {
             keygens: limits::Counts::default(),
             presig_seal: ecdsa::ephemeral::ProcessSeal::generate(),
             rotations: rotation::Backoff::default(),
+            epoch_commits: rotation::Backoff::default(),
             cfg,
         }))
     }

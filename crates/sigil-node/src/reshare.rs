@@ -63,6 +63,14 @@ pub struct ReshareRequest {
     pub threshold: Option<u16>,
 }
 
+/// How one reshare attempt failed.
+enum Attempt {
+    /// Before its commit: nothing of the next epoch is kept; may be retried.
+    Failed(NodeError),
+    /// During its commit: the next epoch is acknowledged and completes later.
+    Committing(NodeError),
+}
+
 /// A reshare as planned from the request and the current record.
 struct Plan {
     current: KeyRecord,
@@ -228,7 +236,10 @@ impl Node {
             };
             match self.run_reshare(&plan, auth).await {
                 Ok(record) => return Ok(record),
-                Err(e) => {
+                // The commit began: the epoch completes later; another
+                // session would only find it pending.
+                Err(Attempt::Committing(e)) => return Err(e),
+                Err(Attempt::Failed(e)) => {
                     // A dealer named (a culprit, down or silent) is left out
                     // of the next quorum, if enough old parties remain; a
                     // refusal is final.
@@ -269,7 +280,7 @@ impl Node {
     }
 
     /// One reshare session and its commit or abort everywhere.
-    async fn run_reshare(&self, plan: &Plan, auth: Option<&ClientAuthorization>) -> Result<KeyRecord, NodeError> {
+    async fn run_reshare(&self, plan: &Plan, auth: Option<&ClientAuthorization>) -> Result<KeyRecord, Attempt> {
         let session = plan.session();
         let kind = Kind::Reshare(ReshareProposal {
             current: Some(records::meta_of(&plan.current)),
@@ -300,13 +311,21 @@ impl Node {
         );
         match attested {
             Ok(record) => {
-                let record = self.commit_epoch(&record).await?;
+                let record = self
+                    .commit_epoch(&record)
+                    .await
+                    .map_err(|e| Attempt::Committing(e.into()))?;
                 metrics::histogram!("sigil_reshare_seconds", "scheme" => record.scheme.clone())
                     .record(started.elapsed().as_secs_f64());
                 tracing::info!(key_id = record.key_id, epoch = record.epoch, parties = ?record.parties, threshold = record.threshold, "key reshared");
                 // This node's own record, or the attested one if its own
                 // switch did not happen (it catches up later).
-                match self.store.get_key(&record.key_id).await? {
+                match self
+                    .store
+                    .get_key(&record.key_id)
+                    .await
+                    .map_err(|e| Attempt::Committing(e.into()))?
+                {
                     Some(active) if active.epoch == record.epoch => Ok(active),
                     _ => Ok(record),
                 }
@@ -322,7 +341,7 @@ impl Node {
                 };
                 self.finalize_request_everywhere(&session, req, &e.nodes()).await;
                 tracing::warn!(key_id = plan.current.key_id, error = ?e, "reshare failed; the current epoch stays active");
-                Err(NodeError::from(e))
+                Err(Attempt::Failed(NodeError::from(e)))
             }
         }
     }
@@ -513,6 +532,21 @@ impl Node {
         Ok(())
     }
 
+    /// A node new to the key (it holds no record of it) keeps the attested
+    /// current record as metadata, as every node outside a key's committee
+    /// does, so that the commit of the next epoch is checked against it
+    /// (its endorsements) like at every other node.
+    async fn register_current(&self, current: &KeyRecord) -> Result<(), SessionError> {
+        let known = self.store.get_key(&current.key_id).await.map_err(SessionError::from)?;
+        if known.is_none() {
+            self.store
+                .put_key(current, self.cfg.node_id, None)
+                .await
+                .map_err(SessionError::from)?;
+        }
+        Ok(())
+    }
+
     /// This node's part of a reshare session (see the module docs).
     pub(crate) async fn reshare_part(
         &self,
@@ -520,6 +554,7 @@ impl Node {
         r: ReshareProposal,
     ) -> Result<SessionOutcome, SessionError> {
         let plan = self.checked_plan(&spec, &r).await?;
+        self.register_current(&plan.current).await?;
         let roles = plan.roles(&spec.parties);
         let key = LoadedKey::new(plan.current.clone()).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let (coordinator, session_id) = (spec.coordinator, spec.id);
@@ -551,10 +586,24 @@ impl Node {
             outcome.endorsement = attest::sign_transition(&self.identity, &plan.current, &record);
         }
         if let Some(share) = share {
-            self.store
-                .put_pending_epoch(&record, &hex::encode(session_id), self.cfg.node_id, Some(&share))
+            let ttl = i64::try_from(crate::epoch::PENDING_EPOCH_TTL.as_secs()).unwrap_or(i64::MAX);
+            let stored = self
+                .store
+                .put_pending_epoch(
+                    &record,
+                    &hex::encode(session_id),
+                    self.cfg.node_id,
+                    Some(&share),
+                    now_unix().saturating_sub(ttl),
+                )
                 .await
                 .map_err(SessionError::from)?;
+            if !stored {
+                return Err(SessionError::Busy {
+                    node: self.cfg.node_id,
+                    reason: format!("another reshare of key {} is pending here", record.key_id),
+                });
+            }
             self.remember_coordinator(&record.key_id, coordinator);
             outcome.attestation = attest::sign(&self.identity, &record);
         }

@@ -31,6 +31,7 @@ use sigil_store::{KeyRecord, KeyStatus};
 
 use crate::auth::Refusal;
 use crate::error::SessionError;
+use crate::family::LoadedKey;
 use crate::{audit, now_unix, Node};
 
 /// The first wait after a failed rotation; it doubles up to the interval.
@@ -39,14 +40,15 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 /// Keys listed per page while looking for keys due.
 const PAGE: u32 = 500;
 
-/// Failed rotations per key: attempts so far and when the last one ended.
+/// Failed attempts per key (rotations, or completions of acknowledged
+/// epochs): attempts so far and when the last one ended.
 #[derive(Default)]
 pub struct Backoff(std::sync::Mutex<HashMap<String, (u32, Instant)>>);
 
 impl Backoff {
     /// Whether `key_id` may be tried again (its backoff, capped at
     /// `interval`, has passed).
-    fn ready(&self, key_id: &str, interval: Duration) -> bool {
+    pub(crate) fn ready(&self, key_id: &str, interval: Duration) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(key_id).is_none_or(|(n, at)| {
             let wait = FIRST_BACKOFF.saturating_mul(1 << (*n).min(16)).min(interval);
@@ -55,7 +57,7 @@ impl Backoff {
     }
 
     /// Records the outcome of a rotation of `key_id`.
-    fn record(&self, key_id: &str, ok: bool) {
+    pub(crate) fn record(&self, key_id: &str, ok: bool) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if ok {
             map.remove(key_id);
@@ -106,6 +108,9 @@ impl Node {
         let Some(interval) = key.policy.rotation_interval_s else {
             return false;
         };
+        if !LoadedKey::new(key.clone()).is_ok_and(|k| k.family().reshares()) {
+            return false;
+        }
         let me = self.cfg.node_id;
         let lowest_live = key.parties.iter().copied().find(|&p| p == me || !self.recently_down(p));
         let age = u64::try_from(now_unix().saturating_sub(key.created_at)).unwrap_or(0);
@@ -171,7 +176,16 @@ impl Node {
                 current.key_id
             )));
         }
-        let age = u64::try_from(now_unix().saturating_sub(current.created_at)).unwrap_or(0);
+        // The epoch's age by this node's own record (the proposal's
+        // `created_at` is not attested): set here at its DKG or switch.
+        let own = self
+            .store
+            .get_key(&current.key_id)
+            .await
+            .map_err(SessionError::from)?
+            .filter(|k| k.status == KeyStatus::Active && k.epoch == current.epoch)
+            .ok_or_else(|| forbid(format!("key {} is not active here at that epoch", current.key_id)))?;
+        let age = u64::try_from(now_unix().saturating_sub(own.created_at)).unwrap_or(0);
         if age < interval.saturating_sub((interval / 10).max(2)) {
             return Err(forbid(format!(
                 "key {} epoch {} is {age} s old; it rotates every {interval} s",

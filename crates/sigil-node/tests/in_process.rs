@@ -41,6 +41,8 @@ cluster_id = "{CLUSTER}"
 identity_key_file = "{unused}"
 session_timeout_ms = 5000
 nodes = []
+[rotation]
+min_interval_s = 1
 [tls]
 ca_cert = "{unused}"
 cert = "{unused}"
@@ -691,7 +693,7 @@ async fn a_late_abort_keeps_a_later_attempts_epoch() {
     next.attestations.clear();
     let store = c.nodes[1].store();
     store
-        .put_pending_epoch(&next, &hex::encode([0xaa; 32]), 1, Some(b"share of attempt 2"))
+        .put_pending_epoch(&next, &hex::encode([0xaa; 32]), 1, Some(b"share of attempt 2"), 0)
         .await
         .unwrap();
     let abort = |session: [u8; 32]| sigil_proto::peer::FinalizeKeyRequest {
@@ -869,7 +871,7 @@ fn rotation_proposal(key: &sigil_store::KeyRecord) -> sigil_proto::peer::Session
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_keys_are_refreshed_when_due_and_only_then() {
     let c = cluster(3).await;
-    let policy = r#"{"sign":["alice"],"admin":["alice"],"rotation_interval_s":2}"#;
+    let policy = r#"{"sign":["alice"],"admin":["alice"],"rotation_interval_s":4}"#;
     let body = format!(r#"{{"scheme":"frost-ed25519","threshold":2,"policy":{policy}}}"#);
     let req = KeygenRequest {
         scheme: Scheme::FrostEd25519,
@@ -883,15 +885,25 @@ async fn rotating_keys_are_refreshed_when_due_and_only_then() {
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", &body)).unwrap();
     let key = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
-    assert_eq!(key.policy.rotation_interval_s, Some(2));
+    assert_eq!(key.policy.rotation_interval_s, Some(4));
     let plain = c.create_key(0, Scheme::FrostEd25519, 2).await;
 
     // Not due: refused by the others, and the lowest party does not start.
     let refused = c.nodes[1].participate(0, rotation_proposal(&key)).await.unwrap_err();
     assert!(matches!(refused, SessionError::Refused { .. }), "{refused:?}");
+    let mut backdated = key.clone();
+    backdated.created_at = 0;
+    let refused = c.nodes[1]
+        .participate(0, rotation_proposal(&backdated))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, SessionError::Refused { .. }),
+        "the age is the node's own: {refused:?}"
+    );
     assert_eq!(c.nodes[0].rotate_due_keys().await, 0);
 
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(5100)).await;
     assert_eq!(c.nodes[1].rotate_due_keys().await, 0, "node 1 is not the lowest party");
     assert_eq!(c.nodes[0].rotate_due_keys().await, 1);
     for node in &c.nodes {

@@ -49,8 +49,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores `key` (the record of a key's next epoch, as JSON `record`)
     /// made by session `session` (hex) with this node's sealed share of
-    /// it, if any, as the key's pending epoch, replacing any pending epoch
-    /// of the key, in one transaction.
+    /// it, if any, as the key's pending epoch, in one transaction. It
+    /// replaces a pending epoch of the key only when that one is not
+    /// acknowledged and is of the same session or created at or before
+    /// `stale_before`; otherwise it stores nothing and returns false.
     async fn put_pending_epoch(
         &self,
         key: &KeyRecord,
@@ -58,18 +60,26 @@ pub trait Backend: Send + Sync + 'static {
         session: &str,
         party: u16,
         sealed: Option<&[u8]>,
-    ) -> Result<(), StoreError>;
+        stale_before: i64,
+    ) -> Result<bool, StoreError>;
 
     /// The pending epoch of a key: its number, record JSON and session.
     async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String, String)>, StoreError>;
 
-    /// Replaces the record JSON of pending epoch `epoch` of a key (its
-    /// share stays); whether there was one.
-    async fn set_pending_record(&self, key_id: &str, epoch: u32, record: &str) -> Result<bool, StoreError>;
+    /// Acknowledges pending epoch `epoch` of a key made by `session`:
+    /// replaces its record JSON and marks it acknowledged (its share
+    /// stays); whether there was one.
+    async fn set_pending_record(
+        &self,
+        key_id: &str,
+        epoch: u32,
+        session: &str,
+        record: &str,
+    ) -> Result<bool, StoreError>;
 
-    /// Deletes pending epoch `epoch` of a key and its share; whether there
-    /// was one.
-    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError>;
+    /// Deletes pending epoch `epoch` of a key made by `session`, and its
+    /// share, unless it is acknowledged; whether it did.
+    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32, session: &str) -> Result<bool, StoreError>;
 
     /// Pending epochs (key id, epoch) created at or before `created_before`.
     async fn list_pending_epochs(&self, created_before: i64) -> Result<Vec<(String, u32)>, StoreError>;
@@ -80,7 +90,7 @@ pub trait Backend: Send + Sync + 'static {
     /// the pending share of `key.epoch`, if any, becomes the key's share;
     /// every other share of the key, its pending epochs and its pooled
     /// presignatures are deleted. `party`: this node is a party of `key`
-    /// and must hold a pending share of its epoch. Returns false (and
+    /// and must hold an acknowledged pending share of its epoch. Returns false (and
     /// changes nothing) when the stored epoch does not fit or that share is
     /// missing.
     async fn activate_epoch(

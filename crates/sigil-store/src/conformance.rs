@@ -449,7 +449,10 @@ async fn key_with_pending_epoch(store: &Store) -> Result<KeyRecord, StoreError> 
     next.epoch = 1;
     next.parties = vec![0, 3];
     next.status = KeyStatus::Pending;
-    store.put_pending_epoch(&next, "s1", 0, Some(b"epoch 1")).await?;
+    check(
+        store.put_pending_epoch(&next, "s1", 0, Some(b"epoch 1"), 0).await?,
+        "pending stored",
+    )?;
     Ok(next)
 }
 
@@ -479,6 +482,11 @@ async fn pending_epoch_waits_beside_active(store: &Store) -> Result<(), StoreErr
 /// refused.
 async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
     let mut next = key_with_pending_epoch(store).await?;
+    check(
+        !store.activate_epoch(&next, None, Some(0)).await?,
+        "no switch to an unacknowledged share",
+    )?;
+    check(store.ack_pending_epoch(&next, "s1").await?, "acknowledged")?;
     next.status = KeyStatus::Active;
     let retired = crate::EpochEntry {
         epoch: 0,
@@ -527,7 +535,8 @@ async fn new_node_activates_and_failed_epoch_is_deleted(store: &Store) -> Result
     let mut fresh = sample_key("e2");
     fresh.epoch = 3;
     fresh.status = KeyStatus::Pending;
-    store.put_pending_epoch(&fresh, "s2", 4, Some(b"new here")).await?;
+    store.put_pending_epoch(&fresh, "s2", 4, Some(b"new here"), 0).await?;
+    store.ack_pending_epoch(&fresh, "s2").await?;
     check(
         store.list_pending_epochs(crate::now_unix() - 60).await?.is_empty(),
         "a pending epoch's age counts from when it was stored",
@@ -546,12 +555,16 @@ async fn new_node_activates_and_failed_epoch_is_deleted(store: &Store) -> Result
     let mut failed = fresh.clone();
     failed.epoch = 4;
     failed.status = KeyStatus::Pending;
-    store.put_pending_epoch(&failed, "s3", 4, Some(b"doomed")).await?;
+    store.put_pending_epoch(&failed, "s3", 4, Some(b"doomed"), 0).await?;
     check(
         store.list_pending_epochs(i64::MAX).await? == vec![("e2".to_string(), 4)],
         "listed",
     )?;
-    check(store.delete_pending_epoch("e2", 4).await?, "deleted")?;
+    check(
+        !store.delete_pending_epoch("e2", 4, "s4").await?,
+        "another session's abort",
+    )?;
+    check(store.delete_pending_epoch("e2", 4, "s3").await?, "deleted")?;
     check(
         store.pending_epoch("e2").await?.is_none(),
         "nothing of the failed epoch",
@@ -563,12 +576,25 @@ async fn new_node_activates_and_failed_epoch_is_deleted(store: &Store) -> Result
 }
 
 /// An acknowledgement stores the attested record of a pending epoch in
-/// place of the session's own, keeps the share and the session, and
-/// touches no other epoch.
+/// place of the session's own (only for that session), keeps the share;
+/// an acknowledged epoch is never deleted nor replaced, while an
+/// unacknowledged one is replaced by its own session or once stale.
 async fn pending_epochs_are_acknowledged(store: &Store) -> Result<(), StoreError> {
     let mut next = sample_key("a1");
     next.epoch = 1;
-    store.put_pending_epoch(&next, "s1", 2, Some(b"pending share")).await?;
+    store
+        .put_pending_epoch(&next, "s1", 2, Some(b"pending share"), 0)
+        .await?;
+    check(
+        !store.put_pending_epoch(&next, "s2", 2, Some(b"other"), 0).await?,
+        "a fresh pending epoch of another session is kept",
+    )?;
+    check(
+        store
+            .put_pending_epoch(&next, "s1", 2, Some(b"pending share"), 0)
+            .await?,
+        "its own session replaces it",
+    )?;
     let mut attested = next.clone();
     attested.attestations = vec![crate::Attestation {
         node: 2,
@@ -576,15 +602,38 @@ async fn pending_epochs_are_acknowledged(store: &Store) -> Result<(), StoreError
     }];
     let mut other = attested.clone();
     other.epoch = 2;
-    check(!store.ack_pending_epoch(&other).await?, "no pending epoch 2")?;
-    check(store.ack_pending_epoch(&attested).await?, "acknowledged")?;
+    check(!store.ack_pending_epoch(&other, "s1").await?, "no pending epoch 2")?;
     check(
-        store.pending_epoch_of("a1").await? == Some((attested, "s1".to_string())),
+        !store.ack_pending_epoch(&attested, "s2").await?,
+        "not another session's",
+    )?;
+    check(store.ack_pending_epoch(&attested, "s1").await?, "acknowledged")?;
+    check(
+        store.pending_epoch_of("a1").await? == Some((attested.clone(), "s1".to_string())),
         "attested record and session read back",
     )?;
     check(store.get_share("a1", 2, 1).await?.is_none(), "the share stays pending")?;
     check(
-        store.list_pending_epochs(i64::MAX).await? == vec![("a1".to_string(), 1)],
-        "still listed",
+        !store.delete_pending_epoch("a1", 1, "s1").await?,
+        "never deleted once acknowledged",
+    )?;
+    check(
+        !store.put_pending_epoch(&next, "s1", 2, Some(b"x"), i64::MAX).await?,
+        "never replaced once acknowledged, not even stale",
+    )?;
+    check(
+        store.pending_epoch_of("a1").await? == Some((attested, "s1".to_string())),
+        "still there",
+    )?;
+    let mut stale = sample_key("a2");
+    stale.epoch = 1;
+    store.put_pending_epoch(&stale, "s1", 2, Some(b"old"), 0).await?;
+    check(
+        store.put_pending_epoch(&stale, "s2", 2, Some(b"new"), i64::MAX).await?,
+        "a stale unacknowledged epoch is replaced",
+    )?;
+    check(
+        store.pending_epoch_of("a2").await?.map(|(_, s)| s) == Some("s2".to_string()),
+        "by the new session",
     )
 }

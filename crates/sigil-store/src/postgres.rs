@@ -173,12 +173,24 @@ impl Backend for PgBackend {
         session: &str,
         party: u16,
         sealed: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+        stale_before: i64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM pending_epochs WHERE key_id = $1")
+        sqlx::query(
+            "DELETE FROM pending_epochs WHERE key_id = $1 AND acked = FALSE AND (session = $2 OR created_at <= $3)",
+        )
+        .bind(&key.key_id)
+        .bind(session)
+        .bind(stale_before)
+        .execute(&mut *tx)
+        .await?;
+        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pending_epochs WHERE key_id = $1")
             .bind(&key.key_id)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        if kept > 0 {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO pending_epochs (key_id, epoch, party, record, session, sealed, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -193,7 +205,7 @@ impl Backend for PgBackend {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String, String)>, StoreError> {
@@ -205,22 +217,34 @@ impl Backend for PgBackend {
         row.map(|(e, r, s)| Ok((crate::rows::epoch_of(e)?, r, s))).transpose()
     }
 
-    async fn set_pending_record(&self, key_id: &str, epoch: u32, record: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE pending_epochs SET record = $1 WHERE key_id = $2 AND epoch = $3")
-            .bind(record)
-            .bind(key_id)
-            .bind(i64::from(epoch))
-            .execute(&self.pool)
-            .await?;
+    async fn set_pending_record(
+        &self,
+        key_id: &str,
+        epoch: u32,
+        session: &str,
+        record: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE pending_epochs SET record = $1, acked = TRUE WHERE key_id = $2 AND epoch = $3 AND session = $4",
+        )
+        .bind(record)
+        .bind(key_id)
+        .bind(i64::from(epoch))
+        .bind(session)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
-    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {
-        let r = sqlx::query("DELETE FROM pending_epochs WHERE key_id = $1 AND epoch = $2")
-            .bind(key_id)
-            .bind(i64::from(epoch))
-            .execute(&self.pool)
-            .await?;
+    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32, session: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM pending_epochs WHERE key_id = $1 AND epoch = $2 AND session = $3 AND acked = FALSE",
+        )
+        .bind(key_id)
+        .bind(i64::from(epoch))
+        .bind(session)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -259,7 +283,7 @@ impl Backend for PgBackend {
         // inside the transaction: an abort or a sweep may have come first).
         if let Some(party) = party {
             let pending: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pending_epochs WHERE key_id = $1 AND epoch = $2 AND sealed IS NOT NULL",
+                "SELECT COUNT(*) FROM pending_epochs WHERE key_id = $1 AND epoch = $2 AND sealed IS NOT NULL AND acked = TRUE",
             )
             .bind(&key.key_id)
             .bind(i64::from(key.epoch))

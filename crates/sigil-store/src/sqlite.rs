@@ -180,12 +180,22 @@ impl Backend for SqliteBackend {
         session: &str,
         party: u16,
         sealed: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+        stale_before: i64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM pending_epochs WHERE key_id = ?")
+        sqlx::query("DELETE FROM pending_epochs WHERE key_id = ? AND acked = 0 AND (session = ? OR created_at <= ?)")
             .bind(&key.key_id)
+            .bind(session)
+            .bind(stale_before)
             .execute(&mut *tx)
             .await?;
+        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pending_epochs WHERE key_id = ?")
+            .bind(&key.key_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if kept > 0 {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO pending_epochs (key_id, epoch, party, record, session, sealed, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -200,7 +210,7 @@ impl Backend for SqliteBackend {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn get_pending_epoch(&self, key_id: &str) -> Result<Option<(u32, String, String)>, StoreError> {
@@ -212,20 +222,30 @@ impl Backend for SqliteBackend {
         row.map(|(e, r, s)| Ok((crate::rows::epoch_of(e)?, r, s))).transpose()
     }
 
-    async fn set_pending_record(&self, key_id: &str, epoch: u32, record: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE pending_epochs SET record = ? WHERE key_id = ? AND epoch = ?")
-            .bind(record)
-            .bind(key_id)
-            .bind(i64::from(epoch))
-            .execute(&self.pool)
-            .await?;
+    async fn set_pending_record(
+        &self,
+        key_id: &str,
+        epoch: u32,
+        session: &str,
+        record: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE pending_epochs SET record = ?, acked = 1 WHERE key_id = ? AND epoch = ? AND session = ?",
+        )
+        .bind(record)
+        .bind(key_id)
+        .bind(i64::from(epoch))
+        .bind(session)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
-    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {
-        let r = sqlx::query("DELETE FROM pending_epochs WHERE key_id = ? AND epoch = ?")
+    async fn delete_pending_epoch(&self, key_id: &str, epoch: u32, session: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM pending_epochs WHERE key_id = ? AND epoch = ? AND session = ? AND acked = 0")
             .bind(key_id)
             .bind(i64::from(epoch))
+            .bind(session)
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
@@ -263,7 +283,7 @@ impl Backend for SqliteBackend {
         // inside the transaction: an abort or a sweep may have come first).
         if let Some(party) = party {
             let pending: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pending_epochs WHERE key_id = ? AND epoch = ? AND sealed IS NOT NULL",
+                "SELECT COUNT(*) FROM pending_epochs WHERE key_id = ? AND epoch = ? AND sealed IS NOT NULL AND acked = 1",
             )
             .bind(&key.key_id)
             .bind(i64::from(key.epoch))

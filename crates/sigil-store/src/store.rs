@@ -99,11 +99,13 @@ impl Store {
         self.backend.delete_pending_key(key_id).await
     }
 
-    /// Stores `key`, the record of a key's next epoch (status pending),
-    /// with this node's new share of it (`share` in plaintext, sealed as
-    /// [`RecordId::key_share`] of `party` at the new epoch; `None` at a
-    /// node that only dealt), made by session `session` (hex), replacing
-    /// any pending epoch of the key.
+    /// Stores `key` (the record of a key's next epoch) made by session
+    /// `session` (hex), with this node's share of it (sealed under the
+    /// share's record identity), as the key's pending epoch. A pending
+    /// epoch already there is replaced only when it is not acknowledged
+    /// and is of the same session or created at or before `stale_before`
+    /// (seconds since the Unix epoch); otherwise nothing is stored and the
+    /// answer is false (one reshare of a key at a time).
     ///
     /// # Errors
     /// Storage failures.
@@ -113,13 +115,14 @@ impl Store {
         session: &str,
         party: u16,
         share: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+        stale_before: i64,
+    ) -> Result<bool, StoreError> {
         let sealed = share
             .map(|s| self.sealer.seal(&RecordId::key_share(&key.key_id, party, key.epoch), s))
             .transpose()?;
         let record = crate::rows::to_json(key)?;
         self.backend
-            .put_pending_epoch(key, &record, session, party, sealed.as_deref())
+            .put_pending_epoch(key, &record, session, party, sealed.as_deref(), stale_before)
             .await
     }
 
@@ -149,26 +152,31 @@ impl Store {
         Ok(Some((key, session)))
     }
 
-    /// Marks a key's pending epoch as acknowledged by storing its attested
-    /// record `key` (every new party's attestation and the quorum's
-    /// endorsements) in place of the session's unattested one; the share
-    /// stays. Whether a pending epoch `key.epoch` was there. The caller
-    /// checks `key` against the stored record first (same content).
+    /// Acknowledges a key's pending epoch made by `session`: stores its
+    /// attested record `key` (every new party's attestation and the
+    /// quorum's endorsements) in place of the session's unattested one and
+    /// marks it acknowledged, so that it is never deleted (only switched
+    /// to) nor replaced; the share stays. Whether a pending epoch
+    /// `key.epoch` of `session` was there. The caller checks `key` against
+    /// the stored record first (same content).
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn ack_pending_epoch(&self, key: &KeyRecord) -> Result<bool, StoreError> {
+    pub async fn ack_pending_epoch(&self, key: &KeyRecord, session: &str) -> Result<bool, StoreError> {
         let record = crate::rows::to_json(key)?;
-        self.backend.set_pending_record(&key.key_id, key.epoch, &record).await
+        self.backend
+            .set_pending_record(&key.key_id, key.epoch, session, &record)
+            .await
     }
 
-    /// Deletes pending epoch `epoch` of a key with its share (a reshare
-    /// that failed); whether there was one.
+    /// Deletes pending epoch `epoch` of a key made by `session`, with its
+    /// share (a reshare that failed), unless it is acknowledged; whether it
+    /// did.
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn delete_pending_epoch(&self, key_id: &str, epoch: u32) -> Result<bool, StoreError> {
-        self.backend.delete_pending_epoch(key_id, epoch).await
+    pub async fn delete_pending_epoch(&self, key_id: &str, epoch: u32, session: &str) -> Result<bool, StoreError> {
+        self.backend.delete_pending_epoch(key_id, epoch, session).await
     }
 
     /// Pending epochs (key id, epoch) older than `created_before`.

@@ -154,6 +154,7 @@ impl Cluster {
                 // rotates within a second of being due.
                 rotation: sigil_node::config::RotationConfig {
                     check_ms: 300,
+                    min_interval_s: 1,
                     ..Default::default()
                 },
                 store: stores[usize::from(i)].clone(),
