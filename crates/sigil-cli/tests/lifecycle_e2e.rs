@@ -163,6 +163,27 @@ async fn keys_grow_to_a_new_node_and_retire_an_old_one() {
     assert_eq!(refreshed["xpub"], ecdsa["xpub"]);
     c.sign_ok(1, &refreshed, b"ecdsa after the refresh").await;
 
+    // A refresh as a long operation: 202 with the operation to poll, and
+    // the key at its next epoch in it.
+    let (s, op) = c
+        .api(2, "POST", &format!("/v1/keys/{eid}/refresh?wait=false"), json!({}))
+        .await;
+    assert_eq!(s, 202, "{op}");
+    assert_eq!(op["kind"], "refresh", "{op}");
+    let path = format!("/v1/operations/{}", op["operation_id"].as_str().unwrap());
+    let started = std::time::Instant::now();
+    let done = loop {
+        let (s, v) = c.api(2, "GET", &path, Value::Null).await;
+        assert_eq!(s, 200, "{v}");
+        if v["state"] != "running" {
+            break v;
+        }
+        assert!(started.elapsed().as_secs() < 60, "refresh still running: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["key"]["epoch"].as_u64(), Some(3), "{done}");
+
     // Automatic rotation: a key with a 2 s interval is refreshed by its
     // lowest party while signatures through another node go on.
     let body = json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [1, 2, 3],

@@ -12,7 +12,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -538,7 +538,7 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     security(("client_token" = [])))]
 async fn create_key(
     State(node): State<Arc<Node>>,
-    axum::extract::Query(q): axum::extract::Query<CreateKeyQuery>,
+    Query(q): Query<CreateKeyQuery>,
     axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -575,7 +575,9 @@ async fn create_key(
         .map_err(ApiError::internal)??;
         return Ok((StatusCode::CREATED, Json(crate::family::view_of(&key))).into_response());
     }
-    let op = node.operations().start(&plan.key_id, plan.scheme.as_str())?;
+    let op = node
+        .operations()
+        .start("create_key", &plan.key_id, plan.scheme.as_str())?;
     let (task_node, task_op) = (node.clone(), op.clone());
     tokio::spawn(async move {
         let _slot = slot;
@@ -703,11 +705,13 @@ async fn sign_inner(
 
 /// Reshares a key to a new committee and threshold (a new epoch; the
 /// public key, and for ECDSA the xpub and every derived address, stay the
-/// same). Admin clients of the key only. Answers the key at its new epoch.
-#[utoipa::path(post, path = "/v1/keys/{key_id}/reshare", params(("key_id" = String, Path)),
+/// same). Admin clients of the key only. Answers the key at its new epoch,
+/// or with `?wait=false` a 202 and the operation to poll.
+#[utoipa::path(post, path = "/v1/keys/{key_id}/reshare", params(("key_id" = String, Path), CreateKeyQuery),
     request_body = crate::reshare::ReshareRequest,
     responses(
         (status = 200, body = KeyView),
+        (status = 202, body = OperationView, description = "`wait=false`: started; poll the `Location` header's URL"),
         (status = 400, body = ErrorBody, description = "bad committee or threshold, or a scheme without resharing"),
         (status = 403, body = ErrorBody, description = "the client is not an admin of the key"),
         (status = 404, body = ErrorBody),
@@ -717,43 +721,113 @@ async fn sign_inner(
 async fn reshare(
     State(node): State<Arc<Node>>,
     Path(key_id): Path<String>,
+    Query(q): Query<CreateKeyQuery>,
     axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<crate::reshare::ReshareRequest>,
-) -> Result<Json<KeyView>, ApiError> {
-    let r = reshare_inner(&node, &key_id, &auth, req, false).await;
-    audited(&node, &auth, "reshare", &key_id, &[], r).await
+) -> Result<Response, ApiError> {
+    reshare_or_refresh(node, key_id, q, auth, req, "reshare").await
 }
 
 /// Refreshes a key's shares (a new epoch with the same committee and
 /// threshold; shares of different epochs never combine). Admin clients of
-/// the key only; the body is `{}`.
-#[utoipa::path(post, path = "/v1/keys/{key_id}/refresh", params(("key_id" = String, Path)),
+/// the key only; the body is `{}`; `?wait=false` as for a reshare.
+#[utoipa::path(post, path = "/v1/keys/{key_id}/refresh", params(("key_id" = String, Path), CreateKeyQuery),
     responses(
         (status = 200, body = KeyView),
+        (status = 202, body = OperationView, description = "`wait=false`: started; poll the `Location` header's URL"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)),
     security(("client_token" = [])))]
 async fn refresh(
     State(node): State<Arc<Node>>,
     Path(key_id): Path<String>,
+    Query(q): Query<CreateKeyQuery>,
     axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<crate::reshare::ReshareRequest>,
-) -> Result<Json<KeyView>, ApiError> {
-    let r = reshare_inner(&node, &key_id, &auth, req, true).await;
-    audited(&node, &auth, "refresh", &key_id, &[], r).await
+) -> Result<Response, ApiError> {
+    reshare_or_refresh(node, key_id, q, auth, req, "refresh").await
 }
 
-async fn reshare_inner(
-    node: &Node,
-    key_id: &str,
-    auth: &RequestAuth,
+/// A reshare or refresh (`kind`): checked at once, then run in a task of
+/// its own (a client that hangs up does not cut it between its sessions
+/// and their commit), answered when done or at once with its operation.
+async fn reshare_or_refresh(
+    node: Arc<Node>,
+    key_id: String,
+    q: CreateKeyQuery,
+    auth: RequestAuth,
     req: crate::reshare::ReshareRequest,
-    refresh: bool,
-) -> Result<Json<KeyView>, ApiError> {
-    let record = node.reshare(key_id, req, refresh, auth).await?;
-    let mut view = crate::family::view_of(&record);
-    view.history = node.store().key_history(key_id).await.map_err(NodeError::from)?;
-    Ok(Json(view))
+    kind: &'static str,
+) -> Result<Response, ApiError> {
+    let planned = node.plan_reshare(&key_id, req, kind == "refresh", &auth).await;
+    let target = audited_failure(&node, &auth, kind, &key_id, planned.map_err(ApiError::from)).await?;
+    let op = if q.wait.unwrap_or(true) {
+        None
+    } else {
+        Some(node.operations().start(kind, &key_id, &target.current.scheme)?)
+    };
+    let (task_node, task_op) = (node.clone(), op.clone());
+    let task = tokio::spawn(async move {
+        let r = task_node.run_planned_reshare(&target, &auth).await;
+        let r = match r {
+            Ok(record) => epoch_view(&task_node, &record).await,
+            Err(e) => Err(ApiError::from(e)),
+        };
+        let r = audited(&task_node, &auth, kind, &target.current.key_id, &[], r).await;
+        match task_op {
+            Some(op) => {
+                op.finish(r);
+                None
+            }
+            None => Some(r),
+        }
+    });
+    match op {
+        None => {
+            let view = task
+                .await
+                .map_err(ApiError::internal)?
+                .unwrap_or_else(|| Err(ApiError::internal("no outcome")))?;
+            Ok(Json(view).into_response())
+        }
+        Some(op) => {
+            let location = format!("/v1/operations/{}", op.id());
+            Ok((
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, location)],
+                Json(op.view()),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// The view of a key at its new epoch, with its history.
+async fn epoch_view(node: &Node, record: &KeyRecord) -> Result<KeyView, ApiError> {
+    let mut view = crate::family::view_of(record);
+    view.history = node
+        .store()
+        .key_history(&record.key_id)
+        .await
+        .map_err(NodeError::from)?;
+    Ok(view)
+}
+
+/// Audits `r` when it failed (a request refused before any session), and
+/// hands it on.
+async fn audited_failure<T>(
+    node: &Node,
+    auth: &RequestAuth,
+    operation: &'static str,
+    key_id: &str,
+    r: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    match r {
+        Ok(t) => Ok(t),
+        Err(e) => Err(audited(node, auth, operation, key_id, &[], Err::<(), _>(e))
+            .await
+            .map_or_else(|e| e, |()| ApiError::internal("an error audited as a success"))),
+    }
 }
 
 /// Decrypts a Paillier ciphertext with `T` of the key's parties.

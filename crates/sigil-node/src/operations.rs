@@ -68,12 +68,13 @@ pub enum OperationState {
     Failed,
 }
 
-/// `GET /v1/operations/{operation_id}`: a key generation's progress or end.
+/// `GET /v1/operations/{operation_id}`: a key generation's or reshare's
+/// progress or end.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OperationView {
     /// Operation id (UUID).
     pub operation_id: String,
-    /// `create_key`.
+    /// `create_key`, `reshare` or `refresh`.
     pub kind: &'static str,
     /// The id the key gets when it is made.
     pub key_id: String,
@@ -109,6 +110,7 @@ type Outcome = Result<KeyView, (u16, ErrorDetail)>;
 #[derive(Debug)]
 pub struct Operation {
     id: String,
+    kind: &'static str,
     key_id: String,
     scheme: String,
     started: Instant,
@@ -142,7 +144,7 @@ impl Operation {
         };
         OperationView {
             operation_id: self.id.clone(),
-            kind: "create_key",
+            kind: self.kind,
             key_id: self.key_id.clone(),
             scheme: self.scheme.clone(),
             state,
@@ -172,11 +174,12 @@ pub struct Operations {
 }
 
 impl Operations {
-    /// Registers a new running operation for `key_id`.
+    /// Registers a new running operation of `kind` (`create_key`,
+    /// `reshare`, `refresh`) for `key_id`.
     ///
     /// # Errors
     /// 503 when [`MAX_OPERATIONS`] are held.
-    pub fn start(&self, key_id: &str, scheme: &str) -> Result<Arc<Operation>, ApiError> {
+    pub fn start(&self, kind: &'static str, key_id: &str, scheme: &str) -> Result<Arc<Operation>, ApiError> {
         let mut by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         by_id.retain(|_, op| !op.expired(now));
@@ -188,6 +191,7 @@ impl Operations {
         }
         let op = Arc::new(Operation {
             id: uuid::Uuid::new_v4().to_string(),
+            kind,
             key_id: key_id.to_string(),
             scheme: scheme.to_string(),
             started: now,
@@ -213,7 +217,7 @@ mod tests {
     #[test]
     fn progress_and_end_show_in_the_view() {
         let ops = Operations::default();
-        let op = ops.start("k1", "paillier").unwrap();
+        let op = ops.start("create_key", "k1", "paillier").unwrap();
         op.progress.attempt(10, 3);
         op.progress.attempt(5, 1);
         let v = ops.get(op.id()).unwrap().view();

@@ -63,6 +63,19 @@ pub struct ReshareRequest {
     pub threshold: Option<u16>,
 }
 
+/// A checked reshare request ([`Node::plan_reshare`]), ready to run.
+#[derive(Debug, Clone)]
+pub struct ReshareTarget {
+    /// The key's current record.
+    pub current: KeyRecord,
+    /// The new committee.
+    pub new_parties: Vec<u16>,
+    /// The new threshold.
+    pub threshold: u16,
+    /// The family needs aux info for the new committee (ECDSA).
+    aux: bool,
+}
+
 /// How one reshare attempt failed.
 enum Attempt {
     /// Before its commit: nothing of the next epoch is kept; may be retried.
@@ -176,6 +189,22 @@ impl Node {
         refresh: bool,
         auth: &RequestAuth,
     ) -> Result<KeyRecord, NodeError> {
+        let target = self.plan_reshare(key_id, req, refresh, auth).await?;
+        self.run_planned_reshare(&target, auth).await
+    }
+
+    /// The checks of [`Node::reshare`] that come before any session (every
+    /// 400, 403 and 404 is found here).
+    ///
+    /// # Errors
+    /// As [`Node::reshare`], before any session.
+    pub async fn plan_reshare(
+        &self,
+        key_id: &str,
+        req: ReshareRequest,
+        refresh: bool,
+        auth: &RequestAuth,
+    ) -> Result<ReshareTarget, NodeError> {
         let key = self.loaded_key(key_id).await?;
         let current = key.record.clone();
         if !current.policy.admin.iter().any(|c| c == &auth.client) {
@@ -206,9 +235,25 @@ impl Node {
                     "send an ECDSA reshare to a node of the new committee {new_parties:?} (it makes the committee's aux info)"
                 )));
             }
-            self.ensure_aux(&new_parties, &auth.proto).await?;
         }
-        self.reshare_to(&current, new_parties, threshold, Some(&auth.proto))
+        Ok(ReshareTarget {
+            aux: key.family().uses_aux_info(),
+            current,
+            new_parties,
+            threshold,
+        })
+    }
+
+    /// Runs a checked reshare ([`Node::plan_reshare`]): ECDSA aux info for
+    /// the new committee first, then the reshare itself.
+    ///
+    /// # Errors
+    /// As [`Node::reshare`], from its sessions.
+    pub async fn run_planned_reshare(&self, t: &ReshareTarget, auth: &RequestAuth) -> Result<KeyRecord, NodeError> {
+        if t.aux {
+            self.ensure_aux(&t.new_parties, &auth.proto).await?;
+        }
+        self.reshare_to(&t.current, t.new_parties.clone(), t.threshold, Some(&auth.proto))
             .await
     }
 
