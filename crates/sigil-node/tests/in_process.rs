@@ -619,7 +619,8 @@ async fn a_failed_reshare_leaves_the_old_epoch_and_nothing_else() {
 /// key and the xpub are unchanged and the new shares sign.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecdsa_keys_refresh_and_change_threshold() {
-    let c = cluster(3).await;
+    // Debug-build CGGMP21 on two busy cores: a generous session deadline.
+    let c = cluster_with(3, |cfg| cfg.session_timeout_ms = 30_000).await;
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sigil-cli/tests/fixtures/primes-1536.txt");
     let primes: Vec<String> = std::fs::read_to_string(fixture)
         .unwrap()
