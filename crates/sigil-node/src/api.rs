@@ -761,13 +761,26 @@ async fn reshare_or_refresh(
 ) -> Result<Response, ApiError> {
     let planned = node.plan_reshare(&key_id, req, kind == "refresh", &auth).await;
     let target = audited_failure(&node, &auth, kind, &key_id, planned.map_err(ApiError::from)).await?;
+    // Held until the reshare ends (counted with the client's key
+    // generations): a client that hangs up, or asks wait=false, cannot
+    // start reshares without bound.
+    let slot = audited_failure(
+        &node,
+        &auth,
+        kind,
+        &key_id,
+        node.keygen_slot(&auth.client).map_err(ApiError::from),
+    )
+    .await?;
     let op = if q.wait.unwrap_or(true) {
         None
     } else {
-        Some(node.operations().start(kind, &key_id, &target.current.scheme)?)
+        let started = node.operations().start(kind, &key_id, &target.current.scheme);
+        Some(audited_failure(&node, &auth, kind, &key_id, started).await?)
     };
     let (task_node, task_op) = (node.clone(), op.clone());
     let task = tokio::spawn(async move {
+        let _slot = slot;
         let r = task_node.run_planned_reshare(&target, &auth).await;
         let r = match r {
             Ok(record) => epoch_view(&task_node, &record).await,

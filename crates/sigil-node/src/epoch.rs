@@ -223,6 +223,17 @@ impl Node {
             .await
             .map_err(SessionError::from)?;
         self.forget_dkg(&record.key_id);
+        if !switched {
+            // Not an error when another switch (a commit, the catch-up)
+            // came first; an error when the store refused this one.
+            let now = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
+            if !now.is_some_and(|k| k.status == KeyStatus::Active && k.epoch >= record.epoch) {
+                return Err(internal(format!(
+                    "the store refused the switch of key {} to epoch {} (no acknowledged share here)",
+                    record.key_id, record.epoch
+                )));
+            }
+        }
         if switched {
             // Replace, not remove: a lookup that read the old record from
             // the store before the switch then finds this entry instead of

@@ -16,7 +16,7 @@
 //!
 //! | peer call | who may send it | what the receiver verifies |
 //! |---|---|---|
-//! | `RunSession` reshare without a client token | a party of the key | the key's attested record (as any reshare) names a rotation interval; the proposal keeps the committee and threshold; this node's own record of the epoch is at least 9/10 of the interval old, less 2 s at most (clock skew; each node dates its epoch from its own switch) |
+//! | `RunSession` reshare without a client token | a party of the key | the key's attested record (as any reshare) names a rotation interval; the proposal keeps the committee and threshold; this node's own record of the epoch is at least the interval old, less a tenth of it or 2 s, whichever is more (clock skew; each node dates its epoch from its own switch); intervals below `[rotation] min_interval_s` count as that |
 //!
 //! Visible as `sigil_rotations_total{outcome}` in `/metrics` and as
 //! `rotate` entries in the audit log.
@@ -108,6 +108,7 @@ impl Node {
         let Some(interval) = key.policy.rotation_interval_s else {
             return false;
         };
+        let interval = interval.max(self.cfg.rotation.min_interval_s);
         if !LoadedKey::new(key.clone()).is_ok_and(|k| k.family().reshares()) {
             return false;
         }
@@ -162,6 +163,7 @@ impl Node {
         let Some(interval) = current.policy.rotation_interval_s else {
             return Err(self.refused(Refusal::MissingToken));
         };
+        let interval = interval.max(self.cfg.rotation.min_interval_s);
         let same_committee = r.new_parties == current.parties.iter().map(|&p| u32::from(p)).collect::<Vec<_>>()
             && r.threshold == u32::from(current.threshold);
         if !same_committee {

@@ -176,6 +176,12 @@ impl Backend for PgBackend {
         stale_before: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // One writer of a key's pending epoch at a time (READ COMMITTED
+        // would let two both find none and the second fail on the key).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&key.key_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "DELETE FROM pending_epochs WHERE key_id = $1 AND acked = FALSE AND (session = $2 OR created_at <= $3)",
         )
