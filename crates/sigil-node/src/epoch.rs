@@ -46,6 +46,12 @@ impl Node {
             Some(l) if l.status == KeyStatus::Active && l.epoch >= record.epoch && record.epoch > 0 => {
                 return self.keep_activations(&l, record).await;
             }
+            // A node new to the key: the record its reshare session
+            // reshared (see `remember_current`), checked below like a local one.
+            None if record.parties.contains(&self.cfg.node_id) => match self.reshared_from_record(record) {
+                Some(prev) => prev,
+                None => return Ok(false),
+            },
             _ => return Ok(false),
         };
         let same_key = local.scheme == record.scheme
@@ -60,7 +66,26 @@ impl Node {
         // move: fewer than t nodes cannot make it delete its share.
         attest::verify_transition(&local, record, |n| self.identities.get(&n).copied())
             .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
+        let known = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
+        if known.is_none() {
+            // Registered only now, endorsed: the node follows this key.
+            self.store
+                .put_key(&local, self.cfg.node_id, None)
+                .await
+                .map_err(SessionError::from)?;
+        }
         self.take_epoch(record, Some(&local), pending).await
+    }
+
+    /// The record a reshare session of `record`'s key reshared here, when
+    /// this node was new to the key and it is the epoch before `record`.
+    fn reshared_from_record(&self, record: &KeyRecord) -> Option<KeyRecord> {
+        self.reshared_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record.key_id)
+            .filter(|prev| prev.epoch.checked_add(1) == Some(record.epoch))
+            .cloned()
     }
 
     /// The two phases of an epoch's commit, at one node. With every new
@@ -223,6 +248,10 @@ impl Node {
             .await
             .map_err(SessionError::from)?;
         self.forget_dkg(&record.key_id);
+        self.reshared_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&record.key_id);
         if !switched {
             // Not an error when another switch (a commit, the catch-up)
             // came first; an error when the store refused this one.

@@ -111,6 +111,9 @@ pub struct Node {
     admission: limits::Admission,
     /// Key generations running per client (see [`Node::keygen_slot`]).
     keygens: limits::Counts<String>,
+    /// The current record of each key this node was new to when a reshare
+    /// session made it a party (`reshare::remember_current`).
+    reshared_from: Mutex<HashMap<String, KeyRecord>>,
     /// Failed automatic rotations, for their backoff.
     rotations: rotation::Backoff,
     /// Failed completions of acknowledged epochs (catch-up), for theirs.
@@ -301,6 +304,7 @@ impl Node {
             admission: limits::Admission::new(&cfg.limits),
             keygens: limits::Counts::default(),
             presig_seal: ecdsa::ephemeral::ProcessSeal::generate(),
+            reshared_from: Mutex::new(HashMap::new()),
             rotations: rotation::Backoff::default(),
             epoch_commits: rotation::Backoff::default(),
             cfg,

@@ -577,17 +577,19 @@ impl Node {
         Ok(())
     }
 
-    /// A node new to the key (it holds no record of it) keeps the attested
-    /// current record as metadata, as every node outside a key's committee
-    /// does, so that the commit of the next epoch is checked against it
-    /// (its endorsements) like at every other node.
-    async fn register_current(&self, current: &KeyRecord) -> Result<(), SessionError> {
+    /// A node new to the key (it holds no record of it) remembers the
+    /// attested current record the session reshared, in memory until the
+    /// commit: the acknowledgement then checks the endorsements against it
+    /// and registers it, so a stale record a coordinator might send is never
+    /// stored (honest dealers cannot deal for it: their shares are of
+    /// another epoch).
+    async fn remember_current(&self, current: &KeyRecord) -> Result<(), SessionError> {
         let known = self.store.get_key(&current.key_id).await.map_err(SessionError::from)?;
         if known.is_none() {
-            self.store
-                .put_key(current, self.cfg.node_id, None)
-                .await
-                .map_err(SessionError::from)?;
+            self.reshared_from
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(current.key_id.clone(), current.clone());
         }
         Ok(())
     }
@@ -599,7 +601,7 @@ impl Node {
         r: ReshareProposal,
     ) -> Result<SessionOutcome, SessionError> {
         let plan = self.checked_plan(&spec, &r).await?;
-        self.register_current(&plan.current).await?;
+        self.remember_current(&plan.current).await?;
         let roles = plan.roles(&spec.parties);
         let key = LoadedKey::new(plan.current.clone()).map_err(|e| SessionError::Invalid(e.to_string()))?;
         let (coordinator, session_id) = (spec.coordinator, spec.id);

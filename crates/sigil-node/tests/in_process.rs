@@ -923,3 +923,28 @@ async fn rotating_keys_are_refreshed_when_due_and_only_then() {
     assert!(matches!(refused, SessionError::Refused { .. }), "{refused:?}");
     assert!(c.nodes[1].store().pending_epoch(&plain.key_id).await.unwrap().is_none());
 }
+
+/// A node that holds no record of a key (it missed the key's creation)
+/// joins its committee in a reshare: it checks the endorsements against the
+/// record the session reshared, registers that record only then, and
+/// signs at the new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_new_to_a_key_joins_it_by_a_reshare() {
+    let c = cluster(4).await;
+    c.hub.cut_off(3, true);
+    let key = c.create_key_on(0, Scheme::FrostEd25519, 2, &[0, 1, 2]).await;
+    c.hub.cut_off(3, false);
+    assert!(c.nodes[3].store().get_key(&key.key_id).await.unwrap().is_none());
+    let new = c
+        .reshare(1, &key.key_id, "reshare", r#"{"parties":[1,2,3],"threshold":2}"#)
+        .await
+        .unwrap();
+    assert_eq!(new.epoch, 1);
+    let at3 = c.nodes[3].active_key(&key.key_id).await.unwrap();
+    assert_eq!((at3.epoch, at3.parties.clone()), (1, vec![1, 2, 3]));
+    assert!(c.nodes[3].store().get_share(&key.key_id, 3, 1).await.unwrap().is_some());
+    let signed = c.sign(3, &key.key_id, b"new here").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&key.public_key, b"new here", &signed.signature)
+        .unwrap();
+}
