@@ -7,7 +7,7 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(meta) = sigil_proto::peer::KeyMeta::decode(data) {
-        if let Ok(record) = sigil_node::catch_up::record_of(&meta, sigil_store::KeyStatus::Active) {
+        if let Ok(record) = sigil_node::records::record_of(&meta, sigil_store::KeyStatus::Active) {
             let _ = sigil_node::attest::record_bytes(&record);
         }
     }
