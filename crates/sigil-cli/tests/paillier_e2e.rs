@@ -1,7 +1,8 @@
 //! End to end: a 3-node `sigil dev` cluster makes a 1024-bit threshold
 //! Paillier key (T = 2) without a dealer; Python's `phe` (an independent,
 //! standard Paillier implementation) encrypts to it and adds ciphertexts;
-//! the cluster decrypts; bad input gets 400s. (Decryption with nodes down
+//! the cluster decrypts, also after the key is reshared to T = 3 and
+//! refreshed; bad input gets 400s. (Decryption with nodes down
 //! is in `e2e.rs`.) A party that goes silent during the candidate search:
 //! the key generation fails at the session deadline naming it, and no node
 //! keeps anything of the key.
@@ -87,6 +88,27 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["plaintext"], (123_456_789u64 + 987_654_321).to_string());
+
+    // Reshared over the integers to T = 3 (and refreshed): N unchanged,
+    // phe's ciphertexts made before still decrypt.
+    let (s, v) = dev
+        .post(
+            1,
+            &format!("/v1/keys/{id}/reshare"),
+            &json!({"parties": [0, 1, 2], "threshold": 3}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}\n{}", logs());
+    assert_eq!((v["epoch"].as_u64(), v["threshold"].as_u64()), (Some(1), Some(3)), "{v}");
+    assert_eq!(v["n"].as_str(), Some(n.as_str()), "N is unchanged");
+    let (s, v) = dev.post(2, &format!("/v1/keys/{id}/refresh"), &json!({})).await;
+    assert_eq!((s, v["epoch"].as_u64()), (200, Some(2)), "{v}");
+    let (s, v) = dev
+        .post(1, &format!("/v1/keys/{id}/decrypt"), &json!({"ciphertext": sum}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["plaintext"], (123_456_789u64 + 987_654_321).to_string());
+    assert_eq!(v["parties"].as_array().map(Vec::len), Some(3), "{v}");
 
     // Our own client encrypts too (sigil encrypt), and sigil decrypt answers.
     let out = Command::new(env!("CARGO_BIN_EXE_sigil"))

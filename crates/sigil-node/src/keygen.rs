@@ -62,8 +62,10 @@ impl Node {
         } = req;
         let policy = authority::resolve_policy(policy.as_ref(), &auth.client, rotate, &self.cfg.rotation)
             .map_err(NodeError::bad_request)?;
-        if policy.rotation_interval_s.is_some() && !family::of(scheme).reshares() {
-            return Err(NodeError::bad_request(format!("{scheme} keys cannot rotate yet")));
+        if policy.rotation_interval_s.is_some() {
+            family::of(scheme)
+                .rotates()
+                .map_err(|why| NodeError::bad_request(format!("{scheme} keys cannot rotate: {why}")))?;
         }
         let cluster = self.cfg.node_ids();
         let parties = match parties {

@@ -109,7 +109,7 @@ impl Node {
             return false;
         };
         let interval = interval.max(self.cfg.rotation.min_interval_s);
-        if !LoadedKey::new(key.clone()).is_ok_and(|k| k.family().reshares()) {
+        if !LoadedKey::new(key.clone()).is_ok_and(|k| k.family().rotates().is_ok()) {
             return false;
         }
         let me = self.cfg.node_id;

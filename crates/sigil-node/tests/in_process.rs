@@ -948,3 +948,73 @@ async fn a_node_new_to_a_key_joins_it_by_a_reshare() {
         .verify(&key.public_key, b"new here", &signed.signature)
         .unwrap();
 }
+
+/// A threshold Paillier key on nodes 0, 1, 2 (T = 2) reshared over the
+/// integers to 1, 2, 3 (T = 3), then refreshed: `N` is unchanged, the new
+/// committee decrypts what was encrypted before, through any node, with
+/// verified partials; node 0 keeps no share; the key cannot rotate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paillier_keys_reshare_over_the_integers_and_still_decrypt() {
+    use sigil_paillier::rug::Integer;
+    let c = cluster(4).await;
+    let body = r#"{"scheme":"paillier","threshold":2,"parties":[0,1,2],"bits":512}"#;
+    let req = KeygenRequest {
+        scheme: Scheme::Paillier,
+        threshold: 2,
+        parties: Some(vec![0, 1, 2]),
+        label: None,
+        bits: Some(512),
+        prime_threshold: None,
+        policy: None,
+        rotate: false,
+    };
+    let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap();
+    let key = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
+    let pk = sigil_node::paillier::public_key(&key.public_package).unwrap();
+    let cts: Vec<String> = [42u32, 7]
+        .iter()
+        .map(|&m| pk.encrypt(&Integer::from(m), &mut rand::rngs::OsRng).unwrap().to_string())
+        .collect();
+    let decrypt = |door: usize, ct: &str| {
+        let path = format!("/v1/keys/{}/decrypt", key.key_id);
+        let auth = c.auth("POST", &path, &format!(r#"{{"ciphertext":"{ct}"}}"#));
+        let (node, id, ct) = (c.nodes[door].clone(), key.key_id.clone(), ct.to_string());
+        async move { node.decrypt(&id, &ct, &auth).await }
+    };
+    assert_eq!(decrypt(1, &cts[0]).await.unwrap().0, "42");
+
+    let new = c
+        .reshare(0, &key.key_id, "reshare", r#"{"parties":[1,2,3],"threshold":3}"#)
+        .await
+        .unwrap();
+    assert_eq!((new.epoch, new.threshold, new.parties.clone()), (1, 3, vec![1, 2, 3]));
+    assert_eq!(new.public_key, key.public_key, "N is unchanged");
+    let pk1 = sigil_node::paillier::public_key(&new.public_package).unwrap();
+    assert_eq!((pk1.n.clone(), pk1.parties, pk1.threshold), (pk.n.clone(), 3, 2));
+    assert!(c.nodes[0].store().get_share(&key.key_id, 0, 0).await.unwrap().is_none());
+    for door in [0, 3] {
+        let (m, mut used) = decrypt(door, &cts[0]).await.unwrap();
+        used.sort_unstable();
+        assert_eq!((m.as_str(), used), ("42", vec![1, 2, 3]), "door {door}");
+    }
+
+    let refreshed = c.reshare(3, &key.key_id, "refresh", "{}").await.unwrap();
+    assert_eq!((refreshed.epoch, refreshed.parties.clone()), (2, vec![1, 2, 3]));
+    assert_ne!(refreshed.public_package, new.public_package, "fresh verification keys");
+    assert_eq!(decrypt(2, &cts[1]).await.unwrap().0, "7");
+
+    // Not on a schedule: the integer shares grow with every reshare.
+    let body = r#"{"scheme":"paillier","threshold":2,"bits":512,"rotate":true}"#;
+    let req = KeygenRequest {
+        scheme: Scheme::Paillier,
+        threshold: 2,
+        parties: None,
+        label: None,
+        bits: Some(512),
+        prime_threshold: None,
+        policy: None,
+        rotate: true,
+    };
+    let e = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap_err();
+    assert!(e.to_string().contains("cannot rotate"), "{e}");
+}

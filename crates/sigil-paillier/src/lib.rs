@@ -39,7 +39,11 @@
 //! 4. [`key`]: the decryption exponent `s = beta * phi(N)` shared over the
 //!    integers with threshold `t` and `theta = s mod N` public (paper
 //!    section 4.5; statistical hiding with `stat_sec_shamir` bits).
-//! 5. [`decrypt`]: partial decryptions `c^{2 Delta s_j}` and their
+//! 5. [`reshare`]: the exponent re-shared over the integers to a new
+//!    committee and threshold (verifiable secret redistribution, Wong,
+//!    Wang and Wing 2002, with Feldman commitments in `Z_{N^2}^*`), `N`
+//!    unchanged.
+//! 6. [`decrypt`]: partial decryptions `c^{2 Delta s_j}` and their
 //!    combination with integer Lagrange coefficients scaled by
 //!    `Delta = n!` (paper section 3.3), each partial checked against the
 //!    party's verification key with Shoup's proof ([`verify`]; Shoup,
@@ -56,6 +60,7 @@ pub mod math;
 pub mod modulus;
 pub mod params;
 pub mod protocol;
+pub mod reshare;
 pub mod sieve;
 pub mod verify;
 
@@ -102,4 +107,30 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// Reshare dealers whose commitments are missing, malformed or not
+    /// bound to their verification key, or parties that sent commitments
+    /// without dealing ([`reshare`] step 3); empty when the constant terms
+    /// do not combine to the key and no one can be named.
+    #[error("invalid resharing commitments from session parties {parties:?}")]
+    InvalidCommitments {
+        /// 0-based session party indices.
+        parties: Vec<usize>,
+    },
+    /// Reshare dealers whose sub-share is missing, too large or does not
+    /// match their commitments ([`reshare`] step 3).
+    #[error("invalid resharing sub-shares from session parties {parties:?}")]
+    InvalidSubShares {
+        /// 0-based session party indices.
+        parties: Vec<usize>,
+    },
+    /// Parties that saw other reshare commitments than we did (the echo
+    /// differs; this does not prove who equivocated).
+    #[error("inconsistent broadcast: session parties {parties:?} saw other commitments")]
+    InconsistentEcho {
+        /// 0-based session party indices.
+        parties: Vec<usize>,
+    },
+    /// Sending or receiving a message failed.
+    #[error("transport: {0}")]
+    Transport(String),
 }

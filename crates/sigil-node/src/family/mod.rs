@@ -221,6 +221,16 @@ pub(crate) trait Family: Send + Sync {
         false
     }
 
+    /// Whether keys of this family may be refreshed on a schedule
+    /// (`policy.rotation_interval_s`); `Err` says why not.
+    fn rotates(&self) -> Result<(), String> {
+        if self.reshares() {
+            Ok(())
+        } else {
+            Err("keys of this scheme cannot be reshared".into())
+        }
+    }
+
     /// This party's part of a reshare session of `key` (the current
     /// epoch's record) to `new_parties` with `roles`
     /// (`sigil_crypto::reshare`); `old_share` is this node's unsealed

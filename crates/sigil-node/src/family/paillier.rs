@@ -369,15 +369,7 @@ impl Family for Paillier {
         let Some(out) = out else {
             return Ok(KeygenPart { key: None, outcome });
         };
-        let ver = &out.share.verification;
-        let public = PaillierPublic {
-            n: out.public_key.n.to_string(),
-            theta: out.public_key.theta.to_string(),
-            parties: n,
-            corruption_threshold: t,
-            verification_keys: ver.keys.iter().map(Integer::to_string).collect(),
-            share_bits: ver.share_bits,
-        };
+        let public = public_of(&out.public_key)?;
         let share = Zeroizing::new(
             serde_json::to_vec(&StoredShare {
                 party: out.share.party,
@@ -423,6 +415,65 @@ impl Family for Paillier {
         })
     }
 
+    fn reshares(&self) -> bool {
+        true
+    }
+
+    fn rotates(&self) -> Result<(), String> {
+        Err("integer shares grow with every reshare (sigil_paillier::reshare), so paillier keys are reshared on request only".into())
+    }
+
+    /// The integer reshare of `sigil_paillier::reshare` (Feldman
+    /// commitments in `Z_{N^2}^*` pinned to the attested verification
+    /// keys); the new package has `theta' = n! theta mod N`, the new
+    /// committee's verification keys and share bound, and the same `N`.
+    async fn reshare_part(
+        &self,
+        node: &Node,
+        spec: SessionSpec,
+        key: &LoadedKey,
+        roles: &sigil_crypto::reshare::Roles,
+        _new_parties: &[u16],
+        old_share: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<(Option<Zeroizing<Vec<u8>>>, Vec<u8>), SessionError> {
+        let plan = reshare_plan(&key.record.public_package, roles)?;
+        let (me, sid) = (spec.me, spec.eid);
+        let deals = plan.dealer.get(usize::from(me)).copied().flatten().is_some();
+        let share = match old_share.filter(|_| deals) {
+            Some(s) => Some(stored_exponent(&s)?),
+            None => None,
+        };
+        let out = session::run_heavy::<sigil_paillier::reshare::Msg, _, _, _>(
+            &node.sessions,
+            &node.peers,
+            spec,
+            |party| async move {
+                let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
+                    .map_err(|e| sigil_crypto::Error::InvalidParameters(e.to_string()))?;
+                let out = sigil_paillier::reshare::run(party, &sid, me, &plan, share.as_ref(), &mut rng).await;
+                if let Some(mut s) = share {
+                    sigil_paillier::wipe(&mut s);
+                }
+                out.map_err(reshare_error)
+            },
+        )
+        .await?;
+        let package = serde_json::to_vec(&public_of(&out.public_key)?).map_err(internal)?;
+        let share = out
+            .share
+            .as_ref()
+            .map(|s| {
+                serde_json::to_vec(&StoredShare {
+                    party: s.party,
+                    share: s.share.to_string(),
+                })
+                .map(Zeroizing::new)
+            })
+            .transpose()
+            .map_err(internal)?;
+        Ok((share, package))
+    }
+
     async fn load(
         &self,
         _node: &Node,
@@ -430,13 +481,9 @@ impl Family for Paillier {
         share: Zeroizing<Vec<u8>>,
     ) -> Result<super::Material, SessionError> {
         let stored: StoredShare = serde_json::from_slice(&share).map_err(internal)?;
-        let exponent: Integer = stored
-            .share
-            .parse()
-            .map_err(|_| internal("stored share does not parse"))?;
         Ok(super::Material::Paillier(Material {
             party: stored.party,
-            exponent,
+            exponent: stored_exponent(&share)?,
         }))
     }
 
@@ -447,6 +494,69 @@ impl Family for Paillier {
             n: Some(n),
             ..ViewExtras::default()
         }
+    }
+}
+
+/// The decryption exponent in a sealed share ([`StoredShare`] JSON).
+fn stored_exponent(share: &[u8]) -> Result<Integer, SessionError> {
+    let stored: StoredShare = serde_json::from_slice(share).map_err(internal)?;
+    stored.share.parse().map_err(|_| internal("stored share does not parse"))
+}
+
+/// The package of `pk` ([`PaillierPublic`] JSON).
+fn public_of(pk: &PublicKey) -> Result<PaillierPublic, SessionError> {
+    let ver = pk
+        .verification
+        .as_ref()
+        .ok_or_else(|| internal("a key without verification keys"))?;
+    Ok(PaillierPublic {
+        n: pk.n.to_string(),
+        theta: pk.theta.to_string(),
+        parties: pk.parties,
+        corruption_threshold: pk.threshold,
+        verification_keys: ver.keys.iter().map(Integer::to_string).collect(),
+        share_bits: ver.share_bits,
+    })
+}
+
+/// The integer reshare's plan for a key with public `package` and the
+/// session's `roles` (0-based key indices become 1-based party numbers;
+/// the API threshold `T'` becomes the corruption threshold `T' - 1`).
+///
+/// # Errors
+/// [`SessionError::Invalid`] for a key made before verifiable decryption
+/// (nothing pins what its dealers deal) or roles the plan refuses.
+fn reshare_plan(
+    package: &[u8],
+    roles: &sigil_crypto::reshare::Roles,
+) -> Result<sigil_paillier::reshare::Plan, SessionError> {
+    let number = |r: &Option<u16>| r.map(|k| usize::from(k) + 1);
+    let plan = sigil_paillier::reshare::Plan {
+        old: public_key(package)?,
+        dealer: roles.dealer.iter().map(number).collect(),
+        receiver: roles.receiver.iter().map(number).collect(),
+        new_threshold: usize::from(roles.new_t).saturating_sub(1),
+    };
+    plan.check().map_err(|e| SessionError::Invalid(e.to_string()))?;
+    Ok(plan)
+}
+
+/// The protocol error of an integer reshare, with its culprits (session
+/// party indices) carried over.
+fn reshare_error(e: sigil_paillier::Error) -> sigil_crypto::Error {
+    let parties = |p: Vec<usize>| p.into_iter().filter_map(|i| u16::try_from(i).ok()).collect();
+    match e {
+        sigil_paillier::Error::InvalidCommitments { parties: p } => {
+            sigil_crypto::Error::InvalidCommitment { culprits: parties(p) }
+        }
+        sigil_paillier::Error::InvalidSubShares { parties: p } => {
+            sigil_crypto::Error::InvalidSecretShare { culprits: parties(p) }
+        }
+        sigil_paillier::Error::InconsistentEcho { parties: p } => {
+            sigil_crypto::Error::InconsistentBroadcast { parties: parties(p) }
+        }
+        sigil_paillier::Error::Transport(e) => sigil_crypto::Error::Transport(e),
+        other => sigil_crypto::Error::InvalidParameters(other.to_string()),
     }
 }
 
