@@ -213,7 +213,12 @@ fn tno_keygens(python: &std::path::Path, a: &PaillierArgs, bits: u32, sigil_mean
 
 /// `count` sequential REST decryptions with the Paillier `key` (each
 /// plaintext checked); their latency row.
-async fn paillier_decrypts(client: &Client, key: &serde_json::Value, bits: u32, count: usize) -> anyhow::Result<Row> {
+pub(crate) async fn paillier_decrypts(
+    client: &Client,
+    key: &serde_json::Value,
+    bits: u32,
+    count: usize,
+) -> anyhow::Result<Row> {
     use sigil_paillier::rug::Integer;
     let id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
     let n: Integer = key["n"].as_str().ok_or_else(|| anyhow!("no n"))?.parse()?;
@@ -237,7 +242,7 @@ async fn paillier_decrypts(client: &Client, key: &serde_json::Value, bits: u32, 
 }
 
 /// Prints a latency table: its header, then one line per row.
-fn print_rows(rows: Vec<Row>) {
+pub(crate) fn print_rows(rows: Vec<Row>) {
     println!("| what | count | p50 ms | p99 ms | per second |");
     println!("|---|---:|---:|---:|---:|");
     for r in rows {
@@ -303,7 +308,7 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-struct Row {
+pub(crate) struct Row {
     what: String,
     count: usize,
     p50_ms: f64,

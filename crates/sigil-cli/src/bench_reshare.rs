@@ -1,7 +1,9 @@
 //! `sigil bench reshare`: refresh and reshare latency through the REST
 //! API of a running cluster (`sigil dev --nodes 4` for 2-of-3 -> 3-of-4),
 //! and signing throughput while the key is refreshed in a loop, beside the
-//! throughput without refreshes, in one run.
+//! throughput without refreshes, in one run. For a Paillier key (`--scheme
+//! paillier`, `--bits`): the latencies, then REST decryption at the last
+//! epoch beside a fresh key's (integer shares grow with every reshare).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use serde_json::{json, Value};
 use sigil_crypto::Scheme;
 
 use crate::client::Client;
+use crate::schemes::Use;
 
 /// Options of `sigil bench reshare`.
 #[derive(Args, Debug)]
@@ -40,6 +43,9 @@ pub struct ReshareArgs {
     /// Concurrency of the throughput phases.
     #[arg(short = 'c', long, default_value_t = 16)]
     pub concurrency: usize,
+    /// `paillier`: bits of `N`.
+    #[arg(long, default_value_t = 2048)]
+    pub bits: u32,
 }
 
 fn hist() -> anyhow::Result<Histogram<u64>> {
@@ -121,24 +127,55 @@ pub async fn run(a: ReshareArgs) -> anyhow::Result<()> {
         .await
         .context("is the cluster running? (sigil dev --nodes 4)")?;
     let nodes = u16::try_from(health["nodes"].as_u64().unwrap_or(3)).unwrap_or(3);
-    let key = door
-        .create_key(&a.scheme, 2, Some(vec![0, 1, 2]), Some("bench-reshare".into()))
-        .await?;
+    let key = create_key(door, scheme, &a).await?;
     let id = key["key_id"].as_str().ok_or_else(|| anyhow!("no key_id"))?.to_string();
-    let pk = hex::decode(key["public_key"].as_str().unwrap_or_default())?;
-    let (grow, back) = if nodes >= 4 {
-        (
-            json!({"parties": [0, 1, 2, 3], "threshold": 3}),
-            json!({"parties": [0, 1, 2], "threshold": 2}),
-        )
-    } else {
-        (
-            json!({"parties": [0, 1, 2], "threshold": 3}),
-            json!({"parties": [0, 1, 2], "threshold": 2}),
-        )
-    };
     println!("| what ({scheme}, {nodes} nodes) | count | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|");
+    latencies(door, &id, nodes, a.runs).await?;
+    match crate::schemes::operation(scheme) {
+        Use::Sign => {
+            let pk = hex::decode(key["public_key"].as_str().unwrap_or_default())?;
+            throughput(&clients, &id, scheme, &pk, &a).await
+        }
+        Use::Decrypt => {
+            let rows = vec![
+                crate::bench::paillier_decrypts(door, &key, a.bits, a.runs).await?,
+                crate::bench::paillier_decrypts(door, &create_key(door, scheme, &a).await?, a.bits, a.runs).await?,
+            ];
+            println!();
+            println!("after the reshares above, then with a fresh key (epoch 0):");
+            crate::bench::print_rows(rows);
+            Ok(())
+        }
+    }
+}
+
+/// The benchmark key: 2-of-3 on nodes 0, 1, 2 (a Paillier key of
+/// `a.bits`, followed as an operation).
+async fn create_key(door: &Client, scheme: Scheme, a: &ReshareArgs) -> anyhow::Result<Value> {
+    let o = crate::client::KeyOptions {
+        parties: Some(vec![0, 1, 2]),
+        label: Some("bench-reshare".into()),
+        bits: crate::schemes::keygen_takes_bits(scheme).then_some(a.bits),
+        ..Default::default()
+    };
+    if crate::schemes::long_keygen(scheme) {
+        door.create_key_following(&a.scheme, 2, &o, Duration::from_secs(1), |_| ())
+            .await
+    } else {
+        door.create_key_with(&a.scheme, 2, &o).await
+    }
+}
+
+/// The latency rows: the first reshare to the grown set (ECDSA: with its
+/// aux info), refreshes, and reshares there and back.
+async fn latencies(door: &Client, id: &str, nodes: u16, runs: usize) -> anyhow::Result<()> {
+    let grow = if nodes >= 4 {
+        json!({"parties": [0, 1, 2, 3], "threshold": 3})
+    } else {
+        json!({"parties": [0, 1, 2], "threshold": 3})
+    };
+    let back = json!({"parties": [0, 1, 2], "threshold": 2});
     let reshare = format!("/v1/keys/{id}/reshare");
     // The first move to the grown set makes its aux info (ECDSA), once.
     let mut first = hist()?;
@@ -153,19 +190,23 @@ pub async fn run(a: ReshareArgs) -> anyhow::Result<()> {
         &first,
     );
     door.post(&reshare, &back).await?;
-    let refresh = timed(door, &format!("/v1/keys/{id}/refresh"), &[json!({})], a.runs).await?;
+    let refresh = timed(door, &format!("/v1/keys/{id}/refresh"), &[json!({})], runs).await?;
     print_row("refresh 2-of-3", &refresh);
     let mut there = hist()?;
     let mut home = hist()?;
-    for _ in 0..a.runs {
+    for _ in 0..runs {
         there.add(timed(door, &reshare, std::slice::from_ref(&grow), 1).await?)?;
         home.add(timed(door, &reshare, std::slice::from_ref(&back), 1).await?)?;
     }
     print_row(&format!("reshare 2-of-3 -> {}", grow["parties"]), &there);
     print_row("reshare back to 2-of-3", &home);
+    Ok(())
+}
 
-    // Signing throughput, without and then with refreshes in a loop.
-    let quiet = sign_load(&clients, &id, scheme, &pk, a.requests, a.concurrency).await?;
+/// Signing throughput, without and then with refreshes in a loop.
+async fn throughput(clients: &[Client], id: &str, scheme: Scheme, pk: &[u8], a: &ReshareArgs) -> anyhow::Result<()> {
+    let door = clients.first().ok_or_else(|| anyhow!("no --url"))?;
+    let quiet = sign_load(clients, id, scheme, pk, a.requests, a.concurrency).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let looping = {
         let (stop, door, path) = (stop.clone(), door.clone(), format!("/v1/keys/{id}/refresh"));
@@ -179,7 +220,7 @@ pub async fn run(a: ReshareArgs) -> anyhow::Result<()> {
             anyhow::Ok(done)
         })
     };
-    let busy = sign_load(&clients, &id, scheme, &pk, a.requests, a.concurrency).await?;
+    let busy = sign_load(clients, id, scheme, pk, a.requests, a.concurrency).await?;
     stop.store(true, Ordering::Relaxed);
     let refreshes = looping.await??;
     println!();

@@ -99,7 +99,11 @@ async fn paillier_keygen_encrypt_with_phe_decrypt_and_faults() {
         )
         .await;
     assert_eq!(s, 200, "{v}\n{}", logs());
-    assert_eq!((v["epoch"].as_u64(), v["threshold"].as_u64()), (Some(1), Some(3)), "{v}");
+    assert_eq!(
+        (v["epoch"].as_u64(), v["threshold"].as_u64()),
+        (Some(1), Some(3)),
+        "{v}"
+    );
     assert_eq!(v["n"].as_str(), Some(n.as_str()), "N is unchanged");
     let (s, v) = dev.post(2, &format!("/v1/keys/{id}/refresh"), &json!({})).await;
     assert_eq!((s, v["epoch"].as_u64()), (200, Some(2)), "{v}");

@@ -973,7 +973,11 @@ async fn paillier_keys_reshare_over_the_integers_and_still_decrypt() {
     let pk = sigil_node::paillier::public_key(&key.public_package).unwrap();
     let cts: Vec<String> = [42u32, 7]
         .iter()
-        .map(|&m| pk.encrypt(&Integer::from(m), &mut rand::rngs::OsRng).unwrap().to_string())
+        .map(|&m| {
+            pk.encrypt(&Integer::from(m), &mut rand::rngs::OsRng)
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let decrypt = |door: usize, ct: &str| {
         let path = format!("/v1/keys/{}/decrypt", key.key_id);
@@ -1015,6 +1019,8 @@ async fn paillier_keys_reshare_over_the_integers_and_still_decrypt() {
         policy: None,
         rotate: true,
     };
-    let e = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap_err();
+    let e = c.nodes[0]
+        .plan_keygen(req, c.auth("POST", "/v1/keys", body))
+        .unwrap_err();
     assert!(e.to_string().contains("cannot rotate"), "{e}");
 }

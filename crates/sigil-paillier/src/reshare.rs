@@ -139,7 +139,13 @@ impl Plan {
 
     /// The dealers' old party numbers, ascending.
     fn quorum(&self) -> Vec<usize> {
-        self.dealer.iter().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect()
+        self.dealer
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 
     /// `l_j = Delta lambda_{0,j}` over the quorum, for old party `j`.
@@ -376,9 +382,9 @@ pub fn new_public_key(plan: &Plan, commitments: &[Option<Vec<Integer>>]) -> Resu
     }
     let keys = (1..=plan.new_n())
         .map(|k| {
-            dealt
-                .iter()
-                .fold(Integer::from(1), |acc, c| acc * eval_commitments(c, k, &old.n2) % &old.n2)
+            dealt.iter().fold(Integer::from(1), |acc, c| {
+                acc * eval_commitments(c, k, &old.n2) % &old.n2
+            })
         })
         .collect();
     let theta = crate::math::modulo(d * &old.theta, &old.n);
@@ -461,7 +467,12 @@ where
         .await
         .map_err(|e| transport(&e))?;
     let mut commitments = vec![None; usize::from(n)];
-    for (p, _, msg) in rounds.complete(round0).await.map_err(|e| transport(&e))?.into_iter_indexed() {
+    for (p, _, msg) in rounds
+        .complete(round0)
+        .await
+        .map_err(|e| transport(&e))?
+        .into_iter_indexed()
+    {
         if let Some(slot) = commitments.get_mut(usize::from(p)) {
             *slot = msg.commitments;
         }
@@ -503,7 +514,9 @@ where
         return Err(Error::InconsistentEcho { parties: disagree });
     }
     let public_key = new_public_key(plan, &commitments)?;
-    let share = my_k.map(|k| new_share(plan, k, &commitments, sub, &public_key)).transpose()?;
+    let share = my_k
+        .map(|k| new_share(plan, k, &commitments, sub, &public_key))
+        .transpose()?;
     Ok(Output { public_key, share })
 }
 

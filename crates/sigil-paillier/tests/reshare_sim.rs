@@ -171,7 +171,10 @@ fn decrypts(pk: &PublicKey, shares: &[(usize, Integer)], parties: &[usize], m: u
 fn collect(out: Vec<Result<Output, Error>>) -> (PublicKey, Vec<(usize, Integer)>) {
     let out: Vec<Output> = out.into_iter().map(Result::unwrap).collect();
     let pk = out[0].public_key.clone();
-    assert!(out.iter().all(|o| o.public_key == pk), "every party derives the same key");
+    assert!(
+        out.iter().all(|o| o.public_key == pk),
+        "every party derives the same key"
+    );
     let shares = out
         .iter()
         .filter_map(|o| o.share.as_ref().map(|s| (s.party, s.share.clone())))

@@ -500,7 +500,10 @@ impl Family for Paillier {
 /// The decryption exponent in a sealed share ([`StoredShare`] JSON).
 fn stored_exponent(share: &[u8]) -> Result<Integer, SessionError> {
     let stored: StoredShare = serde_json::from_slice(share).map_err(internal)?;
-    stored.share.parse().map_err(|_| internal("stored share does not parse"))
+    stored
+        .share
+        .parse()
+        .map_err(|_| internal("stored share does not parse"))
 }
 
 /// The package of `pk` ([`PaillierPublic`] JSON).
