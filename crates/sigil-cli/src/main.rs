@@ -409,7 +409,7 @@ async fn node_command(config: &std::path::Path) -> anyhow::Result<()> {
     init_tracing();
     sigil_node::api::init_metrics();
     let cfg = sigil_node::NodeConfig::load(config)?;
-    sigil_node::run(cfg, shutdown_signal()).await
+    sigil_node::run(cfg, shutdown_signal(), Some(config.to_path_buf())).await
 }
 
 /// `sigil certs`: makes the cluster's CA and certificates.

@@ -508,13 +508,13 @@ async fn health(State(node): State<Arc<Node>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         node_id: node.cfg.node_id,
-        nodes: node.cfg.nodes.len(),
+        nodes: node.members().len(),
         active_sessions: node.sessions.active_count(),
         version: env!("CARGO_PKG_VERSION").into(),
         prime_pool: node.store().count_primes(crate::ecdsa::PRIME_BITS).await.unwrap_or(0),
         aux_info: match node
             .store()
-            .get_aux_info(&crate::family::party_set(&node.cfg.node_ids()), node.cfg.node_id)
+            .get_aux_info(&crate::family::party_set(&node.members().ids()), node.cfg.node_id)
             .await
         {
             Ok(Some(_)) => "ready".into(),

@@ -201,7 +201,7 @@ impl Node {
 
     /// The parties a create request asks for (default: every node).
     fn requested_parties(&self, req: &CreateKeyRequest) -> Vec<u16> {
-        req.parties.clone().unwrap_or_else(|| self.cfg.node_ids())
+        req.parties.clone().unwrap_or_else(|| self.members().ids())
     }
 
     fn parse_create(a: &ClientAuthorization) -> Result<CreateKeyRequest, Refusal> {

@@ -114,7 +114,7 @@ impl Node {
     /// skipped until the next pass.
     pub async fn catch_up_keys(&self) -> CatchUp {
         let mut done = CatchUp::default();
-        for peer in self.cfg.node_ids() {
+        for peer in self.members().ids() {
             if peer == self.cfg.node_id {
                 continue;
             }
@@ -181,7 +181,7 @@ impl Node {
             }
         };
         'keys: for key in stale {
-            for peer in self.cfg.node_ids() {
+            for peer in self.members().ids() {
                 if peer == self.cfg.node_id {
                     continue;
                 }

@@ -130,19 +130,80 @@ pub fn init(dir: &Path, ca_dir: &Path, ids: &[u16], days: u32) -> anyhow::Result
         anyhow::bail!("the CA directory must not be the certificate directory (the CA key stays apart from node keys)");
     }
     let created = init_ca(dir, ca_dir, ids, days)?;
-    let mut identities = std::collections::BTreeMap::new();
     for &id in ids {
-        let path = identity_key_path(dir, id);
-        if !path.exists() {
-            use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
-            let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-            let pem = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("{e}"))?;
-            write_secret(&path, pem.as_bytes())?;
-        }
-        identities.insert(id.to_string(), identity_public(dir, id)?);
+        ensure_identity(dir, id)?;
     }
-    std::fs::write(identities_path(dir), serde_json::to_string_pretty(&identities)?)?;
+    write_identities(dir)?;
     Ok(created)
+}
+
+/// Makes node `id`'s identity key in `dir` unless it exists.
+fn ensure_identity(dir: &Path, id: u16) -> anyhow::Result<()> {
+    let path = identity_key_path(dir, id);
+    if !path.exists() {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+        let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let pem = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("{e}"))?;
+        write_secret(&path, pem.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Rewrites `identities.json` from every identity key in `dir`.
+fn write_identities(dir: &Path) -> anyhow::Result<()> {
+    let mut identities = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".identity.key"))
+            .and_then(node_id_from_dns_name);
+        if let Some(id) = id {
+            identities.insert(id, identity_public(dir, id)?);
+        }
+    }
+    let by_name: std::collections::BTreeMap<String, String> =
+        identities.into_iter().map(|(id, k)| (id.to_string(), k)).collect();
+    std::fs::write(identities_path(dir), serde_json::to_string_pretty(&by_name)?)?;
+    Ok(())
+}
+
+/// Issues what a new node `id` needs, into `dir` (the directory of
+/// [`init`]): `node-<id>.pem/.key` signed by the CA whose certificate and
+/// key are in `ca_dir`, valid for `days` days, and its identity key;
+/// rewrites `identities.json`. Returns the node's identity public key
+/// (hex), for its `[[nodes]]` entry on every node.
+///
+/// # Errors
+/// A certificate for `id` exists already (a node id is never reused:
+/// records name nodes by id), no CA in `ca_dir` (or its key is missing),
+/// file-system or signing failures.
+pub fn add_node(dir: &Path, ca_dir: &Path, id: u16, days: u32) -> anyhow::Result<String> {
+    let paths = node_cert_paths(dir, id);
+    anyhow::ensure!(
+        !paths.cert.exists() && !identity_key_path(dir, id).exists(),
+        "node {id} has a certificate or identity key in {} already: node ids are never reused",
+        dir.display()
+    );
+    let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let ca_pem = read(ca_cert_path(ca_dir))?;
+    let ca_key = KeyPair::from_pem(&read(ca_key_path(ca_dir))?)?;
+    let ca_cert = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
+    write_node_cert(dir, id, days, (&ca_cert, &ca_key))?;
+    ensure_identity(dir, id)?;
+    write_identities(dir)?;
+    identity_public(dir, id)
+}
+
+/// Writes node `id`'s certificate (DNS SAN `node-<id>`, server and client
+/// use) and its key into `dir`.
+fn write_node_cert(dir: &Path, id: u16, days: u32, ca: (&rcgen::Certificate, &KeyPair)) -> anyhow::Result<()> {
+    let both = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let (cert, key) = leaf(&node_dns_name(id), &format!("sigil node {id}"), both, days, ca)?;
+    let paths = node_cert_paths(dir, id);
+    std::fs::write(&paths.cert, cert.pem())?;
+    write_secret(&paths.key, key.serialize_pem().as_bytes())?;
+    Ok(())
 }
 
 /// Sets `p`'s validity: from an hour ago (clock skew) for `days` days.
@@ -185,18 +246,8 @@ fn init_ca(dir: &Path, ca_dir: &Path, ids: &[u16], days: u32) -> anyhow::Result<
     ];
     validity(&mut ca, CA_DAYS.max(days));
     let ca_cert = ca.self_signed(&ca_key)?;
-    let both = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     for &id in ids {
-        let (cert, key) = leaf(
-            &node_dns_name(id),
-            &format!("sigil node {id}"),
-            both.clone(),
-            days,
-            (&ca_cert, &ca_key),
-        )?;
-        let paths = node_cert_paths(dir, id);
-        std::fs::write(&paths.cert, cert.pem())?;
-        write_secret(&paths.key, key.serialize_pem().as_bytes())?;
+        write_node_cert(dir, id, days, (&ca_cert, &ca_key))?;
     }
     let (cert, key) = leaf(
         PRIME_SERVICE_DNS_NAME,
@@ -300,6 +351,31 @@ mod tests {
         // The prime service's certificate names no node.
         let der = rustls_pemfile_der(&std::fs::read_to_string(prime_service_cert_paths(&dir).cert)?);
         assert_eq!(node_id_of_cert(&der), None);
+        Ok(())
+    }
+
+    #[test]
+    fn add_node_issues_a_certificate_the_ca_signed_and_never_reuses_an_id() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let (dir, ca) = (root.path().join("certs"), root.path().join("ca"));
+        init(&dir, &ca, &[0, 1, 2], CERT_DAYS)?;
+        let id3 = add_node(&dir, &ca, 3, 30)?;
+        assert_eq!(identity_public(&dir, 3)?, id3);
+        let ids: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(identities_path(&dir))?)?;
+        assert_eq!(ids.len(), 4);
+        assert_eq!(ids.get("3"), Some(&id3));
+        let der = rustls_pemfile_der(&std::fs::read_to_string(node_cert_paths(&dir, 3).cert)?);
+        assert_eq!(node_id_of_cert(&der), Some(3));
+        let ca_der = rustls_pemfile_der(&std::fs::read_to_string(ca_cert_path(&dir))?);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(cert.issuer(), ca_cert.subject());
+        cert.verify_signature(Some(ca_cert.public_key()))
+            .map_err(|e| anyhow::anyhow!("not signed by the CA: {e}"))?;
+        assert!(add_node(&dir, &ca, 3, 30).is_err(), "node 3 exists");
+        assert!(add_node(&dir, &ca, 1, 30).is_err(), "node 1 exists");
+        assert!(add_node(&dir, &root.path().join("nowhere"), 4, 30).is_err(), "no CA");
         Ok(())
     }
 

@@ -64,7 +64,7 @@ impl Node {
         }
         // At least t of this node's own committee endorsed exactly this
         // move: fewer than t nodes cannot make it delete its share.
-        attest::verify_transition(&local, record, |n| self.identities.get(&n).copied())
+        attest::verify_transition(&local, record, |n| self.identity_of(n))
             .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
         let known = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
         if known.is_none() {
@@ -104,7 +104,7 @@ impl Node {
         local: Option<&KeyRecord>,
         pending: Option<&(KeyRecord, String)>,
     ) -> Result<bool, SessionError> {
-        let activated = attest::verify_activations(record, |n| self.identities.get(&n).copied());
+        let activated = attest::verify_activations(record, |n| self.identity_of(n));
         if activated.is_ok() {
             return self
                 .switch_epoch(record, local, pending.map(|(p, _)| p))
@@ -210,7 +210,7 @@ impl Node {
         if same
             && local.activations.is_empty()
             && !record.activations.is_empty()
-            && attest::verify_activations(record, |n| self.identities.get(&n).copied()).is_ok()
+            && attest::verify_activations(record, |n| self.identity_of(n)).is_ok()
         {
             self.store
                 .set_activations(&record.key_id, record.epoch, &record.activations)
@@ -285,7 +285,7 @@ impl Node {
     /// # Errors
     /// [`SessionError::Invalid`] naming the problem.
     pub(crate) fn check_shape(&self, r: &KeyRecord) -> Result<(), SessionError> {
-        let cluster = self.cfg.node_ids();
+        let cluster = self.members().ids();
         let mut sorted = r.parties.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -431,7 +431,7 @@ impl Node {
                 nodes: missing,
             });
         }
-        let mut everyone = self.cfg.node_ids();
+        let mut everyone = self.members().ids();
         everyone.extend(
             record
                 .parties
@@ -463,7 +463,7 @@ impl Node {
                 };
                 match r {
                     Ok(ack) => Some(attest::attestation(node, ack))
-                        .filter(|a| attest::activation_valid(record, a, |n| self.identities.get(&n).copied())),
+                        .filter(|a| attest::activation_valid(record, a, |n| self.identity_of(n))),
                     Err(e) => {
                         tracing::warn!(node, error = %e, "a new party did not activate the epoch");
                         None
@@ -528,7 +528,7 @@ impl Node {
     /// acknowledges too); when every other node answers and none does, it
     /// is deleted. An unreachable peer keeps it until a later pass.
     pub(crate) async fn settle_unacknowledged(&self, key_id: &str, epoch: u32, session: &str, done: &mut Settled) {
-        for peer in self.cfg.node_ids().into_iter().filter(|&p| p != self.cfg.node_id) {
+        for peer in self.members().ids().into_iter().filter(|&p| p != self.cfg.node_id) {
             let meta = match self.peers.get_key_meta(peer, key_id, PEER_TIMEOUT).await {
                 Ok(Some(meta)) if meta.epoch >= epoch => Some(meta),
                 Ok(_) => match self.peers.get_pending_epoch(peer, key_id, PEER_TIMEOUT).await {

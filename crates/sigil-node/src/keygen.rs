@@ -67,7 +67,7 @@ impl Node {
                 .rotates()
                 .map_err(|why| NodeError::bad_request(format!("{scheme} keys cannot rotate: {why}")))?;
         }
-        let cluster = self.cfg.node_ids();
+        let cluster = self.members().ids();
         let parties = match parties {
             None => cluster.clone(),
             Some(p) => {
@@ -142,7 +142,7 @@ impl Node {
             policy,
             auth,
         } = plan;
-        let cluster = self.cfg.node_ids();
+        let cluster = self.members().ids();
         let started = Instant::now();
         let result = family::of(scheme)
             .coordinate_keygen(self, &parties, kind, progress, &auth.proto)
@@ -235,7 +235,7 @@ impl Node {
             .zip(&o.by_party)
             .map(|(&node, x)| attest::attestation(node, x.as_ref().map(|x| x.attestation.clone()).unwrap_or_default()))
             .collect();
-        attest::verify_all(record, |n| self.identities.get(&n).copied()).map_err(|e| {
+        attest::verify_all(record, |n| self.identity_of(n)).map_err(|e| {
             let culprits = match e {
                 attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
                 _ => vec![],

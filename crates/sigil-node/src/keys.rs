@@ -38,7 +38,7 @@ impl Node {
             return Ok(k);
         }
         if self
-            .activate_pending(key_id, client, &self.cfg.node_ids(), ON_DEMAND_CATCH_UP)
+            .activate_pending(key_id, client, &self.members().ids(), ON_DEMAND_CATCH_UP)
             .await
         {
             if let Some(k) = self.cached_key(key_id).await? {

@@ -16,6 +16,7 @@ pub mod family;
 pub mod front;
 pub mod in_process;
 pub mod limits;
+pub mod members;
 pub mod operations;
 pub mod peer;
 mod proposal;
@@ -86,8 +87,9 @@ pub struct Node {
     verifier: auth::Verifier,
     /// This node's identity key (attests key records).
     identity: ed25519_dalek::SigningKey,
-    /// Every node's identity public key, from this node's config.
-    identities: HashMap<u16, ed25519_dalek::VerifyingKey>,
+    /// The cluster's members (ids, peer addresses, identity keys), from
+    /// this node's `[[nodes]]`; replaced on `SIGHUP` ([`members`]).
+    members: std::sync::RwLock<Arc<members::Members>>,
     /// The audit log.
     audit: audit::AuditLog,
     /// Coordinator of each DKG whose share is pending here (in memory: a
@@ -150,6 +152,33 @@ fn internal(e: impl std::fmt::Display) -> SessionError {
     SessionError::Internal(e.to_string())
 }
 
+/// Re-reads `path` at every `SIGHUP` and applies its `[[nodes]]`; a file
+/// that does not load, names another node or changes what cannot change
+/// is refused (logged and audited) and the node goes on as it was.
+async fn reload_on_hangup(node: Arc<Node>, mut signals: tokio::signal::unix::Signal, path: std::path::PathBuf) {
+    while signals.recv().await.is_some() {
+        let next = match NodeConfig::load(&path) {
+            Ok(c) if c.node_id == node.cfg.node_id => c,
+            Ok(c) => {
+                tracing::error!(node_id = c.node_id, "SIGHUP: the config names another node; ignored");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the config does not load; ignored");
+                continue;
+            }
+        };
+        let rest_changed = NodeConfig {
+            nodes: node.cfg.nodes.clone(),
+            ..next.clone()
+        } != node.cfg;
+        if rest_changed {
+            tracing::warn!("SIGHUP applies [[nodes]] only; restart the node for its other changes");
+        }
+        let _ = node.reload_members(&next.nodes).await;
+    }
+}
+
 /// Reads the master key from `SIGIL_MASTER_KEY` or the configured file.
 ///
 /// # Errors
@@ -158,7 +187,10 @@ pub fn load_master_key(cfg: &NodeConfig) -> anyhow::Result<MasterKey> {
     Ok(MasterKey::load(cfg.master_key_file.as_deref())?)
 }
 
-/// Starts a node and serves until `shutdown` resolves.
+/// Starts a node and serves until `shutdown` resolves. With
+/// `config_path` (the file `cfg` came from), `SIGHUP` re-reads it and
+/// applies its `[[nodes]]` ([`Node::reload_members`]); other changes need
+/// a restart.
 ///
 /// # Errors
 /// Start-up failures: configuration, certificates, a store that does not
@@ -166,7 +198,14 @@ pub fn load_master_key(cfg: &NodeConfig) -> anyhow::Result<MasterKey> {
 pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    config_path: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
+    // Before anything slow: a SIGHUP must never find the default action
+    // (termination) in place.
+    let hangups = match config_path {
+        Some(path) => Some((tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?, path)),
+        None => None,
+    };
     let master = load_master_key(&cfg)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let store = sigil_store::open(&cfg.store, &cfg.data_dir, "node.db", &master).await?;
@@ -179,6 +218,9 @@ pub async fn run(
     let node_identity = certs::load_identity(&cfg.identity_key_file)?;
     let node = Node::build(cfg.clone(), store, Arc::new(peers), node_identity, remote_primes).await?;
     node.start_background().await?;
+    if let Some((signals, path)) = hangups {
+        tokio::spawn(reload_on_hangup(node.clone(), signals, path));
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -264,13 +306,9 @@ impl Node {
         if cfg.clients.is_empty() {
             tracing::warn!("no [[clients]] configured: every API request will be refused");
         }
-        let identities = cfg
-            .nodes
-            .iter()
-            .map(|n| attest::parse_public(&n.identity_key).map(|k| (n.id, k)))
-            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        let members = members::Members::new(&cfg.nodes)?;
         anyhow::ensure!(
-            identities.get(&cfg.node_id) == Some(&identity.verifying_key()),
+            members.identity(cfg.node_id) == Some(identity.verifying_key()),
             "identity_key_file does not hold the identity key nodes[{}].identity_key names",
             cfg.node_id
         );
@@ -291,7 +329,7 @@ impl Node {
             health: selection::Health::default(),
             verifier,
             identity,
-            identities,
+            members: std::sync::RwLock::new(Arc::new(members)),
             audit,
             dkg_coordinators: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),

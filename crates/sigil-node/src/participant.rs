@@ -68,7 +68,7 @@ impl Node {
         let mut parties = Vec::with_capacity(p.parties.len());
         for &x in &p.parties {
             let x = u16::try_from(x).map_err(|_| SessionError::Invalid(format!("party {x} out of range")))?;
-            if !self.cfg.nodes.iter().any(|n| n.id == x) {
+            if !self.members().contains(x) {
                 return Err(SessionError::Invalid(format!(
                     "party {x} is not a node of this cluster"
                 )));

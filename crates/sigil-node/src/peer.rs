@@ -50,7 +50,7 @@ impl Handler {
     /// # Errors
     /// `PermissionDenied` when `caller` is not another node of the cluster.
     pub fn new(node: Arc<Node>, caller: u16) -> Result<Self, Status> {
-        if !node.cfg.nodes.iter().any(|n| n.id == caller) || caller == node.cfg.node_id {
+        if !node.members().contains(caller) || caller == node.cfg.node_id {
             return Err(Status::permission_denied(format!(
                 "node {caller} is not a peer of this cluster"
             )));

@@ -226,7 +226,7 @@ impl Node {
         }
         let new_parties = req.parties.unwrap_or_else(|| current.parties.clone());
         let threshold = req.threshold.unwrap_or(current.threshold);
-        check_committee(&current, &new_parties, threshold, &self.cfg.node_ids()).map_err(NodeError::bad_request)?;
+        check_committee(&current, &new_parties, threshold, &self.members().ids()).map_err(NodeError::bad_request)?;
         if key.family().uses_aux_info() {
             // Aux info of a set is made (or found committed) by one of its
             // parties.
@@ -346,7 +346,7 @@ impl Node {
             .await
             .map_err(|e| self.replay_as_unavailable(e));
         let attested = outcomes.and_then(|o| self.attested_epoch(plan, &session, &o.by_party));
-        let mut everyone = self.cfg.node_ids();
+        let mut everyone = self.members().ids();
         everyone.extend(
             plan.new_parties
                 .iter()
@@ -431,16 +431,16 @@ impl Node {
             .iter()
             .map(|&n| attest::attestation(n, outcome_of(n).map(|o| o.endorsement.clone()).unwrap_or_default()))
             .collect();
-        attest::verify_transition(&plan.current, &record, |n| self.identities.get(&n).copied()).map_err(|e| {
+        attest::verify_transition(&plan.current, &record, |n| self.identity_of(n)).map_err(|e| {
             // Name the dealers whose endorsement is missing or wrong.
             let bytes = attest::transition_bytes(&plan.current, &record);
             let culprits = record
                 .endorsements
                 .iter()
                 .filter(|a| {
-                    !self.identities.get(&a.node).is_some_and(|k| {
+                    !self.identity_of(a.node).is_some_and(|k| {
                         ed25519_dalek::Signature::from_slice(&a.signature)
-                            .is_ok_and(|s| ed25519_dalek::Verifier::verify(k, &bytes, &s).is_ok())
+                            .is_ok_and(|s| ed25519_dalek::Verifier::verify(&k, &bytes, &s).is_ok())
                     })
                 })
                 .map(|a| a.node)
@@ -455,7 +455,7 @@ impl Node {
             .iter()
             .map(|&n| attest::attestation(n, outcome_of(n).map(|o| o.attestation.clone()).unwrap_or_default()))
             .collect();
-        attest::verify_all(&record, |n| self.identities.get(&n).copied()).map_err(|e| {
+        attest::verify_all(&record, |n| self.identity_of(n)).map_err(|e| {
             let culprits = match e {
                 attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
                 _ => vec![],
@@ -478,7 +478,7 @@ impl Node {
             .ok_or_else(|| SessionError::Invalid("no current record".into()))?;
         let current = records::record_of(meta, KeyStatus::Active)?;
         self.check_shape(&current)?;
-        attest::verify_all(&current, |n| self.identities.get(&n).copied())
+        attest::verify_all(&current, |n| self.identity_of(n))
             .map_err(|e| self.refused(Refusal::Forbidden(format!("current record not attested: {e}"))))?;
         if let Some(local) = self.store.get_key(&current.key_id).await.map_err(SessionError::from)? {
             if local.status != KeyStatus::Active || attest::record_bytes(&local) != attest::record_bytes(&current) {
@@ -536,7 +536,7 @@ impl Node {
                 .map_err(|_| SessionError::Invalid("threshold out of range".into()))?,
             current,
         };
-        check_committee(&plan.current, &plan.new_parties, plan.threshold, &self.cfg.node_ids())
+        check_committee(&plan.current, &plan.new_parties, plan.threshold, &self.members().ids())
             .map_err(SessionError::Invalid)?;
         let mut quorum = plan.quorum.clone();
         quorum.sort_unstable();

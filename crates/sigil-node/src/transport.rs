@@ -54,6 +54,17 @@ impl DeliverError {
 /// written at the receiver ([`crate::peer`]).
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + 'static {
+    /// Points the transport at a new membership (a reload of
+    /// `[[nodes]]`): connections to nodes that stay, at the same address,
+    /// are kept. The default (a transport that reaches every node it
+    /// knows, as the in-process hub) does nothing.
+    ///
+    /// # Errors
+    /// A malformed peer address (nothing is changed then).
+    fn set_peers(&self, _nodes: &[crate::config::NodeEntry]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// `RunSession`: asks `to` to run its part of the proposal.
     async fn run_session(&self, to: u16, p: SessionProposal, timeout: Duration)
         -> Result<SessionOutcome, SessionError>;
@@ -113,10 +124,14 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<Option<KeyMeta>, SessionError>;
 }
 
-/// Lazily connected mTLS clients, one per other node.
-#[derive(Clone, Default)]
+/// Lazily connected mTLS clients, one per other node, replaced on a
+/// reload of `[[nodes]]` ([`Transport::set_peers`]).
+#[derive(Clone)]
 pub struct PeerClients {
-    clients: Arc<HashMap<u16, PeerClient<Channel>>>,
+    clients: Arc<std::sync::RwLock<HashMap<u16, (String, PeerClient<Channel>)>>>,
+    me: u16,
+    tls: Arc<(Certificate, Identity)>,
+    max_message_bytes: usize,
 }
 
 impl PeerClients {
@@ -126,33 +141,41 @@ impl PeerClients {
     /// # Errors
     /// Unreadable certificate files or a malformed peer address.
     pub fn new(cfg: &NodeConfig, ca: &Certificate, identity: &Identity) -> anyhow::Result<Self> {
-        let mut clients = HashMap::new();
-        for n in cfg.nodes.iter().filter(|n| n.id != cfg.node_id) {
-            let tls = ClientTlsConfig::new()
-                .ca_certificate(ca.clone())
-                .identity(identity.clone())
-                .domain_name(node_dns_name(n.id));
-            let ep = Endpoint::from_shared(format!("https://{}", n.peer_addr))?
-                .tls_config(tls)?
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_millis(1000))
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_while_idle(true);
-            let client =
-                PeerClient::new(ep.connect_lazy()).max_decoding_message_size(cfg.limits.peer_max_message_bytes);
-            clients.insert(n.id, client);
-        }
-        Ok(PeerClients {
-            clients: Arc::new(clients),
-        })
+        let pc = PeerClients {
+            clients: Arc::default(),
+            me: cfg.node_id,
+            tls: Arc::new((ca.clone(), identity.clone())),
+            max_message_bytes: cfg.limits.peer_max_message_bytes,
+        };
+        pc.set_peers(&cfg.nodes)?;
+        Ok(pc)
+    }
+
+    /// A lazily connected client of node `n`.
+    fn connect(&self, n: &crate::config::NodeEntry) -> anyhow::Result<PeerClient<Channel>> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(self.tls.0.clone())
+            .identity(self.tls.1.clone())
+            .domain_name(node_dns_name(n.id));
+        let ep = Endpoint::from_shared(format!("https://{}", n.peer_addr))?
+            .tls_config(tls)?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(1000))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(PeerClient::new(ep.connect_lazy()).max_decoding_message_size(self.max_message_bytes))
     }
 
     /// The client for node `id`, or `Unavailable` for one not configured.
     fn client(&self, id: u16) -> Result<PeerClient<Channel>, SessionError> {
-        self.clients.get(&id).cloned().ok_or_else(|| SessionError::Unavailable {
-            nodes: vec![id],
-            reason: "not a configured peer".into(),
-        })
+        let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        clients
+            .get(&id)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| SessionError::Unavailable {
+                nodes: vec![id],
+                reason: "not a configured peer".into(),
+            })
     }
 }
 
@@ -165,6 +188,20 @@ fn request<T>(body: T, timeout: Duration) -> tonic::Request<T> {
 
 #[async_trait::async_trait]
 impl Transport for PeerClients {
+    fn set_peers(&self, nodes: &[crate::config::NodeEntry]) -> anyhow::Result<()> {
+        let current = self.clients.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut next = HashMap::new();
+        for n in nodes.iter().filter(|n| n.id != self.me) {
+            let client = match current.get(&n.id) {
+                Some((addr, c)) if *addr == n.peer_addr => c.clone(),
+                _ => self.connect(n)?,
+            };
+            next.insert(n.id, (n.peer_addr.clone(), client));
+        }
+        *self.clients.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
     async fn run_session(
         &self,
         to: u16,

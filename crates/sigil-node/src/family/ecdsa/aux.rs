@@ -137,7 +137,7 @@ impl Node {
         let o = self
             .coordinate_with_budget(parties, Kind::Aux(AuxProposal {}), true, self.aux_timeout(), Some(auth))
             .await?;
-        let req = aux_commit_request(parties, &o.by_party, |n| self.identities.get(&n).copied())?;
+        let req = aux_commit_request(parties, &o.by_party, |n| self.identity_of(n))?;
         self.finalize_aux(self.cfg.node_id, req.clone()).await?;
         if self.finalize_aux_everywhere(req).await {
             self.aux_confirmed_insert(&set);
@@ -250,13 +250,13 @@ impl Node {
         if req.fingerprint.len() != 32 {
             return Err(bad("fingerprint must be 32 bytes"));
         }
-        if req.parties.len() > self.cfg.nodes.len() || req.attestations.len() > req.parties.len() {
+        if req.parties.len() > self.members().len() || req.attestations.len() > req.parties.len() {
             return Err(bad("more parties or attestations than nodes"));
         }
         let mut parties = Vec::with_capacity(req.parties.len());
         for &p in &req.parties {
             let p = u16::try_from(p).map_err(|_| bad("party id out of range"))?;
-            if parties.contains(&p) || !self.cfg.nodes.iter().any(|n| n.id == p) {
+            if parties.contains(&p) || !self.members().contains(p) {
                 return Err(bad("parties must be distinct nodes of this cluster"));
             }
             parties.push(p);
@@ -280,7 +280,7 @@ impl Node {
         let verify = |aux: &[u8]| -> Result<(), SessionError> {
             let aux: ecdsa::AuxInfo = serde_json::from_slice(aux).map_err(internal)?;
             crate::attest::verify_aux(parties, &ecdsa::aux_fingerprint(&aux), &evidence.attestations, |n| {
-                self.identities.get(&n).copied()
+                self.identity_of(n)
             })
             .map_err(|e| forbid(format!("aux info of set {set} not attested by every party: {e}")))
         };
