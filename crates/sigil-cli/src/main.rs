@@ -52,7 +52,7 @@ enum Cmd {
         cmd: CertsCmd,
     },
     /// Start a local cluster of node processes on loopback (the embedded default).
-    Dev(dev::DevArgs),
+    Dev(dev::DevCommand),
     /// Keys.
     Keys {
         #[command(subcommand)]
@@ -211,6 +211,27 @@ enum CertsCmd {
         #[arg(long, default_value_t = 3)]
         nodes: u16,
         /// Validity of the node and service certificates, in days.
+        #[arg(long, default_value_t = sigil_node::certs::CERT_DAYS)]
+        days: u32,
+    },
+    /// Issue the certificate (`node-<ID>.pem`/`.key`, signed by the CA in
+    /// CA_DIR) and identity key of a new node ID into DIR, update
+    /// `identities.json`, and print the `[[nodes]]` entry every node's
+    /// config needs (then `SIGHUP` the running nodes).
+    AddNode {
+        /// The certificate directory of `sigil certs init`.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// The CA's directory (its key and certificate).
+        #[arg(long, default_value = "ca")]
+        ca_dir: PathBuf,
+        /// The new node's id (never one used before).
+        #[arg(long)]
+        id: u16,
+        /// The new node's peer address, `host:port`, for the printed entry.
+        #[arg(long)]
+        peer_addr: String,
+        /// Validity of the certificate, in days.
         #[arg(long, default_value_t = sigil_node::certs::CERT_DAYS)]
         days: u32,
     },
@@ -375,7 +396,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Node { config } => node_command(&config).await,
         Cmd::Certs { cmd } => certs_command(cmd),
-        Cmd::Dev(args) => dev::run(args).await,
+        Cmd::Dev(c) => dev::command(c).await,
         Cmd::Keys { cmd, api } => keys_command(cmd, &api).await,
         Cmd::Sign {
             key,
@@ -414,12 +435,38 @@ async fn node_command(config: &std::path::Path) -> anyhow::Result<()> {
 
 /// `sigil certs`: makes the cluster's CA and certificates.
 fn certs_command(cmd: CertsCmd) -> anyhow::Result<()> {
-    let CertsCmd::Init {
-        dir,
-        ca_dir,
-        nodes,
-        days,
-    } = cmd;
+    let (dir, ca_dir, nodes, days) = match cmd {
+        CertsCmd::Init {
+            dir,
+            ca_dir,
+            nodes,
+            days,
+        } => (dir, ca_dir, nodes, days),
+        CertsCmd::AddNode {
+            dir,
+            ca_dir,
+            id,
+            peer_addr,
+            days,
+        } => {
+            let identity_key = sigil_node::certs::add_node(&dir, &ca_dir, id, days)?;
+            let entry = sigil_node::config::NodeEntry {
+                id,
+                peer_addr,
+                identity_key,
+            };
+            eprintln!(
+                "node {id}: {} and its identity key written; add this to every node's config, then kill -HUP each node:",
+                sigil_node::certs::node_cert_paths(&dir, id).cert.display()
+            );
+            #[derive(serde::Serialize)]
+            struct Entry {
+                nodes: Vec<sigil_node::config::NodeEntry>,
+            }
+            print!("{}", toml::to_string(&Entry { nodes: vec![entry] })?);
+            return Ok(());
+        }
+    };
     let ids: Vec<u16> = (0..nodes).collect();
     if sigil_node::certs::init(&dir, &ca_dir, &ids, days)? {
         println!(

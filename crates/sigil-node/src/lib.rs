@@ -203,7 +203,10 @@ pub async fn run(
     // Before anything slow: a SIGHUP must never find the default action
     // (termination) in place.
     let hangups = match config_path {
-        Some(path) => Some((tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?, path)),
+        Some(path) => Some((
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+            path,
+        )),
         None => None,
     };
     let master = load_master_key(&cfg)?;

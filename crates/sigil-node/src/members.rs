@@ -34,7 +34,8 @@ impl Members {
     pub fn new(nodes: &[NodeEntry]) -> anyhow::Result<Self> {
         let mut identities = HashMap::new();
         for n in nodes {
-            let k = crate::attest::parse_public(&n.identity_key).map_err(|e| anyhow::anyhow!("nodes[{}]: {e}", n.id))?;
+            let k =
+                crate::attest::parse_public(&n.identity_key).map_err(|e| anyhow::anyhow!("nodes[{}]: {e}", n.id))?;
             anyhow::ensure!(identities.insert(n.id, k).is_none(), "nodes: node {} twice", n.id);
         }
         Ok(Members {
@@ -173,9 +174,16 @@ mod tests {
 
     #[test]
     fn changes_add_remove_and_move_but_never_rekey() -> anyhow::Result<()> {
-        let keys: Vec<ed25519_dalek::SigningKey> = (0..5u8).map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32])).collect();
+        let keys: Vec<ed25519_dalek::SigningKey> = (0..5u8)
+            .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32]))
+            .collect();
         let now = Members::new(&[entry(0, &keys[0]), entry(1, &keys[1]), entry(2, &keys[2])])?;
-        let grown = Members::new(&[entry(0, &keys[0]), entry(1, &keys[1]), entry(2, &keys[2]), entry(3, &keys[3])])?;
+        let grown = Members::new(&[
+            entry(0, &keys[0]),
+            entry(1, &keys[1]),
+            entry(2, &keys[2]),
+            entry(3, &keys[3]),
+        ])?;
         now.check_change(&grown, 1)?;
         assert_eq!(now.diff(&grown), (vec![3], vec![]));
         let mut moved = entry(2, &keys[2]);

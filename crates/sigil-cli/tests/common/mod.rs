@@ -533,6 +533,52 @@ impl DevCluster {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `sigil dev add-node` on this cluster (the running `sigil dev`
+    /// starts the node); asserts it succeeded and returns its stdout.
+    pub fn add_node(&mut self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["dev", "add-node", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .unwrap();
+        self.nodes += 1;
+        assert!(
+            out.status.success(),
+            "add-node: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Sends `SIGHUP` to the `sigil dev` process (it starts added nodes
+    /// and has every node reload its `[[nodes]]`).
+    pub fn hangup(&self) {
+        assert!(Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Node `i`'s config file.
+    pub fn config_path(&self, i: u16) -> PathBuf {
+        self.data_dir.join(format!("node-{i}/config.toml"))
+    }
+
+    /// GET `path` on node `i` signed by the admin client.
+    pub async fn get(&self, i: u16, path: &str) -> (u16, Value) {
+        let t = token_in(&self.data_dir, "sigil-dev", "admin", "GET", path, None);
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.url(i)))
+            .header("authorization", format!("Bearer {t}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// The environment for a `sigil` CLI command as the admin client.
     pub fn cli_env(&self) -> Vec<(String, String)> {
         vec![(

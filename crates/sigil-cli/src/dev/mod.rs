@@ -14,7 +14,12 @@
 //! node-<i>/master.key          the node's master key (mode 0600)
 //! node-<i>/node.db             the node's SQLite store
 //! node-<i>/node.log            the node's log
+//! dev.pid                      the running `sigil dev`'s process id
 //! ```
+//!
+//! A cluster grown by `sigil dev add-node` ([`add_node`]) keeps its size:
+//! the next start runs every node with a config here, whatever `--nodes`
+//! says (`--nodes` still splits `--prime-seed-file`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,6 +30,28 @@ use clap::Args;
 use sigil_node::auth::{ClientEntry, Role};
 use sigil_node::config::{NodeConfig, NodeEntry, TlsConfig};
 use sigil_store::MasterKey;
+
+pub mod add_node;
+
+/// `sigil dev`: run the cluster, or `sigil dev add-node`.
+#[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DevCommand {
+    /// `add-node`, or nothing to run the cluster.
+    #[command(subcommand)]
+    pub cmd: Option<DevCmd>,
+    /// Options of the cluster.
+    #[command(flatten)]
+    pub args: DevArgs,
+}
+
+/// Subcommands of `sigil dev`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum DevCmd {
+    /// Add a node to the cluster (certificate, identity key, config; the
+    /// running `sigil dev` starts it and the others reload `[[nodes]]`).
+    AddNode(add_node::AddNodeArgs),
+}
 
 /// Options of `sigil dev`.
 #[derive(Args, Debug, Clone)]
@@ -137,7 +164,9 @@ pub async fn prepare(args: &DevArgs) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(args.nodes >= 1 && args.nodes <= 64, "--nodes must be within 1..=64");
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
-    let ids: Vec<u16> = (0..args.nodes).collect();
+    // A grown cluster keeps its added nodes.
+    let ids: Vec<u16> = (0..args.nodes.max(add_node::existing_nodes(&data_dir))).collect();
+    anyhow::ensure!(ids.len() <= 64, "at most 64 nodes");
     let certs = data_dir.join("certs");
     sigil_node::certs::init(&certs, &data_dir.join("ca"), &ids, sigil_node::certs::CERT_DAYS)?;
     let clients = client_entries(args, &data_dir)?;
@@ -295,9 +324,26 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Runs the dev cluster until Ctrl-C / SIGTERM.
+/// `sigil dev` and its subcommands.
+///
+/// # Errors
+/// See [`run`] and [`add_node::run`].
+pub async fn command(c: DevCommand) -> anyhow::Result<()> {
+    match c.cmd {
+        Some(DevCmd::AddNode(a)) => add_node::run(a).await,
+        None => run(c.args).await,
+    }
+}
+
+/// Runs the dev cluster until Ctrl-C / SIGTERM; on SIGHUP starts the
+/// nodes `sigil dev add-node` added and has the others reload.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let configs = prepare(&args).await?;
+    let args = DevArgs {
+        nodes: u16::try_from(configs.len()).unwrap_or(u16::MAX),
+        ..args
+    };
     let exe = std::env::current_exe()?;
     // Environment the nodes must not inherit from the caller.
     let mut children = Vec::new();
@@ -343,11 +389,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  curl -s -X POST {url0}/v1/keys -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d \"$BODY\""
     );
     println!("Press Ctrl-C to stop.");
+    let pid_file = add_node::pid_path(&args.data_dir);
+    std::fs::write(&pid_file, std::process::id().to_string())?;
     let mut exited = None;
-    tokio::select! {
-        _ = crate::shutdown_signal() => {}
-        i = watch_children(&mut children) => { exited = Some(i); }
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            i = watch_children(&mut children) => { exited = Some(i); break; }
+            _ = hangups.recv() => grow(&exe, &args.data_dir, &mut children)?,
+        }
     }
+    let _ = std::fs::remove_file(&pid_file);
     stop(&mut children).await;
     if let Some(i) = exited {
         bail!(
@@ -356,6 +410,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("stopped");
+    Ok(())
+}
+
+/// On SIGHUP: starts every node with a config beyond the running ones
+/// (added by `sigil dev add-node`), then sends SIGHUP to the others so
+/// that they reload `[[nodes]]`.
+fn grow(exe: &Path, data_dir: &Path, children: &mut Vec<tokio::process::Child>) -> anyhow::Result<()> {
+    let running = children.len();
+    for i in running..usize::from(add_node::existing_nodes(data_dir)) {
+        let cfg = add_node::config_path(data_dir, u16::try_from(i)?);
+        children.push(spawn_node(exe, &cfg, i)?);
+        println!("  node {i}: started ({})", cfg.display());
+    }
+    for c in children.iter().take(running) {
+        if let Some(pid) = c.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-HUP")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
     Ok(())
 }
 
