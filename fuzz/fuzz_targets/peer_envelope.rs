@@ -14,7 +14,7 @@ fn decode<M: serde::de::DeserializeOwned>(data: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
-    match which % 11 {
+    match which % 15 {
         0 => decode::<dkg::Msg<Ed25519Sha512>>(rest),
         1 => decode::<dkg::Msg<Secp256K1Sha256TR>>(rest),
         2 => decode::<dkg::Msg<P256Sha256>>(rest),
@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
         7 => decode::<KeygenMsg<Secp256r1>>(rest),
         8 => decode::<SignMsg<Secp256k1>>(rest),
         9 => decode::<AuxMsg>(rest),
-        _ => decode::<sigil_paillier::protocol::Msg>(rest),
+        10 => decode::<sigil_paillier::protocol::Msg>(rest),
+        11 => decode::<sigil_crypto::reshare::Msg<Ed25519Sha512>>(rest),
+        12 => decode::<sigil_crypto::reshare::Msg<Secp256K1Sha256TR>>(rest),
+        13 => decode::<sigil_crypto::reshare::Msg<P256Sha256>>(rest),
+        _ => decode::<sigil_paillier::reshare::Msg>(rest),
     }
 });

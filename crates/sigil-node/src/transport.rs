@@ -124,11 +124,14 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<Option<KeyMeta>, SessionError>;
 }
 
+/// Each peer's client, with the address it dials.
+type Clients = HashMap<u16, (String, PeerClient<Channel>)>;
+
 /// Lazily connected mTLS clients, one per other node, replaced on a
 /// reload of `[[nodes]]` ([`Transport::set_peers`]).
 #[derive(Clone)]
 pub struct PeerClients {
-    clients: Arc<std::sync::RwLock<HashMap<u16, (String, PeerClient<Channel>)>>>,
+    clients: Arc<std::sync::RwLock<Clients>>,
     me: u16,
     tls: Arc<(Certificate, Identity)>,
     max_message_bytes: usize,
