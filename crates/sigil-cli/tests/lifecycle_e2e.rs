@@ -126,13 +126,15 @@ async fn keys_grow_to_a_new_node_and_retire_an_old_one() {
     assert!(s == 403, "{s} {v}");
 
     // ECDSA: 2-of-3 on 0, 1, 2 reshared to 1, 2, 3 (new aux info for that
-    // set), then refreshed with the CLI; public key, xpub and address kept.
+    // set) by a read-only client the key names an admin, then refreshed
+    // with the CLI; public key, xpub and address kept.
     let (s, ecdsa) = c
         .api(
             0,
             "POST",
             "/v1/keys",
-            json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0, 1, 2]}),
+            json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0, 1, 2],
+                   "policy": {"sign": ["admin"], "decrypt": [], "admin": ["admin", "bob"]}}),
         )
         .await;
     assert_eq!(s, 201, "{ecdsa}");
@@ -146,7 +148,18 @@ async fn keys_grow_to_a_new_node_and_retire_an_old_one() {
         )
         .await;
     assert_error(s, &v, 400, "an ECDSA reshare through a node outside the new committee");
-    let moved = reshare(&c, 3, &ecdsa, json!({"parties": [1, 2, 3], "threshold": 2})).await;
+    // Bob may only read, but is an admin of this key: his reshare makes the
+    // new set's aux info too (no `create` role needed for it).
+    let (s, moved) = c
+        .api_as(
+            "bob",
+            3,
+            "POST",
+            &format!("/v1/keys/{eid}/reshare"),
+            json!({"parties": [1, 2, 3], "threshold": 2}),
+        )
+        .await;
+    assert_eq!(s, 200, "bob's reshare: {moved}");
     for field in ["public_key", "xpub", "ethereum_address"] {
         assert_eq!(moved[field], ecdsa[field], "{field}");
     }

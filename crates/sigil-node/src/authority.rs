@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `RunSession` DKG | any node (the coordinator, as its certificate says) | the client's token (signature with its own copy of the client key, `aud`, lifetime, `jti` unseen or seen from this coordinator), role `create`, and that the body the client signed asks for this scheme, threshold, parties, label, bits and policy |
 //! | `RunSession` sign / decrypt (full or pooled) | any node | the token as above, path `/v1/keys/{key_id}/sign` or `/decrypt`, body message / derivation path / ciphertext equal to the proposal's, and the client in the key's policy (`sign` / `decrypt`) of this node's own record |
-//! | `RunSession` aux info | any node | the token of a `POST /v1/keys` for an ECDSA key among exactly these parties, role `create`; no committed aux info of the set here and no other aux session of the set running here; the result is stored *pending* |
+//! | `RunSession` aux info | any node | the token of a `POST /v1/keys` for an ECDSA key among exactly these parties, role `create`; or of a `POST /v1/keys/{id}/reshare` of an ECDSA key to exactly these parties by a client this node's record names an admin of the key (role `create` instead at a node that does not know the key); no committed aux info of the set here and no other aux session of the set running here; the result is stored *pending* |
 //! | `RunSession` presign | only the signer set's refiller (its lowest node id) | the set is a `t`-subset of the key's parties in ascending order, this node holds the key active |
 //! | `FinalizeKey` commit | any node | every party's attestation of the record under the identity keys of this node's config; a pending record here must equal it and the caller must be its DKG's coordinator; an active record is never replaced |
 //! | `FinalizeKey` abort | the DKG's coordinator | a pending record of that DKG here |
@@ -155,11 +155,15 @@ impl Node {
             jti: who.jti.clone(),
             policy: KeyPolicy::default(),
         };
+        let mut needs_create = matches!(part, Part::Dkg { .. });
         let r = match part {
             Part::Dkg { scheme, d } => self
                 .check_dkg(spec, *scheme, d, a, &who.client)
                 .map(|p| grant.policy = p),
-            Part::Aux(_) => self.check_aux(spec, a).await,
+            Part::Aux(_) => self.check_aux(spec, a, &who.client).await.map(|by_admin| {
+                // A key admin's reshare needs no `create` role.
+                needs_create = !by_admin;
+            }),
             Part::Reshare(r) => {
                 let current = self.reshare_current(r).await?;
                 Self::check_reshare(&current, r, a, &who.client)
@@ -190,7 +194,7 @@ impl Node {
             Part::Presign(_) => Ok(()),
         };
         r.map_err(|r| self.refused(r))?;
-        if matches!(part, Part::Dkg { .. } | Part::Aux(_)) {
+        if needs_create {
             who.require(Role::Create).map_err(|r| self.refused(r))?;
         }
         self.verifier
@@ -238,10 +242,22 @@ impl Node {
         resolve_policy(req.policy.as_ref(), client, req.rotate, &self.cfg.rotation).map_err(Refusal::BodyMismatch)
     }
 
-    async fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization) -> Result<(), Refusal> {
-        if let Some(parties) = self.reshare_aux_parties(a).await {
+    /// An aux session for `spec.parties` is asked for by a client's ECDSA
+    /// key request among them (the caller then requires role `create`),
+    /// or by a reshare of an ECDSA key to them: `Ok(true)` when this
+    /// node's own record names `client` an admin of that key (no role
+    /// needed: the reshare itself is the admin's right), `Ok(false)` for
+    /// a key this node does not know (role `create` then).
+    async fn check_aux(&self, spec: &SessionSpec, a: &ClientAuthorization, client: &str) -> Result<bool, Refusal> {
+        if let Some((parties, admin)) = self.reshare_aux_parties(a).await {
             if parties == spec.parties.to_vec() {
-                return Ok(());
+                return match admin {
+                    Some(admins) if admins.iter().any(|c| c == client) => Ok(true),
+                    Some(_) => Err(Refusal::Forbidden(format!(
+                        "client {client} is not an admin of the key"
+                    ))),
+                    None => Ok(false),
+                };
             }
         }
         let req = Self::parse_create(a)?;
@@ -254,14 +270,15 @@ impl Node {
                 "aux info is made only for a client's ECDSA key request among these parties".into(),
             ));
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The new committee of a reshare request `a` signs for an ECDSA key
-    /// this node knows (the aux info its new committee needs), or for a key
-    /// this node does not know (a node new to the key: its own check of the
-    /// record comes with the reshare proposal).
-    async fn reshare_aux_parties(&self, a: &ClientAuthorization) -> Option<Vec<u16>> {
+    /// this node knows (the aux info its new committee needs), with the
+    /// key's admins from this node's record; or for a key this node does
+    /// not know (a node new to the key: its own check of the record comes
+    /// with the reshare proposal), without.
+    async fn reshare_aux_parties(&self, a: &ClientAuthorization) -> Option<(Vec<u16>, Option<Vec<String>>)> {
         let key_id = a.path.strip_prefix("/v1/keys/")?.split('/').next()?;
         let (req, _) = crate::reshare::parse_reshare(a, key_id)?;
         match self.store.get_key(key_id).await.ok()? {
@@ -269,9 +286,9 @@ impl Node {
                 let scheme: sigil_crypto::Scheme = k.scheme.parse().ok()?;
                 crate::family::of(scheme)
                     .uses_aux_info()
-                    .then(|| req.parties.unwrap_or(k.parties))
+                    .then(|| (req.parties.unwrap_or(k.parties), Some(k.policy.admin)))
             }
-            None => req.parties,
+            None => req.parties.map(|p| (p, None)),
         }
     }
 
