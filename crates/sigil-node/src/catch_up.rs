@@ -24,7 +24,9 @@
 //! The same pass catches up with **key epochs** (refresh and reshare,
 //! `crate::reshare`): peers list each key with its epoch, and a key held
 //! here at an earlier epoch is switched to the peer's attested record (an
-//! old party that missed the commit then deletes its old share). Pending
+//! old party that missed the commit then deletes its old share); a key
+//! several epochs behind follows each missed epoch's attested record from
+//! the peer's history, checking every transition from its own. Pending
 //! epochs older than [`crate::epoch::PENDING_EPOCH_TTL`] are committed
 //! from a peer that has them, or deleted once every other node answers
 //! that none does.
@@ -106,6 +108,22 @@ impl Node {
             .await
             .map_err(SessionError::from)?
             .filter(|k| k.status == KeyStatus::Active)
+            .map(|k| crate::records::meta_of(&k)))
+    }
+
+    /// The whole attested record of `key_id` at `epoch`: the active one
+    /// at that epoch, or the retired one from the history.
+    pub async fn epoch_meta(&self, key_id: &str, epoch: u32) -> Result<Option<KeyMeta>, SessionError> {
+        if let Some(k) = self.store.get_key(key_id).await.map_err(SessionError::from)? {
+            if k.status == KeyStatus::Active && k.epoch == epoch {
+                return Ok(Some(crate::records::meta_of(&k)));
+            }
+        }
+        Ok(self
+            .store
+            .epoch_record(key_id, epoch)
+            .await
+            .map_err(SessionError::from)?
             .map(|k| crate::records::meta_of(&k)))
     }
 
@@ -274,6 +292,14 @@ impl Node {
         {
             return Ok(());
         }
+        if let Some(held) = local
+            .as_ref()
+            .filter(|k| k.status == KeyStatus::Active)
+            .map(|k| k.epoch)
+        {
+            self.catch_up_missed_epochs(peer, key_id, held, epoch, done, timeout)
+                .await?;
+        }
         let meta = self
             .peers
             .get_key_meta(peer, key_id, timeout)
@@ -307,6 +333,53 @@ impl Node {
         } else {
             tracing::info!(key_id, peer, "catch-up: registered a key of other parties");
             done.registered += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    /// A key held here at epoch `held` that `peer` lists at `epoch`, more
+    /// than one later: the attested record of each epoch in between, from
+    /// the peer's history, one switch at a time, each with the checks of a
+    /// commit (at least `t` endorsements from the committee of the epoch
+    /// this node holds, every new party's attestation and activation). So
+    /// a node that missed several reshares follows the chain from its own
+    /// record and deletes its old share only on evidence it checked.
+    ///
+    /// # Errors
+    /// A peer without the record of an epoch in between (retired before
+    /// records were kept), or a record this node refuses.
+    async fn catch_up_missed_epochs(
+        &self,
+        peer: u16,
+        key_id: &str,
+        held: u32,
+        epoch: u32,
+        done: &mut CatchUp,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
+        for e in held.saturating_add(1)..epoch {
+            let meta = self
+                .peers
+                .get_epoch_record(peer, key_id, e, timeout)
+                .await?
+                .filter(|m| m.key_id == key_id && m.epoch == e)
+                .ok_or_else(|| SessionError::Unavailable {
+                    nodes: vec![peer],
+                    reason: format!("node {peer} has no record of epoch {e} of key {key_id}"),
+                })?;
+            self.finalize_key(
+                None,
+                sigil_proto::peer::FinalizeKeyRequest {
+                    key: Some(meta),
+                    commit: true,
+                    session_id: Vec::new(),
+                },
+            )
+            .await?;
+            tracing::info!(key_id, peer, epoch = e, "catch-up: followed a missed epoch");
+            done.activated += 1;
         }
         Ok(())
     }

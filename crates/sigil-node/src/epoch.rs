@@ -244,7 +244,11 @@ impl Node {
         let me = self.cfg.node_id;
         let switched = self
             .store
-            .activate_epoch(&next, retired.as_ref(), record.parties.contains(&me).then_some(me))
+            .activate_epoch(
+                &next,
+                retired.as_ref().zip(local),
+                record.parties.contains(&me).then_some(me),
+            )
             .await
             .map_err(SessionError::from)?;
         self.forget_dkg(&record.key_id);

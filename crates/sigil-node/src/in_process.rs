@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sigil_proto::peer::{
-    Envelope, FinalizeAuxRequest, FinalizeKeyRequest, FinalizePresignatureRequest, GetKeyMetaRequest, KeyMeta,
-    ListKeyIdsRequest, SessionOutcome, SessionProposal,
+    Envelope, FinalizeAuxRequest, FinalizeKeyRequest, FinalizePresignatureRequest, KeyMeta, ListKeyIdsRequest,
+    SessionOutcome, SessionProposal,
 };
 use tonic::Status;
 
@@ -210,13 +210,10 @@ impl Transport for InProcess {
         &self,
         to: u16,
         key_id: &str,
-        pending: bool,
+        which: crate::transport::MetaOf,
         timeout: Duration,
     ) -> Result<Option<KeyMeta>, SessionError> {
-        let r = GetKeyMetaRequest {
-            key_id: key_id.to_string(),
-            pending,
-        };
+        let r = which.request(key_id);
         match self.call(to, timeout, |h| h.get_key_meta(r)).await {
             Ok(meta) => Ok(Some(meta)),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),

@@ -138,15 +138,17 @@ impl Handler {
     }
 
     /// `GetKeyMeta`: the public metadata of an active key, or (`pending`)
-    /// of this node's acknowledged pending epoch of it.
+    /// of this node's acknowledged pending epoch of it, or (`epoch`) its
+    /// whole attested record of that epoch. Any node may ask: every
+    /// answer is public and attested, and the asker checks it.
     ///
     /// # Errors
     /// `NotFound` when this node holds no such key (or epoch).
     pub async fn get_key_meta(self, r: GetKeyMetaRequest) -> Result<KeyMeta, Status> {
-        let meta = if r.pending {
-            self.node.acked_epoch_meta(&r.key_id).await
-        } else {
-            self.node.active_key_meta(&r.key_id).await
+        let meta = match (r.epoch, r.pending) {
+            (Some(epoch), _) => self.node.epoch_meta(&r.key_id, epoch).await,
+            (None, true) => self.node.acked_epoch_meta(&r.key_id).await,
+            (None, false) => self.node.active_key_meta(&r.key_id).await,
         };
         match meta {
             Ok(Some(meta)) => Ok(meta),

@@ -100,7 +100,19 @@ pub trait Transport: Send + Sync + 'static {
     /// `GetKeyMeta`: the public metadata of `to`'s active key `key_id`;
     /// `None` when `to` holds no such active key.
     async fn get_key_meta(&self, to: u16, key_id: &str, timeout: Duration) -> Result<Option<KeyMeta>, SessionError> {
-        self.key_meta(to, key_id, false, timeout).await
+        self.key_meta(to, key_id, MetaOf::Active, timeout).await
+    }
+
+    /// `GetKeyMeta` with `epoch`: node `to`'s whole attested record of
+    /// `key_id` at `epoch` (retired or current; `None`: it holds none).
+    async fn get_epoch_record(
+        &self,
+        to: u16,
+        key_id: &str,
+        epoch: u32,
+        timeout: Duration,
+    ) -> Result<Option<KeyMeta>, SessionError> {
+        self.key_meta(to, key_id, MetaOf::Epoch(epoch), timeout).await
     }
 
     /// `GetKeyMeta` with `pending`: node `to`'s acknowledged pending epoch
@@ -111,17 +123,42 @@ pub trait Transport: Send + Sync + 'static {
         key_id: &str,
         timeout: Duration,
     ) -> Result<Option<KeyMeta>, SessionError> {
-        self.key_meta(to, key_id, true, timeout).await
+        self.key_meta(to, key_id, MetaOf::Pending, timeout).await
     }
 
-    /// `GetKeyMeta` as asked (`pending`), `NotFound` mapped to `None`.
+    /// `GetKeyMeta` as asked, `NotFound` mapped to `None`.
     async fn key_meta(
         &self,
         to: u16,
         key_id: &str,
-        pending: bool,
+        which: MetaOf,
         timeout: Duration,
     ) -> Result<Option<KeyMeta>, SessionError>;
+}
+
+/// Which record of a key a `GetKeyMeta` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaOf {
+    /// The active record.
+    Active,
+    /// The node's acknowledged pending epoch.
+    Pending,
+    /// The record of this epoch (retired or current).
+    Epoch(u32),
+}
+
+impl MetaOf {
+    /// The request for `key_id`.
+    pub fn request(self, key_id: &str) -> GetKeyMetaRequest {
+        GetKeyMetaRequest {
+            key_id: key_id.to_string(),
+            pending: self == MetaOf::Pending,
+            epoch: match self {
+                MetaOf::Epoch(e) => Some(e),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Each peer's client, with the address it dials.
@@ -260,13 +297,10 @@ impl Transport for PeerClients {
         &self,
         to: u16,
         key_id: &str,
-        pending: bool,
+        which: MetaOf,
         timeout: Duration,
     ) -> Result<Option<KeyMeta>, SessionError> {
-        let req = GetKeyMetaRequest {
-            key_id: key_id.to_string(),
-            pending,
-        };
+        let req = which.request(key_id);
         match self.client(to)?.get_key_meta(request(req, timeout)).await {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),

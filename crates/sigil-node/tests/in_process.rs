@@ -680,6 +680,38 @@ async fn an_old_party_that_missed_the_commit_catches_up_and_deletes_its_share() 
     Scheme::FrostEd25519
         .verify(&key.public_key, b"caught up", &signed.signature)
         .unwrap();
+
+    // Two epochs missed: node 0 is away for two reshares of another key;
+    // it follows both recorded epochs from the peers' history, each
+    // transition checked from its own record.
+    let other = c.create_key_on(1, Scheme::FrostEd25519, 2, &[0, 1, 2]).await;
+    c.hub.cut_off(0, true);
+    for (i, body) in [
+        r#"{"parties":[1,2,3],"threshold":2}"#,
+        r#"{"parties":[1,2,3],"threshold":3}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = c.reshare(1, &other.key_id, "reshare", body).await.unwrap();
+        assert_eq!(r.epoch as usize, i + 1);
+    }
+    c.hub.cut_off(0, false);
+    let history = c.nodes[1].store().epoch_record(&other.key_id, 1).await.unwrap();
+    assert_eq!(
+        history.map(|r| r.threshold),
+        Some(2),
+        "the retired record is kept whole"
+    );
+    assert_eq!(store0.get_key(&other.key_id).await.unwrap().unwrap().epoch, 0);
+    c.nodes[0].catch_up_keys().await;
+    let at0 = store0.get_key(&other.key_id).await.unwrap().unwrap();
+    assert_eq!((at0.epoch, at0.threshold), (2, 3), "followed both epochs");
+    assert!(store0.get_share(&other.key_id, 0, 0).await.unwrap().is_none());
+    let signed = c.sign(0, &other.key_id, b"two behind").await.unwrap();
+    Scheme::FrostEd25519
+        .verify(&other.public_key, b"two behind", &signed.signature)
+        .unwrap();
 }
 
 /// A reshare's abort deletes only the pending epoch its own session made:

@@ -96,9 +96,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn activate_epoch(
         &self,
         key: &KeyRecord,
-        retired: Option<&EpochEntry>,
+        retired: Option<(&EpochEntry, &str)>,
         party: Option<u16>,
     ) -> Result<bool, StoreError>;
+
+    /// The whole record (JSON) of a key's retired `epoch`, as
+    /// [`Backend::activate_epoch`] kept it; `None` for an epoch not
+    /// retired here or retired before records were kept.
+    async fn epoch_record(&self, key_id: &str, epoch: u32) -> Result<Option<String>, StoreError>;
 
     /// Stores `activations` (JSON) with the key at `epoch`; whether the key
     /// is at that epoch.

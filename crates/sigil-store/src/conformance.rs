@@ -496,7 +496,22 @@ async fn epochs_switch_atomically(store: &Store) -> Result<(), StoreError> {
         started_at: 1,
         ended_at: 2,
     };
-    check(store.activate_epoch(&next, Some(&retired), Some(0)).await?, "switch")?;
+    let before = store
+        .get_key("e1")
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("no e1".into()))?;
+    check(
+        store.activate_epoch(&next, Some((&retired, &before)), Some(0)).await?,
+        "switch",
+    )?;
+    check(
+        store.epoch_record("e1", 0).await?.as_ref() == Some(&before),
+        "the retired epoch's whole record kept",
+    )?;
+    check(
+        store.epoch_record("e1", 1).await?.is_none(),
+        "the current epoch is not retired",
+    )?;
     check(store.get_key("e1").await?.map(|k| k.epoch) == Some(1), "epoch 1 active")?;
     check(
         store.list_active_key_ids("", 10).await? == [("e1".to_string(), 1)],

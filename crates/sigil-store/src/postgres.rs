@@ -268,7 +268,7 @@ impl Backend for PgBackend {
     async fn activate_epoch(
         &self,
         key: &KeyRecord,
-        retired: Option<&EpochEntry>,
+        retired: Option<(&EpochEntry, &str)>,
         party: Option<u16>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -299,10 +299,10 @@ impl Backend for PgBackend {
                 return Ok(false);
             }
         }
-        if let Some(r) = retired {
+        if let Some((r, record)) = retired {
             sqlx::query(
-                "INSERT INTO key_epochs (key_id, epoch, threshold, parties, record_hash, started_at, ended_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                "INSERT INTO key_epochs (key_id, epoch, threshold, parties, record_hash, started_at, ended_at, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             )
             .bind(&key.key_id)
             .bind(i64::from(r.epoch))
@@ -311,6 +311,7 @@ impl Backend for PgBackend {
             .bind(&r.record_hash)
             .bind(r.started_at)
             .bind(r.ended_at)
+            .bind(record)
             .execute(&mut *tx)
             .await?;
         }
@@ -347,6 +348,16 @@ impl Backend for PgBackend {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn epoch_record(&self, key_id: &str, epoch: u32) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT record FROM key_epochs WHERE key_id = $1 AND epoch = $2 AND record <> ''")
+                .bind(key_id)
+                .bind(i64::from(epoch))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError> {

@@ -265,7 +265,7 @@ impl Backend for SqliteBackend {
     async fn activate_epoch(
         &self,
         key: &KeyRecord,
-        retired: Option<&EpochEntry>,
+        retired: Option<(&EpochEntry, &str)>,
         party: Option<u16>,
     ) -> Result<bool, StoreError> {
         // IMMEDIATE: the transaction reads before it writes, and a deferred
@@ -293,10 +293,10 @@ impl Backend for SqliteBackend {
                 return Ok(false);
             }
         }
-        if let Some(r) = retired {
+        if let Some((r, record)) = retired {
             sqlx::query(
-                "INSERT INTO key_epochs (key_id, epoch, threshold, parties, record_hash, started_at, ended_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO key_epochs (key_id, epoch, threshold, parties, record_hash, started_at, ended_at, record)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             )
             .bind(&key.key_id)
             .bind(i64::from(r.epoch))
@@ -305,6 +305,7 @@ impl Backend for SqliteBackend {
             .bind(&r.record_hash)
             .bind(r.started_at)
             .bind(r.ended_at)
+            .bind(record)
             .execute(&mut *tx)
             .await?;
         }
@@ -341,6 +342,16 @@ impl Backend for SqliteBackend {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn epoch_record(&self, key_id: &str, epoch: u32) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT record FROM key_epochs WHERE key_id = ? AND epoch = ? AND record <> ''")
+                .bind(key_id)
+                .bind(i64::from(epoch))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn key_history(&self, key_id: &str) -> Result<Vec<EpochEntry>, StoreError> {

@@ -189,18 +189,44 @@ impl Store {
 
     /// Switches a key to its next epoch `key` (active, attested by every
     /// new party), in one transaction; see [`Backend::activate_epoch`].
-    /// `retired` is the history line of the epoch it replaces. Returns
-    /// false when the stored key is not at an earlier epoch.
+    /// `retired` is the history line of the epoch it replaces and that
+    /// epoch's whole attested record (kept for [`Store::epoch_record`]).
+    /// Returns false when the stored key is not at an earlier epoch.
     ///
     /// # Errors
     /// Storage failures.
     pub async fn activate_epoch(
         &self,
         key: &KeyRecord,
-        retired: Option<&EpochEntry>,
+        retired: Option<(&EpochEntry, &KeyRecord)>,
         party: Option<u16>,
     ) -> Result<bool, StoreError> {
-        self.backend.activate_epoch(key, retired, party).await
+        let retired = match retired {
+            Some((entry, record)) => Some((
+                entry,
+                serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            None => None,
+        };
+        self.backend
+            .activate_epoch(key, retired.as_ref().map(|(e, r)| (*e, r.as_str())), party)
+            .await
+    }
+
+    /// The whole attested record of a key's retired `epoch` (its
+    /// attestations, endorsements and activations), what a node that
+    /// missed several epochs needs to check each transition; `None` for an
+    /// epoch not retired here or retired before records were kept.
+    ///
+    /// # Errors
+    /// Storage failures; [`StoreError::Corrupt`] for a record that does
+    /// not parse.
+    pub async fn epoch_record(&self, key_id: &str, epoch: u32) -> Result<Option<KeyRecord>, StoreError> {
+        self.backend
+            .epoch_record(key_id, epoch)
+            .await?
+            .map(|json| serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("key_epochs.record".into())))
+            .transpose()
     }
 
     /// Stores every party's activation of the key's `epoch` with it (a
