@@ -161,14 +161,29 @@ async fn a_dev_cluster_grows_by_a_node_and_retires_another() {
     drop(store0);
     assert!(sign(&dev, 2, &key, b"without node 0").await.iter().all(|&n| n != 0));
 
-    // Take node 0 out of the others' [[nodes]]: after SIGHUP they refuse
-    // its calls; the key signs on through them.
-    for i in 1..4 {
-        let path = dev.config_path(i);
-        let mut cfg: sigil_node::NodeConfig = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        cfg.nodes.retain(|n| n.id != 0);
-        std::fs::write(&path, toml::to_string_pretty(&cfg).unwrap()).unwrap();
-    }
+    // Take node 0 out of the others' [[nodes]]. Merely deleting its entry
+    // is refused (a node leaves only as a tombstone); moving it to
+    // [[retired_nodes]] is accepted: after SIGHUP they refuse its calls,
+    // and the key signs on through them.
+    let rewrite = |change: &dyn Fn(&mut sigil_node::NodeConfig)| {
+        for i in 1..4 {
+            let path = dev.config_path(i);
+            let mut cfg: sigil_node::NodeConfig = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            change(&mut cfg);
+            std::fs::write(&path, toml::to_string_pretty(&cfg).unwrap()).unwrap();
+        }
+    };
+    rewrite(&|cfg| cfg.nodes.retain(|n| n.id != 0));
+    dev.hangup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(members_seen(&dev, 1).await, 4, "a bare removal is refused");
+    let zero = ids["0"].as_str().unwrap().to_string();
+    rewrite(&|cfg| {
+        cfg.retired_nodes.push(sigil_node::config::RetiredNode {
+            id: 0,
+            identity_key: zero.clone(),
+        })
+    });
     dev.hangup();
     until_members(&dev, &[1, 2, 3], 3).await;
     let (s, v) = dev
@@ -188,9 +203,11 @@ async fn a_dev_cluster_grows_by_a_node_and_retires_another() {
         reloads.extend(records.into_iter().filter(|r| r["operation"] == "reload_members"));
     }
     let outcomes: Vec<&str> = reloads.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
-    assert_eq!(
-        outcomes,
-        ["ok:added=[3],removed=[]", "ok:added=[],removed=[0]"],
-        "both reloads are audited"
+    assert_eq!(outcomes.len(), 3, "every reload is audited: {outcomes:?}");
+    assert_eq!(outcomes[0], "ok:added=[3],removed=[]");
+    assert!(
+        outcomes[1].starts_with("refused:") && outcomes[1].contains("retired_nodes"),
+        "{outcomes:?}"
     );
+    assert_eq!(outcomes[2], "ok:added=[],removed=[0]");
 }

@@ -239,7 +239,16 @@ impl Node {
         if bits != d.bits || bound != d.prime_threshold {
             return Err(mismatch("key size"));
         }
-        resolve_policy(req.policy.as_ref(), client, req.rotate, &self.cfg.rotation).map_err(Refusal::BodyMismatch)
+        let policy = resolve_policy(req.policy.as_ref(), client, req.rotate, &self.cfg.rotation)
+            .map_err(Refusal::BodyMismatch)?;
+        if policy.rotation_interval_s.is_some() {
+            // A coordinator that skipped its own check cannot make this
+            // node keep a key that rotates when its scheme must not.
+            crate::family::of(scheme)
+                .rotates()
+                .map_err(|why| Refusal::Forbidden(format!("{scheme} keys cannot rotate: {why}")))?;
+        }
+        Ok(policy)
     }
 
     /// An aux session for `spec.parties` is asked for by a client's ECDSA
@@ -278,16 +287,24 @@ impl Node {
     /// key's admins from this node's record; or for a key this node does
     /// not know (a node new to the key: its own check of the record comes
     /// with the reshare proposal), without.
+    ///
+    /// For a known key the request must also be one this node would plan
+    /// itself: the key active here, and the committee and threshold valid
+    /// for it ([`crate::reshare::check_committee`]); `None` otherwise.
     async fn reshare_aux_parties(&self, a: &ClientAuthorization) -> Option<(Vec<u16>, Option<Vec<String>>)> {
         let key_id = a.path.strip_prefix("/v1/keys/")?.split('/').next()?;
         let (req, _) = crate::reshare::parse_reshare(a, key_id)?;
         match self.store.get_key(key_id).await.ok()? {
-            Some(k) => {
+            Some(k) if k.status == sigil_store::KeyStatus::Active => {
                 let scheme: sigil_crypto::Scheme = k.scheme.parse().ok()?;
+                let parties = req.parties.unwrap_or_else(|| k.parties.clone());
+                let t = req.threshold.unwrap_or(k.threshold);
+                crate::reshare::check_committee(&k, &parties, t, &self.members().ids()).ok()?;
                 crate::family::of(scheme)
                     .uses_aux_info()
-                    .then(|| (req.parties.unwrap_or(k.parties), Some(k.policy.admin)))
+                    .then(|| (parties, Some(k.policy.admin)))
             }
+            Some(_) => None,
             None => req.parties.map(|p| (p, None)),
         }
     }

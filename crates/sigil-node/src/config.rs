@@ -185,11 +185,27 @@ pub struct NodeConfig {
     pub tls: TlsConfig,
     /// Every node of the cluster, this one included.
     pub nodes: Vec<NodeEntry>,
+    /// Nodes taken out of the cluster (`[[retired_nodes]] id,
+    /// identity_key`): never peers again, and their ids never come back;
+    /// their identity keys still check the key records they attested in
+    /// earlier epochs. A node leaves `nodes` only by moving here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_nodes: Vec<RetiredNode>,
+}
+
+/// A node that left the cluster (see [`NodeConfig::retired_nodes`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredNode {
+    /// Its node id, never used again.
+    pub id: u16,
+    /// Its Ed25519 identity public key, 64 hex characters.
+    pub identity_key: String,
 }
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 23] = [
+const CONFIG_FIELDS: [&str; 24] = [
     "store",
     "rotation",
     "limits",
@@ -213,6 +229,7 @@ const CONFIG_FIELDS: [&str; 23] = [
     "max_body_bytes",
     "tls",
     "nodes",
+    "retired_nodes",
 ];
 
 fn default_listen_http() -> SocketAddr {
@@ -277,9 +294,7 @@ impl NodeConfig {
             !self.cluster_id.is_empty() && self.cluster_id.len() <= 64,
             "cluster_id must be 1 to 64 characters"
         );
-        for n in &self.nodes {
-            crate::attest::parse_public(&n.identity_key).map_err(|e| anyhow::anyhow!("nodes[{}]: {e}", n.id))?;
-        }
+        crate::members::Members::new(&self.nodes, &self.retired_nodes)?;
         anyhow::ensure!(
             self.listen_http.ip().is_loopback() || self.http_tls.is_some() || self.insecure_plaintext_http,
             "listen_http {} is not a loopback address: set http_tls, or insecure_plaintext_http = true to serve plaintext",

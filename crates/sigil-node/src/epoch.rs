@@ -283,17 +283,19 @@ impl Node {
     }
 
     /// Checks the shape of a key record a peer sent, before any signature
-    /// is verified: distinct parties, each a node of this cluster, and
+    /// is verified: distinct parties, each a node of this cluster (or a
+    /// retired one), and
     /// `1 <= t <= n` (so a record with a million parties costs nothing).
     ///
     /// # Errors
     /// [`SessionError::Invalid`] naming the problem.
     pub(crate) fn check_shape(&self, r: &KeyRecord) -> Result<(), SessionError> {
-        let cluster = self.members().ids();
+        // Retired nodes too: a record of an earlier epoch may list them.
+        let members = self.members();
         let mut sorted = r.parties.clone();
         sorted.sort_unstable();
         sorted.dedup();
-        if sorted.len() != r.parties.len() || r.parties.iter().any(|p| !cluster.contains(p)) {
+        if sorted.len() != r.parties.len() || r.parties.iter().any(|&p| !members.knows(p)) {
             return Err(SessionError::Invalid(format!(
                 "key {}: parties must be distinct nodes of this cluster",
                 r.key_id

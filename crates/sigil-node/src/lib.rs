@@ -170,12 +170,13 @@ async fn reload_on_hangup(node: Arc<Node>, mut signals: tokio::signal::unix::Sig
         };
         let rest_changed = NodeConfig {
             nodes: node.cfg.nodes.clone(),
+            retired_nodes: node.cfg.retired_nodes.clone(),
             ..next.clone()
         } != node.cfg;
         if rest_changed {
             tracing::warn!("SIGHUP applies [[nodes]] only; restart the node for its other changes");
         }
-        let _ = node.reload_members(&next.nodes).await;
+        let _ = node.reload_members(&next.nodes, &next.retired_nodes).await;
     }
 }
 
@@ -189,7 +190,7 @@ pub fn load_master_key(cfg: &NodeConfig) -> anyhow::Result<MasterKey> {
 
 /// Starts a node and serves until `shutdown` resolves. With
 /// `config_path` (the file `cfg` came from), `SIGHUP` re-reads it and
-/// applies its `[[nodes]]` ([`Node::reload_members`]); other changes need
+/// applies its `[[nodes]]` and `[[retired_nodes]]` ([`Node::reload_members`]); other changes need
 /// a restart.
 ///
 /// # Errors
@@ -309,7 +310,7 @@ impl Node {
         if cfg.clients.is_empty() {
             tracing::warn!("no [[clients]] configured: every API request will be refused");
         }
-        let members = members::Members::new(&cfg.nodes)?;
+        let members = members::Members::new(&cfg.nodes, &cfg.retired_nodes)?;
         anyhow::ensure!(
             members.identity(cfg.node_id) == Some(identity.verifying_key()),
             "identity_key_file does not hold the identity key nodes[{}].identity_key names",

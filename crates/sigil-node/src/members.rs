@@ -7,40 +7,55 @@
 //!
 //! **Who may change it:** the operator of this node only, through its own
 //! configuration file; no peer message adds, removes or re-keys a member.
-//! A reload may add nodes, remove nodes and change peer addresses. It may
+//! A reload may add nodes, retire nodes and change peer addresses. It may
 //! not change this node's own entry (id or identity key) nor the identity
-//! key of a node that stays: key records attested by that key would stop
-//! verifying, and a re-keyed node is a new node (give it a new id). A
-//! refused reload keeps the membership as it was and says why in the log.
+//! key of a known node: key records attested by that key would stop
+//! verifying, and a re-keyed node is a new node (give it a new id). A node
+//! leaves `[[nodes]]` only by moving to `[[retired_nodes]]` (a tombstone:
+//! its id never comes back, its identity key still checks the records of
+//! earlier epochs it attested), and only once no key active here lists it
+//! as a party. A refused reload keeps the membership as it was and says
+//! why in the log and the audit log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::NodeEntry;
+use crate::config::{NodeEntry, RetiredNode};
 use crate::Node;
 
 /// One consistent view of the membership.
 #[derive(Debug, Clone)]
 pub struct Members {
     nodes: Vec<NodeEntry>,
+    /// Current and retired nodes' identity keys.
     identities: HashMap<u16, ed25519_dalek::VerifyingKey>,
+    retired: Vec<u16>,
 }
 
 impl Members {
-    /// The membership of `nodes`.
+    /// The membership of `nodes`, with the `retired` nodes' identities
+    /// (kept to check records of earlier epochs).
     ///
     /// # Errors
-    /// A duplicate id or an identity key that does not parse.
-    pub fn new(nodes: &[NodeEntry]) -> anyhow::Result<Self> {
+    /// An id twice (also across the lists) or an identity key that does
+    /// not parse.
+    pub fn new(nodes: &[NodeEntry], retired: &[RetiredNode]) -> anyhow::Result<Self> {
         let mut identities = HashMap::new();
-        for n in nodes {
-            let k =
-                crate::attest::parse_public(&n.identity_key).map_err(|e| anyhow::anyhow!("nodes[{}]: {e}", n.id))?;
-            anyhow::ensure!(identities.insert(n.id, k).is_none(), "nodes: node {} twice", n.id);
+        let all = nodes
+            .iter()
+            .map(|n| (n.id, n.identity_key.as_str(), "nodes"))
+            .chain(retired.iter().map(|n| (n.id, n.identity_key.as_str(), "retired_nodes")));
+        for (id, key, list) in all {
+            let k = crate::attest::parse_public(key).map_err(|e| anyhow::anyhow!("{list}[{id}]: {e}"))?;
+            anyhow::ensure!(
+                identities.insert(id, k).is_none(),
+                "{list}: node {id} twice (a retired id never comes back)"
+            );
         }
         Ok(Members {
             nodes: nodes.to_vec(),
             identities,
+            retired: retired.iter().map(|n| n.id).collect(),
         })
     }
 
@@ -51,8 +66,14 @@ impl Members {
         ids
     }
 
-    /// Whether `id` is a member.
+    /// Whether `id` is a member (a peer; retired nodes are not).
     pub fn contains(&self, id: u16) -> bool {
+        self.nodes.iter().any(|n| n.id == id)
+    }
+
+    /// Whether `id` is a member or a retired node (whose records of
+    /// earlier epochs still verify).
+    pub fn knows(&self, id: u16) -> bool {
         self.identities.contains_key(&id)
     }
 
@@ -66,7 +87,7 @@ impl Members {
         self.nodes.is_empty()
     }
 
-    /// Node `id`'s identity public key.
+    /// Node `id`'s identity public key (a member's or a retired node's).
     pub fn identity(&self, id: u16) -> Option<ed25519_dalek::VerifyingKey> {
         self.identities.get(&id).copied()
     }
@@ -77,8 +98,9 @@ impl Members {
     }
 
     /// Checks that `next` may replace this membership at node `me` (see
-    /// the module docs): `me` is in both with the same identity key, and
-    /// no node in both changed its identity key.
+    /// the module docs): `me` stays a member with the same identity key,
+    /// no known node changes its identity key, a node leaves only by
+    /// becoming retired, and a retired node stays retired.
     ///
     /// # Errors
     /// The first rule broken.
@@ -94,6 +116,15 @@ impl Members {
                     "nodes[{id}]: the identity key of a node cannot change (records it attested would stop verifying); give a re-keyed node a new id"
                 );
             }
+        }
+        for id in self.ids().into_iter().filter(|&i| !next.contains(i)) {
+            anyhow::ensure!(
+                next.retired.contains(&id),
+                "node {id} left nodes without a [[retired_nodes]] entry: move it there (its id is then never used again)"
+            );
+        }
+        if let Some(id) = self.retired.iter().find(|&&id| !next.retired.contains(&id)) {
+            anyhow::bail!("retired node {id} must stay in [[retired_nodes]] (a retired id never comes back)");
         }
         Ok(())
     }
@@ -120,15 +151,20 @@ impl Node {
     /// Replaces the membership with `nodes` (the `[[nodes]]` of this
     /// node's reloaded configuration) after [`Members::check_change`],
     /// and points the transport at the new peers. Sessions running keep
-    /// running; keys are not touched (a removed node that still holds
-    /// shares of keys here cannot take part in their sessions any more:
-    /// retire it by resharing first). Audited as `reload_members`, by role
+    /// running; keys are not touched. Audited as `reload_members`, by role
     /// `operator`, refused or not.
     ///
     /// # Errors
     /// A refused change (the membership stays as it was).
-    pub async fn reload_members(&self, nodes: &[NodeEntry]) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
-        let result = self.swap_members(nodes);
+    pub async fn reload_members(
+        &self,
+        nodes: &[NodeEntry],
+        retired: &[RetiredNode],
+    ) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+        let result = match self.still_parties(nodes).await {
+            Ok(()) => self.swap_members(nodes, retired),
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok((added, removed)) => {
                 tracing::info!(?added, ?removed, "membership reloaded");
@@ -149,8 +185,26 @@ impl Node {
         result
     }
 
-    fn swap_members(&self, nodes: &[NodeEntry]) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
-        let next = Members::new(nodes)?;
+    /// Refuses to drop a node that is still a party of a key active here:
+    /// the key could neither sign with it nor be reshared away from it.
+    async fn still_parties(&self, nodes: &[NodeEntry]) -> anyhow::Result<()> {
+        let keys = self.store.list_keys().await?;
+        let gone = |p: &u16| !nodes.iter().any(|n| n.id == *p);
+        if let Some((k, p)) = keys
+            .iter()
+            .find_map(|k| k.parties.iter().find(|p| gone(p)).map(|p| (k, *p)))
+        {
+            anyhow::bail!(
+                "node {p} is still a party of key {} (epoch {}): reshare the key away from it first",
+                k.key_id,
+                k.epoch
+            );
+        }
+        Ok(())
+    }
+
+    fn swap_members(&self, nodes: &[NodeEntry], retired: &[RetiredNode]) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+        let next = Members::new(nodes, retired)?;
         let mut slot = self.members.write().unwrap_or_else(|p| p.into_inner());
         slot.check_change(&next, self.cfg.node_id)?;
         self.peers.set_peers(next.nodes())?;
@@ -173,31 +227,52 @@ mod tests {
         }
     }
 
+    fn retired(id: u16, key: &ed25519_dalek::SigningKey) -> RetiredNode {
+        RetiredNode {
+            id,
+            identity_key: hex::encode(key.verifying_key().as_bytes()),
+        }
+    }
+
     #[test]
-    fn changes_add_remove_and_move_but_never_rekey() -> anyhow::Result<()> {
+    fn changes_add_retire_and_move_but_never_rekey_or_revive() -> anyhow::Result<()> {
         let keys: Vec<ed25519_dalek::SigningKey> = (0..5u8)
             .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32]))
             .collect();
-        let now = Members::new(&[entry(0, &keys[0]), entry(1, &keys[1]), entry(2, &keys[2])])?;
-        let grown = Members::new(&[
-            entry(0, &keys[0]),
-            entry(1, &keys[1]),
-            entry(2, &keys[2]),
-            entry(3, &keys[3]),
-        ])?;
+        let e = |i: u16| entry(i, &keys[usize::from(i)]);
+        let now = Members::new(&[e(0), e(1), e(2)], &[])?;
+        let grown = Members::new(&[e(0), e(1), e(2), e(3)], &[])?;
         now.check_change(&grown, 1)?;
         assert_eq!(now.diff(&grown), (vec![3], vec![]));
-        let mut moved = entry(2, &keys[2]);
+        let mut moved = e(2);
         moved.peer_addr = "10.0.0.2:7102".into();
-        let shrunk = Members::new(&[entry(1, &keys[1]), moved, entry(3, &keys[3])])?;
+        let dropped = Members::new(&[e(1), moved.clone(), e(3)], &[])?;
+        assert!(
+            grown.check_change(&dropped, 1).is_err(),
+            "node 0 left without a tombstone"
+        );
+        let shrunk = Members::new(&[e(1), moved, e(3)], &[retired(0, &keys[0])])?;
         grown.check_change(&shrunk, 1)?;
         assert_eq!(grown.diff(&shrunk), (vec![], vec![0]));
+        assert!(
+            !shrunk.contains(0) && shrunk.knows(0),
+            "retired: no peer, identity kept"
+        );
+        assert_eq!(shrunk.identity(0), Some(keys[0].verifying_key()));
         assert!(grown.check_change(&shrunk, 0).is_err(), "a node cannot remove itself");
-        let rekeyed = Members::new(&[entry(0, &keys[0]), entry(1, &keys[1]), entry(2, &keys[4])])?;
+        let revived = Members::new(&[e(0), e(1), e(2), e(3)], &[])?;
+        assert!(
+            shrunk.check_change(&revived, 1).is_err(),
+            "a retired id never comes back"
+        );
+        assert!(
+            Members::new(&[e(0), e(1)], &[retired(0, &keys[0])]).is_err(),
+            "in both lists"
+        );
+        let rekeyed = Members::new(&[e(0), e(1), entry(2, &keys[4])], &[])?;
         assert!(now.check_change(&rekeyed, 0).is_err(), "node 2 re-keyed");
         assert!(now.check_change(&rekeyed, 2).is_err(), "our own key changed");
-        assert!(Members::new(&[entry(0, &keys[0]), entry(0, &keys[1])]).is_err());
-        assert_eq!(grown.identity(3), Some(keys[3].verifying_key()));
+        assert!(Members::new(&[e(0), entry(0, &keys[1])], &[]).is_err());
         Ok(())
     }
 }

@@ -148,7 +148,7 @@ impl Plan {
 
 /// Checks a requested committee and threshold for a key of `current`
 /// against the cluster `cluster`. The error is the client-facing reason.
-fn check_committee(current: &KeyRecord, parties: &[u16], t: u16, cluster: &[u16]) -> Result<(), String> {
+pub(crate) fn check_committee(current: &KeyRecord, parties: &[u16], t: u16, cluster: &[u16]) -> Result<(), String> {
     let mut sorted = parties.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

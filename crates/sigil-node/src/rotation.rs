@@ -164,6 +164,12 @@ impl Node {
             return Err(self.refused(Refusal::MissingToken));
         };
         let interval = interval.max(self.cfg.rotation.min_interval_s);
+        let family = crate::family::LoadedKey::new(current.clone())
+            .map(|k| k.family())
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        family
+            .rotates()
+            .map_err(|why| forbid(format!("key {} does not rotate: {why}", current.key_id)))?;
         let same_committee = r.new_parties == current.parties.iter().map(|&p| u32::from(p)).collect::<Vec<_>>()
             && r.threshold == u32::from(current.threshold);
         if !same_committee {

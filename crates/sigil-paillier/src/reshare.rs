@@ -14,29 +14,35 @@
 //! *receivers*). A session party may be both.
 //!
 //! Steps (WWW02 section 4, over the integers):
-//! 1. Dealer `j` in `Q` scales its share by its integer Lagrange
-//!    coefficient `l_j = Delta lambda_{0,j}^Q` (`Delta = n!`, so `l_j` is an
-//!    integer and `sum_Q l_j s_j = Delta s`), picks `g_j(x) = l_j s_j +
-//!    sum_{k=1..t'} c_jk x^k` with random `c_jk` of
-//!    [`Plan::coefficient_bits`] bits (statistical hiding of `l_j s_j`
-//!    against any `t'` receivers with `stat_sec` bits), and broadcasts
-//!    `C_jk = v^{c_jk}` (`C_j0 = v^{l_j s_j}`) (round 0, [`Commit`]).
+//! 1. Dealer `j` in `Q` scales its share by `Delta' l_j`, with its integer
+//!    Lagrange coefficient `l_j = Delta lambda_{0,j}^Q` (`Delta = n!`, so
+//!    `l_j` is an integer and `sum_Q l_j s_j = Delta s`) and `Delta' = n'!`,
+//!    picks `g_j(x) = Delta' l_j s_j + sum_{k=1..t'} c_jk x^k` with random
+//!    `c_jk` of [`Plan::coefficient_bits`] bits, and broadcasts
+//!    `C_jk = v^{c_jk}` (`C_j0 = v^{Delta' l_j s_j}`) (round 0, [`Commit`]).
+//!    The factor `Delta'` is Shoup's and Damgard-Thorbek's (PKC 2007,
+//!    section 3): `g_j(k) = g_j(0) (mod k)`, so without it receiver `k`
+//!    would learn the dealt value mod `k`; with it, that residue is 0 for
+//!    every `k <= n'`, and the random coefficients (`stat_sec` bits above
+//!    the constant) hide the rest statistically against any `t'`
+//!    receivers.
 //! 2. It sends receiver `k` the sub-share `g_j(k)` point to point; every
 //!    party sends the hash of all round-0 commitments it saw (the echo)
 //!    (round 1, [`Deal`]).
 //! 3. Every party checks, per dealer: `t' + 1` commitments in
-//!    `[1, N^2)`; `C_j0 = v_j^{l_j}` with `v_j` the dealer's old
+//!    `[1, N^2)`; `C_j0 = v_j^{Delta' l_j}` with `v_j` the dealer's old
 //!    verification key (this pins what it deals to its share; a dealer
 //!    that deals anything else is named); and that every echo equals its
 //!    own. A receiver checks its sub-share's size and
 //!    `v^{g_j(k)} = prod_c C_jc^{k^c}`.
 //! 4. Receiver `k`'s new share is `s'_k = sum_Q g_j(k)`, a share of
-//!    `s' = Delta s`; every party derives the new verification keys
-//!    `v'_k = prod_j prod_c C_jc^{k^c}` and the new `theta' = Delta theta
-//!    mod N`, and checks `prod_j C_j0 = (1 + 2 theta N)^Delta = v^{s'}`.
+//!    `s' = Delta Delta' s`; every party derives the new verification keys
+//!    `v'_k = prod_j prod_c C_jc^{k^c}` and the new
+//!    `theta' = Delta Delta' theta mod N`, and checks
+//!    `prod_j C_j0 = (1 + 2 theta N)^{Delta Delta'} = v^{s'}`.
 //!
-//! `s' = Delta s` is still `0 mod phi(N)` and `theta' = s' mod N` is
-//! invertible (`Delta` has only prime factors below `n`), so the new
+//! `s'` is still `0 mod phi(N)` and `theta' = s' mod N` is invertible
+//! (`Delta Delta'` has only prime factors below `max(n, n')`), so the new
 //! committee decrypts with [`crate::decrypt`] unchanged.
 //!
 //! Security notes:
@@ -47,11 +53,15 @@
 //!   result is checked: its commitments are bound to its old
 //!   verification key and every sub-share to the commitments, so a wrong
 //!   deal is named, never a wrong key.
-//! - Shares grow: `s'` has about `log2(Delta) + stat_sec + log2 |Q|` bits
-//!   more than `s` (integer sharing cannot reduce mod the unknown
-//!   `phi(N)`), so decryption slows a little with every reshare; keys are
-//!   not refreshed on a schedule for this reason.
-//! - Sub-shares travel point to point only; dealt polynomials are wiped.
+//! - Shares grow: the bound on `|s'_k|` ([`Plan::share_bits`]) is the old
+//!   one plus the bits of `Delta' l_j`, `stat_sec`, `2 log2 Delta'`,
+//!   `t' log2 n'` and `log2 |Q|` (about 70 bits for 2-of-3 <-> 3-of-4),
+//!   because integer sharing cannot reduce mod the unknown `phi(N)`; so
+//!   decryption slows a little with every reshare, and keys are not
+//!   refreshed on a schedule.
+//! - Sub-shares travel point to point only; dealt polynomials and
+//!   received sub-shares are wiped (the copies handed to the transport are
+//!   out of reach, as GMP's temporaries are).
 
 use std::collections::BTreeSet;
 
@@ -148,17 +158,24 @@ impl Plan {
             .collect()
     }
 
-    /// `l_j = Delta lambda_{0,j}` over the quorum, for old party `j`.
-    fn lambda(&self, j: usize) -> Integer {
-        lagrange_delta(&self.quorum(), j, self.old.parties)
+    /// What old party `j` multiplies its share by before dealing it:
+    /// `Delta' l_j` with `l_j = Delta lambda_{0,j}` over the quorum and
+    /// `Delta' = n'!`.
+    fn scale(&self, j: usize) -> Integer {
+        delta(self.new_n()) * lagrange_delta(&self.quorum(), j, self.old.parties)
     }
 
-    /// Every honest dealt constant `|l_j s_j|` is below `2^this`.
+    /// `Delta Delta'`: the new secret is this times the old one.
+    fn factor(&self) -> Integer {
+        delta(self.old.parties) * delta(self.new_n())
+    }
+
+    /// Every honest dealt constant `|Delta' l_j s_j|` is below `2^this`.
     fn constant_bits(&self) -> u32 {
         let max_lambda = self
             .quorum()
             .iter()
-            .map(|&j| self.lambda(j).significant_bits())
+            .map(|&j| self.scale(j).significant_bits())
             .max()
             .unwrap_or(0);
         self.old_share_bits() + max_lambda
@@ -274,7 +291,7 @@ pub fn deal<R: RngCore + CryptoRng>(plan: &Plan, j: usize, share: &Integer, rng:
         ));
     }
     let cbits = plan.coefficient_bits();
-    let mut coeffs: Vec<Integer> = std::iter::once(plan.lambda(j) * share)
+    let mut coeffs: Vec<Integer> = std::iter::once(plan.scale(j) * share)
         .chain((0..plan.new_threshold).map(|_| random_bits(cbits, rng)))
         .collect();
     let commitments = commit(&ver.v, n2, &coeffs);
@@ -313,7 +330,7 @@ pub fn check_commitments(plan: &Plan, commitments: &[Option<Vec<Integer>>]) -> R
                 let pinned = ver
                     .keys
                     .get(j.wrapping_sub(1))
-                    .and_then(|vj| vj.clone().pow_mod(&plan.lambda(*j), n2).ok());
+                    .and_then(|vj| vj.clone().pow_mod(&plan.scale(*j), n2).ok());
                 c.len() == plan.new_threshold + 1
                     && c.iter().all(|x| *x >= 1 && x < n2)
                     && pinned.is_some_and(|want| c.first() == Some(&want))
@@ -358,9 +375,9 @@ fn echo_of(session_id: &[u8], commitments: &[Option<Vec<Integer>>]) -> [u8; 32] 
 }
 
 /// Step 4 on public data, after [`check_commitments`]: the new public key
-/// (`theta' = Delta theta mod N`, `n'`, `t'`, every new verification key,
+/// (`theta' = Delta Delta' theta mod N`, `n'`, `t'`, every new verification key,
 /// the new share bound), after checking that the constant terms combine
-/// to `v^{Delta s}`.
+/// to `v^{Delta Delta' s}`.
 ///
 /// # Errors
 /// [`Error::InvalidCommitments`] (no one named) if they do not.
@@ -371,7 +388,7 @@ pub fn new_public_key(plan: &Plan, commitments: &[Option<Vec<Integer>>]) -> Resu
         .as_ref()
         .ok_or_else(|| Error::InvalidParameters("no verification keys".into()))?;
     let dealt: Vec<&Vec<Integer>> = commitments.iter().flatten().collect();
-    let d = delta(old.parties);
+    let d = plan.factor();
     let mut product = Integer::from(1);
     for c in &dealt {
         product = product * c.first().cloned().unwrap_or_default() % &old.n2;
@@ -497,8 +514,8 @@ where
     }
     let received = rounds.complete(round1).await.map_err(|e| transport(&e))?;
     let my_k = plan.receiver.get(me).copied().flatten();
-    let mut sub = vec![None; usize::from(n)];
-    if let (Some(d), Some(k), Some(slot)) = (&dealt, my_k, sub.get_mut(me)) {
+    let mut sub = SubShares(vec![None; usize::from(n)]);
+    if let (Some(d), Some(k), Some(slot)) = (&dealt, my_k, sub.0.get_mut(me)) {
         *slot = k.checked_sub(1).and_then(|x| d.shares.get(x)).cloned();
     }
     let mut disagree = Vec::new();
@@ -506,7 +523,7 @@ where
         if msg.echo != echo {
             disagree.push(usize::from(p));
         }
-        if let Some(slot) = sub.get_mut(usize::from(p)) {
+        if let Some(slot) = sub.0.get_mut(usize::from(p)) {
             *slot = msg.share;
         }
     }
@@ -515,9 +532,19 @@ where
     }
     let public_key = new_public_key(plan, &commitments)?;
     let share = my_k
-        .map(|k| new_share(plan, k, &commitments, sub, &public_key))
+        .map(|k| new_share(plan, k, &commitments, &sub, &public_key))
         .transpose()?;
     Ok(Output { public_key, share })
+}
+
+/// The sub-shares a receiver got, by session party; wiped when dropped,
+/// on every path out of [`run`].
+struct SubShares(Vec<Option<Integer>>);
+
+impl Drop for SubShares {
+    fn drop(&mut self) {
+        self.0.iter_mut().flatten().for_each(crate::math_wipe);
+    }
 }
 
 /// Steps 3 and 4 at receiver `k`: every dealer's sub-share checked, then
@@ -526,7 +553,7 @@ fn new_share(
     plan: &Plan,
     k: usize,
     commitments: &[Option<Vec<Integer>>],
-    mut sub: Vec<Option<Integer>>,
+    sub: &SubShares,
     public_key: &PublicKey,
 ) -> Result<KeyShare, Error> {
     let mut bad = Vec::new();
@@ -536,12 +563,11 @@ fn new_share(
             continue;
         }
         let c = commitments.get(p).and_then(Option::as_ref);
-        match (sub.get(p).and_then(Option::as_ref), c) {
+        match (sub.0.get(p).and_then(Option::as_ref), c) {
             (Some(s), Some(c)) if sub_share_ok(plan, k, s, c) => share += s,
             _ => bad.push(p),
         }
     }
-    sub.iter_mut().flatten().for_each(crate::math_wipe);
     if !bad.is_empty() {
         crate::math_wipe(&mut share);
         return Err(Error::InvalidSubShares { parties: bad });

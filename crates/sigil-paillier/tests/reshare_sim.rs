@@ -46,6 +46,10 @@ enum Cheat {
     SubShare(u16),
     /// Session party `p` commits to (and deals) another constant.
     Constant(u16),
+    /// Session party `p` deals sub-shares larger than an honest dealer can.
+    Oversized(u16),
+    /// Session party `p`, which does not deal, sends commitments anyway.
+    Commits(u16),
 }
 
 /// Runs one reshare session: per session party its old party number (if
@@ -70,7 +74,7 @@ async fn reshare(
     let (done_tx, done_rx) = tokio::sync::watch::channel(0u16);
     let (done_tx, done_rx) = (&done_tx, &done_rx);
     async_env::run(n, |i, party| async move {
-        let cheats = matches!(cheat, Cheat::SubShare(p) | Cheat::Constant(p) if p == i);
+        let cheats = matches!(cheat, Cheat::SubShare(p) | Cheat::Constant(p) | Cheat::Oversized(p) | Cheat::Commits(p) if p == i);
         let run = one_party(party, plan, roles, old_shares, i, cheat);
         if !cheats {
             let r = run.await;
@@ -143,10 +147,13 @@ fn cheater<D: round_based::Delivery<sigil_paillier::reshare::Msg>>(
     let MpcParty { delivery, .. } = party.into_party();
     let (incoming, outgoing) = delivery.split();
     let outgoing = outgoing.with(move |mut out: Outgoing<R>| {
-        if let (R::Deal(d), Cheat::SubShare(p)) = (&mut out.msg, cheat) {
-            if p == i {
-                d.share = d.share.take().map(|s| s + 1u32);
+        match (&mut out.msg, cheat) {
+            (R::Deal(d), Cheat::SubShare(p)) if p == i => d.share = d.share.take().map(|s| s + 1u32),
+            (R::Deal(d), Cheat::Oversized(p)) if p == i => {
+                d.share = d.share.take().map(|s| s + (Integer::from(1) << 20_000u32));
             }
+            (R::Commit(c), Cheat::Commits(p)) if p == i => c.commitments = Some(vec![Integer::from(1); 2]),
+            _ => {}
         }
         futures::future::ready(Ok::<_, D::SendError>(out))
     });
@@ -268,6 +275,25 @@ async fn cheating_dealers_are_named() {
             other => panic!("party {i}: {:?}", other.as_ref().err()),
         }
     }
+    // Sub-shares larger than any honest deal: refused before any
+    // exponentiation, the dealer named.
+    let out = reshare(&pk, &roles, &shares, 1, Cheat::Oversized(0)).await;
+    for (i, r) in out.iter().enumerate().filter(|(i, _)| *i != 0) {
+        match r {
+            Err(Error::InvalidSubShares { parties }) => assert_eq!(parties, &vec![0], "party {i}"),
+            other => panic!("party {i}: {:?}", other.as_ref().err()),
+        }
+    }
+    // A party that does not deal but sends commitments: named by all.
+    let receiver_only = [(Some(1), Some(1)), (Some(2), Some(2)), (None, Some(3))];
+    let out = reshare(&pk, &receiver_only, &shares, 1, Cheat::Commits(2)).await;
+    for (i, r) in out.iter().enumerate().filter(|(i, _)| *i != 2) {
+        match r {
+            Err(Error::InvalidCommitments { parties }) => assert_eq!(parties, &vec![2], "party {i}"),
+            other => panic!("party {i}: {:?}", other.as_ref().err()),
+        }
+    }
+
     // Without the cheater, two honest dealers suffice (t + 1 = 2).
     let roles = [(Some(1), Some(1)), (None, Some(2)), (Some(3), Some(3))];
     let (pk2, shares2) = collect(reshare(&pk, &roles, &shares, 1, Cheat::None).await);

@@ -124,19 +124,27 @@ pub async fn run(a: AddNodeArgs) -> anyhow::Result<()> {
         peer_addr: port_plus(template.listen_peer, id)?.to_string(),
         identity_key,
     };
+    let dev = running_dev(&data_dir);
     let mut nodes = template.nodes.clone();
-    nodes.push(entry);
-    let cfg = new_node_config(&data_dir, &template, id, nodes.clone())?;
+    nodes.push(entry.clone());
+    let mut cfg = new_node_config(&data_dir, &template, id, nodes)?;
+    cfg.retired_nodes = template.retired_nodes.clone();
     let http = cfg.listen_http;
     write_config(&config_path(&data_dir, id), &cfg)?;
+    // Each node's own list, with the new node added (a node one of them
+    // retired stays retired there).
     for i in 0..id {
         let path = config_path(&data_dir, i);
         let mut c = read_config(&path)?;
-        c.nodes = nodes.clone();
+        c.nodes.push(entry.clone());
         write_config(&path, &c)?;
     }
     println!("node {id}: certificate, identity key and config written; every node's [[nodes]] lists it");
-    signal_dev(&data_dir)?;
+    let Some(pid) = dev else {
+        println!("no running sigil dev here: start it (sigil dev --data-dir ...) to run node {id}");
+        return Ok(());
+    };
+    hangup(pid)?;
     let url = format!("http://{http}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.wait_s);
     anyhow::ensure!(
@@ -149,12 +157,19 @@ pub async fn run(a: AddNodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `SIGHUP` to the running `sigil dev` of `data_dir`.
-fn signal_dev(data_dir: &Path) -> anyhow::Result<()> {
-    let pid = std::fs::read_to_string(pid_path(data_dir))
-        .ok()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .context("no running sigil dev here (dev.pid); start it with sigil dev --data-dir to run the new node")?;
+/// The pid of the `sigil dev` running in `data_dir`: from `dev.pid`, and
+/// only if that process is still a `sigil dev` (a stale file after a
+/// crash may name a reused pid).
+fn running_dev(data_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_path(data_dir)).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_dev = args.first().is_some_and(|a| a.ends_with(b"sigil")) && args.iter().any(|a| *a == b"dev");
+    is_dev.then_some(pid)
+}
+
+/// Sends `SIGHUP` to `pid`.
+fn hangup(pid: u32) -> anyhow::Result<()> {
     let ok = std::process::Command::new("kill")
         .arg("-HUP")
         .arg(pid.to_string())

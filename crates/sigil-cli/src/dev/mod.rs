@@ -251,9 +251,26 @@ async fn write_node_config(args: &DevArgs, cluster: &Cluster, data_dir: &Path, i
             key: node_certs.key,
         },
         nodes: cluster.nodes.clone(),
+        retired_nodes: Vec::new(),
+    };
+    let path = dir.join("config.toml");
+    // Nodes this node retired stay retired (and out of its nodes).
+    let cfg = match std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| toml::from_str::<NodeConfig>(&t).ok())
+    {
+        Some(old) if !old.retired_nodes.is_empty() => NodeConfig {
+            nodes: cfg
+                .nodes
+                .into_iter()
+                .filter(|n| !old.retired_nodes.iter().any(|r| r.id == n.id))
+                .collect(),
+            retired_nodes: old.retired_nodes,
+            ..cfg
+        },
+        _ => cfg,
     };
     cfg.validate()?;
-    let path = dir.join("config.toml");
     std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
     Ok(path)
 }
@@ -398,7 +415,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut shutdown => break,
             i = watch_children(&mut children) => { exited = Some(i); break; }
-            _ = hangups.recv() => grow(&exe, &args.data_dir, &mut children)?,
+            _ = hangups.recv() => {
+                if let Err(e) = grow(&exe, &args.data_dir, &mut children) {
+                    eprintln!("SIGHUP: {e:#}");
+                }
+            }
         }
     }
     let _ = std::fs::remove_file(&pid_file);

@@ -182,6 +182,7 @@ impl Cluster {
                     key: c.key,
                 },
                 nodes: nodes.clone(),
+                retired_nodes: Vec::new(),
             };
             let path = nd.join("config.toml");
             std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();

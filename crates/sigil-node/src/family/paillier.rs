@@ -440,7 +440,10 @@ impl Family for Paillier {
         let (me, sid) = (spec.me, spec.eid);
         let deals = plan.dealer.get(usize::from(me)).copied().flatten().is_some();
         let share = match old_share.filter(|_| deals) {
-            Some(s) => Some(stored_exponent(&s)?),
+            Some(s) => Some(Material {
+                party: 0,
+                exponent: stored_exponent(&s)?,
+            }),
             None => None,
         };
         let out = session::run_heavy::<sigil_paillier::reshare::Msg, _, _, _>(
@@ -450,11 +453,12 @@ impl Family for Paillier {
             |party| async move {
                 let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
                     .map_err(|e| sigil_crypto::Error::InvalidParameters(e.to_string()))?;
-                let out = sigil_paillier::reshare::run(party, &sid, me, &plan, share.as_ref(), &mut rng).await;
-                if let Some(mut s) = share {
-                    sigil_paillier::wipe(&mut s);
-                }
-                out.map_err(reshare_error)
+                // `Material` wipes the exponent when dropped, also when the
+                // session is cut at its deadline.
+                let share = share;
+                sigil_paillier::reshare::run(party, &sid, me, &plan, share.as_ref().map(|m| &m.exponent), &mut rng)
+                    .await
+                    .map_err(reshare_error)
             },
         )
         .await?;
