@@ -302,7 +302,7 @@ impl Node {
                 crate::reshare::check_committee(&k, &parties, t, &self.members().ids()).ok()?;
                 crate::family::of(scheme)
                     .uses_aux_info()
-                    .then(|| (parties, Some(k.policy.admin)))
+                    .then_some((parties, Some(k.policy.admin)))
             }
             Some(_) => None,
             None => req.parties.map(|p| (p, None)),
