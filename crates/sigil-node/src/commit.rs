@@ -46,8 +46,7 @@ impl Node {
         }
         let record = records::record_of(&meta, KeyStatus::Active)?;
         self.check_shape(&record)?;
-        attest::verify_all(&record, |n| self.identity_of(n))
-            .map_err(|e| forbid(&format!("key record not attested: {e}")))?;
+        attest::verify_all(&record, self.identities()).map_err(|e| forbid(&format!("key record not attested: {e}")))?;
         if self.finalize_epoch(&record, true, from_coordinator, &[]).await? {
             return Ok(());
         }

@@ -64,7 +64,7 @@ impl Node {
         }
         // At least t of this node's own committee endorsed exactly this
         // move: fewer than t nodes cannot make it delete its share.
-        attest::verify_transition(&local, record, |n| self.identity_of(n))
+        attest::verify_transition(&local, record, self.identities())
             .map_err(|e| forbid(&format!("epoch {} not endorsed: {e}", record.epoch)))?;
         let known = self.store.get_key(&record.key_id).await.map_err(SessionError::from)?;
         if known.is_none() {
@@ -104,7 +104,7 @@ impl Node {
         local: Option<&KeyRecord>,
         pending: Option<&(KeyRecord, String)>,
     ) -> Result<bool, SessionError> {
-        let activated = attest::verify_activations(record, |n| self.identity_of(n));
+        let activated = attest::verify_activations(record, self.identities());
         if activated.is_ok() {
             return self
                 .switch_epoch(record, local, pending.map(|(p, _)| p))
@@ -210,7 +210,7 @@ impl Node {
         if same
             && local.activations.is_empty()
             && !record.activations.is_empty()
-            && attest::verify_activations(record, |n| self.identity_of(n)).is_ok()
+            && attest::verify_activations(record, self.identities()).is_ok()
         {
             self.store
                 .set_activations(&record.key_id, record.epoch, &record.activations)
@@ -469,7 +469,7 @@ impl Node {
                 };
                 match r {
                     Ok(ack) => Some(attest::attestation(node, ack))
-                        .filter(|a| attest::activation_valid(record, a, |n| self.identity_of(n))),
+                        .filter(|a| attest::activation_valid(record, a, self.identities())),
                     Err(e) => {
                         tracing::warn!(node, error = %e, "a new party did not activate the epoch");
                         None

@@ -235,7 +235,7 @@ impl Node {
             .zip(&o.by_party)
             .map(|(&node, x)| attest::attestation(node, x.as_ref().map(|x| x.attestation.clone()).unwrap_or_default()))
             .collect();
-        attest::verify_all(record, |n| self.identity_of(n)).map_err(|e| {
+        attest::verify_all(record, self.identities()).map_err(|e| {
             let culprits = match e {
                 attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
                 _ => vec![],

@@ -143,9 +143,17 @@ impl Node {
         self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Node `id`'s identity key, if it is a member.
+    /// Node `id`'s identity key, if it is a member or retired.
     pub(crate) fn identity_of(&self, id: u16) -> Option<ed25519_dalek::VerifyingKey> {
         self.members().identity(id)
+    }
+
+    /// Every known node's identity key, from one snapshot of the
+    /// membership: a check over several signatures sees one membership
+    /// even when a reload lands meanwhile.
+    pub(crate) fn identities(&self) -> impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey> {
+        let members = self.members();
+        move |id| members.identity(id)
     }
 
     /// Replaces the membership with `nodes` (the `[[nodes]]` of this

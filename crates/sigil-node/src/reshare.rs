@@ -431,7 +431,7 @@ impl Node {
             .iter()
             .map(|&n| attest::attestation(n, outcome_of(n).map(|o| o.endorsement.clone()).unwrap_or_default()))
             .collect();
-        attest::verify_transition(&plan.current, &record, |n| self.identity_of(n)).map_err(|e| {
+        attest::verify_transition(&plan.current, &record, self.identities()).map_err(|e| {
             // Name the dealers whose endorsement is missing or wrong.
             let bytes = attest::transition_bytes(&plan.current, &record);
             let culprits = record
@@ -455,7 +455,7 @@ impl Node {
             .iter()
             .map(|&n| attest::attestation(n, outcome_of(n).map(|o| o.attestation.clone()).unwrap_or_default()))
             .collect();
-        attest::verify_all(&record, |n| self.identity_of(n)).map_err(|e| {
+        attest::verify_all(&record, self.identities()).map_err(|e| {
             let culprits = match e {
                 attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
                 _ => vec![],
@@ -478,7 +478,7 @@ impl Node {
             .ok_or_else(|| SessionError::Invalid("no current record".into()))?;
         let current = records::record_of(meta, KeyStatus::Active)?;
         self.check_shape(&current)?;
-        attest::verify_all(&current, |n| self.identity_of(n))
+        attest::verify_all(&current, self.identities())
             .map_err(|e| self.refused(Refusal::Forbidden(format!("current record not attested: {e}"))))?;
         if let Some(local) = self.store.get_key(&current.key_id).await.map_err(SessionError::from)? {
             if local.status != KeyStatus::Active || attest::record_bytes(&local) != attest::record_bytes(&current) {

@@ -137,7 +137,7 @@ impl Node {
         let o = self
             .coordinate_with_budget(parties, Kind::Aux(AuxProposal {}), true, self.aux_timeout(), Some(auth))
             .await?;
-        let req = aux_commit_request(parties, &o.by_party, |n| self.identity_of(n))?;
+        let req = aux_commit_request(parties, &o.by_party, self.identities())?;
         self.finalize_aux(self.cfg.node_id, req.clone()).await?;
         if self.finalize_aux_everywhere(req).await {
             self.aux_confirmed_insert(&set);
