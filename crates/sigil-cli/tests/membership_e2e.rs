@@ -98,20 +98,11 @@ async fn a_dev_cluster_grows_by_a_node_and_retires_another() {
         let (stop, signed, url, key) = (stop.clone(), signed.clone(), dev.url(1), key.clone());
         let token_dir = tmp.path().to_path_buf();
         tokio::spawn(async move {
-            let web = reqwest::Client::new();
             let path = format!("/v1/keys/{}/sign", key["key_id"].as_str().unwrap());
             while !stop.load(Ordering::Relaxed) {
-                let body = json!({"message": hex::encode(signed.load(Ordering::Relaxed).to_be_bytes())}).to_string();
-                let t = common::token_in(&token_dir, "sigil-dev", "admin", "POST", &path, Some(&body));
-                let r = web
-                    .post(format!("{url}{path}"))
-                    .header("authorization", format!("Bearer {t}"))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+                let body = json!({"message": hex::encode(signed.load(Ordering::Relaxed).to_be_bytes())});
+                let (s, v) = common::dev_post(&token_dir, &url, &path, &body).await;
+                assert_eq!(s, 200, "{v}");
                 signed.fetch_add(1, Ordering::Relaxed);
             }
         })

@@ -314,15 +314,7 @@ impl Node {
         // The same checks as a commit: every party's attestation, a pending
         // record here equal to it, never a party without a share.
         let pending = local.is_some();
-        self.finalize_key(
-            None,
-            sigil_proto::peer::FinalizeKeyRequest {
-                key: Some(meta),
-                commit: true,
-                session_id: Vec::new(),
-            },
-        )
-        .await?;
+        self.commit_from_peer(meta).await?;
         if pending {
             tracing::info!(
                 key_id,
@@ -339,6 +331,18 @@ impl Node {
 }
 
 impl Node {
+    /// Takes a record a peer answered with through this node's own checks
+    /// of a commit (`Node::finalize_key` with no caller): every party's
+    /// attestation, and for a later epoch the endorsements and activations.
+    pub(crate) async fn commit_from_peer(&self, meta: KeyMeta) -> Result<(), SessionError> {
+        let r = sigil_proto::peer::FinalizeKeyRequest {
+            key: Some(meta),
+            commit: true,
+            session_id: Vec::new(),
+        };
+        self.finalize_key(None, r).await
+    }
+
     /// A key held here at epoch `held` that `peer` lists at `epoch`, more
     /// than one later: the attested record of each epoch in between, from
     /// the peer's history, one switch at a time, each with the checks of a
@@ -369,15 +373,7 @@ impl Node {
                     nodes: vec![peer],
                     reason: format!("node {peer} has no record of epoch {e} of key {key_id}"),
                 })?;
-            self.finalize_key(
-                None,
-                sigil_proto::peer::FinalizeKeyRequest {
-                    key: Some(meta),
-                    commit: true,
-                    session_id: Vec::new(),
-                },
-            )
-            .await?;
+            self.commit_from_peer(meta).await?;
             tracing::info!(key_id, peer, epoch = e, "catch-up: followed a missed epoch");
             done.activated += 1;
         }

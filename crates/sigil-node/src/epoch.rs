@@ -327,12 +327,7 @@ impl Node {
             if meta.key_id != key_id || meta.epoch <= epoch {
                 continue;
             }
-            let req = sigil_proto::peer::FinalizeKeyRequest {
-                key: Some(meta),
-                commit: true,
-                session_id: Vec::new(),
-            };
-            if let Err(e) = self.finalize_key(None, req).await {
+            if let Err(e) = self.commit_from_peer(meta).await {
                 tracing::warn!(peer, key_id, error = %e, "a later epoch from a peer was not adopted");
             }
             // Switched by this call or by the commit arriving meanwhile.
@@ -549,12 +544,7 @@ impl Node {
             let Some(meta) = meta.filter(|m| m.key_id == key_id) else {
                 continue;
             };
-            let req = sigil_proto::peer::FinalizeKeyRequest {
-                key: Some(meta),
-                commit: true,
-                session_id: Vec::new(),
-            };
-            match self.finalize_key(None, req).await {
+            match self.commit_from_peer(meta).await {
                 Ok(()) => done.activated += 1,
                 Err(e) => tracing::warn!(peer, key_id, error = %e, "catch-up: pending epoch kept"),
             }

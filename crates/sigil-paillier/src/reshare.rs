@@ -69,7 +69,7 @@ use futures::SinkExt;
 use rand_core::{CryptoRng, RngCore};
 use round_based::rounds_router::simple_store::RoundInput;
 use round_based::rounds_router::RoundsRouter;
-use round_based::{Delivery, MessageType, Mpc, MpcParty, Outgoing, ProtocolMessage};
+use round_based::{Delivery, Mpc, MpcParty, Outgoing, ProtocolMessage};
 use rug::integer::Order;
 use rug::Integer;
 use serde::{Deserialize, Serialize};
@@ -136,7 +136,7 @@ impl Plan {
         if self.new_threshold == 0 || self.new_threshold >= new_n {
             return bad("need 1 <= t' < n'");
         }
-        if self.old.verification.is_none() {
+        if self.verification().is_err() {
             return bad("a key without verification keys cannot be reshared");
         }
         Ok(self.dealer.len())
@@ -182,7 +182,18 @@ impl Plan {
     }
 
     fn old_share_bits(&self) -> u32 {
-        self.old.verification.as_ref().map_or(0, |v| v.share_bits)
+        self.verification().map_or(0, |v| v.share_bits)
+    }
+
+    /// The old key's verification values.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] for a key without them.
+    fn verification(&self) -> Result<&Verification, Error> {
+        self.old
+            .verification
+            .as_ref()
+            .ok_or_else(|| Error::InvalidParameters("no verification keys".into()))
     }
 
     /// Bits of the random coefficients `c_jk`: `STAT_SEC` plus twice the
@@ -204,8 +215,9 @@ impl Plan {
     }
 }
 
-/// Messages of a reshare, one variant a round (rounds 0 and 1; the
-/// schedule of `sigil_crypto::reshare`: every party sends in both).
+/// Messages of a reshare, one variant a round (rounds 0 and 1): the
+/// schedule of every reshare, `sigil_crypto::reshare::expects` (every
+/// party sends in both), which the node enforces on receipt.
 #[derive(Clone, Serialize, Deserialize, ProtocolMessage)]
 pub enum Msg {
     /// Round 0, broadcast: a dealer's commitments (step 1).
@@ -243,19 +255,6 @@ impl std::fmt::Debug for Msg {
     }
 }
 
-/// Which message `me` expects from `from` in `round` (every party sends in
-/// both rounds).
-pub fn expects(round: u16, from: u16, me: u16, n: u16) -> Option<MessageType> {
-    if from == me || from >= n {
-        return None;
-    }
-    match round {
-        0 => Some(MessageType::Broadcast),
-        1 => Some(MessageType::P2P),
-        _ => None,
-    }
-}
-
 /// A dealer's polynomial: its commitments and one sub-share per new party
 /// (element `k - 1` for party `k`). The sub-shares are wiped on drop.
 pub struct Dealt {
@@ -278,11 +277,7 @@ impl Drop for Dealt {
 /// [`Error::InvalidParameters`] if `share` is not the one `j`'s
 /// verification key pins (a stale share would only get us named).
 pub fn deal<R: RngCore + CryptoRng>(plan: &Plan, j: usize, share: &Integer, rng: &mut R) -> Result<Dealt, Error> {
-    let ver = plan
-        .old
-        .verification
-        .as_ref()
-        .ok_or_else(|| Error::InvalidParameters("no verification keys".into()))?;
+    let ver = plan.verification()?;
     let n2 = &plan.old.n2;
     let ours = secure_pow_mod(&ver.v, share, n2);
     if ours.is_none() || ours.as_ref() != ver.keys.get(j.wrapping_sub(1)) {
@@ -316,11 +311,7 @@ pub fn deal<R: RngCore + CryptoRng>(plan: &Plan, j: usize, share: &Integer, rng:
 /// # Errors
 /// [`Error::InvalidCommitments`] naming the session parties at fault.
 pub fn check_commitments(plan: &Plan, commitments: &[Option<Vec<Integer>>]) -> Result<(), Error> {
-    let ver = plan
-        .old
-        .verification
-        .as_ref()
-        .ok_or_else(|| Error::InvalidParameters("no verification keys".into()))?;
+    let ver = plan.verification()?;
     let n2 = &plan.old.n2;
     let mut parties = Vec::new();
     for (p, (role, c)) in plan.dealer.iter().zip(commitments).enumerate() {
@@ -383,10 +374,7 @@ fn echo_of(session_id: &[u8], commitments: &[Option<Vec<Integer>>]) -> [u8; 32] 
 /// [`Error::InvalidCommitments`] (no one named) if they do not.
 pub fn new_public_key(plan: &Plan, commitments: &[Option<Vec<Integer>>]) -> Result<PublicKey, Error> {
     let old = &plan.old;
-    let ver = old
-        .verification
-        .as_ref()
-        .ok_or_else(|| Error::InvalidParameters("no verification keys".into()))?;
+    let ver = plan.verification()?;
     let dealt: Vec<&Vec<Integer>> = commitments.iter().flatten().collect();
     let d = plan.factor();
     let mut product = Integer::from(1);
@@ -417,9 +405,10 @@ pub fn new_public_key(plan: &Plan, commitments: &[Option<Vec<Integer>>]) -> Resu
 /// Step 3 at receiver `k` for the sub-share from session party `p`:
 /// within [`Plan::dealt_bits`] and matching `p`'s commitments.
 fn sub_share_ok(plan: &Plan, k: usize, share: &Integer, commitments: &[Integer]) -> bool {
-    let ver = plan.old.verification.as_ref();
     share.significant_bits() <= plan.dealt_bits()
-        && ver.is_some_and(|v| share_matches(&v.v, &plan.old.n2, commitments, k, share))
+        && plan
+            .verification()
+            .is_ok_and(|v| share_matches(&v.v, &plan.old.n2, commitments, k, share))
 }
 
 /// A party's result: the new public key at every party and, at a

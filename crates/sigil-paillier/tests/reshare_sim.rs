@@ -103,7 +103,8 @@ async fn one_party<D: round_based::Delivery<sigil_paillier::reshare::Msg>>(
     let n = roles.len() as u16;
     {
         let mut rng = StdRng::seed_from_u64(77 + u64::from(i));
-        let party = sigil_crypto::schedule::checked(party, i, n, sigil_paillier::reshare::expects);
+        // The schedule the node enforces for every reshare.
+        let party = sigil_crypto::schedule::checked(party, i, n, sigil_crypto::reshare::expects);
         let party = cheater(party, i, cheat);
         let share = roles[usize::from(i)].0.map(|j| old_shares[j - 1].clone());
         let share = match cheat {

@@ -459,6 +459,23 @@ pub fn assert_error(status: u16, v: &Value, want_status: u16, what: &str) {
     );
 }
 
+/// POST `body` to `url` + `path` signed by the admin client of the
+/// `sigil dev` cluster in `data_dir` (usable from a spawned task).
+pub async fn dev_post(data_dir: &std::path::Path, url: &str, path: &str, body: &Value) -> (u16, Value) {
+    let b = body.to_string();
+    let t = token_in(data_dir, "sigil-dev", "admin", "POST", path, Some(&b));
+    let r = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header("authorization", format!("Bearer {t}"))
+        .header("content-type", "application/json")
+        .body(b)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 /// A `sigil dev` process (the front-door command; its nodes are its child
 /// processes), in `data_dir`, with no background pools. Stopped with
 /// SIGINT, as a user would, on drop.
@@ -520,18 +537,7 @@ impl DevCluster {
 
     /// POST `body` to node `i` signed by the admin client `sigil dev` made.
     pub async fn post(&self, i: u16, path: &str, body: &Value) -> (u16, Value) {
-        let b = body.to_string();
-        let t = token_in(&self.data_dir, "sigil-dev", "admin", "POST", path, Some(&b));
-        let r = reqwest::Client::new()
-            .post(format!("{}{path}", self.url(i)))
-            .header("authorization", format!("Bearer {t}"))
-            .header("content-type", "application/json")
-            .body(b)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        dev_post(&self.data_dir, &self.url(i), path, body).await
     }
 
     /// `sigil dev add-node` on this cluster (the running `sigil dev`
