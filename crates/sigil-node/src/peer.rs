@@ -3,7 +3,8 @@
 //! in-process transport ([`crate::in_process`]) call.
 //!
 //! Who may send what, and what the receiver checks:
-//! - every RPC: the caller is another configured node, identified by its
+//! - every RPC: the caller is a current member (`[[nodes]]` of this node's
+//!   config as last reloaded; a retired node is not), identified by its
 //!   client certificate (gRPC) or by construction (in-process); anything
 //!   else is `Unauthenticated` / `PermissionDenied`;
 //! - `RunSession`: the proposal names the caller as coordinator; the node
@@ -14,7 +15,10 @@
 //! - `FinalizeKey`, `FinalizeAux`, `FinalizePresignature`: see the
 //!   [`Node`] methods they call (every party's attestation, the
 //!   session's coordinator only);
-//! - `ListKeyIds`, `GetKeyMeta`: public metadata only.
+//! - `ListKeyIds`, `GetKeyMeta` (the active record, the acknowledged
+//!   pending epoch, or with `epoch` a retired epoch's whole record):
+//!   public, attested metadata only; the asker checks every signature in
+//!   it against its own configuration before it acts on it.
 
 use std::sync::Arc;
 use std::time::Duration;
