@@ -32,6 +32,7 @@ pub mod error;
 pub mod frost;
 pub mod preparams;
 pub mod primes;
+pub mod relay;
 pub mod reshare;
 pub mod schedule;
 pub mod scheme;
@@ -45,3 +46,37 @@ pub type PartyIndex = u16;
 /// A session identifier: 32 random bytes chosen by the coordinator, bound
 /// into the protocol transcript and never reused.
 pub type SessionId = [u8; 32];
+
+/// Domain of [`execution_id`].
+const EID_DOMAIN: &[u8] = b"sigil/execution-id/v1";
+
+/// The execution id a protocol run is bound to: SHA-256 over the domain,
+/// the kind `tag` (`dkg`, `sign`, ...), the key id, the parties (node ids
+/// in session order, [`relay::EXTERNAL_PARTY`] for an external party),
+/// the coordinator, the session id and SHA-256 of the client's request
+/// body, each variable-length part length-prefixed. Parties shown
+/// different proposals cannot complete a run together. The nodes and
+/// `sigil-client`'s external party compute it alike.
+pub fn execution_id(
+    tag: &[u8],
+    key_id: &str,
+    parties: &[u16],
+    coordinator: u16,
+    session_id: &SessionId,
+    body: &[u8],
+) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [EID_DOMAIN, tag, key_id.as_bytes()] {
+        h.update(u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+        h.update(part);
+    }
+    h.update(u32::try_from(parties.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for p in parties {
+        h.update(p.to_be_bytes());
+    }
+    h.update(coordinator.to_be_bytes());
+    h.update(session_id);
+    h.update(sha2::Sha256::digest(body));
+    h.finalize().into()
+}

@@ -109,7 +109,9 @@ fn verify_parties(
     if let Some(a) = attestations.iter().find(|a| !parties.contains(&a.node)) {
         return Err(AttestError::NotAParty(a.node));
     }
-    for &party in parties {
+    // The external party of a key (a client, `sigil-client`) attests
+    // nothing: it checks the record against its own DKG output.
+    for &party in parties.iter().filter(|&&p| p != sigil_crypto::relay::EXTERNAL_PARTY) {
         let a = attestations
             .iter()
             .find(|a| a.node == party)

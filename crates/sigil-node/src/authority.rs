@@ -17,7 +17,6 @@
 //! ([`execution_id`]), so parties that were shown different proposals
 //! cannot complete it together.
 
-use sha2::Digest;
 use sigil_proto::peer::session_proposal::Kind;
 use sigil_proto::peer::{ClientAuthorization, DkgProposal, SignProposal};
 use sigil_store::KeyPolicy;
@@ -41,12 +40,8 @@ pub struct Grant {
     pub policy: KeyPolicy,
 }
 
-/// Domain of [`execution_id`].
-const EID_DOMAIN: &[u8] = b"sigil/execution-id/v1";
-
-/// The execution id protocols run under: SHA-256 over the domain, the
-/// kind, the key id, the parties, the coordinator, the session id and
-/// SHA-256 of the client's body (empty for presigning), each length-prefixed.
+/// The execution id protocols run under: [`sigil_crypto::execution_id`]
+/// of the proposal's kind and key id.
 pub fn execution_id(kind: &Kind, parties: &[u16], coordinator: u16, session_id: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let (tag, key_id): (&[u8], &str) = match kind {
         Kind::Dkg(d) => (b"dkg", &d.key_id),
@@ -55,19 +50,7 @@ pub fn execution_id(kind: &Kind, parties: &[u16], coordinator: u16, session_id: 
         Kind::Presign(p) => (b"presign", &p.key_id),
         Kind::Reshare(r) => (b"reshare", r.current.as_ref().map_or("", |c| c.key_id.as_str())),
     };
-    let mut h = sha2::Sha256::new();
-    for part in [EID_DOMAIN, tag, key_id.as_bytes()] {
-        h.update(u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
-        h.update(part);
-    }
-    h.update(u32::try_from(parties.len()).unwrap_or(u32::MAX).to_be_bytes());
-    for p in parties {
-        h.update(p.to_be_bytes());
-    }
-    h.update(coordinator.to_be_bytes());
-    h.update(session_id);
-    h.update(sha2::Sha256::digest(body));
-    h.finalize().into()
+    sigil_crypto::execution_id(tag, key_id, parties, coordinator, session_id, body)
 }
 
 /// The policy of a new key: as the client gave it, or the creating client
@@ -90,6 +73,7 @@ pub fn resolve_policy(
             decrypt: vec![creator.into()],
             admin: vec![creator.into()],
             rotation_interval_s: None,
+            ..KeyPolicy::default()
         },
         Some(p) => {
             for list in [&p.sign, &p.decrypt, &p.admin] {
@@ -97,7 +81,12 @@ pub fn resolve_policy(
                     return Err("policy: at most 64 client ids per list, each 1 to 64 characters".into());
                 }
             }
-            p.clone()
+            // The nodes set `external` from the request's
+            // `external_parties` ([`check_external`]), never a client.
+            KeyPolicy {
+                external: Vec::new(),
+                ..p.clone()
+            }
         }
     };
     if rotate {
@@ -110,6 +99,49 @@ pub fn resolve_policy(
         ));
     }
     Ok(policy)
+}
+
+/// Checks the external parties of a new key and writes their clients into
+/// `policy.external`: at most one, run by the requesting `client` itself
+/// with the session keys of its request (`party_keys`), for a scheme whose
+/// family runs external parties, on a key that does not rotate; and
+/// `require_external` only with one. The error is the client-facing
+/// reason.
+pub fn check_external(
+    scheme: sigil_crypto::Scheme,
+    external: &[crate::relay::ExternalParty],
+    party_keys: Option<&crate::relay::PartyKeys>,
+    client: &str,
+    policy: &mut KeyPolicy,
+) -> Result<(), String> {
+    let [party] = external else {
+        if external.len() > 1 {
+            return Err("external_parties: at most one external party per key".into());
+        }
+        if party_keys.is_some() {
+            return Err("party_keys is for keys with external_parties".into());
+        }
+        if policy.require_external {
+            return Err("policy.require_external needs external_parties".into());
+        }
+        return Ok(());
+    };
+    if party.client != client {
+        return Err(format!(
+            "external_parties: the external party's client must be the requesting client {client} (it runs the party)"
+        ));
+    }
+    if !crate::family::of(scheme).runs_external_parties() {
+        return Err(format!("{scheme} keys cannot have external parties yet"));
+    }
+    if policy.rotation_interval_s.is_some() {
+        return Err("keys with an external party do not rotate".into());
+    }
+    party_keys
+        .ok_or("party_keys: the session keys of the external party are required")?
+        .parse()?;
+    policy.external = vec![party.client.clone()];
+    Ok(())
 }
 
 fn mismatch(what: &str) -> Refusal {
@@ -187,7 +219,7 @@ impl Node {
                     key = self.cached_key(&s.key_id).await?;
                 }
                 match key {
-                    Some(key) => Self::check_use(&key, s, a, &who.client),
+                    Some(key) => Self::check_use(&key, s, a, &who.client, spec.has_external()),
                     None => Err(Refusal::Forbidden(format!("no active key {} here", s.key_id))),
                 }
             }
@@ -203,9 +235,14 @@ impl Node {
         Ok(Some(grant))
     }
 
-    /// The parties a create request asks for (default: every node).
+    /// The parties a create request asks for (default: every node), then
+    /// its external party ([`sigil_crypto::relay::EXTERNAL_PARTY`]) if any.
     fn requested_parties(&self, req: &CreateKeyRequest) -> Vec<u16> {
-        req.parties.clone().unwrap_or_else(|| self.members().ids())
+        let mut parties = req.parties.clone().unwrap_or_else(|| self.members().ids());
+        if req.external_parties.as_ref().is_some_and(|x| !x.is_empty()) {
+            parties.push(sigil_crypto::relay::EXTERNAL_PARTY);
+        }
+        parties
     }
 
     fn parse_create(a: &ClientAuthorization) -> Result<CreateKeyRequest, Refusal> {
@@ -239,8 +276,16 @@ impl Node {
         if bits != d.bits || bound != d.prime_threshold {
             return Err(mismatch("key size"));
         }
-        let policy = resolve_policy(req.policy.as_ref(), client, req.rotate, &self.cfg.rotation)
+        let mut policy = resolve_policy(req.policy.as_ref(), client, req.rotate, &self.cfg.rotation)
             .map_err(Refusal::BodyMismatch)?;
+        check_external(
+            scheme,
+            req.external_parties.as_deref().unwrap_or_default(),
+            req.party_keys.as_ref(),
+            client,
+            &mut policy,
+        )
+        .map_err(Refusal::BodyMismatch)?;
         if policy.rotation_interval_s.is_some() {
             // A coordinator that skipped its own check cannot make this
             // node keep a key that rotates when its scheme must not.
@@ -311,7 +356,13 @@ impl Node {
 
     /// Sign or decrypt: the body signed by the client asks for exactly this
     /// operation, and this node's record of the key lets the client do it.
-    fn check_use(key: &LoadedKey, s: &SignProposal, a: &ClientAuthorization, client: &str) -> Result<(), Refusal> {
+    fn check_use(
+        key: &LoadedKey,
+        s: &SignProposal,
+        a: &ClientAuthorization,
+        client: &str,
+        with_external: bool,
+    ) -> Result<(), Refusal> {
         let decrypt = key.operation() == crate::family::Operation::Decrypt;
         let op = key.operation().route();
         if a.method != "POST" || a.path != format!("/v1/keys/{}/{op}", s.key_id) {
@@ -334,6 +385,7 @@ impl Node {
             if path != s.derivation_path {
                 return Err(mismatch("derivation path"));
             }
+            Self::check_external_use(key, client, req.party_keys.is_some(), with_external)?;
         }
         let allowed = if decrypt {
             &key.record.policy.decrypt
@@ -344,6 +396,32 @@ impl Node {
             return Err(Refusal::Forbidden(format!(
                 "client {client} may not {op} with key {}",
                 s.key_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// A signature with the key's external party is asked for by that
+    /// party's client, with its session keys; one without it only when the
+    /// key's policy does not require it.
+    fn check_external_use(key: &LoadedKey, client: &str, has_keys: bool, with_external: bool) -> Result<(), Refusal> {
+        let policy = &key.record.policy;
+        if with_external {
+            if !has_keys {
+                return Err(mismatch("party keys"));
+            }
+            if policy.external.first().map(String::as_str) != Some(client) {
+                return Err(Refusal::Forbidden(format!(
+                    "only the client of key {}'s external party signs with it",
+                    key.record.key_id
+                )));
+            }
+        } else if has_keys {
+            return Err(mismatch("signer set (the client asked to take part)"));
+        } else if policy.require_external {
+            return Err(Refusal::Forbidden(format!(
+                "key {} needs its external party on every signature",
+                key.record.key_id
             )));
         }
         Ok(())

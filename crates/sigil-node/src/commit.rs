@@ -147,6 +147,14 @@ impl Node {
     /// [`Node::finalize_everywhere`] with the whole request.
     pub(crate) async fn finalize_request_everywhere(&self, nodes: &[u16], req: FinalizeKeyRequest, detach: &[u16]) {
         let commit = req.commit;
+        // An external party keeps nothing at a node (its client learns the
+        // outcome from its relay).
+        let nodes: Vec<u16> = nodes
+            .iter()
+            .copied()
+            .filter(|&n| n != sigil_crypto::relay::EXTERNAL_PARTY)
+            .collect();
+        let nodes = nodes.as_slice();
         for &node in nodes.iter().filter(|n| detach.contains(n) && **n != self.cfg.node_id) {
             let (peers, r) = (self.peers.clone(), req.clone());
             tokio::spawn(async move {

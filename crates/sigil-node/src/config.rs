@@ -144,6 +144,11 @@ pub struct NodeConfig {
     /// Deadline of a protocol session, in milliseconds (default 10 000).
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+    /// Deadline of a session with an external party (a client's
+    /// `sigil-client`, relayed by the coordinator: a phone is slow), in
+    /// milliseconds (default 120 000).
+    #[serde(default = "default_external_session_timeout_ms")]
+    pub external_session_timeout_ms: u64,
     /// Largest accepted REST request body, in bytes (default 65 536).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -205,7 +210,7 @@ pub struct RetiredNode {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 24] = [
+const CONFIG_FIELDS: [&str; 25] = [
     "store",
     "rotation",
     "limits",
@@ -226,6 +231,7 @@ const CONFIG_FIELDS: [&str; 24] = [
     "listen_peer",
     "master_key_file",
     "session_timeout_ms",
+    "external_session_timeout_ms",
     "max_body_bytes",
     "tls",
     "nodes",
@@ -243,6 +249,9 @@ fn default_allowed_ips() -> Vec<ipnet::IpNet> {
 }
 fn default_session_timeout_ms() -> u64 {
     10_000
+}
+fn default_external_session_timeout_ms() -> u64 {
+    120_000
 }
 fn default_max_body_bytes() -> usize {
     64 * 1024
@@ -303,6 +312,10 @@ impl NodeConfig {
         anyhow::ensure!(
             (100..=600_000).contains(&self.session_timeout_ms),
             "session_timeout_ms must be within 100..=600000 (milliseconds)"
+        );
+        anyhow::ensure!(
+            (100..=3_600_000).contains(&self.external_session_timeout_ms),
+            "external_session_timeout_ms must be within 100..=3600000 (milliseconds)"
         );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
         anyhow::ensure!(

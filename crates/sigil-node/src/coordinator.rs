@@ -245,7 +245,13 @@ impl Node {
         let mut excluded: Vec<u16> = avoid.to_vec();
         let mut last_reason = String::new();
         loop {
-            let candidates: Vec<u16> = key.parties.iter().copied().filter(|p| !excluded.contains(p)).collect();
+            // Without its client, an external party cannot sign.
+            let candidates: Vec<u16> = key
+                .parties
+                .iter()
+                .copied()
+                .filter(|p| !excluded.contains(p) && *p != sigil_crypto::relay::EXTERNAL_PARTY)
+                .collect();
             if candidates.len() < usize::from(key.threshold) {
                 return Err(SessionError::Unavailable {
                     nodes: excluded,

@@ -25,6 +25,10 @@ pub struct KeygenRequest {
     /// Refresh the key automatically (`crate::rotation`), every
     /// `[rotation] interval_s` unless the policy names an interval.
     pub rotate: bool,
+    /// The external parties ([`authority::check_external`]).
+    pub external_parties: Vec<relay::ExternalParty>,
+    /// Their session keys.
+    pub party_keys: Option<relay::PartyKeys>,
 }
 
 /// A checked key generation ([`Node::plan_keygen`]), ready to run.
@@ -34,12 +38,15 @@ pub struct KeygenPlan {
     pub key_id: String,
     /// The scheme.
     pub scheme: Scheme,
-    threshold: u16,
-    parties: Vec<u16>,
+    pub(crate) threshold: u16,
+    pub(crate) parties: Vec<u16>,
     label: Option<String>,
     kind: Kind,
     policy: KeyPolicy,
-    auth: RequestAuth,
+    pub(crate) auth: RequestAuth,
+    /// The external party's session keys, when the key has one (its DKG
+    /// is relayed by this node: [`Node::start_relayed_keygen`]).
+    pub(crate) party_keys: Option<relay::PartyKeys>,
 }
 
 impl Node {
@@ -59,9 +66,19 @@ impl Node {
             prime_threshold,
             policy,
             rotate,
+            external_parties,
+            party_keys,
         } = req;
-        let policy = authority::resolve_policy(policy.as_ref(), &auth.client, rotate, &self.cfg.rotation)
+        let mut policy = authority::resolve_policy(policy.as_ref(), &auth.client, rotate, &self.cfg.rotation)
             .map_err(NodeError::bad_request)?;
+        authority::check_external(
+            scheme,
+            &external_parties,
+            party_keys.as_ref(),
+            &auth.client,
+            &mut policy,
+        )
+        .map_err(NodeError::bad_request)?;
         if policy.rotation_interval_s.is_some() {
             family::of(scheme)
                 .rotates()
@@ -85,6 +102,16 @@ impl Node {
                 p
             }
         };
+        let mut parties = parties;
+        if !policy.external.is_empty() {
+            if !parties.contains(&self.cfg.node_id) {
+                return Err(NodeError::bad_request(format!(
+                    "node {} is not one of the key's parties: ask one of {parties:?}, which relays the external party",
+                    self.cfg.node_id
+                )));
+            }
+            parties.push(sigil_crypto::relay::EXTERNAL_PARTY);
+        }
         let n = parties.len();
         if threshold < scheme.min_threshold() || usize::from(threshold) > n {
             return Err(NodeError::bad_request(format!(
@@ -118,6 +145,7 @@ impl Node {
             kind,
             policy,
             auth,
+            party_keys,
         })
     }
 
@@ -132,6 +160,17 @@ impl Node {
         plan: KeygenPlan,
         progress: &operations::KeygenProgress,
     ) -> Result<KeyRecord, NodeError> {
+        self.run_keygen_in(plan, progress, None).await
+    }
+
+    /// [`Node::run_keygen`], in the relayed session `relayed` when the key
+    /// has an external party.
+    pub(crate) async fn run_keygen_in(
+        &self,
+        plan: KeygenPlan,
+        progress: &operations::KeygenProgress,
+        relayed: Option<external::RelayedRun>,
+    ) -> Result<KeyRecord, NodeError> {
         let KeygenPlan {
             key_id,
             scheme,
@@ -141,12 +180,21 @@ impl Node {
             kind,
             policy,
             auth,
+            party_keys: _,
         } = plan;
         let cluster = self.members().ids();
         let started = Instant::now();
-        let result = family::of(scheme)
-            .coordinate_keygen(self, &parties, kind, progress, &auth.proto)
-            .await;
+        let result = match relayed {
+            None => {
+                family::of(scheme)
+                    .coordinate_keygen(self, &parties, kind, progress, &auth.proto)
+                    .await
+            }
+            Some(run) => self
+                .coordinate_inner(&parties, kind, run.run(true, &auth.proto))
+                .await
+                .map_err(NodeError::from),
+        };
         let mut record = KeyRecord {
             key_id: key_id.clone(),
             scheme: scheme.as_str().into(),

@@ -21,6 +21,7 @@ pub mod operations;
 pub mod peer;
 mod proposal;
 pub mod records;
+pub mod relay;
 pub mod reshare;
 pub mod rotation;
 pub mod selection;
@@ -31,6 +32,7 @@ pub mod wire;
 
 mod commit;
 mod coordinator;
+mod external;
 mod keygen;
 mod keys;
 mod participant;
@@ -60,6 +62,7 @@ use family::{LoadedKey, Operation};
 pub use keygen::{KeygenPlan, KeygenRequest};
 use peer::PeerService;
 use session::{SessionSpec, Sessions};
+pub use external::{RelayedRun, RelayedSign, SessionView};
 pub use signing::Signed;
 use transport::{PeerClients, Transport};
 
@@ -122,6 +125,8 @@ pub struct Node {
     epoch_commits: rotation::Backoff,
     /// The key pooled presignatures are sealed under in this process.
     presig_seal: ecdsa::ephemeral::ProcessSeal,
+    /// The mailboxes of the external parties this node relays.
+    relay: relay::Relay,
 }
 
 /// A client's checked request, as the node that took it forwards it.
@@ -349,6 +354,7 @@ impl Node {
             reshared_from: Mutex::new(HashMap::new()),
             rotations: rotation::Backoff::default(),
             epoch_commits: rotation::Backoff::default(),
+            relay: relay::Relay::default(),
             cfg,
         }))
     }
@@ -403,6 +409,12 @@ impl Node {
     /// The store.
     pub fn store(&self) -> &Store {
         self.store.as_ref()
+    }
+
+    /// The mailboxes of the external parties this node relays.
+    #[must_use]
+    pub fn relay(&self) -> &relay::Relay {
+        &self.relay
     }
 
     /// The long operations this node coordinates.

@@ -37,8 +37,9 @@ impl Members {
     /// (kept to check records of earlier epochs).
     ///
     /// # Errors
-    /// An id twice (also across the lists) or an identity key that does
-    /// not parse.
+    /// An id twice (also across the lists), the id reserved for external
+    /// parties ([`sigil_crypto::relay::EXTERNAL_PARTY`]), or an identity
+    /// key that does not parse.
     pub fn new(nodes: &[NodeEntry], retired: &[RetiredNode]) -> anyhow::Result<Self> {
         let mut identities = HashMap::new();
         let all = nodes
@@ -46,6 +47,10 @@ impl Members {
             .map(|n| (n.id, n.identity_key.as_str(), "nodes"))
             .chain(retired.iter().map(|n| (n.id, n.identity_key.as_str(), "retired_nodes")));
         for (id, key, list) in all {
+            anyhow::ensure!(
+                id != sigil_crypto::relay::EXTERNAL_PARTY,
+                "{list}: node id {id} is reserved for external parties"
+            );
             let k = crate::attest::parse_public(key).map_err(|e| anyhow::anyhow!("{list}[{id}]: {e}"))?;
             anyhow::ensure!(
                 identities.insert(id, k).is_none(),
@@ -197,7 +202,7 @@ impl Node {
     /// the key could neither sign with it nor be reshared away from it.
     async fn still_parties(&self, nodes: &[NodeEntry]) -> anyhow::Result<()> {
         let keys = self.store.list_keys().await?;
-        let gone = |p: &u16| !nodes.iter().any(|n| n.id == *p);
+        let gone = |p: &u16| *p != sigil_crypto::relay::EXTERNAL_PARTY && !nodes.iter().any(|n| n.id == *p);
         if let Some((k, p)) = keys
             .iter()
             .find_map(|k| k.parties.iter().find(|p| gone(p)).map(|p| (k, *p)))

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::proposal::Part;
+use sigil_crypto::relay::EXTERNAL_PARTY;
 
 impl Node {
     /// Runs this node's part of a session proposed by `caller`.
@@ -36,8 +37,9 @@ impl Node {
         from_own_door: bool,
     ) -> Result<SessionOutcome, SessionError> {
         let auth = p.authorization.clone();
-        let (spec, part) = self.check_proposal(p)?;
+        let (mut spec, part) = self.check_proposal(p)?;
         let grant = self.authorize(&spec, &part, auth.as_ref(), from_own_door).await?;
+        spec.external = self.external_link(&spec, &part, auth.as_ref(), grant.as_ref())?;
         let peer = (!from_own_door).then_some(spec.coordinator);
         let _ticket = self
             .admission
@@ -68,7 +70,9 @@ impl Node {
         let mut parties = Vec::with_capacity(p.parties.len());
         for &x in &p.parties {
             let x = u16::try_from(x).map_err(|_| SessionError::Invalid(format!("party {x} out of range")))?;
-            if !self.members().contains(x) {
+            // The external party (checked with the client's body, once
+            // authorized: `external_link`).
+            if x != EXTERNAL_PARTY && !self.members().contains(x) {
                 return Err(SessionError::Invalid(format!(
                     "party {x} is not a node of this cluster"
                 )));
@@ -85,6 +89,7 @@ impl Node {
             .ok_or_else(|| SessionError::Invalid("this node is not a party of the session".into()))?;
         let cap = match &p.kind {
             Some(Kind::Aux(_)) => Duration::from_millis(self.cfg.aux_timeout_ms),
+            _ if parties.contains(&EXTERNAL_PARTY) => Duration::from_millis(self.cfg.external_session_timeout_ms),
             _ => self.timeout(),
         };
         let budget = Duration::from_millis(u64::from(p.deadline_ms)).min(cap);
@@ -106,8 +111,59 @@ impl Node {
             expects,
             kind: session_kind,
             deadline: Instant::now() + budget,
+            external: None,
         };
         Ok((spec, part))
+    }
+
+    /// The external party of a session whose parties hold
+    /// [`EXTERNAL_PARTY`]: its client's session keys from the body the
+    /// client signed (checked by [`Node::authorize`]: the client is the
+    /// key's, or the new key's, external party), its relay (the session's
+    /// coordinator) and, at the relay, its mailbox. Only key generation
+    /// and signing sessions of a family that runs external parties have
+    /// one.
+    fn external_link(
+        &self,
+        spec: &SessionSpec,
+        part: &Part,
+        auth: Option<&ClientAuthorization>,
+        grant: Option<&authority::Grant>,
+    ) -> Result<Option<Arc<relay::ExternalSession>>, SessionError> {
+        let Some(index) = spec.parties.iter().position(|&p| p == EXTERNAL_PARTY) else {
+            return Ok(None);
+        };
+        let invalid = |m: &str| SessionError::Invalid(m.to_string());
+        let index = u16::try_from(index).map_err(|_| invalid("too many parties"))?;
+        let (Some(a), Some(grant)) = (auth, grant) else {
+            return Err(invalid("a session with an external party carries its client's request"));
+        };
+        let keys = match part {
+            Part::Dkg { scheme, .. } | Part::Sign { scheme, .. } if family::of(*scheme).runs_external_parties() => {
+                let keys = match part {
+                    Part::Dkg { .. } => serde_json::from_slice::<api::CreateKeyRequest>(&a.body).map(|r| r.party_keys),
+                    _ => serde_json::from_slice::<api::SignRequest>(&a.body).map(|r| r.party_keys),
+                };
+                keys.ok().flatten()
+            }
+            _ => None,
+        }
+        .ok_or_else(|| invalid("only FROST key generation and signing sessions have an external party, with its party_keys"))?;
+        let mailbox = if spec.coordinator == self.cfg.node_id {
+            Some(self.relay.get(&spec.id).ok_or_else(|| invalid("no mailbox for the external party"))?)
+        } else {
+            None
+        };
+        relay::ExternalSession::new(
+            index,
+            spec.coordinator,
+            grant.client.clone(),
+            &keys,
+            self.identity.clone(),
+            mailbox,
+        )
+        .map(|x| Some(Arc::new(x)))
+        .map_err(SessionError::Invalid)
     }
 
     pub(crate) async fn run_part(

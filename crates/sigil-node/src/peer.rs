@@ -11,7 +11,10 @@
 //!   then checks the proposal's shape and the client authority behind it
 //!   ([`crate::authority`]) before running its part;
 //! - `Deliver`: the envelope's sender index is the caller's index in a
-//!   session this node agreed to, in a round the schedule expects;
+//!   session this node agreed to, in a round the schedule expects (the
+//!   external party's index only from the session's relay, with the
+//!   party's signature); `to_external`: for the mailbox of an external
+//!   party this node relays ([`crate::relay`]);
 //! - `FinalizeKey`, `FinalizeAux`, `FinalizePresignature`: see the
 //!   [`Node`] methods they call (every party's attestation, the
 //!   session's coordinator only);
@@ -81,7 +84,13 @@ impl Handler {
     /// `AlreadyExists`, `InvalidArgument` for a message the session refuses.
     pub async fn deliver(self, env: Envelope) -> Result<DeliverAck, Status> {
         let caller = self.caller;
-        match self.node.sessions.route_wait(caller, &env, EARLY_MESSAGE_WAIT).await {
+        let routed = if env.to_external {
+            // For the external party this node relays.
+            self.node.relay().queue_from_node(caller, &env)
+        } else {
+            self.node.sessions.route_wait(caller, &env, EARLY_MESSAGE_WAIT).await
+        };
+        match routed {
             Ok(()) => {
                 metrics::counter!("sigil_peer_messages_accepted_total").increment(1);
                 Ok(DeliverAck {})
@@ -109,6 +118,9 @@ impl Handler {
                     Reject::UnexpectedRound => Status::failed_precondition("message not expected"),
                     Reject::Duplicate => Status::already_exists("duplicate message"),
                     Reject::Garbage(_) => Status::invalid_argument("payload does not decode"),
+                    Reject::Unauthentic(_) => {
+                        Status::permission_denied("relayed message: signature or encryption does not verify")
+                    }
                 })
             }
         }

@@ -10,6 +10,11 @@
 //! 4. it is the first for `(round, from)`, and
 //! 5. its payload decodes to a message of that round.
 //!
+//! In a session with an external party ([`crate::relay`]), rule 2 reads:
+//! the external party's index comes only from the session's relay, and
+//! its message must carry the party's valid signature (and, point to
+//! point, decrypt with this node's session key).
+//!
 //! Anything else is refused with a gRPC status, logged (without payload)
 //! and counted in `sigil_peer_messages_rejected_total{reason}`.
 
@@ -28,7 +33,10 @@ use sigil_crypto::{PartyIndex, SessionId};
 use tokio::time::Instant;
 
 use crate::error::SessionError;
+use crate::internal;
+use crate::relay::ExternalSession;
 use crate::transport::{DeliverError, Transport};
+use sigil_crypto::relay::EXTERNAL_PARTY;
 use sigil_proto::peer::Envelope;
 
 /// Which message a party expects: `(round, from, me, n) -> kind`.
@@ -47,6 +55,9 @@ pub enum Reject {
     Duplicate,
     /// The payload does not decode to a message of that round.
     Garbage(String),
+    /// A relayed message whose signature does not verify or whose
+    /// payload does not decrypt.
+    Unauthentic(String),
 }
 
 impl Reject {
@@ -58,6 +69,7 @@ impl Reject {
             Reject::UnexpectedRound => "unexpected_round",
             Reject::Duplicate => "duplicate",
             Reject::Garbage(_) => "garbage",
+            Reject::Unauthentic(_) => "unauthentic",
         }
     }
 }
@@ -71,6 +83,7 @@ pub struct SessionEntry {
     expects: ExpectFn,
     seen: Mutex<HashSet<(u16, PartyIndex)>>,
     deliver: DeliverFn,
+    external: Option<Arc<ExternalSession>>,
 }
 
 impl SessionEntry {
@@ -81,9 +94,12 @@ impl SessionEntry {
     /// Checks and hands one envelope to the protocol.
     fn accept(&self, caller: u16, env: &Envelope) -> Result<(), Reject> {
         let from = u16::try_from(env.from).map_err(|_| Reject::WrongSender)?;
-        if self.parties.get(usize::from(from)) != Some(&caller) {
-            return Err(Reject::WrongSender);
-        }
+        let sender = self.parties.get(usize::from(from)).copied();
+        let relayed = match (&self.external, sender) {
+            (Some(x), Some(EXTERNAL_PARTY)) if x.index == from && x.relay == caller && !env.to_external => Some(x),
+            (_, Some(node)) if node == caller && node != EXTERNAL_PARTY && !env.to_external => None,
+            _ => return Err(Reject::WrongSender),
+        };
         let round = u16::try_from(env.round).map_err(|_| Reject::UnexpectedRound)?;
         let kind = match env.to {
             None => MessageType::Broadcast,
@@ -97,7 +113,10 @@ impl SessionEntry {
         if seen.contains(&(round, from)) {
             return Err(Reject::Duplicate);
         }
-        (self.deliver)(from, round, kind, &env.payload)?;
+        match relayed {
+            Some(x) => (self.deliver)(from, round, kind, &x.open(env)?)?,
+            None => (self.deliver)(from, round, kind, &env.payload)?,
+        }
         seen.insert((round, from));
         Ok(())
     }
@@ -224,6 +243,13 @@ impl Sessions {
         }
     }
 
+    /// The earliest incomplete round of session `id` here and the node
+    /// ids it waits for in it; `None` when the session is not running.
+    pub fn progress(&self, id: &SessionId) -> Option<(u16, Vec<u16>)> {
+        let entry = self.active.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()?;
+        Some(entry.missing())
+    }
+
     /// Number of sessions running now.
     pub fn active_count(&self) -> usize {
         self.active.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -260,6 +286,15 @@ pub struct SessionSpec {
     pub kind: crate::limits::SessionKind,
     /// When the session must end.
     pub deadline: Instant,
+    /// The session's external party, if it has one.
+    pub external: Option<Arc<ExternalSession>>,
+}
+
+impl SessionSpec {
+    /// Whether the session has an external party.
+    pub fn has_external(&self) -> bool {
+        self.parties.contains(&EXTERNAL_PARTY)
+    }
 }
 
 /// Runs `body`, our part of the session `spec`, over the peer transport:
@@ -362,16 +397,22 @@ where
         expects: spec.expects,
         seen: Mutex::new(HashSet::new()),
         deliver,
+        external: spec.external.clone(),
     });
     let _guard = sessions.register(spec.id, entry.clone())?;
-    tokio::spawn(send_all(
-        peers.clone(),
-        spec.id,
-        spec.parties.clone(),
-        spec.me,
-        spec.deadline,
-        out_rx,
-    ));
+    let out = Outbound {
+        peers: peers.clone(),
+        id: spec.id,
+        parties: spec.parties.clone(),
+        me: spec.me,
+        deadline: spec.deadline,
+        external: spec.external.clone(),
+    };
+    if let Some(x) = &spec.external {
+        let hello = x.hello(spec.id, spec.me).map_err(internal)?;
+        out.send(EXTERNAL_PARTY, hello);
+    }
+    tokio::spawn(send_all(out, out_rx));
 
     let incoming = in_rx.map(Ok as fn(Incoming<M>) -> Result<Incoming<M>, Infallible>);
     let party = MpcParty::connected((incoming, out_tx));
@@ -402,52 +443,89 @@ where
     }
 }
 
-/// Sends every outgoing message of a session until the protocol drops its
-/// sink; each envelope is retried (the recipient may not have registered
-/// the session yet) until the deadline.
-async fn send_all<M>(
+/// Where a session's outgoing messages go.
+struct Outbound {
     peers: Arc<dyn Transport>,
     id: SessionId,
     parties: Arc<[u16]>,
     me: PartyIndex,
     deadline: Instant,
-    mut out_rx: futures::channel::mpsc::UnboundedReceiver<Outgoing<M>>,
-) where
+    external: Option<Arc<ExternalSession>>,
+}
+
+impl Outbound {
+    /// Sends `env` to node `node` (retried until the deadline, in a task
+    /// of its own); for the external party, sealed and signed, to its
+    /// relay, or into its mailbox when this node is the relay.
+    fn send(&self, node: u16, env: Envelope) {
+        let (node, env) = match (node, &self.external) {
+            (EXTERNAL_PARTY, None) => return,
+            (EXTERNAL_PARTY, Some(x)) => {
+                let env = match env.to_external {
+                    true => env,
+                    false => match x.seal(env) {
+                        Ok(env) => env,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot seal a message for the external party");
+                            return;
+                        }
+                    },
+                };
+                if let Some(mailbox) = &x.mailbox {
+                    if let Err(r) = mailbox.accept_from_node(x.relay, &env) {
+                        tracing::warn!(reason = r.reason(), "own message for the external party refused");
+                    }
+                    return;
+                }
+                (x.relay, env)
+            }
+            (node, _) => (node, env),
+        };
+        let (peers, deadline) = (self.peers.clone(), self.deadline);
+        tokio::spawn(async move { deliver_with_retry(&*peers, node, env, deadline).await });
+    }
+}
+
+/// Sends every outgoing message of a session until the protocol drops its
+/// sink; each envelope is retried (the recipient may not have registered
+/// the session yet) until the deadline.
+async fn send_all<M>(out: Outbound, mut out_rx: futures::channel::mpsc::UnboundedReceiver<Outgoing<M>>)
+where
     M: ProtocolMessage + Serialize + Send + 'static,
 {
-    while let Some(out) = out_rx.next().await {
-        let payload = match postcard::to_allocvec(&out.msg) {
+    while let Some(msg) = out_rx.next().await {
+        let payload = match postcard::to_allocvec(&msg.msg) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an outgoing protocol message");
                 continue;
             }
         };
-        let round = u32::from(out.msg.round());
-        let recipients: Vec<u16> = match out.recipient {
-            MessageDestination::AllParties => (0..u16::try_from(parties.len()).unwrap_or(0))
-                .filter(|&j| j != me)
+        let round = u32::from(msg.msg.round());
+        let recipients: Vec<u16> = match msg.recipient {
+            MessageDestination::AllParties => (0..u16::try_from(out.parties.len()).unwrap_or(0))
+                .filter(|&j| j != out.me)
                 .collect(),
             MessageDestination::OneParty(j) => vec![j],
         };
         for j in recipients {
-            let Some(&node) = parties.get(usize::from(j)) else {
+            let Some(&node) = out.parties.get(usize::from(j)) else {
                 continue;
             };
             let env = Envelope {
-                session_id: id.to_vec(),
+                session_id: out.id.to_vec(),
                 round,
-                from: u32::from(me),
-                to: out.recipient.is_p2p().then_some(u32::from(j)),
+                from: u32::from(out.me),
+                to: msg.recipient.is_p2p().then_some(u32::from(j)),
                 payload: payload.clone(),
+                ..Envelope::default()
             };
-            let peers = peers.clone();
-            tokio::spawn(async move { deliver_with_retry(&*peers, node, env, deadline).await });
+            out.send(node, env);
         }
     }
 }
 
-async fn deliver_with_retry(peers: &dyn Transport, node: u16, env: Envelope, deadline: Instant) {
+pub(crate) async fn deliver_with_retry(peers: &dyn Transport, node: u16, env: Envelope, deadline: Instant) {
     let mut backoff = Duration::from_millis(1);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -489,6 +567,7 @@ mod tests {
                 delivered.lock().unwrap_or_else(|p| p.into_inner()).push((from, round));
                 Ok(())
             }),
+            external: None,
         }
     }
 
@@ -499,6 +578,7 @@ mod tests {
             from,
             to,
             payload: payload.to_vec(),
+            ..Envelope::default()
         }
     }
 

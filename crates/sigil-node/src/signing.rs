@@ -47,6 +47,17 @@ impl Node {
                 auth.client
             ))));
         }
+        let nodes = key
+            .parties
+            .nodes()
+            .iter()
+            .filter(|&&p| p != sigil_crypto::relay::EXTERNAL_PARTY)
+            .count();
+        if key.record.policy.require_external || nodes < usize::from(key.record.threshold) {
+            return Err(NodeError::refused(&auth::Refusal::Forbidden(format!(
+                "key {key_id} signs only with its external party: its client signs through sigil-client (party_keys)"
+            ))));
+        }
         if key.operation() != Operation::Sign {
             return Err(NodeError::bad_request(format!(
                 "{} keys {} (POST /v1/keys/{{key_id}}/{}); they do not sign",

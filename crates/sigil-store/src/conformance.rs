@@ -29,6 +29,7 @@ pub fn sample_key(key_id: &str) -> KeyRecord {
             decrypt: vec![],
             admin: vec!["alice".into()],
             rotation_interval_s: None,
+            ..Default::default()
         },
         created_by: "alice".into(),
         create_jti: "jti-1".into(),

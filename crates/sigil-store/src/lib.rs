@@ -192,6 +192,16 @@ pub struct KeyPolicy {
     /// old (set by `"rotate": true` at creation); none: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_interval_s: Option<u64>,
+    /// The clients of the key's external parties, in key party order
+    /// (each holds the share of an `EXTERNAL_PARTY` slot of `parties`; set
+    /// by the nodes from the creating request, never by a client's
+    /// policy). Empty (and absent from the record's JSON) for node-only keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<String>,
+    /// Every signature needs the external party (else `t` nodes may sign
+    /// alone when the key has that many).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_external: bool,
 }
 
 /// One party's signature over a key record.

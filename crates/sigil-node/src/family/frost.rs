@@ -152,6 +152,12 @@ impl Family for Frost {
         true
     }
 
+    /// The external party runs the same `sigil_crypto::frost` functions
+    /// in `sigil-client`.
+    fn runs_external_parties(&self) -> bool {
+        true
+    }
+
     /// The verifiable resharing of `sigil_crypto::reshare` in the key's
     /// own suite; the new `KeyPackage` is built with the public
     /// constructor (a `frost-secp256k1-tr` key keeps its DKG tweak: the

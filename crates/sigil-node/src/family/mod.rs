@@ -216,6 +216,12 @@ pub(crate) trait Family: Send + Sync {
         Ok(SignatureExtras::default())
     }
 
+    /// Whether keys of this family may have an external party (a client
+    /// that runs its share with `sigil-client`, [`crate::relay`]).
+    fn runs_external_parties(&self) -> bool {
+        false
+    }
+
     /// Whether keys of this family can be refreshed and reshared.
     fn reshares(&self) -> bool {
         false

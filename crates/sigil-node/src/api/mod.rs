@@ -23,6 +23,9 @@ use sigil_crypto::Scheme;
 use sigil_store::KeyRecord;
 use utoipa::{OpenApi, ToSchema};
 
+mod sessions;
+pub use sessions::{MessagePage, MessagesQuery, NumberedMessage, Submitted};
+
 use crate::auth::Role;
 use crate::error::{ApiError, ErrorBody, NodeError};
 use crate::operations::OperationView;
@@ -86,6 +89,18 @@ pub struct CreateKeyRequest {
     /// (default false).
     #[serde(default)]
     pub rotate: bool,
+    /// Parties outside the cluster, `[{"client": id}]` (at most one; FROST
+    /// schemes): the requesting client runs the party itself with
+    /// `sigil-client` and holds its share, which no node ever sees. The
+    /// key's parties are `parties` then the external party (its index),
+    /// e.g. 2-of-2: one node and the client. With it the answer is always
+    /// `202` and the relayed session ([`crate::relay`],
+    /// `GET /v1/sessions/{session_id}`), whose result is the key.
+    #[serde(default)]
+    pub external_parties: Option<Vec<crate::relay::ExternalParty>>,
+    /// With `external_parties`: the external party's session keys.
+    #[serde(default)]
+    pub party_keys: Option<crate::relay::PartyKeys>,
 }
 
 /// Query of `POST /v1/keys`.
@@ -160,6 +175,12 @@ pub struct SignRequest {
     /// hardened steps are a 400.
     #[serde(default)]
     pub derivation_path: Option<String>,
+    /// A key with an external party: its client takes part with these
+    /// session keys (the answer is then `202` and the relayed session,
+    /// whose result is the signature). Without them the nodes sign alone,
+    /// when the key has `t` node parties and its policy allows it.
+    #[serde(default)]
+    pub party_keys: Option<crate::relay::PartyKeys>,
 }
 
 /// `POST /v1/keys/{key_id}/sign` answer.
@@ -211,7 +232,21 @@ pub struct Health {
         title = "Sigil",
         description = "Threshold key management and signing. Every /v1 request carries Authorization: Bearer <JWT> signed by a client (EdDSA or ES256) with claims sub, aud, iat, exp, jti, htm, htu and, for writes, body_sha256."
     ),
-    paths(health, create_key, get_operation, list_keys, get_key, sign, decrypt, reshare, refresh, get_audit),
+    paths(
+        health,
+        create_key,
+        get_operation,
+        list_keys,
+        get_key,
+        sign,
+        decrypt,
+        reshare,
+        refresh,
+        get_audit,
+        sessions::get_session,
+        sessions::get_messages,
+        sessions::post_message
+    ),
     components(schemas(
         CreateKeyRequest,
         crate::reshare::ReshareRequest,
@@ -225,6 +260,13 @@ pub struct Health {
         DecryptResponse,
         Health,
         AuditPage,
+        crate::SessionView,
+        crate::relay::SessionKindView,
+        crate::relay::PartyKeys,
+        crate::relay::ExternalParty,
+        MessagePage,
+        NumberedMessage,
+        Submitted,
         audit::AuditRecord,
         ErrorBody
     )),
@@ -298,6 +340,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/keys/{key_id}/reshare", post(reshare))
         .route("/v1/keys/{key_id}/refresh", post(refresh))
         .route("/v1/audit", get(get_audit))
+        .route("/v1/sessions/{session_id}", get(sessions::get_session))
+        .route(
+            "/v1/sessions/{session_id}/messages",
+            get(sessions::get_messages).post(sessions::post_message),
+        )
         .route_layer(axum::middleware::from_fn_with_state(node.clone(), authenticate));
     Router::new()
         .route("/health", get(health))
@@ -349,6 +396,8 @@ fn required_role(method: &axum::http::Method, path: &str) -> Option<Role> {
     match (method.as_str(), path) {
         ("POST", "/v1/keys") => Some(Role::Create),
         ("GET", "/v1/audit") => Some(Role::Audit),
+        // A relayed session is its own client's only (checked by the relay).
+        (_, p) if p.starts_with("/v1/sessions/") => None,
         ("GET", _) => Some(Role::Read),
         _ => None,
     }
@@ -362,6 +411,7 @@ fn operation_of(method: &axum::http::Method, path: &str) -> &'static str {
         ("POST", Some("decrypt")) => "decrypt",
         ("POST", Some("reshare")) => "reshare",
         ("POST", Some("refresh")) => "refresh",
+        ("POST", Some("messages")) => "relay_message",
         ("GET", Some("audit")) => "read_audit",
         _ => "read",
     }
@@ -557,11 +607,27 @@ async fn create_key(
             prime_threshold: req.prime_threshold,
             policy: req.policy,
             rotate: req.rotate,
+            external_parties: req.external_parties.unwrap_or_default(),
+            party_keys: req.party_keys,
         },
         auth.clone(),
     )?;
     // Held until the key generation ends, in whichever task runs it.
     let slot = node.keygen_slot(&auth.client)?;
+    if plan.party_keys.is_some() {
+        // The external party runs it too: answer at once with the session.
+        let (mailbox, run) = node.open_relayed_keygen(&plan)?;
+        let view = node.view_of_mailbox(&mailbox);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let progress = crate::operations::KeygenProgress::default();
+            let key_id = plan.key_id.clone();
+            let r = node.run_keygen_in(plan, &progress, Some(run)).await.map_err(ApiError::from);
+            let r = audited(&node, &auth, "create_key", &key_id, &[], r).await;
+            node.finish_relayed(&mailbox, r.and_then(|k| json_value(crate::family::view_of(&k))));
+        });
+        return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+    }
     if q.wait.unwrap_or(true) {
         // In its own task: a client that hangs up does not cut a key
         // generation between its sessions and their commit or abort.
@@ -664,10 +730,62 @@ async fn sign(
     Path(key_id): Path<String>,
     axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<SignRequest>,
-) -> Result<Json<SignResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let message = hex::decode(req.message.trim()).unwrap_or_default();
+    if let Some(keys) = req.party_keys.clone() {
+        let r = sign_relayed(node.clone(), &key_id, &auth, message.clone(), &keys).await;
+        return audited_failure(&node, &auth, "sign", &key_id, r).await;
+    }
     let r = sign_inner(&node, &key_id, &auth, req).await;
-    audited(&node, &auth, "sign", &key_id, &message, r).await
+    audited(&node, &auth, "sign", &key_id, &message, r)
+        .await
+        .map(IntoResponse::into_response)
+}
+
+/// A signature with the key's external party: `202` and the relayed
+/// session at once; the signature lands in the session's result.
+async fn sign_relayed(
+    node: Arc<Node>,
+    key_id: &str,
+    auth: &RequestAuth,
+    message: Vec<u8>,
+    keys: &crate::relay::PartyKeys,
+) -> Result<Response, ApiError> {
+    let plan = node.plan_relayed_sign(key_id, message.clone(), auth, keys).await?;
+    let mailbox = plan.mailbox.clone();
+    let view = node.view_of_mailbox(&mailbox);
+    let (auth, key_id) = (auth.clone(), key_id.to_string());
+    tokio::spawn(async move {
+        let scheme = mailbox.scheme.clone();
+        let r = node.run_relayed_sign(plan, &auth).await.map_err(ApiError::from);
+        let r = audited(&node, &auth, "sign", &key_id, &message, r).await;
+        node.finish_relayed(
+            &mailbox,
+            r.and_then(|signed| {
+                metrics::counter!("sigil_signatures_total", "scheme" => scheme.clone()).increment(1);
+                json_value(sign_response(key_id, scheme, signed))
+            }),
+        );
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// The JSON value of an answer.
+fn json_value<T: Serialize>(v: T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(ApiError::internal)
+}
+
+/// The answer of a signature.
+fn sign_response(key_id: String, scheme: String, signed: crate::Signed) -> SignResponse {
+    SignResponse {
+        key_id,
+        scheme,
+        signature: hex::encode(signed.signature),
+        signers: signed.signers,
+        recovery_id: signed.extras.recovery_id,
+        der: signed.extras.der,
+        v: signed.extras.v,
+    }
 }
 
 async fn sign_inner(
@@ -686,15 +804,7 @@ async fn sign_inner(
     let key = node.loaded_key(&key_id).await?;
     let signed = node.sign(&key_id, message, &path, auth).await?;
     metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.as_str()).increment(1);
-    Ok(Json(SignResponse {
-        key_id,
-        scheme: key.record.scheme.clone(),
-        signature: hex::encode(signed.signature),
-        signers: signed.signers,
-        recovery_id: signed.extras.recovery_id,
-        der: signed.extras.der,
-        v: signed.extras.v,
-    }))
+    Ok(Json(sign_response(key_id, key.record.scheme.clone(), signed)))
 }
 
 /// Reshares a key to a new committee and threshold (a new epoch; the
@@ -898,6 +1008,8 @@ mod tests {
             "/v1/keys/{key_id}/sign",
             "/v1/keys/{key_id}/decrypt",
             "/v1/operations/{operation_id}",
+            "/v1/sessions/{session_id}",
+            "/v1/sessions/{session_id}/messages",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }

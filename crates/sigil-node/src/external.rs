@@ -1,0 +1,364 @@
+//! Sessions with an external party, as their relay (the node that took
+//! the client's request) runs them: [`Node::open_relay`] makes the
+//! party's mailbox before anything is proposed, the session then runs as
+//! any other (the coordinator's `RunSession` to the node parties, the
+//! party's messages through the mailbox, [`crate::relay`]), and its
+//! outcome lands in the mailbox for `GET /v1/sessions/{session_id}`.
+
+use super::*;
+use crate::coordinator::Run;
+use crate::error::ErrorDetail;
+use crate::relay::{Mailbox, MailboxSpec, Outcome, PartyKeys, SessionKindView, SubmitRefusal};
+use serde::Serialize;
+use sigil_crypto::relay::{RelayMessage, EXTERNAL_PARTY};
+
+/// A relayed session's id and deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayedRun {
+    /// The session id (also the mailbox's).
+    pub session_id: SessionId,
+    /// The session deadline.
+    pub budget: Duration,
+}
+
+impl RelayedRun {
+    /// How the coordinator runs the session (every party's outcome when
+    /// `all`, else party 0's).
+    pub(crate) fn run<'a>(&self, all: bool, auth: &'a ClientAuthorization) -> Run<'a> {
+        Run {
+            all,
+            budget: self.budget,
+            run_local: true,
+            session_id: self.session_id,
+            auth: Some(auth),
+        }
+    }
+}
+
+/// A relayed session as the API shows it (`GET /v1/sessions/{session_id}`,
+/// and the `202` that starts one).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// The session id, 64 hex characters.
+    pub session_id: String,
+    /// `dkg` or `sign`.
+    pub kind: SessionKindView,
+    /// The key it makes or uses.
+    pub key_id: String,
+    /// Its scheme.
+    pub scheme: String,
+    /// Node ids in session order; 65535 is the external party.
+    pub parties: Vec<u16>,
+    /// The external party's session index.
+    pub external_index: u16,
+    /// The coordinator and relay (this node).
+    pub coordinator: u16,
+    /// The key's threshold `t`.
+    pub threshold: u16,
+    /// `running`, `succeeded` or `failed`.
+    pub state: &'static str,
+    /// While running: the earliest round this node still waits in, and
+    /// the parties it waits for (65535: the external party).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round: Option<u16>,
+    /// See `round`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub awaiting: Vec<u16>,
+    /// Messages queued for the external party so far.
+    pub queued: u64,
+    /// Milliseconds left before the session's deadline.
+    pub deadline_in_ms: u64,
+    /// `succeeded`: the key (`dkg`) or the signature (`sign`), as
+    /// `POST /v1/keys` and `.../sign` answer them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// `failed`: the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// A checked signature with the key's external party, ready to run
+/// ([`Node::run_relayed_sign`]).
+pub struct RelayedSign {
+    key: Arc<LoadedKey>,
+    kind: Kind,
+    signers: Vec<u16>,
+    message: Vec<u8>,
+    /// The mailbox.
+    pub mailbox: Arc<Mailbox>,
+    run: RelayedRun,
+}
+
+impl Node {
+    /// Opens the mailbox of a new relayed session among `parties` (the
+    /// external party among them) for `client` with its session `keys`.
+    ///
+    /// # Errors
+    /// Malformed keys (400).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_relay(
+        &self,
+        kind: SessionKindView,
+        key_id: &str,
+        scheme: Scheme,
+        client: &str,
+        parties: &[u16],
+        threshold: u16,
+        keys: &PartyKeys,
+        expects: session::ExpectFn,
+    ) -> Result<(Arc<Mailbox>, RelayedRun), NodeError> {
+        let budget = Duration::from_millis(self.cfg.external_session_timeout_ms);
+        let session_id = random_session_id();
+        let members = self.members();
+        let identities = parties
+            .iter()
+            .filter_map(|&p| members.identity(p).map(|k| (p, k)))
+            .collect();
+        let mailbox = Mailbox::new(MailboxSpec {
+            session_id,
+            kind,
+            key_id: key_id.to_string(),
+            scheme: scheme.as_str().to_string(),
+            client: client.to_string(),
+            parties: parties.to_vec(),
+            threshold,
+            coordinator: self.cfg.node_id,
+            expects,
+            keys: keys.clone(),
+            identities,
+            deadline: Instant::now() + budget,
+        })
+        .map_err(NodeError::bad_request)?;
+        let mailbox = Arc::new(mailbox);
+        self.relay.open(mailbox.clone());
+        Ok((mailbox, RelayedRun { session_id, budget }))
+    }
+
+    /// The mailbox and run of a planned key generation with an external
+    /// party ([`KeygenPlan`] with party keys).
+    ///
+    /// # Errors
+    /// A plan without an external party (400).
+    pub fn open_relayed_keygen(&self, plan: &KeygenPlan) -> Result<(Arc<Mailbox>, RelayedRun), NodeError> {
+        let keys = plan
+            .party_keys
+            .as_ref()
+            .ok_or_else(|| NodeError::bad_request("the key has no external party"))?;
+        self.open_relay(
+            SessionKindView::Dkg,
+            &plan.key_id,
+            plan.scheme,
+            &plan.auth.client,
+            &plan.parties,
+            plan.threshold,
+            keys,
+            family::of(plan.scheme).keygen_schedule(),
+        )
+    }
+
+    /// Ends a relayed session with `r` (the API's view of its result).
+    pub fn finish_relayed(&self, mailbox: &Mailbox, r: Result<serde_json::Value, crate::error::ApiError>) {
+        let outcome = match r {
+            Ok(v) => Outcome::Succeeded(v),
+            Err(e) => Outcome::Failed(e.detail().1),
+        };
+        mailbox.finish(outcome);
+        self.relay.close(&mailbox.session_id);
+    }
+
+    /// Checks a signature of `message` with key `key_id` in which its
+    /// external party takes part with session `keys`, chooses the signers
+    /// (this node first: it aggregates; the party; other node parties up
+    /// to `t`) and opens the mailbox.
+    ///
+    /// # Errors
+    /// 404 for an unknown key; 403 for a client that is not the key's
+    /// external party's or may not sign; 400 for a key without an external
+    /// party, a node that holds no share of it, or a bad message.
+    pub async fn plan_relayed_sign(
+        &self,
+        key_id: &str,
+        message: Vec<u8>,
+        auth: &RequestAuth,
+        keys: &PartyKeys,
+    ) -> Result<RelayedSign, NodeError> {
+        let key = self.usable_key(key_id, &auth.client).await?;
+        let policy = &key.record.policy;
+        if !policy.sign.contains(&auth.client) || policy.external.first() != Some(&auth.client) {
+            return Err(NodeError::refused(&auth::Refusal::Forbidden(format!(
+                "client {} is not the external party of key {key_id} or may not sign with it",
+                auth.client
+            ))));
+        }
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(NodeError::bad_request(format!(
+                "message longer than {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        key.family()
+            .check_message(key.scheme, &message, &[])
+            .map_err(NodeError::bad_request)?;
+        let me = self.cfg.node_id;
+        if !key.parties.contains(me) {
+            return Err(NodeError::bad_request(format!(
+                "node {me} holds no share of key {key_id}: ask one of its node parties, which relays the external party"
+            )));
+        }
+        let others: Vec<u16> = key
+            .parties
+            .nodes()
+            .iter()
+            .copied()
+            .filter(|&p| p != me && p != EXTERNAL_PARTY)
+            .collect();
+        let need = usize::from(key.record.threshold).saturating_sub(2);
+        let mut signers = vec![me, EXTERNAL_PARTY];
+        signers.extend(self.health.choose(me, &others, need, |n| self.recently_down(n)));
+        if signers.len() < usize::from(key.record.threshold) {
+            return Err(NodeError::bad_request(format!(
+                "key {key_id} has too few node parties for t = {}",
+                key.record.threshold
+            )));
+        }
+        let proposal = SignProposal {
+            key_id: key_id.to_string(),
+            message: message.clone(),
+            epoch: key.record.epoch,
+            scheme: key.record.scheme.clone(),
+            derivation_path: Vec::new(),
+            presignature_id: String::new(),
+        };
+        let expects = key.family().sign_schedule(&proposal);
+        let kind = Kind::Sign(proposal);
+        let (mailbox, run) = self.open_relay(
+            SessionKindView::Sign,
+            key_id,
+            key.scheme,
+            &auth.client,
+            &signers,
+            key.record.threshold,
+            keys,
+            expects,
+        )?;
+        Ok(RelayedSign {
+            key,
+            kind,
+            signers,
+            message,
+            mailbox,
+            run,
+        })
+    }
+
+    /// Runs a planned relayed signature; this node aggregates.
+    ///
+    /// # Errors
+    /// The session's failure (a silent external party is named as 65535).
+    pub async fn run_relayed_sign(&self, plan: RelayedSign, auth: &RequestAuth) -> Result<Signed, NodeError> {
+        let o = self
+            .coordinate_inner(&plan.signers, plan.kind, plan.run.run(false, &auth.proto))
+            .await?;
+        let signature = o
+            .by_party
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|o| o.signature)
+            .unwrap_or_default();
+        if signature.is_empty() {
+            return Err(NodeError::internal("aggregator returned no signature"));
+        }
+        let extras = plan
+            .key
+            .family()
+            .signature_extras(&plan.key, &plan.message, &[], &signature)
+            .map_err(NodeError::internal)?;
+        Ok(Signed {
+            signature,
+            signers: plan.signers,
+            extras,
+        })
+    }
+
+    /// The view of the relayed session `id` for `client`.
+    ///
+    /// # Errors
+    /// [`SubmitRefusal::UnknownSession`] (404) for no such session of
+    /// this client here.
+    pub fn session_view(&self, id: &SessionId, client: &str) -> Result<SessionView, SubmitRefusal> {
+        let m = self.relay.of_client(id, client)?;
+        Ok(self.view_of_mailbox(&m))
+    }
+
+    /// The view of mailbox `m`.
+    pub fn view_of_mailbox(&self, m: &Mailbox) -> SessionView {
+        let (state, result, error) = match m.outcome() {
+            None => ("running", None, None),
+            Some(Outcome::Succeeded(v)) => ("succeeded", Some(v), None),
+            Some(Outcome::Failed(e)) => ("failed", None, Some(e)),
+        };
+        let (round, awaiting) = match (state, self.sessions.progress(&m.session_id)) {
+            ("running", Some((round, awaiting))) => (Some(round), awaiting),
+            _ => (None, Vec::new()),
+        };
+        SessionView {
+            session_id: hex::encode(m.session_id),
+            kind: m.kind,
+            key_id: m.key_id.clone(),
+            scheme: m.scheme.clone(),
+            parties: m.parties.to_vec(),
+            external_index: m.index,
+            coordinator: m.coordinator,
+            threshold: m.threshold,
+            state,
+            round,
+            awaiting,
+            queued: m.queued(),
+            deadline_in_ms: u64::try_from(m.deadline.saturating_duration_since(Instant::now()).as_millis())
+                .unwrap_or(u64::MAX),
+            result,
+            error,
+        }
+    }
+
+    /// Relays a message the external party's `client` submitted: checked
+    /// by its mailbox ([`Mailbox::submit`]), then delivered to each
+    /// recipient (this node's own session directly, the others through
+    /// the transport, retried until the deadline). Returns whether it was
+    /// a repeat (accepted before, not relayed again). Refusals are
+    /// counted (`sigil_relay_refusals_total{reason}`).
+    ///
+    /// # Errors
+    /// The [`SubmitRefusal`].
+    pub fn submit_from_party(&self, client: &str, m: RelayMessage) -> Result<bool, SubmitRefusal> {
+        let r = self
+            .relay
+            .of_client(&m.session_id, client)
+            .and_then(|mailbox| mailbox.submit(&m).map(|to| (mailbox, to)));
+        let (mailbox, recipients) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                metrics::counter!("sigil_relay_refusals_total", "reason" => e.reason()).increment(1);
+                tracing::warn!(client, reason = e.reason(), detail = %e, "refused an external party's message");
+                return Err(e);
+            }
+        };
+        let Some(recipients) = recipients else {
+            return Ok(true);
+        };
+        let env = relay::envelope(m, false);
+        for node in recipients {
+            if node == self.cfg.node_id {
+                if let Err(r) = self.sessions.route(node, &env) {
+                    tracing::warn!(reason = r.reason(), "own session refused a relayed message");
+                }
+                continue;
+            }
+            let (peers, env, deadline) = (self.peers.clone(), env.clone(), mailbox.deadline);
+            tokio::spawn(async move { session::deliver_with_retry(&*peers, node, env, deadline).await });
+        }
+        metrics::counter!("sigil_relay_messages_total").increment(1);
+        Ok(false)
+    }
+}
