@@ -122,7 +122,7 @@ fn tno_runs(
 /// `sigil bench paillier`: per size, the keygen runs (Sigil, then TNO if
 /// asked) and the decryption latency with the last key; prints the tables.
 async fn bench_paillier(a: PaillierArgs) -> anyhow::Result<()> {
-    let client = Client::with_url(&a.url, crate::client::TokenMaker::load(&a.auth)?);
+    let client = Client::with_url(&a.url, crate::client::tokens(&a.auth)?);
     println!("| what | bits | count | mean s | median s | min s | max s |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut dec_rows = Vec::new();
@@ -516,7 +516,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 /// concurrent) and the in-process floor; prints the table.
 async fn bench_sign(a: SignArgs) -> anyhow::Result<()> {
     let scheme: Scheme = a.scheme.parse()?;
-    let tokens = crate::client::TokenMaker::load(&a.auth)?;
+    let tokens = crate::client::tokens(&a.auth)?;
     let clients: Vec<Client> = a.urls.iter().map(|u| Client::with_url(u, tokens.clone())).collect();
     let first = clients.first().ok_or_else(|| anyhow!("no --url"))?;
     let health = first

@@ -119,7 +119,7 @@ async fn sign_load(
 /// No cluster, or any request that fails.
 pub async fn run(a: ReshareArgs) -> anyhow::Result<()> {
     let scheme: Scheme = a.scheme.parse()?;
-    let tokens = crate::client::TokenMaker::load(&a.auth)?;
+    let tokens = crate::client::tokens(&a.auth)?;
     let clients: Vec<Client> = a.urls.iter().map(|u| Client::with_url(u, tokens.clone())).collect();
     let door = clients.first().ok_or_else(|| anyhow!("no --url"))?;
     let health = door

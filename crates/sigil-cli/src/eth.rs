@@ -12,7 +12,6 @@ use clap::Args;
 use serde_json::json;
 use sha3::{Digest, Keccak256};
 
-use crate::client::Client;
 use crate::ApiArgs;
 
 /// Options of `sigil eth sign-tx`.
@@ -105,7 +104,7 @@ fn address_of(vk: &k256::ecdsa::VerifyingKey) -> String {
 
 /// Runs `sigil eth sign-tx`.
 pub async fn sign_tx(a: SignTxArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.api)?;
+    let client = crate::client::connect(&a.api)?;
     let path_q = a
         .derivation_path
         .as_deref()

@@ -10,6 +10,7 @@ mod bench_reshare;
 mod client;
 mod dev;
 mod eth;
+mod party;
 mod primes;
 mod schemes;
 mod soak;
@@ -59,6 +60,12 @@ enum Cmd {
         cmd: KeysCmd,
         #[command(flatten)]
         api: ApiArgs,
+    },
+    /// This process as the external party of a key: it holds one share
+    /// (sealed in a file) and takes part through a node that relays it.
+    Party {
+        #[command(subcommand)]
+        cmd: party::PartyCmd,
     },
     /// Sign a message with a key.
     Sign {
@@ -398,6 +405,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Certs { cmd } => certs_command(cmd),
         Cmd::Dev(c) => dev::command(c).await,
         Cmd::Keys { cmd, api } => keys_command(cmd, &api).await,
+        Cmd::Party { cmd } => party::command(cmd).await,
         Cmd::Sign {
             key,
             derivation_path,
@@ -482,7 +490,7 @@ fn certs_command(cmd: CertsCmd) -> anyhow::Result<()> {
 
 /// `sigil keys`: key generation, refresh, reshare, listing and checks.
 async fn keys_command(cmd: KeysCmd, api: &ApiArgs) -> anyhow::Result<()> {
-    let c = client::Client::new(api)?;
+    let c = client::connect(api)?;
     match cmd {
         KeysCmd::Create {
             scheme,
@@ -563,7 +571,7 @@ async fn sign_command(
     api: &ApiArgs,
 ) -> anyhow::Result<()> {
     let m = msg.bytes()?;
-    let c = client::Client::new(api)?;
+    let c = client::connect(api)?;
     c.sign_with_path(key, &m, derivation_path)
         .await
         .map(|v| client::print_json(&v))
@@ -571,7 +579,7 @@ async fn sign_command(
 
 /// `sigil decrypt`: has the cluster decrypt a ciphertext and prints the answer.
 async fn decrypt_command(key: &str, ciphertext: &str, api: &ApiArgs) -> anyhow::Result<()> {
-    let c = client::Client::new(api)?;
+    let c = client::connect(api)?;
     c.post(
         &format!("/v1/keys/{key}/decrypt"),
         &serde_json::json!({"ciphertext": ciphertext}),
@@ -585,7 +593,7 @@ async fn audit_command(cmd: AuditCmd) -> anyhow::Result<()> {
     match cmd {
         AuditCmd::Verify { file, db } => tools::audit_verify(file.as_deref(), db.as_deref()).await,
         AuditCmd::Export { after, api } => {
-            let c = client::Client::new(&api)?;
+            let c = client::connect(&api)?;
             tools::audit_export(&c, after).await
         }
     }

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use sigil_crypto::Scheme;
 use sigil_paillier::rug::Integer;
 
-use crate::client::{Client, TokenMaker};
+use crate::client::Client;
 use crate::dev::{self, DevArgs};
 use crate::schemes::{self, Family, Use};
 
@@ -583,7 +583,7 @@ async fn soak(cluster: &mut Cluster, a: &SoakArgs, data_dir: &Path) -> anyhow::R
         client_key: data_dir.join("clients/admin.key"),
         cluster_id: "sigil-soak".into(),
     };
-    let tokens = TokenMaker::load(&auth)?;
+    let tokens = crate::client::tokens(&auth)?;
     let urls: Vec<String> = (0..a.nodes)
         .map(|i| format!("http://127.0.0.1:{}", a.http_port + i))
         .collect();

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use sigil_crypto::Scheme;
 
-use crate::client::{AuthArgs, Client, TokenMaker};
+use crate::client::{AuthArgs, Client};
 
 /// Options of `sigil token`.
 #[derive(Args, Debug)]
@@ -65,7 +65,7 @@ pub fn token(a: &TokenArgs) -> anyhow::Result<()> {
     if body.is_none() && method != "GET" {
         bail!("{method} needs --body (a write token binds the exact body bytes)");
     }
-    let maker = TokenMaker::load(&a.auth)?;
+    let maker = crate::client::tokens(&a.auth)?;
     let t = match a.ttl {
         Some(ttl) => maker.token_ttl(&method, &a.path, body.as_deref(), ttl)?,
         None => maker.token(&method, &a.path, body.as_deref())?,

@@ -240,6 +240,7 @@ async fn write_node_config(args: &DevArgs, cluster: &Cluster, data_dir: &Path, i
         http_tls: None,
         insecure_plaintext_http: false,
         session_timeout_ms: args.session_timeout_ms,
+        external_session_timeout_ms: 120_000,
         max_body_bytes: 64 * 1024,
         aux_timeout_ms: 120_000,
         prime_pool_size: args.prime_pool_size,

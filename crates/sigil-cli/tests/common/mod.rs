@@ -171,6 +171,7 @@ impl Cluster {
                 http_tls: None,
                 insecure_plaintext_http: false,
                 session_timeout_ms: SESSION_TIMEOUT_MS,
+                external_session_timeout_ms: 120_000,
                 max_body_bytes: 64 * 1024,
                 aux_timeout_ms: 120_000,
                 prime_pool_size: 0,

@@ -1,0 +1,144 @@
+//! `sigil party`: this process as the external party of a key (2-of-2
+//! with one node, 2-of-3 with two nodes, ...): `keygen` makes the key and
+//! writes this party's share sealed to `--key-file`, `sign` signs with
+//! it. Both run through the node `--url` names, which relays the
+//! session; see `sigil_client::external`.
+//!
+//! The share file is sealed with a passphrase (`SIGIL_PARTY_PASSPHRASE`,
+//! or `--passphrase-file`; Argon2id) or 32 raw key bytes
+//! (`--raw-key-file`, 64 hex characters). Lose it and a 2-of-2 key can
+//! never sign again.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use sigil_client::keyfile::Unlock;
+use zeroize::Zeroizing;
+
+use crate::client::{print_json, MessageArgs};
+use crate::ApiArgs;
+
+/// `sigil party ...`.
+#[derive(Subcommand)]
+pub enum PartyCmd {
+    /// Make a key with this process as its external party.
+    Keygen {
+        /// A FROST scheme: frost-ed25519, frost-secp256k1-tr, frost-p256.
+        #[arg(long, default_value = "frost-ed25519")]
+        scheme: String,
+        /// Signers needed, t, counting this party.
+        #[arg(long, default_value_t = 2)]
+        threshold: u16,
+        /// Node parties, comma-separated (default: every node).
+        #[arg(long, value_delimiter = ',')]
+        parties: Option<Vec<u16>>,
+        /// Free-text label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Every signature needs this party (even when t nodes could sign).
+        #[arg(long)]
+        require_external: bool,
+        #[command(flatten)]
+        party: PartyArgs,
+    },
+    /// Sign with the key whose share is in --key-file.
+    Sign {
+        #[command(flatten)]
+        msg: MessageArgs,
+        #[command(flatten)]
+        party: PartyArgs,
+    },
+}
+
+/// Where this party's share and the cluster's identities are.
+#[derive(Args)]
+pub struct PartyArgs {
+    /// The sealed share file (keygen: must not exist).
+    #[arg(long)]
+    key_file: PathBuf,
+    /// A file holding the passphrase (else `SIGIL_PARTY_PASSPHRASE`).
+    #[arg(long, conflicts_with = "raw_key_file")]
+    passphrase_file: Option<PathBuf>,
+    /// A file holding a 32-byte sealing key as 64 hex characters.
+    #[arg(long)]
+    raw_key_file: Option<PathBuf>,
+    /// `identities.json` of the cluster: every message is checked against
+    /// it, never against what the relay says.
+    #[arg(long, default_value = ".sigil-dev/certs/identities.json")]
+    identities: PathBuf,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+impl PartyArgs {
+    fn unlock(&self) -> anyhow::Result<Unlock> {
+        if let Some(f) = &self.raw_key_file {
+            let text = Zeroizing::new(std::fs::read_to_string(f).with_context(|| f.display().to_string())?);
+            let bytes = Zeroizing::new(hex::decode(text.trim()).context("--raw-key-file: not hex")?);
+            let key: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .context("--raw-key-file: 32 bytes (64 hex characters)")?;
+            return Ok(Unlock::Raw(Zeroizing::new(key)));
+        }
+        let passphrase = match &self.passphrase_file {
+            Some(f) => Zeroizing::new(std::fs::read_to_string(f).with_context(|| f.display().to_string())?),
+            None => Zeroizing::new(std::env::var("SIGIL_PARTY_PASSPHRASE").unwrap_or_default()),
+        };
+        let passphrase = Zeroizing::new(passphrase.trim_end_matches(['\n', '\r']).to_string());
+        if passphrase.chars().count() < 8 {
+            bail!("give a passphrase of at least 8 characters (SIGIL_PARTY_PASSPHRASE or --passphrase-file), or --raw-key-file");
+        }
+        Ok(Unlock::Passphrase(passphrase))
+    }
+
+    fn context(&self) -> anyhow::Result<(sigil_client::Client, std::collections::HashMap<u16, ed25519_dalek::VerifyingKey>)> {
+        let text = std::fs::read_to_string(&self.identities)
+            .with_context(|| format!("--identities {}", self.identities.display()))?;
+        Ok((
+            crate::client::connect(&self.api)?,
+            sigil_client::party::parse_identities(&text)?,
+        ))
+    }
+}
+
+/// Runs `sigil party ...`.
+///
+/// # Errors
+/// Bad arguments, the share file, or the session's failure.
+pub async fn command(cmd: PartyCmd) -> anyhow::Result<()> {
+    match cmd {
+        PartyCmd::Keygen {
+            scheme,
+            threshold,
+            parties,
+            label,
+            require_external,
+            party,
+        } => {
+            let unlock = party.unlock()?;
+            let (client, identities) = party.context()?;
+            let args = sigil_client::external::KeygenArgs {
+                scheme: scheme.parse()?,
+                threshold,
+                parties,
+                label,
+                require_external,
+                key_file: &party.key_file,
+                unlock: &unlock,
+            };
+            let key = sigil_client::external::keygen(&client, &identities, args).await?;
+            eprintln!("share sealed in {}", party.key_file.display());
+            print_json(&key);
+        }
+        PartyCmd::Sign { msg, party } => {
+            let unlock = party.unlock()?;
+            let (client, identities) = party.context()?;
+            let message = msg.bytes()?;
+            let sig = sigil_client::external::sign(&client, &identities, &party.key_file, &unlock, &message).await?;
+            print_json(&sig);
+        }
+    }
+    Ok(())
+}

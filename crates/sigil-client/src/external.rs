@@ -1,0 +1,197 @@
+//! The external party's two operations end to end over REST: make a key
+//! whose share this client holds ([`keygen`]) and sign with it
+//! ([`sign`]). Each starts the session with a signed request naming
+//! fresh session keys, runs the party ([`crate::party`]) through the
+//! node that took the request, and checks the cluster's result against
+//! its own: the key's public key against its DKG output, the signature
+//! with the scheme's ordinary verifier.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use ed25519_dalek::VerifyingKey;
+use serde_json::{json, Value};
+use sigil_crypto::frost::{dkg, sign as frost_sign};
+use sigil_crypto::scheme::frost_core::keys::{KeyPackage, PublicKeyPackage};
+use sigil_crypto::{with_ciphersuite, Scheme};
+use zeroize::Zeroizing;
+
+use crate::keyfile::{self, Header, Unlock};
+use crate::party::{PartySession, SessionKeys};
+use crate::rest::{Client, SessionRelay};
+
+/// How often the session's result is polled once the party's part ended.
+const RESULT_POLL: Duration = Duration::from_millis(20);
+
+/// A relayed session as the node's `202` describes it.
+struct Started {
+    session_id: String,
+    parties: Vec<u16>,
+    key_id: String,
+    coordinator: u16,
+}
+
+fn started(view: &Value) -> anyhow::Result<Started> {
+    let parties = view["parties"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no parties in {view}"))?
+        .iter()
+        .map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
+        .collect::<Option<Vec<u16>>>()
+        .ok_or_else(|| anyhow!("bad parties in {view}"))?;
+    Ok(Started {
+        session_id: view["session_id"].as_str().unwrap_or_default().to_string(),
+        parties,
+        key_id: view["key_id"].as_str().unwrap_or_default().to_string(),
+        coordinator: view["coordinator"]
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .ok_or_else(|| anyhow!("no coordinator in {view}"))?,
+    })
+}
+
+fn session_id_bytes(hex_id: &str) -> anyhow::Result<[u8; 32]> {
+    hex::decode(hex_id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("bad session id {hex_id:?}"))
+}
+
+/// What [`keygen`] asks for.
+pub struct KeygenArgs<'a> {
+    /// A FROST scheme.
+    pub scheme: Scheme,
+    /// Signers needed, `t`, counting this party.
+    pub threshold: u16,
+    /// The node parties (default: every node).
+    pub parties: Option<Vec<u16>>,
+    /// Label.
+    pub label: Option<String>,
+    /// Every signature needs this party (`policy.require_external`).
+    pub require_external: bool,
+    /// Where to write the sealed share (must not exist).
+    pub key_file: &'a Path,
+    /// What seals it.
+    pub unlock: &'a Unlock,
+}
+
+/// Makes a key with `client` as its external party: the DKG runs among
+/// the node parties and this process; the share goes sealed to
+/// `args.key_file` (before the cluster commits, so a commit never leaves
+/// the client without it; removed again if the key is not committed).
+/// Returns the key as the cluster committed it.
+///
+/// # Errors
+/// A refused request, a failed session (naming nodes), a key the cluster
+/// reports other than the one this party computed, or the file.
+pub async fn keygen(
+    client: &Client,
+    identities: &HashMap<u16, VerifyingKey>,
+    args: KeygenArgs<'_>,
+) -> anyhow::Result<Value> {
+    if args.key_file.exists() {
+        bail!("{} exists: a share file is never overwritten", args.key_file.display());
+    }
+    let keys = SessionKeys::generate();
+    let mut body = json!({
+        "scheme": args.scheme.as_str(),
+        "threshold": args.threshold,
+        "external_parties": [{"client": client.client_id()}],
+        "party_keys": keys.public_json(),
+    });
+    if let Some(p) = &args.parties {
+        body["parties"] = json!(p);
+    }
+    if let Some(l) = &args.label {
+        body["label"] = json!(l);
+    }
+    if args.require_external {
+        let me = client.client_id();
+        body["policy"] = json!({"sign": [me], "decrypt": [me], "admin": [me], "require_external": true});
+    }
+    let bytes = serde_json::to_vec(&body)?;
+    let view = client.post_bytes("/v1/keys", bytes.clone()).await?;
+    let s = started(&view)?;
+    let sid = session_id_bytes(&s.session_id)?;
+    let eid = sigil_crypto::execution_id(b"dkg", &s.key_id, &s.parties, s.coordinator, &sid, &bytes);
+    let session = PartySession::new(sid, s.parties.clone(), identities, keys)?;
+    let relay = SessionRelay::new(client, &s.session_id);
+    let (i, n, t) = (session.index, session.n(), args.threshold);
+    let (share, package) = with_ciphersuite!(args.scheme, C => {
+        let out = session
+            .run(&relay, |party| async move {
+                dkg::run::<C, _, _>(party, &eid, i, n, t, &mut rand::rngs::OsRng).await
+            })
+            .await?;
+        (
+            Zeroizing::new(out.key_package.serialize().map_err(|e| anyhow!("{e}"))?),
+            out.public_key_package.serialize().map_err(|e| anyhow!("{e}"))?,
+        )
+    }, other => bail!("{other} keys cannot have an external party yet"));
+    let public_key = args.scheme.public_key(&package)?;
+    let header = Header::new(&s.key_id, args.scheme.as_str(), t, s.parties, i, &public_key, &package, args.unlock);
+    keyfile::write(args.key_file, &header, &share, args.unlock)?;
+    let committed = client.session_result(&s.session_id, RESULT_POLL).await;
+    let key = match committed {
+        Ok(key) if key["public_key"].as_str() == Some(hex::encode(&public_key).as_str()) => key,
+        other => {
+            let _ = std::fs::remove_file(args.key_file);
+            return match other {
+                Ok(key) => Err(anyhow!("the cluster committed another public key than this party computed: {key}")),
+                Err(e) => Err(e.context("the key was not committed; the share file was removed")),
+            };
+        }
+    };
+    Ok(key)
+}
+
+/// Signs `message` with the key whose share is in `key_file` (opened with
+/// `unlock`), through `client`'s node; the signature is checked with the
+/// scheme's ordinary verifier before it is returned.
+///
+/// # Errors
+/// The file, a refused request, a failed session, or a signature that
+/// does not verify.
+pub async fn sign(
+    client: &Client,
+    identities: &HashMap<u16, VerifyingKey>,
+    key_file: &Path,
+    unlock: &Unlock,
+    message: &[u8],
+) -> anyhow::Result<Value> {
+    let (header, share) = keyfile::read(key_file, unlock).context("the share file")?;
+    let scheme: Scheme = header.scheme.parse()?;
+    let package = hex::decode(&header.public_package).context("public_package")?;
+    let keys = SessionKeys::generate();
+    let body = json!({"message": hex::encode(message), "party_keys": keys.public_json()});
+    let view = client.post(&format!("/v1/keys/{}/sign", header.key_id), &body).await?;
+    let s = started(&view)?;
+    let signers = s
+        .parties
+        .iter()
+        .map(|p| header.parties.iter().position(|x| x == p).and_then(|i| u16::try_from(i).ok()))
+        .collect::<Option<Vec<u16>>>()
+        .ok_or_else(|| anyhow!("the session's parties {:?} are not all the key's", s.parties))?;
+    let session = PartySession::new(session_id_bytes(&s.session_id)?, s.parties, identities, keys)?;
+    let relay = SessionRelay::new(client, &s.session_id);
+    let i = session.index;
+    with_ciphersuite!(scheme, C => {
+        let kp = KeyPackage::<C>::deserialize(&share).map_err(|e| anyhow!("share: {e}"))?;
+        let pkp = PublicKeyPackage::<C>::deserialize(&package).map_err(|e| anyhow!("public package: {e}"))?;
+        let (kp, pkp, signers) = (&kp, &pkp, &signers);
+        session
+            .run(&relay, |party| async move {
+                frost_sign::run::<C, _, _>(party, i, signers, kp, pkp, message, &mut rand::rngs::OsRng).await
+            })
+            .await?;
+    }, other => bail!("{other} keys cannot have an external party yet"));
+    let result = client.session_result(&s.session_id, RESULT_POLL).await?;
+    let signature = hex::decode(result["signature"].as_str().unwrap_or_default()).context("signature")?;
+    let public_key = hex::decode(&header.public_key).context("public_key")?;
+    scheme
+        .verify(&public_key, message, &signature)
+        .map_err(|e| anyhow!("the cluster's signature does not verify: {e}"))?;
+    Ok(result)
+}
