@@ -124,7 +124,8 @@ impl Node {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         for (i, &node) in parties.iter().enumerate() {
-            if node == self.cfg.node_id {
+            // The external party takes part through its relay (this node).
+            if node == self.cfg.node_id || node == sigil_crypto::relay::EXTERNAL_PARTY {
                 continue;
             }
             let (peers, p, tx) = (self.peers.clone(), proposal.clone(), tx.clone());
@@ -180,7 +181,11 @@ impl Node {
         let mut first_error: Option<SessionError> = None;
         loop {
             let done = if run.all {
-                by_party.iter().all(Option::is_some)
+                // An external party reports no outcome to the coordinator.
+                by_party
+                    .iter()
+                    .zip(parties)
+                    .all(|(o, &p)| o.is_some() || p == sigil_crypto::relay::EXTERNAL_PARTY)
             } else {
                 by_party.first().is_some_and(Option::is_some)
             };

@@ -284,8 +284,10 @@ impl Node {
 
     /// Checks the shape of a key record a peer sent, before any signature
     /// is verified: distinct parties, each a node of this cluster (or a
-    /// retired one), and
-    /// `1 <= t <= n` (so a record with a million parties costs nothing).
+    /// retired one) or an external party whose client the policy names
+    /// (one [`sigil_crypto::relay::EXTERNAL_PARTY`] slot per
+    /// `policy.external` entry), and `1 <= t <= n` (so a record with a
+    /// million parties costs nothing).
     ///
     /// # Errors
     /// [`SessionError::Invalid`] naming the problem.
@@ -295,7 +297,12 @@ impl Node {
         let mut sorted = r.parties.clone();
         sorted.sort_unstable();
         sorted.dedup();
-        if sorted.len() != r.parties.len() || r.parties.iter().any(|&p| !members.knows(p)) {
+        let external = sigil_crypto::relay::EXTERNAL_PARTY;
+        let slots = r.parties.iter().filter(|&&p| p == external).count();
+        if sorted.len() != r.parties.len()
+            || r.parties.iter().any(|&p| p != external && !members.knows(p))
+            || slots != r.policy.external.len()
+        {
             return Err(SessionError::Invalid(format!(
                 "key {}: parties must be distinct nodes of this cluster",
                 r.key_id

@@ -266,10 +266,18 @@ impl Node {
             .flatten()
             .unwrap_or_default()
             .public_key_package;
+        // The nodes' outcomes: an external party reports none (its
+        // client checks the committed key against its own result).
+        let nodes: Vec<(u16, Option<&SessionOutcome>)> = parties
+            .iter()
+            .zip(&o.by_party)
+            .filter(|(&p, _)| p != sigil_crypto::relay::EXTERNAL_PARTY)
+            .map(|(&p, x)| (p, x.as_ref()))
+            .collect();
         if first.is_empty()
-            || o.by_party
+            || nodes
                 .iter()
-                .any(|x| x.as_ref().map(|x| &x.public_key_package) != Some(&first))
+                .any(|(_, x)| x.map(|x| &x.public_key_package) != Some(&first))
         {
             return Err(SessionError::Protocol {
                 culprits: vec![],
@@ -278,10 +286,9 @@ impl Node {
         }
         record.public_key = scheme.public_key(&first).map_err(internal)?;
         record.public_package = first;
-        record.attestations = parties
+        record.attestations = nodes
             .iter()
-            .zip(&o.by_party)
-            .map(|(&node, x)| attest::attestation(node, x.as_ref().map(|x| x.attestation.clone()).unwrap_or_default()))
+            .map(|&(node, x)| attest::attestation(node, x.map(|x| x.attestation.clone()).unwrap_or_default()))
             .collect();
         attest::verify_all(record, self.identities()).map_err(|e| {
             let culprits = match e {
