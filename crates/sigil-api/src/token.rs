@@ -184,4 +184,3 @@ pub fn generate_client_key(p256: bool) -> anyhow::Result<(zeroize::Zeroizing<Str
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((zeroize::Zeroizing::new(private.to_string()), public))
 }
-

@@ -93,7 +93,12 @@ impl PartyArgs {
         Ok(Unlock::Passphrase(passphrase))
     }
 
-    fn context(&self) -> anyhow::Result<(sigil_client::Client, std::collections::HashMap<u16, ed25519_dalek::VerifyingKey>)> {
+    fn context(
+        &self,
+    ) -> anyhow::Result<(
+        sigil_client::Client,
+        std::collections::HashMap<u16, ed25519_dalek::VerifyingKey>,
+    )> {
         let text = std::fs::read_to_string(&self.identities)
             .with_context(|| format!("--identities {}", self.identities.display()))?;
         Ok((

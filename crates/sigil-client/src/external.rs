@@ -131,7 +131,16 @@ pub async fn keygen(
         )
     }, other => bail!("{other} keys cannot have an external party yet"));
     let public_key = args.scheme.public_key(&package)?;
-    let header = Header::new(&s.key_id, args.scheme.as_str(), t, s.parties, i, &public_key, &package, args.unlock);
+    let header = Header::new(
+        &s.key_id,
+        args.scheme.as_str(),
+        t,
+        s.parties,
+        i,
+        &public_key,
+        &package,
+        args.unlock,
+    );
     keyfile::write(args.key_file, &header, &share, args.unlock)?;
     let committed = client.session_result(&s.session_id, RESULT_POLL).await;
     let key = match committed {
@@ -139,7 +148,9 @@ pub async fn keygen(
         other => {
             let _ = std::fs::remove_file(args.key_file);
             return match other {
-                Ok(key) => Err(anyhow!("the cluster committed another public key than this party computed: {key}")),
+                Ok(key) => Err(anyhow!(
+                    "the cluster committed another public key than this party computed: {key}"
+                )),
                 Err(e) => Err(e.context("the key was not committed; the share file was removed")),
             };
         }
@@ -171,7 +182,13 @@ pub async fn sign(
     let signers = s
         .parties
         .iter()
-        .map(|p| header.parties.iter().position(|x| x == p).and_then(|i| u16::try_from(i).ok()))
+        .map(|p| {
+            header
+                .parties
+                .iter()
+                .position(|x| x == p)
+                .and_then(|i| u16::try_from(i).ok())
+        })
         .collect::<Option<Vec<u16>>>()
         .ok_or_else(|| anyhow!("the session's parties {:?} are not all the key's", s.parties))?;
     let session = PartySession::new(session_id_bytes(&s.session_id)?, s.parties, identities, keys)?;

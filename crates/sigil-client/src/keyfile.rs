@@ -214,10 +214,13 @@ pub fn read(path: &Path, unlock: &Unlock) -> Result<(Header, Zeroizing<Vec<u8>>)
     let ciphertext = hex::decode(&file.ciphertext).map_err(|_| KeyFileError::Malformed("ciphertext".into()))?;
     let cipher = Aes256Gcm::new_from_slice(key.as_ref()).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
     let share = cipher
-        .decrypt(&Nonce::from(nonce), Payload {
-            msg: &ciphertext,
-            aad: &aad,
-        })
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: &ciphertext,
+                aad: &aad,
+            },
+        )
         .map_err(|_| KeyFileError::WrongKey)?;
     Ok((file.header, Zeroizing::new(share)))
 }

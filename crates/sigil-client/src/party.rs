@@ -181,7 +181,10 @@ impl PartySession {
     /// Reads messages until every node's hello is in: the X25519 key of
     /// each node party (by session index), the protocol messages read
     /// meanwhile, and the cursor.
-    async fn hellos<R: Relay>(&self, relay: &R) -> Result<(HashMap<PartyIndex, [u8; 32]>, Vec<RelayMessage>, u64), PartyError> {
+    async fn hellos<R: Relay>(
+        &self,
+        relay: &R,
+    ) -> Result<(HashMap<PartyIndex, [u8; 32]>, Vec<RelayMessage>, u64), PartyError> {
         let mut keys = HashMap::new();
         let mut early = Vec::new();
         let mut after = 0;
@@ -279,7 +282,10 @@ impl PartySession {
             MessageDestination::AllParties => (None, None),
             MessageDestination::OneParty(j) => (
                 Some(j),
-                Some(hpke.get(&j).ok_or_else(|| PartyError::Invalid(format!("no session key of party {j}")))?),
+                Some(
+                    hpke.get(&j)
+                        .ok_or_else(|| PartyError::Invalid(format!("no session key of party {j}")))?,
+                ),
             ),
         };
         RelayMessage::new(
@@ -339,7 +345,10 @@ impl<M: ProtocolMessage + DeserializeOwned> Inbox<M> {
         };
         let msg: M = postcard::from_bytes(&plaintext).map_err(|e| bad(format!("does not decode: {e}")))?;
         if msg.round() != round {
-            return Err(bad(format!("payload is for round {}, message says {round}", msg.round())));
+            return Err(bad(format!(
+                "payload is for round {}, message says {round}",
+                msg.round()
+            )));
         }
         let id = self.next_id;
         self.next_id += 1;

@@ -356,10 +356,7 @@ mod tests {
         assert_eq!(moved.open(&vk, Some(&recipient)), Err(RelayError::BadSignature));
         let mut resigned = moved.clone();
         resigned.signature = sender.sign(&resigned.signed_bytes()).to_bytes().to_vec();
-        assert_eq!(
-            resigned.open(&vk, Some(&recipient)),
-            Err(RelayError::Undecryptable)
-        );
+        assert_eq!(resigned.open(&vk, Some(&recipient)), Err(RelayError::Undecryptable));
     }
 
     #[test]

@@ -282,7 +282,6 @@ pub fn now_unix() -> i64 {
     crate::now_unix()
 }
 
-
 impl Verifier {
     /// A verifier for `aud` trusting `clients`; tokens issued before
     /// `started_at` (seconds) are refused.

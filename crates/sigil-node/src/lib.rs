@@ -58,11 +58,11 @@ use zeroize::Zeroizing;
 pub use config::NodeConfig;
 use coordinator::{Outcomes, Run};
 use error::{NodeError, SessionError};
+pub use external::{RelayedRun, RelayedSign, SessionView};
 use family::{LoadedKey, Operation};
 pub use keygen::{KeygenPlan, KeygenRequest};
 use peer::PeerService;
 use session::{SessionSpec, Sessions};
-pub use external::{RelayedRun, RelayedSign, SessionView};
 pub use signing::Signed;
 use transport::{PeerClients, Transport};
 

@@ -148,9 +148,15 @@ impl Node {
             }
             _ => None,
         }
-        .ok_or_else(|| invalid("only FROST key generation and signing sessions have an external party, with its party_keys"))?;
+        .ok_or_else(|| {
+            invalid("only FROST key generation and signing sessions have an external party, with its party_keys")
+        })?;
         let mailbox = if spec.coordinator == self.cfg.node_id {
-            Some(self.relay.get(&spec.id).ok_or_else(|| invalid("no mailbox for the external party"))?)
+            Some(
+                self.relay
+                    .get(&spec.id)
+                    .ok_or_else(|| invalid("no mailbox for the external party"))?,
+            )
         } else {
             None
         };

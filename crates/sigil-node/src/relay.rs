@@ -192,7 +192,8 @@ fn session_id_of(env: &Envelope) -> Result<SessionId, RelayError> {
 /// # Errors
 /// Out-of-range fields.
 pub fn relay_message(env: &Envelope) -> Result<RelayMessage, RelayError> {
-    let narrow = |v: u32, what: &str| u16::try_from(v).map_err(|_| RelayError::Malformed(format!("{what} out of range")));
+    let narrow =
+        |v: u32, what: &str| u16::try_from(v).map_err(|_| RelayError::Malformed(format!("{what} out of range")));
     Ok(RelayMessage {
         session_id: session_id_of(env)?,
         round: narrow(env.round, "round")?,
@@ -665,9 +666,15 @@ mod tests {
             Err(SubmitRefusal::NotAMember(_))
         ));
         let mut posing = RelayMessage::new(&f.party, [9; 32], 1, 1, Some(0), b"x", None, &mut OsRng).unwrap();
-        assert!(matches!(mb.submit(&posing), Err(SubmitRefusal::NotAMember(_))), "a node's index");
+        assert!(
+            matches!(mb.submit(&posing), Err(SubmitRefusal::NotAMember(_))),
+            "a node's index"
+        );
         posing.from = 2;
-        assert!(matches!(mb.submit(&posing), Err(SubmitRefusal::Unauthentic(_))), "re-labelled");
+        assert!(
+            matches!(mb.submit(&posing), Err(SubmitRefusal::Unauthentic(_))),
+            "re-labelled"
+        );
         let forged = RelayMessage::new(&f.node7, [9; 32], 1, 2, Some(0), b"x", None, &mut OsRng).unwrap();
         assert!(matches!(mb.submit(&forged), Err(SubmitRefusal::Unauthentic(_))));
         let other_session = RelayMessage::new(&f.party, [8; 32], 1, 2, Some(0), b"x", None, &mut OsRng).unwrap();
@@ -725,11 +732,10 @@ mod tests {
         );
         assert_eq!(mb.accept_from_node(7, &to_party(1, Some(2), &f.node7)), Ok(()));
         let all = mb.messages_after(0, Duration::ZERO).await;
-        assert_eq!(all.iter().map(|(s, m)| (*s, m.round)).collect::<Vec<_>>(), vec![
-            (1, HELLO_ROUND),
-            (2, 0),
-            (3, 1)
-        ]);
+        assert_eq!(
+            all.iter().map(|(s, m)| (*s, m.round)).collect::<Vec<_>>(),
+            vec![(1, HELLO_ROUND), (2, 0), (3, 1)]
+        );
         let p2p = &all[2].1;
         assert_eq!(p2p.open(&f.node7.verifying_key(), Some(&f.party_secret)).unwrap(), b"m");
         // A long poll returns when a message arrives or at its wait.

@@ -113,16 +113,28 @@ impl Cluster {
         let seeds = (0..usize::from(n))
             .map(|i| all.iter().skip(2 * i).take(2).cloned().collect())
             .collect();
-        Self::build(n, presign_pool_size, stores, seeds)
+        Self::build(n, presign_pool_size, stores, seeds, &|_| {})
+    }
+
+    /// `n` nodes without presignature pools, each config changed by
+    /// `tweak` first.
+    pub fn with_config(n: u16, tweak: &dyn Fn(&mut NodeConfig)) -> Self {
+        Self::build(n, 0, vec![Default::default(); usize::from(n)], Vec::new(), tweak)
     }
 
     /// `n` SQLite nodes without presignature pools, node `i` seeded with
     /// the safe primes `seeds[i]` (decimal).
     pub fn with_seeds(n: u16, seeds: Vec<Vec<String>>) -> Self {
-        Self::build(n, 0, vec![Default::default(); usize::from(n)], seeds)
+        Self::build(n, 0, vec![Default::default(); usize::from(n)], seeds, &|_| {})
     }
 
-    fn build(n: u16, presign_pool_size: usize, stores: Vec<sigil_store::StoreConfig>, seeds: Vec<Vec<String>>) -> Self {
+    fn build(
+        n: u16,
+        presign_pool_size: usize,
+        stores: Vec<sigil_store::StoreConfig>,
+        seeds: Vec<Vec<String>>,
+        tweak: &dyn Fn(&mut NodeConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let ids: Vec<u16> = (0..n).collect();
@@ -148,7 +160,7 @@ impl Cluster {
             let mk = nd.join("master.key");
             std::fs::write(&mk, sigil_store::MasterKey::generate().to_hex().as_bytes()).unwrap();
             let c = sigil_node::certs::node_cert_paths(&certs, i);
-            let cfg = NodeConfig {
+            let mut cfg = NodeConfig {
                 limits: Default::default(),
                 // Looked for often, so a test key with a short interval
                 // rotates within a second of being due.
@@ -185,6 +197,7 @@ impl Cluster {
                 nodes: nodes.clone(),
                 retired_nodes: Vec::new(),
             };
+            tweak(&mut cfg);
             let path = nd.join("config.toml");
             std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
             configs.push(path);

@@ -622,7 +622,10 @@ async fn create_key(
             let _slot = slot;
             let progress = crate::operations::KeygenProgress::default();
             let key_id = plan.key_id.clone();
-            let r = node.run_keygen_in(plan, &progress, Some(run)).await.map_err(ApiError::from);
+            let r = node
+                .run_keygen_in(plan, &progress, Some(run))
+                .await
+                .map_err(ApiError::from);
             let r = audited(&node, &auth, "create_key", &key_id, &[], r).await;
             node.finish_relayed(&mailbox, r.and_then(|k| json_value(crate::family::view_of(&k))));
         });

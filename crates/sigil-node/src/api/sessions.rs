@@ -96,9 +96,7 @@ pub(super) async fn get_session(
     axum::Extension(auth): axum::Extension<RequestAuth>,
 ) -> Result<Json<SessionView>, ApiError> {
     let id = session_id(&id)?;
-    node.session_view(&id, &auth.client)
-        .map(Json)
-        .map_err(|e| refusal(&e))
+    node.session_view(&id, &auth.client).map(Json).map_err(|e| refusal(&e))
 }
 
 /// The messages for the session's external party after `after` (long
@@ -147,7 +145,9 @@ pub(super) async fn post_message(
     ApiJson(m): ApiJson<RelayMessage>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     if session_id(&id)? != m.session_id {
-        return Err(ApiError::bad_request("the message is for another session than the path names"));
+        return Err(ApiError::bad_request(
+            "the message is for another session than the path names",
+        ));
     }
     match node.submit_from_party(&auth.client, m) {
         Ok(duplicate) => Ok((StatusCode::ACCEPTED, Json(Submitted { duplicate }))),

@@ -1,0 +1,373 @@
+//! External parties end to end: real `sigil node` processes on loopback,
+//! the `sigil-client` party in this test process, talking through the
+//! REST relay. Keys 2-of-2 (one node and the client) and 2-of-3 (two
+//! nodes and the client) for `frost-ed25519` and `frost-secp256k1-tr`,
+//! signatures checked with `ed25519-dalek` and `k256`'s BIP-340 verifier;
+//! then every relay refusal, a silent party and what the nodes keep.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::Cluster;
+use ed25519_dalek::VerifyingKey;
+use serde_json::{json, Value};
+use sigil_client::external::{self, KeygenArgs};
+use sigil_client::keyfile::Unlock;
+use sigil_crypto::relay::{RelayMessage, SessionSecret};
+use zeroize::Zeroizing;
+
+/// The external party's client: `alice` (P-256 key, roles create and read).
+const PARTY: &str = "alice";
+
+fn client(c: &Cluster, node: u16) -> sigil_client::Client {
+    let key = c.dir.path().join(format!("clients/{PARTY}.key"));
+    let tokens = sigil_client::Tokens::load(PARTY, &key, common::CLUSTER_ID).unwrap();
+    sigil_client::Client::with_url(&c.url(node), tokens)
+}
+
+fn identities(c: &Cluster) -> HashMap<u16, VerifyingKey> {
+    let text = std::fs::read_to_string(c.dir.path().join("certs/identities.json")).unwrap();
+    sigil_client::party::parse_identities(&text).unwrap()
+}
+
+fn unlock() -> Unlock {
+    Unlock::Passphrase(Zeroizing::new("correct horse battery staple".into()))
+}
+
+/// Checks `sig` over `msg` with the scheme's ordinary single-key verifier
+/// (not Sigil's code).
+fn verify_independently(scheme: &str, public_key: &str, msg: &[u8], sig: &str) {
+    let pk = hex::decode(public_key).unwrap();
+    let sig = hex::decode(sig).unwrap();
+    match scheme {
+        "frost-ed25519" => {
+            let vk = VerifyingKey::from_bytes(&pk.try_into().unwrap()).unwrap();
+            let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+            vk.verify_strict(msg, &sig).expect("Ed25519 (RFC 8032, strict)");
+        }
+        "frost-secp256k1-tr" => {
+            let vk = k256::schnorr::VerifyingKey::from_bytes(&pk).unwrap();
+            let sig = k256::schnorr::Signature::try_from(sig.as_slice()).unwrap();
+            vk.verify_raw(msg, &sig).expect("BIP-340");
+        }
+        other => panic!("no verifier for {other}"),
+    }
+}
+
+async fn keygen(c: &Cluster, via: u16, scheme: &str, nodes: &[u16], t: u16, file: &Path, require: bool) -> Value {
+    external::keygen(
+        &client(c, via),
+        &identities(c),
+        KeygenArgs {
+            scheme: scheme.parse().unwrap(),
+            threshold: t,
+            parties: Some(nodes.to_vec()),
+            label: Some("external".into()),
+            require_external: require,
+            key_file: file,
+            unlock: &unlock(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn party_sign(c: &Cluster, via: u16, file: &Path, msg: &[u8]) -> Value {
+    external::sign(&client(c, via), &identities(c), file, &unlock(), msg)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn external_party_keygen_and_sign_2of2_and_2of3() {
+    let c = Cluster::with_config(3, &|_| {});
+    for i in 0..3 {
+        c.wait_healthy(i).await;
+    }
+    let files = tempfile::tempdir().unwrap();
+    for scheme in ["frost-ed25519", "frost-secp256k1-tr"] {
+        // 2-of-2: node 0 and the client.
+        let f = files.path().join(format!("{scheme}-2of2.json"));
+        let key = keygen(&c, 0, scheme, &[0], 2, &f, false).await;
+        assert_eq!(key["parties"], json!([0, 65535]));
+        assert_eq!(key["policy"]["external"], json!([PARTY]));
+        let id = key["key_id"].as_str().unwrap();
+        let sig = party_sign(&c, 0, &f, b"two of two").await;
+        assert_eq!(sig["signers"], json!([0, 65535]));
+        verify_independently(
+            scheme,
+            key["public_key"].as_str().unwrap(),
+            b"two of two",
+            sig["signature"].as_str().unwrap(),
+        );
+        // The server nodes alone cannot sign it.
+        let (s, v) = c
+            .api_as(
+                PARTY,
+                0,
+                "POST",
+                &format!("/v1/keys/{id}/sign"),
+                json!({"message": "00"}),
+            )
+            .await;
+        assert_eq!(s, 403, "nodes alone: {v}");
+        // Nor does a node that holds no share relay it.
+        let e = external::sign(&client(&c, 1), &identities(&c), &f, &unlock(), b"x").await;
+        assert!(e.is_err_and(|e| e.to_string().contains("holds no share")));
+
+        // 2-of-3: nodes 0 and 1 and the client; the client signs through
+        // either node, and the two nodes may sign alone (no requirement).
+        let f = files.path().join(format!("{scheme}-2of3.json"));
+        let key = keygen(&c, 1, scheme, &[0, 1], 2, &f, false).await;
+        assert_eq!(key["parties"], json!([0, 1, 65535]));
+        let pk = key["public_key"].as_str().unwrap().to_string();
+        for via in [0, 1] {
+            let sig = party_sign(&c, via, &f, b"two of three").await;
+            assert_eq!(sig["signers"], json!([via, 65535]));
+            verify_independently(scheme, &pk, b"two of three", sig["signature"].as_str().unwrap());
+        }
+        let id = key["key_id"].as_str().unwrap();
+        let (s, v) = c
+            .api_as(
+                PARTY,
+                2,
+                "POST",
+                &format!("/v1/keys/{id}/sign"),
+                json!({"message": "6e6f646573"}),
+            )
+            .await;
+        assert_eq!(s, 200, "nodes only: {v}");
+        verify_independently(scheme, &pk, b"nodes", v["signature"].as_str().unwrap());
+    }
+
+    // A key whose policy requires the party on every signature.
+    let f = files.path().join("required.json");
+    let key = keygen(&c, 0, "frost-ed25519", &[0, 1], 2, &f, true).await;
+    let id = key["key_id"].as_str().unwrap();
+    let (s, v) = c
+        .api_as(
+            PARTY,
+            0,
+            "POST",
+            &format!("/v1/keys/{id}/sign"),
+            json!({"message": "00"}),
+        )
+        .await;
+    assert_eq!(s, 403, "the policy requires the external party: {v}");
+    let sig = party_sign(&c, 1, &f, b"with me").await;
+    verify_independently(
+        "frost-ed25519",
+        key["public_key"].as_str().unwrap(),
+        b"with me",
+        sig["signature"].as_str().unwrap(),
+    );
+
+    // The share file opens only with its passphrase.
+    let wrong = Unlock::Passphrase(Zeroizing::new("wrong passphrase".into()));
+    assert!(external::sign(&client(&c, 0), &identities(&c), &f, &wrong, b"x")
+        .await
+        .is_err());
+    // Keys with an external party are not reshared (yet).
+    let (s, v) = c
+        .api_as(PARTY, 0, "POST", &format!("/v1/keys/{id}/refresh"), json!({}))
+        .await;
+    assert!(s == 400 || s == 403, "refresh: {s} {v}");
+}
+
+/// A party key pair and the `party_keys` of a request.
+struct RawParty {
+    signing: ed25519_dalek::SigningKey,
+    _secret: SessionSecret,
+    keys: Value,
+}
+
+fn raw_party() -> RawParty {
+    let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let secret = SessionSecret::generate(&mut rand::rngs::OsRng);
+    let keys = json!({
+        "verifying_key": hex::encode(signing.verifying_key().to_bytes()),
+        "hpke_public_key": hex::encode(secret.public_key()),
+    });
+    RawParty {
+        signing,
+        _secret: secret,
+        keys,
+    }
+}
+
+async fn submit(c: &Cluster, id: &str, node: u16, sid: &str, m: &RelayMessage) -> (u16, Value) {
+    c.api_as(
+        id,
+        node,
+        "POST",
+        &format!("/v1/sessions/{sid}/messages"),
+        serde_json::to_value(m).unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_refuses_what_it_must_and_a_silent_party_fails_the_session() {
+    let c = Cluster::with_config(3, &|cfg| cfg.external_session_timeout_ms = 3_000);
+    for i in 0..3 {
+        c.wait_healthy(i).await;
+    }
+    // Requests that never start a session.
+    let p = raw_party();
+    let bad = [
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0], "external_parties": [{"client": "bob"}], "party_keys": p.keys}),
+            "another client's party",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0], "external_parties": [{"client": PARTY}]}),
+            "no party keys",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [1], "external_parties": [{"client": PARTY}], "party_keys": p.keys}),
+            "the relay is no party",
+        ),
+        (
+            json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0], "external_parties": [{"client": PARTY}], "party_keys": p.keys}),
+            "not yet for ECDSA",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0], "external_parties": [{"client": PARTY}, {"client": PARTY}], "party_keys": p.keys}),
+            "two external parties",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0], "external_parties": [{"client": PARTY}], "party_keys": {"verifying_key": "00", "hpke_public_key": "00"}}),
+            "malformed keys",
+        ),
+        (
+            json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0], "external_parties": [{"client": PARTY}], "party_keys": p.keys, "rotate": true}),
+            "rotation",
+        ),
+    ];
+    for (body, what) in bad {
+        let (s, v) = c.api_as(PARTY, 0, "POST", "/v1/keys", body).await;
+        assert_eq!(s, 400, "{what}: {v}");
+    }
+
+    // A session whose party misbehaves, then goes silent.
+    let body = json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0, 1], "external_parties": [{"client": PARTY}], "party_keys": p.keys});
+    let (s, view) = c.api_as(PARTY, 0, "POST", "/v1/keys", body).await;
+    assert_eq!(s, 202, "{view}");
+    let sid = view["session_id"].as_str().unwrap().to_string();
+    let key_id = view["key_id"].as_str().unwrap().to_string();
+    assert_eq!(view["parties"], json!([0, 1, 65535]));
+    assert_eq!(view["external_index"], 2);
+    let session_id: [u8; 32] = hex::decode(&sid).unwrap().try_into().unwrap();
+    let msg = |round: u16, from: u16, to: Option<u16>, payload: &[u8], key: &ed25519_dalek::SigningKey| {
+        RelayMessage::new(key, session_id, round, from, to, payload, None, &mut rand::rngs::OsRng).unwrap()
+    };
+
+    // Only the session's client sees it.
+    let (s, _) = c
+        .api_as("bob", 0, "GET", &format!("/v1/sessions/{sid}"), json!(null))
+        .await;
+    assert_eq!(s, 404, "another client");
+    let (s, _) = c
+        .api_as(PARTY, 1, "GET", &format!("/v1/sessions/{sid}"), json!(null))
+        .await;
+    assert_eq!(s, 404, "another node relays no such session");
+    // The nodes' hellos are queued for the party.
+    let (s, page) = c
+        .api_as(
+            PARTY,
+            0,
+            "GET",
+            &format!("/v1/sessions/{sid}/messages?after=0&wait_ms=2000"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, 200, "{page}");
+    assert!(!page["messages"].as_array().unwrap().is_empty());
+
+    let refusals = [
+        (msg(0, 0, None, b"x", &p.signing), 403, "not_a_member", "a node's index"),
+        (msg(0, 2, Some(2), b"x", &p.signing), 403, "not_a_member", "to itself"),
+        (
+            msg(1, 2, None, b"x", &p.signing),
+            409,
+            "unexpected_round",
+            "round 1 is point to point",
+        ),
+        (
+            msg(7, 2, Some(0), b"x", &p.signing),
+            409,
+            "unexpected_round",
+            "no round 7",
+        ),
+        (
+            msg(
+                0,
+                2,
+                None,
+                b"x",
+                &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+            ),
+            400,
+            "unauthentic",
+            "another key's signature",
+        ),
+    ];
+    for (m, status, code, what) in refusals {
+        let (s, v) = submit(&c, PARTY, 0, &sid, &m).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (status, Some(code)), "{what}: {v}");
+    }
+    let (s, v) = submit(&c, "bob", 0, &sid, &msg(0, 2, None, b"x", &p.signing)).await;
+    assert_eq!(s, 404, "another client's submission: {v}");
+    let mut other = msg(0, 2, None, b"x", &p.signing);
+    other.session_id = [9; 32];
+    let (s, _) = submit(&c, PARTY, 0, &sid, &other).await;
+    assert_eq!(s, 400, "a message for another session");
+    // A well-signed message the nodes cannot decode: relayed once, the
+    // same again is idempotent, another in its slot a conflict.
+    let garbage = msg(0, 2, None, b"not a protocol message", &p.signing);
+    let (s, v) = submit(&c, PARTY, 0, &sid, &garbage).await;
+    assert_eq!((s, &v["duplicate"]), (202, &json!(false)), "{v}");
+    let (s, v) = submit(&c, PARTY, 0, &sid, &garbage).await;
+    assert_eq!((s, &v["duplicate"]), (202, &json!(true)), "{v}");
+    let (s, v) = submit(&c, PARTY, 0, &sid, &msg(0, 2, None, b"another", &p.signing)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("conflict")), "{v}");
+
+    // The party never sends a valid round-0 message: the session fails at
+    // its deadline naming it, and no node keeps anything of the key.
+    let view = loop {
+        let (_, v) = c
+            .api_as(PARTY, 0, "GET", &format!("/v1/sessions/{sid}"), json!(null))
+            .await;
+        if v["state"] != "running" {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["state"], "failed", "{view}");
+    assert!(
+        view["error"]["nodes"].as_array().unwrap().contains(&json!(65535)),
+        "names the external party: {view}"
+    );
+    for i in 0..3 {
+        let (s, v) = c
+            .api_as(PARTY, i, "GET", &format!("/v1/keys/{key_id}"), json!(null))
+            .await;
+        assert_eq!(s, 404, "node {i} keeps nothing of a failed DKG: {v}");
+    }
+    // Replayed after the end.
+    let (s, v) = submit(&c, PARTY, 0, &sid, &msg(1, 2, Some(0), b"late", &p.signing)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (410, Some("ended")), "{v}");
+    // Every refusal is audited at the relay.
+    let (_, audit) = c.api(0, "GET", "/v1/audit?limit=1000", json!(null)).await;
+    let refused = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "relay_message" && r["outcome"].as_str().unwrap_or("").starts_with("refused:"))
+        .count();
+    assert!(refused >= 7, "relay refusals audited: {refused}");
+}
