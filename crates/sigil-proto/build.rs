@@ -1,6 +1,6 @@
 //! Compiles the .proto files with protox (pure Rust, no protoc needed).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/peer.proto", "proto/prime.proto"];
+    let files = ["proto/peer.proto", "proto/prime.proto", "proto/signer.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

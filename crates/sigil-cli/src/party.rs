@@ -67,8 +67,21 @@ pub struct PartyArgs {
     /// it, never against what the relay says.
     #[arg(long, default_value = ".sigil-dev/certs/identities.json")]
     identities: PathBuf,
+    /// Go through the node's gRPC `sigil.v1.Signer` (`http://host:port`,
+    /// or `https://` with --grpc-ca) instead of its REST API.
+    #[arg(long)]
+    grpc: Option<String>,
+    /// CA certificate (PEM) of the node's gRPC TLS.
+    #[arg(long)]
+    grpc_ca: Option<PathBuf>,
     #[command(flatten)]
     api: ApiArgs,
+}
+
+/// The door a party goes through.
+enum Door {
+    Rest(sigil_client::Client),
+    Grpc(sigil_client::GrpcClient),
 }
 
 impl PartyArgs {
@@ -93,18 +106,23 @@ impl PartyArgs {
         Ok(Unlock::Passphrase(passphrase))
     }
 
-    fn context(
-        &self,
-    ) -> anyhow::Result<(
-        sigil_client::Client,
-        std::collections::HashMap<u16, ed25519_dalek::VerifyingKey>,
-    )> {
+    fn context(&self) -> anyhow::Result<(Door, std::collections::HashMap<u16, ed25519_dalek::VerifyingKey>)> {
         let text = std::fs::read_to_string(&self.identities)
             .with_context(|| format!("--identities {}", self.identities.display()))?;
-        Ok((
-            crate::client::connect(&self.api)?,
-            sigil_client::party::parse_identities(&text)?,
-        ))
+        let door = match &self.grpc {
+            None => Door::Rest(crate::client::connect(&self.api)?),
+            Some(url) => {
+                let ca = self
+                    .grpc_ca
+                    .as_ref()
+                    .map(std::fs::read)
+                    .transpose()
+                    .context("--grpc-ca")?;
+                let tokens = crate::client::tokens(&self.api.auth)?;
+                Door::Grpc(sigil_client::GrpcClient::connect(url, ca.as_deref(), tokens)?)
+            }
+        };
+        Ok((door, sigil_client::party::parse_identities(&text)?))
     }
 }
 
@@ -133,7 +151,10 @@ pub async fn command(cmd: PartyCmd) -> anyhow::Result<()> {
                 key_file: &party.key_file,
                 unlock: &unlock,
             };
-            let key = sigil_client::external::keygen(&client, &identities, args).await?;
+            let key = match &client {
+                Door::Rest(c) => sigil_client::external::keygen(c, &identities, args).await?,
+                Door::Grpc(c) => sigil_client::external::keygen(c, &identities, args).await?,
+            };
             eprintln!("share sealed in {}", party.key_file.display());
             print_json(&key);
         }
@@ -141,7 +162,11 @@ pub async fn command(cmd: PartyCmd) -> anyhow::Result<()> {
             let unlock = party.unlock()?;
             let (client, identities) = party.context()?;
             let message = msg.bytes()?;
-            let sig = sigil_client::external::sign(&client, &identities, &party.key_file, &unlock, &message).await?;
+            let (file, ids) = (&party.key_file, &identities);
+            let sig = match &client {
+                Door::Rest(c) => sigil_client::external::sign(c, ids, file, &unlock, &message).await?,
+                Door::Grpc(c) => sigil_client::external::sign(c, ids, file, &unlock, &message).await?,
+            };
             print_json(&sig);
         }
     }

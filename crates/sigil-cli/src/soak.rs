@@ -551,6 +551,7 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         http_port: a.http_port,
         peer_port: a.peer_port,
+        grpc_port: None,
         cluster_id: "sigil-soak".into(),
         clients: Vec::new(),
         session_timeout_ms: a.session_timeout_ms,

@@ -371,3 +371,123 @@ async fn relay_refuses_what_it_must_and_a_silent_party_fails_the_session() {
         .count();
     assert!(refused >= 7, "relay refusals audited: {refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_signer_serves_the_external_party_health_and_reflection() {
+    let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+    let c = Cluster::with_config(2, &|cfg| {
+        cfg.listen_grpc = Some(
+            format!("127.0.0.1:{}", ports[usize::from(cfg.node_id)])
+                .parse()
+                .unwrap(),
+        );
+    });
+    for i in 0..2 {
+        c.wait_healthy(i).await;
+    }
+    let url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
+    let key = c.dir.path().join(format!("clients/{PARTY}.key"));
+    let tokens = sigil_client::Tokens::load(PARTY, &key, common::CLUSTER_ID).unwrap();
+    let g = sigil_client::GrpcClient::connect(&url(0), None, tokens).unwrap();
+    assert_eq!(g.ping().await.unwrap().0, 0);
+
+    // Health and reflection, as grpcurl uses them.
+    let ch = tonic::transport::Endpoint::from_shared(url(1))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(ch.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "sigil.v1.Signer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    {
+        use tonic_reflection::pb::v1::{
+            server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse, ServerReflectionRequest,
+        };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(ch.clone())
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let resp = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("reflection: {resp:?}")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == "sigil.v1.Signer"), "{names:?}");
+    }
+
+    // 2-of-2 with node 0, over gRPC end to end.
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path().join("grpc.json");
+    let key = external::keygen(
+        &g,
+        &identities(&c),
+        KeygenArgs {
+            scheme: "frost-ed25519".parse().unwrap(),
+            threshold: 2,
+            parties: Some(vec![0]),
+            label: None,
+            require_external: false,
+            key_file: &f,
+            unlock: &unlock(),
+        },
+    )
+    .await
+    .unwrap();
+    let sig = external::sign(&g, &identities(&c), &f, &unlock(), b"over grpc")
+        .await
+        .unwrap();
+    verify_independently(
+        "frost-ed25519",
+        key["public_key"].as_str().unwrap(),
+        b"over grpc",
+        sig["signature"].as_str().unwrap(),
+    );
+    // The REST and gRPC doors take the same share: sign through REST too.
+    party_sign(&c, 0, &f, b"over rest").await;
+
+    // Refusals, with clear statuses.
+    let mut raw = sigil_proto::signer::signer_client::SignerClient::new(ch);
+    let e = raw.ping(sigil_proto::signer::PingRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "no token: {e:?}");
+    let e = g.start_sign("../keys", b"{}".to_vec()).await.unwrap_err();
+    let status = e.downcast_ref::<tonic::Status>().unwrap();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let forged = RelayMessage::new(
+        &ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        [5; 32],
+        0,
+        1,
+        None,
+        b"x",
+        None,
+        &mut rand::rngs::OsRng,
+    )
+    .unwrap();
+    let e = g.submit(&forged).await.unwrap_err();
+    let status = e.downcast_ref::<tonic::Status>().unwrap();
+    assert_eq!(status.code(), tonic::Code::NotFound, "an unknown session: {status:?}");
+    let e = g.status(&hex::encode([5u8; 32]), true).await.unwrap_err();
+    assert_eq!(e.downcast_ref::<tonic::Status>().unwrap().code(), tonic::Code::NotFound);
+    // Nodes-only signing of a 2-of-2 key is refused through gRPC too.
+    let id = key["key_id"].as_str().unwrap();
+    let e = g.start_sign(id, br#"{"message":"00"}"#.to_vec()).await.unwrap_err();
+    assert_eq!(
+        e.downcast_ref::<tonic::Status>().unwrap().code(),
+        tonic::Code::PermissionDenied
+    );
+}

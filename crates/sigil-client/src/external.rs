@@ -18,9 +18,96 @@ use sigil_crypto::scheme::frost_core::keys::{KeyPackage, PublicKeyPackage};
 use sigil_crypto::{with_ciphersuite, Scheme};
 use zeroize::Zeroizing;
 
+use crate::grpc::{status_json, GrpcClient, GrpcRelay};
 use crate::keyfile::{self, Header, Unlock};
-use crate::party::{PartySession, SessionKeys};
+use crate::party::{PartySession, Relay, SessionKeys};
 use crate::rest::{Client, SessionRelay};
+
+/// The node API an external party starts its sessions through: REST
+/// ([`Client`]) or gRPC ([`GrpcClient`]).
+pub trait Door {
+    /// The relay of one session through this door.
+    type Relay<'a>: Relay
+    where
+        Self: 'a;
+
+    /// The client id its requests are signed as.
+    fn client_id(&self) -> &str;
+
+    /// Starts a key generation with the exact JSON `body` of
+    /// `POST /v1/keys`; the session view.
+    fn start_dkg(&self, body: Vec<u8>) -> impl std::future::Future<Output = anyhow::Result<Value>>;
+
+    /// Starts a signature with the exact JSON `body` of
+    /// `POST /v1/keys/{key_id}/sign`; the session view.
+    fn start_sign(&self, key_id: &str, body: Vec<u8>) -> impl std::future::Future<Output = anyhow::Result<Value>>;
+
+    /// The view of session `id` (a key generation when `dkg`).
+    fn session(&self, id: &str, dkg: bool) -> impl std::future::Future<Output = anyhow::Result<Value>>;
+
+    /// The relay of session `id`.
+    fn relay<'a>(&'a self, id: &str, dkg: bool) -> Self::Relay<'a>;
+}
+
+impl Door for Client {
+    type Relay<'a> = SessionRelay<'a>;
+
+    fn client_id(&self) -> &str {
+        Client::client_id(self)
+    }
+
+    async fn start_dkg(&self, body: Vec<u8>) -> anyhow::Result<Value> {
+        self.post_bytes("/v1/keys", body).await
+    }
+
+    async fn start_sign(&self, key_id: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        self.post_bytes(&format!("/v1/keys/{key_id}/sign"), body).await
+    }
+
+    async fn session(&self, id: &str, _dkg: bool) -> anyhow::Result<Value> {
+        self.get(&format!("/v1/sessions/{id}")).await
+    }
+
+    fn relay<'a>(&'a self, id: &str, _dkg: bool) -> SessionRelay<'a> {
+        SessionRelay::new(self, id)
+    }
+}
+
+impl Door for GrpcClient {
+    type Relay<'a> = GrpcRelay<'a>;
+
+    fn client_id(&self) -> &str {
+        GrpcClient::client_id(self)
+    }
+
+    async fn start_dkg(&self, body: Vec<u8>) -> anyhow::Result<Value> {
+        status_json(&GrpcClient::start_dkg(self, body).await?)
+    }
+
+    async fn start_sign(&self, key_id: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        status_json(&GrpcClient::start_sign(self, key_id, body).await?)
+    }
+
+    async fn session(&self, id: &str, dkg: bool) -> anyhow::Result<Value> {
+        status_json(&self.status(id, dkg).await?)
+    }
+
+    fn relay<'a>(&'a self, id: &str, dkg: bool) -> GrpcRelay<'a> {
+        GrpcRelay::new(self, id, dkg)
+    }
+}
+
+/// Waits for session `id` to end and returns its result.
+async fn session_result<D: Door>(door: &D, id: &str, dkg: bool) -> anyhow::Result<Value> {
+    loop {
+        let view = door.session(id, dkg).await?;
+        match view["state"].as_str() {
+            Some("succeeded") => return Ok(view["result"].clone()),
+            Some("failed") => bail!("session failed: {}", view["error"]),
+            _ => tokio::time::sleep(RESULT_POLL).await,
+        }
+    }
+}
 
 /// How often the session's result is polled once the party's part ended.
 const RESULT_POLL: Duration = Duration::from_millis(20);
@@ -86,8 +173,8 @@ pub struct KeygenArgs<'a> {
 /// # Errors
 /// A refused request, a failed session (naming nodes), a key the cluster
 /// reports other than the one this party computed, or the file.
-pub async fn keygen(
-    client: &Client,
+pub async fn keygen<D: Door>(
+    client: &D,
     identities: &HashMap<u16, VerifyingKey>,
     args: KeygenArgs<'_>,
 ) -> anyhow::Result<Value> {
@@ -112,12 +199,12 @@ pub async fn keygen(
         body["policy"] = json!({"sign": [me], "decrypt": [me], "admin": [me], "require_external": true});
     }
     let bytes = serde_json::to_vec(&body)?;
-    let view = client.post_bytes("/v1/keys", bytes.clone()).await?;
+    let view = client.start_dkg(bytes.clone()).await?;
     let s = started(&view)?;
     let sid = session_id_bytes(&s.session_id)?;
     let eid = sigil_crypto::execution_id(b"dkg", &s.key_id, &s.parties, s.coordinator, &sid, &bytes);
     let session = PartySession::new(sid, s.parties.clone(), identities, keys)?;
-    let relay = SessionRelay::new(client, &s.session_id);
+    let relay = client.relay(&s.session_id, true);
     let (i, n, t) = (session.index, session.n(), args.threshold);
     let (share, package) = with_ciphersuite!(args.scheme, C => {
         let out = session
@@ -142,7 +229,7 @@ pub async fn keygen(
         args.unlock,
     );
     keyfile::write(args.key_file, &header, &share, args.unlock)?;
-    let committed = client.session_result(&s.session_id, RESULT_POLL).await;
+    let committed = session_result(client, &s.session_id, true).await;
     let key = match committed {
         Ok(key) if key["public_key"].as_str() == Some(hex::encode(&public_key).as_str()) => key,
         other => {
@@ -165,8 +252,8 @@ pub async fn keygen(
 /// # Errors
 /// The file, a refused request, a failed session, or a signature that
 /// does not verify.
-pub async fn sign(
-    client: &Client,
+pub async fn sign<D: Door>(
+    client: &D,
     identities: &HashMap<u16, VerifyingKey>,
     key_file: &Path,
     unlock: &Unlock,
@@ -177,7 +264,7 @@ pub async fn sign(
     let package = hex::decode(&header.public_package).context("public_package")?;
     let keys = SessionKeys::generate();
     let body = json!({"message": hex::encode(message), "party_keys": keys.public_json()});
-    let view = client.post(&format!("/v1/keys/{}/sign", header.key_id), &body).await?;
+    let view = client.start_sign(&header.key_id, serde_json::to_vec(&body)?).await?;
     let s = started(&view)?;
     let signers = s
         .parties
@@ -192,7 +279,7 @@ pub async fn sign(
         .collect::<Option<Vec<u16>>>()
         .ok_or_else(|| anyhow!("the session's parties {:?} are not all the key's", s.parties))?;
     let session = PartySession::new(session_id_bytes(&s.session_id)?, s.parties, identities, keys)?;
-    let relay = SessionRelay::new(client, &s.session_id);
+    let relay = client.relay(&s.session_id, false);
     let i = session.index;
     with_ciphersuite!(scheme, C => {
         let kp = KeyPackage::<C>::deserialize(&share).map_err(|e| anyhow!("share: {e}"))?;
@@ -204,7 +291,7 @@ pub async fn sign(
             })
             .await?;
     }, other => bail!("{other} keys cannot have an external party yet"));
-    let result = client.session_result(&s.session_id, RESULT_POLL).await?;
+    let result = session_result(client, &s.session_id, false).await?;
     let signature = hex::decode(result["signature"].as_str().unwrap_or_default()).context("signature")?;
     let public_key = hex::decode(&header.public_key).context("public_key")?;
     scheme

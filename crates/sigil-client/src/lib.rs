@@ -34,8 +34,10 @@
 #![deny(missing_docs)]
 
 pub mod external;
+pub mod grpc;
 pub mod keyfile;
 pub mod party;
 pub mod rest;
 
+pub use grpc::GrpcClient;
 pub use rest::{Client, KeyOptions, Tokens};

@@ -308,22 +308,6 @@ impl Client {
         }
         self.post(&format!("/v1/keys/{key}/sign"), &body).await
     }
-
-    /// Waits for the relayed session `session_id` to end (polling its
-    /// view every `every`) and returns its `result`.
-    ///
-    /// # Errors
-    /// The session's failure (its code, message and nodes).
-    pub async fn session_result(&self, session_id: &str, every: Duration) -> anyhow::Result<Value> {
-        loop {
-            let view = self.get(&format!("/v1/sessions/{session_id}")).await?;
-            match view["state"].as_str() {
-                Some("succeeded") => return Ok(view["result"].clone()),
-                Some("failed") => bail!("session failed: {}", view["error"]),
-                _ => tokio::time::sleep(every).await,
-            }
-        }
-    }
 }
 
 /// The relay of one session over `/v1/sessions/{session_id}/messages`

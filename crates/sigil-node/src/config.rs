@@ -35,6 +35,20 @@ pub struct HttpTls {
     pub key: PathBuf,
 }
 
+/// TLS of the gRPC `sigil.v1.Signer` listener (PEM files).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTls {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8 PEM). Secret.
+    pub key: PathBuf,
+    /// CA of client certificates: when set, every caller must present one
+    /// it issued (mutual TLS), on top of its signed token.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
 /// Automatic key rotation (`[rotation]`): keys created with `"rotate":
 /// true` get `interval_s` in their policy and are refreshed when their
 /// epoch is that old (see `crate::rotation`).
@@ -137,8 +151,16 @@ pub struct NodeConfig {
     /// TLS for the REST listener (optional).
     #[serde(default)]
     pub http_tls: Option<HttpTls>,
-    /// Allow a non-loopback `listen_http` without `http_tls` (default
-    /// false: such a config does not start).
+    /// Address of the gRPC `sigil.v1.Signer` API (with `grpc.health.v1`
+    /// and reflection); none (the default): not served.
+    #[serde(default)]
+    pub listen_grpc: Option<SocketAddr>,
+    /// TLS (optionally mutual) of the gRPC listener.
+    #[serde(default)]
+    pub grpc_tls: Option<GrpcTls>,
+    /// Allow a non-loopback `listen_http` without `http_tls`, or
+    /// `listen_grpc` without `grpc_tls` (default false: such a config does
+    /// not start).
     #[serde(default)]
     pub insecure_plaintext_http: bool,
     /// Deadline of a protocol session, in milliseconds (default 10 000).
@@ -210,7 +232,7 @@ pub struct RetiredNode {
 
 /// Top-level fields, the only `SIGIL_*` variables read as configuration
 /// (others, such as `SIGIL_LOG` or `SIGIL_MASTER_KEY`, are not settings).
-const CONFIG_FIELDS: [&str; 25] = [
+const CONFIG_FIELDS: [&str; 27] = [
     "store",
     "rotation",
     "limits",
@@ -220,6 +242,8 @@ const CONFIG_FIELDS: [&str; 25] = [
     "allowed_ips",
     "http_tls",
     "insecure_plaintext_http",
+    "listen_grpc",
+    "grpc_tls",
     "prime_source",
     "presign_pool_size",
     "aux_timeout_ms",
@@ -309,6 +333,12 @@ impl NodeConfig {
             "listen_http {} is not a loopback address: set http_tls, or insecure_plaintext_http = true to serve plaintext",
             self.listen_http
         );
+        if let Some(addr) = self.listen_grpc {
+            anyhow::ensure!(
+                addr.ip().is_loopback() || self.grpc_tls.is_some() || self.insecure_plaintext_http,
+                "listen_grpc {addr} is not a loopback address: set grpc_tls, or insecure_plaintext_http = true to serve plaintext"
+            );
+        }
         anyhow::ensure!(
             (100..=600_000).contains(&self.session_timeout_ms),
             "session_timeout_ms must be within 100..=600000 (milliseconds)"

@@ -327,11 +327,13 @@ impl Node {
     /// recipient (this node's own session directly, the others through
     /// the transport, retried until the deadline). Returns whether it was
     /// a repeat (accepted before, not relayed again). Refusals are
-    /// counted (`sigil_relay_refusals_total{reason}`).
+    /// counted (`sigil_relay_refusals_total{reason}`), logged and audited.
     ///
     /// # Errors
     /// The [`SubmitRefusal`].
-    pub fn submit_from_party(&self, client: &str, m: RelayMessage) -> Result<bool, SubmitRefusal> {
+    pub async fn submit_from_party(&self, auth: &RequestAuth, m: RelayMessage) -> Result<bool, SubmitRefusal> {
+        let client = auth.client.as_str();
+        let session_id = hex::encode(m.session_id);
         let r = self
             .relay
             .of_client(&m.session_id, client)
@@ -341,6 +343,17 @@ impl Node {
             Err(e) => {
                 metrics::counter!("sigil_relay_refusals_total", "reason" => e.reason()).increment(1);
                 tracing::warn!(client, reason = e.reason(), detail = %e, "refused an external party's message");
+                self.audit
+                    .record(audit::Entry {
+                        role: "relay",
+                        client: auth.client.clone(),
+                        jti: auth.jti.clone(),
+                        operation: "relay_message",
+                        session_id,
+                        outcome: format!("refused:{}", e.reason()),
+                        ..Default::default()
+                    })
+                    .await;
                 return Err(e);
             }
         };

@@ -120,3 +120,65 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+impl Node {
+    /// The door's check of a client request, whichever API it came
+    /// through (REST or gRPC): the token (signature with this node's copy
+    /// of the client key, audience, lifetime, method, path, the body's
+    /// hash for writes, single use) and `role` when the route needs one.
+    /// A refusal is counted (`sigil_auth_refusals_total{reason}`), logged
+    /// without the token and audited as `operation`.
+    ///
+    /// # Errors
+    /// The [`crate::auth::Refusal`].
+    pub async fn admit_request(
+        &self,
+        token: String,
+        method: &str,
+        path: String,
+        body: Vec<u8>,
+        role: Option<crate::auth::Role>,
+        operation: &'static str,
+    ) -> Result<crate::RequestAuth, crate::auth::Refusal> {
+        let checked = if token.is_empty() {
+            Err(crate::auth::Refusal::MissingToken)
+        } else {
+            let with_body = (method != "GET").then_some(body.as_slice());
+            self.verifier()
+                .check(&token, method, &path, with_body)
+                .and_then(|(who, claims)| {
+                    self.verifier()
+                        .claim_at_door(&claims, who.write, self.cfg.node_id, crate::now_unix())?;
+                    if let Some(role) = role {
+                        who.require(role)?;
+                    }
+                    Ok(who)
+                })
+        };
+        match checked {
+            Ok(who) => Ok(crate::RequestAuth {
+                client: who.client,
+                jti: who.jti,
+                proto: sigil_proto::peer::ClientAuthorization {
+                    token,
+                    method: method.to_string(),
+                    path,
+                    body,
+                },
+            }),
+            Err(refusal) => {
+                metrics::counter!("sigil_auth_refusals_total", "reason" => refusal.reason()).increment(1);
+                tracing::warn!(method, path, reason = refusal.reason(), "request refused");
+                self.audit()
+                    .record(crate::audit::Entry {
+                        role: "door",
+                        operation,
+                        outcome: format!("refused:{}", refusal.reason()),
+                        ..Default::default()
+                    })
+                    .await;
+                Err(refusal)
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod epoch;
 pub mod error;
 pub mod family;
 pub mod front;
+pub mod grpc;
 pub mod in_process;
 pub mod limits;
 pub mod members;
@@ -261,6 +262,7 @@ pub async fn run(
                 .max_decoding_message_size(limits.peer_max_message_bytes),
         )
         .serve_with_incoming_shutdown(tokio_stream_listener(peer_listener), wait(stop_rx.clone()));
+    let signer = serve_signer(node.clone(), &cfg, wait(stop_rx.clone())).await?;
     let app = api::router(node.clone()).into_make_service_with_connect_info::<front::ClientAddr>();
     let http_stop = wait(stop_rx.clone());
     let http = async move {
@@ -273,10 +275,11 @@ pub async fn run(
         }
         .map_err(anyhow::Error::from)
     };
-    tracing::info!(node = cfg.node_id, http = %cfg.listen_http, peer = %cfg.listen_peer, "node started");
-    let (g, h) = tokio::join!(grpc, http);
+    tracing::info!(node = node.cfg.node_id, http = %node.cfg.listen_http, peer = %node.cfg.listen_peer, grpc = ?node.cfg.listen_grpc, "node started");
+    let (g, h, s) = tokio::join!(grpc, http, signer);
     g?;
     h?;
+    s?;
     tracing::info!(node = cfg.node_id, "node stopped");
     Ok(())
 }
@@ -377,6 +380,44 @@ impl Node {
         tokio::spawn(rotation::run(self.clone()));
         Ok(())
     }
+}
+
+/// Binds `listen_grpc` (if set) and returns the `sigil.v1.Signer` server
+/// (with health and reflection) to run until `stop`.
+async fn serve_signer(
+    node: Arc<Node>,
+    cfg: &NodeConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<futures::future::BoxFuture<'static, anyhow::Result<()>>> {
+    use futures::FutureExt;
+    use sigil_proto::signer::signer_server::SignerServer;
+    let Some(addr) = cfg.listen_grpc else {
+        return Ok(futures::future::ready(Ok(())).boxed());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("grpc listener {addr}: {e}"))?;
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &cfg.grpc_tls {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        let mut t = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+        if let Some(ca) = &tls.client_ca {
+            t = t.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        builder = builder.tls_config(t)?;
+    }
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<SignerServer<grpc::SignerService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let limit = cfg.max_body_bytes.saturating_add(4096);
+    let server = builder
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(SignerServer::new(grpc::SignerService::new(node)).max_decoding_message_size(limit))
+        .serve_with_incoming_shutdown(tokio_stream_listener(listener), stop);
+    Ok(async move { server.await.map_err(anyhow::Error::from) }.boxed())
 }
 
 fn tokio_stream_listener(

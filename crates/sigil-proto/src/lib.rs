@@ -31,6 +31,19 @@ pub mod prime {
     tonic::include_proto!("prime.v1");
 }
 
+/// `sigil.v1`: the client-facing gRPC API (`Signer`), beside REST.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+pub mod signer {
+    tonic::include_proto!("sigil.v1");
+}
+
 /// The encoded `FileDescriptorSet` of every Sigil proto, for gRPC server
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sigil_descriptor");

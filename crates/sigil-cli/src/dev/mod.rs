@@ -71,6 +71,10 @@ pub struct DevArgs {
     /// Peer (gRPC) port of node 0; default http-port + 100.
     #[arg(long)]
     pub peer_port: Option<u16>,
+    /// Client gRPC (`sigil.v1.Signer`) port of node 0; node i serves on
+    /// grpc-port + i; default http-port + 200.
+    #[arg(long)]
+    pub grpc_port: Option<u16>,
     /// Cluster id: the `aud` of client tokens.
     #[arg(long, default_value = "sigil-dev")]
     pub cluster_id: String,
@@ -239,6 +243,8 @@ async fn write_node_config(args: &DevArgs, cluster: &Cluster, data_dir: &Path, i
         allowed_ips: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
         http_tls: None,
         insecure_plaintext_http: false,
+        listen_grpc: Some(format!("127.0.0.1:{}", grpc_port(args) + i).parse()?),
+        grpc_tls: None,
         session_timeout_ms: args.session_timeout_ms,
         external_session_timeout_ms: 120_000,
         max_body_bytes: 64 * 1024,
@@ -389,7 +395,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.data_dir.display()
     );
     for i in 0..args.nodes {
-        println!("  node {i}: http://127.0.0.1:{}", args.http_port + i);
+        println!(
+            "  node {i}: http://127.0.0.1:{}  grpc 127.0.0.1:{}",
+            args.http_port + i,
+            grpc_port(&args) + i
+        );
     }
     println!(
         "Admin client: id admin, key {} (the CLI's default; cluster id {})",
@@ -481,4 +491,9 @@ async fn stop(children: &mut [tokio::process::Child]) {
             let _ = c.kill().await;
         }
     }
+}
+
+/// The client gRPC port of node 0.
+fn grpc_port(args: &DevArgs) -> u16 {
+    args.grpc_port.unwrap_or(args.http_port.saturating_add(200))
 }

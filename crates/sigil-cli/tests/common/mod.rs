@@ -182,6 +182,8 @@ impl Cluster {
                 allowed_ips: vec!["127.0.0.0/8".parse().unwrap()],
                 http_tls: None,
                 insecure_plaintext_http: false,
+                listen_grpc: None,
+                grpc_tls: None,
                 session_timeout_ms: SESSION_TIMEOUT_MS,
                 external_session_timeout_ms: 120_000,
                 max_body_bytes: 64 * 1024,

@@ -392,8 +392,8 @@ async fn reject_oversized(State(node): State<Arc<Node>>, req: Request, next: Nex
 
 /// What a route needs beyond a valid token (sign and decrypt: the key's
 /// policy, checked by the node).
-fn required_role(method: &axum::http::Method, path: &str) -> Option<Role> {
-    match (method.as_str(), path) {
+pub(crate) fn required_role(method: &str, path: &str) -> Option<Role> {
+    match (method, path) {
         ("POST", "/v1/keys") => Some(Role::Create),
         ("GET", "/v1/audit") => Some(Role::Audit),
         // A relayed session is its own client's only (checked by the relay).
@@ -404,8 +404,8 @@ fn required_role(method: &axum::http::Method, path: &str) -> Option<Role> {
 }
 
 /// The operation a route performs, for the audit log.
-fn operation_of(method: &axum::http::Method, path: &str) -> &'static str {
-    match (method.as_str(), path.rsplit('/').next()) {
+pub(crate) fn operation_of(method: &str, path: &str) -> &'static str {
+    match (method, path.rsplit('/').next()) {
         ("POST", Some("keys")) => "create_key",
         ("POST", Some("sign")) => "sign",
         ("POST", Some("decrypt")) => "decrypt",
@@ -444,47 +444,16 @@ async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -
         .map(str::trim)
         .unwrap_or_default()
         .to_string();
-    let checked = if token.is_empty() {
-        Err(crate::auth::Refusal::MissingToken)
-    } else {
-        let with_body = (method != axum::http::Method::GET).then_some(body.as_ref());
-        node.verifier()
-            .check(&token, method.as_str(), &path, with_body)
-            .and_then(|(who, claims)| {
-                node.verifier()
-                    .claim_at_door(&claims, who.write, node.cfg.node_id, crate::now_unix())?;
-                if let Some(role) = required_role(&method, &path) {
-                    who.require(role)?;
-                }
-                Ok(who)
-            })
+    let role = required_role(method.as_str(), &path);
+    let operation = operation_of(method.as_str(), &path);
+    let auth = match node
+        .admit_request(token, method.as_str(), path.clone(), body.to_vec(), role, operation)
+        .await
+    {
+        Ok(auth) => auth,
+        Err(refusal) => return ApiError::refused(&refusal).into_response(),
     };
-    let who = match checked {
-        Ok(who) => who,
-        Err(refusal) => {
-            metrics::counter!("sigil_auth_refusals_total", "reason" => refusal.reason()).increment(1);
-            tracing::warn!(%method, path, reason = refusal.reason(), "request refused");
-            node.audit()
-                .record(audit::Entry {
-                    role: "door",
-                    operation: operation_of(&method, &path),
-                    outcome: format!("refused:{}", refusal.reason()),
-                    ..Default::default()
-                })
-                .await;
-            return ApiError::refused(&refusal).into_response();
-        }
-    };
-    parts.extensions.insert(RequestAuth {
-        client: who.client,
-        jti: who.jti,
-        proto: sigil_proto::peer::ClientAuthorization {
-            token,
-            method: method.as_str().to_string(),
-            path,
-            body: body.to_vec(),
-        },
-    });
+    parts.extensions.insert(auth);
     next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
 }
 
@@ -592,7 +561,35 @@ async fn create_key(
     axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
+    Ok(match start_keygen(node, auth, req, q.wait.unwrap_or(true)).await? {
+        KeygenStarted::Relayed(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        KeygenStarted::Created(key) => (StatusCode::CREATED, Json(key)).into_response(),
+        KeygenStarted::Operation(op) => accepted(&op),
+    })
+}
+
+/// How a key generation started ([`start_keygen`]).
+pub enum KeygenStarted {
+    /// With an external party: the relayed session, running.
+    Relayed(crate::SessionView),
+    /// Done (`wait`): the key.
+    Created(KeyView),
+    /// Running (no `wait`): the operation to follow.
+    Operation(Arc<crate::operations::Operation>),
+}
+
+/// `POST /v1/keys` behind either door (REST, gRPC `StartDKG`): plans the
+/// key generation (every 400 at once), then relays it (an external
+/// party), runs it to its end (`wait`) or starts it as an operation.
+///
+/// # Errors
+/// The plan's refusal, or (with `wait`) the key generation's failure.
+pub async fn start_keygen(
+    node: Arc<Node>,
+    auth: RequestAuth,
+    req: CreateKeyRequest,
+    wait: bool,
+) -> Result<KeygenStarted, ApiError> {
     let scheme: Scheme = req
         .scheme
         .parse()
@@ -629,9 +626,9 @@ async fn create_key(
             let r = audited(&node, &auth, "create_key", &key_id, &[], r).await;
             node.finish_relayed(&mailbox, r.and_then(|k| json_value(crate::family::view_of(&k))));
         });
-        return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+        return Ok(KeygenStarted::Relayed(view));
     }
-    if q.wait.unwrap_or(true) {
+    if wait {
         // In its own task: a client that hangs up does not cut a key
         // generation between its sessions and their commit or abort.
         let task_node = node.clone();
@@ -642,7 +639,7 @@ async fn create_key(
         })
         .await
         .map_err(ApiError::internal)??;
-        return Ok((StatusCode::CREATED, Json(crate::family::view_of(&key))).into_response());
+        return Ok(KeygenStarted::Created(crate::family::view_of(&key)));
     }
     let op = node
         .operations()
@@ -653,7 +650,7 @@ async fn create_key(
         let r = keygen_audited(&task_node, &auth, plan, &task_op.progress).await;
         task_op.finish(r.map(|k| crate::family::view_of(&k)));
     });
-    Ok(accepted(&op))
+    Ok(KeygenStarted::Operation(op))
 }
 
 async fn keygen_audited(
@@ -734,26 +731,52 @@ async fn sign(
     axum::Extension(auth): axum::Extension<RequestAuth>,
     ApiJson(req): ApiJson<SignRequest>,
 ) -> Result<Response, ApiError> {
-    let message = hex::decode(req.message.trim()).unwrap_or_default();
-    if let Some(keys) = req.party_keys.clone() {
-        let r = sign_relayed(node.clone(), &key_id, &auth, message.clone(), &keys).await;
-        return audited_failure(&node, &auth, "sign", &key_id, r).await;
-    }
-    let r = sign_inner(&node, &key_id, &auth, req).await;
-    audited(&node, &auth, "sign", &key_id, &message, r)
-        .await
-        .map(IntoResponse::into_response)
+    Ok(match start_sign(node, &key_id, auth, req).await? {
+        SignStarted::Relayed(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        SignStarted::Signed(signed) => Json(signed).into_response(),
+    })
 }
 
-/// A signature with the key's external party: `202` and the relayed
-/// session at once; the signature lands in the session's result.
+/// How a signature started ([`start_sign`]).
+pub enum SignStarted {
+    /// With the key's external party: the relayed session, running.
+    Relayed(crate::SessionView),
+    /// By the nodes: the signature.
+    Signed(SignResponse),
+}
+
+/// `POST /v1/keys/{key_id}/sign` behind either door (REST, gRPC
+/// `StartSign`): relayed when the body names `party_keys`, else signed by
+/// the nodes; audited either way.
+///
+/// # Errors
+/// The refusal, or the nodes' signing failure.
+pub async fn start_sign(
+    node: Arc<Node>,
+    key_id: &str,
+    auth: RequestAuth,
+    req: SignRequest,
+) -> Result<SignStarted, ApiError> {
+    let message = hex::decode(req.message.trim()).unwrap_or_default();
+    if let Some(keys) = req.party_keys.clone() {
+        let r = sign_relayed(node.clone(), key_id, &auth, message, &keys).await;
+        return audited_failure(&node, &auth, "sign", key_id, r).await;
+    }
+    let r = sign_inner(&node, key_id, &auth, req).await;
+    audited(&node, &auth, "sign", key_id, &message, r)
+        .await
+        .map(|Json(s)| SignStarted::Signed(s))
+}
+
+/// A signature with the key's external party: the relayed session at
+/// once; the signature lands in the session's result.
 async fn sign_relayed(
     node: Arc<Node>,
     key_id: &str,
     auth: &RequestAuth,
     message: Vec<u8>,
     keys: &crate::relay::PartyKeys,
-) -> Result<Response, ApiError> {
+) -> Result<SignStarted, ApiError> {
     let plan = node.plan_relayed_sign(key_id, message.clone(), auth, keys).await?;
     let mailbox = plan.mailbox.clone();
     let view = node.view_of_mailbox(&mailbox);
@@ -770,7 +793,7 @@ async fn sign_relayed(
             }),
         );
     });
-    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+    Ok(SignStarted::Relayed(view))
 }
 
 /// The JSON value of an answer.

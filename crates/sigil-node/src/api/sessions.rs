@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiJson;
 use crate::error::{ApiError, ErrorBody};
 use crate::relay::SubmitRefusal;
-use crate::{audit, Node, RequestAuth, SessionView};
+use crate::{Node, RequestAuth, SessionView};
 
 /// Longest long poll, in milliseconds.
 const MAX_WAIT_MS: u64 = 30_000;
@@ -149,21 +149,8 @@ pub(super) async fn post_message(
             "the message is for another session than the path names",
         ));
     }
-    match node.submit_from_party(&auth.client, m) {
+    match node.submit_from_party(&auth, m).await {
         Ok(duplicate) => Ok((StatusCode::ACCEPTED, Json(Submitted { duplicate }))),
-        Err(e) => {
-            node.audit()
-                .record(audit::Entry {
-                    role: "relay",
-                    client: auth.client.clone(),
-                    jti: auth.jti.clone(),
-                    operation: "relay_message",
-                    session_id: id,
-                    outcome: format!("refused:{}", e.reason()),
-                    ..Default::default()
-                })
-                .await;
-            Err(refusal(&e))
-        }
+        Err(e) => Err(refusal(&e)),
     }
 }
