@@ -477,6 +477,7 @@ async fn peer_checks(c: &Cluster) {
         from: 0,
         to: None,
         payload: b"garbage".to_vec(),
+        ..Envelope::default()
     };
 
     // Delivers `env` to node 0 presenting the certificate and key files

@@ -308,6 +308,7 @@ mod hex_array {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use rand::rngs::OsRng;

@@ -526,10 +526,13 @@ impl Mailbox {
 /// How long an ended session's mailbox is kept (for its status).
 const KEEP_ENDED: Duration = Duration::from_secs(600);
 
+/// Each relayed session's mailbox, and when it ended.
+type Boxes = HashMap<SessionId, (Arc<Mailbox>, Option<Instant>)>;
+
 /// The mailboxes of the sessions this node relays.
 #[derive(Default)]
 pub struct Relay {
-    boxes: Mutex<HashMap<SessionId, (Arc<Mailbox>, Option<Instant>)>>,
+    boxes: Mutex<Boxes>,
 }
 
 impl Relay {
@@ -587,6 +590,7 @@ impl Relay {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use rand::rngs::OsRng;

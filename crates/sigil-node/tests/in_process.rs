@@ -138,6 +138,8 @@ impl Cluster {
             prime_threshold: None,
             policy: None,
             rotate: false,
+            external_parties: Vec::new(),
+            party_keys: None,
         };
         let node = &self.nodes[door];
         let plan = node.plan_keygen(req, auth).unwrap();
@@ -285,6 +287,8 @@ async fn the_same_seed_primes_on_every_node_are_refused() {
         prime_threshold: None,
         policy: None,
         rotate: false,
+        external_parties: Vec::new(),
+        party_keys: None,
     };
     let plan = c.nodes[0].plan_keygen(req, auth).unwrap();
     let e = c.nodes[0]
@@ -480,6 +484,8 @@ impl Cluster {
             prime_threshold: None,
             policy: None,
             rotate: false,
+            external_parties: Vec::new(),
+            party_keys: None,
         };
         let node = &self.nodes[door];
         let plan = node.plan_keygen(req, auth).unwrap();
@@ -581,6 +587,8 @@ async fn bad_reshares_are_refused_before_any_session() {
         prime_threshold: None,
         policy: serde_json::from_str(r#"{"sign":["alice"],"admin":["carol"]}"#).unwrap(),
         rotate: false,
+        external_parties: Vec::new(),
+        party_keys: None,
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap();
     let other = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
@@ -915,6 +923,8 @@ async fn rotating_keys_are_refreshed_when_due_and_only_then() {
         prime_threshold: None,
         policy: Some(serde_json::from_str(policy).unwrap()),
         rotate: false,
+        external_parties: Vec::new(),
+        party_keys: None,
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", &body)).unwrap();
     let key = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
@@ -999,6 +1009,8 @@ async fn paillier_keys_reshare_over_the_integers_and_still_decrypt() {
         prime_threshold: None,
         policy: None,
         rotate: false,
+        external_parties: Vec::new(),
+        party_keys: None,
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap();
     let key = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
@@ -1050,6 +1062,8 @@ async fn paillier_keys_reshare_over_the_integers_and_still_decrypt() {
         prime_threshold: None,
         policy: None,
         rotate: true,
+        external_parties: Vec::new(),
+        party_keys: None,
     };
     let e = c.nodes[0]
         .plan_keygen(req, c.auth("POST", "/v1/keys", body))

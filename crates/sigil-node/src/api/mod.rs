@@ -571,9 +571,9 @@ async fn create_key(
 /// How a key generation started ([`start_keygen`]).
 pub enum KeygenStarted {
     /// With an external party: the relayed session, running.
-    Relayed(crate::SessionView),
+    Relayed(Box<crate::SessionView>),
     /// Done (`wait`): the key.
-    Created(KeyView),
+    Created(Box<KeyView>),
     /// Running (no `wait`): the operation to follow.
     Operation(Arc<crate::operations::Operation>),
 }
@@ -626,7 +626,7 @@ pub async fn start_keygen(
             let r = audited(&node, &auth, "create_key", &key_id, &[], r).await;
             node.finish_relayed(&mailbox, r.and_then(|k| json_value(crate::family::view_of(&k))));
         });
-        return Ok(KeygenStarted::Relayed(view));
+        return Ok(KeygenStarted::Relayed(Box::new(view)));
     }
     if wait {
         // In its own task: a client that hangs up does not cut a key
@@ -639,7 +639,7 @@ pub async fn start_keygen(
         })
         .await
         .map_err(ApiError::internal)??;
-        return Ok(KeygenStarted::Created(crate::family::view_of(&key)));
+        return Ok(KeygenStarted::Created(Box::new(crate::family::view_of(&key))));
     }
     let op = node
         .operations()
