@@ -34,6 +34,9 @@ pub enum BenchCmd {
     /// Refresh and reshare latency through the REST API of a running
     /// cluster, and signing throughput while a key is refreshed in a loop.
     Reshare(crate::bench_reshare::ReshareArgs),
+    /// Key generation and signing with an external party (this process)
+    /// over gRPC and REST, beside node-only 2-of-3 in the same run.
+    External(crate::bench_external::ExternalArgs),
 }
 
 /// Options of `sigil bench paillier`.
@@ -316,7 +319,7 @@ pub(crate) struct Row {
     per_sec: f64,
 }
 
-fn row(what: impl Into<String>, h: &Histogram<u64>, wall: Duration) -> Row {
+pub(crate) fn row(what: impl Into<String>, h: &Histogram<u64>, wall: Duration) -> Row {
     Row {
         what: what.into(),
         count: usize::try_from(h.len()).unwrap_or(0),
@@ -326,7 +329,7 @@ fn row(what: impl Into<String>, h: &Histogram<u64>, wall: Duration) -> Row {
     }
 }
 
-fn hist() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn hist() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| anyhow!("{e}"))
 }
 
@@ -509,6 +512,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Paillier(p) => bench_paillier(p).await,
         BenchCmd::Soak(s) => crate::soak::run(s).await,
         BenchCmd::Reshare(r) => crate::bench_reshare::run(r).await,
+        BenchCmd::External(e) => crate::bench_external::run(e).await,
     }
 }
 

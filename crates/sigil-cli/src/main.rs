@@ -6,6 +6,7 @@
 #![allow(clippy::indexing_slicing)]
 
 mod bench;
+mod bench_external;
 mod bench_reshare;
 mod client;
 mod dev;

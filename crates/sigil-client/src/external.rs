@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use ed25519_dalek::VerifyingKey;
@@ -45,7 +44,8 @@ pub trait Door {
     /// `POST /v1/keys/{key_id}/sign`; the session view.
     fn start_sign(&self, key_id: &str, body: Vec<u8>) -> impl std::future::Future<Output = anyhow::Result<Value>>;
 
-    /// The view of session `id` (a key generation when `dkg`).
+    /// The view of session `id` (a key generation when `dkg`), once it
+    /// ended or a long poll passed.
     fn session(&self, id: &str, dkg: bool) -> impl std::future::Future<Output = anyhow::Result<Value>>;
 
     /// The relay of session `id`.
@@ -68,7 +68,7 @@ impl Door for Client {
     }
 
     async fn session(&self, id: &str, _dkg: bool) -> anyhow::Result<Value> {
-        self.get(&format!("/v1/sessions/{id}")).await
+        self.get(&format!("/v1/sessions/{id}?wait_ms={SESSION_WAIT_MS}")).await
     }
 
     fn relay<'a>(&'a self, id: &str, _dkg: bool) -> SessionRelay<'a> {
@@ -92,7 +92,7 @@ impl Door for GrpcClient {
     }
 
     async fn session(&self, id: &str, dkg: bool) -> anyhow::Result<Value> {
-        status_json(&self.status(id, dkg).await?)
+        status_json(&self.status(id, dkg, SESSION_WAIT_MS).await?)
     }
 
     fn relay<'a>(&'a self, id: &str, dkg: bool) -> GrpcRelay<'a> {
@@ -107,13 +107,14 @@ async fn session_result<D: Door>(door: &D, id: &str, dkg: bool) -> anyhow::Resul
         match view["state"].as_str() {
             Some("succeeded") => return Ok(view["result"].clone()),
             Some("failed") => bail!("session failed: {}", view["error"]),
-            _ => tokio::time::sleep(RESULT_POLL).await,
+            _ => {}
         }
     }
 }
 
-/// How often the session's result is polled once the party's part ended.
-const RESULT_POLL: Duration = Duration::from_millis(20);
+/// How long one read of a session's view waits for its end (long poll),
+/// in milliseconds.
+const SESSION_WAIT_MS: u32 = 20_000;
 
 /// A relayed session as the node's `202` describes it.
 struct Started {

@@ -95,14 +95,16 @@ impl GrpcClient {
         Ok(self.inner.clone().start_sign(r).await?.into_inner())
     }
 
-    /// `GetDKGStatus` (`dkg`) or `GetSignStatus` of session `id`.
+    /// `GetDKGStatus` (`dkg`) or `GetSignStatus` of session `id`, once it
+    /// ended or `wait_ms` passed.
     ///
     /// # Errors
     /// The call's status.
-    pub async fn status(&self, id: &str, dkg: bool) -> anyhow::Result<SessionStatus> {
+    pub async fn status(&self, id: &str, dkg: bool, wait_ms: u32) -> anyhow::Result<SessionStatus> {
         let r = self.request(
             StatusRequest {
                 session_id: id.to_string(),
+                wait_ms,
             },
             "GET",
             &format!("/v1/sessions/{id}"),
@@ -211,16 +213,17 @@ impl Relay for GrpcRelay<'_> {
                 drop(stream);
                 let status = self
                     .client
-                    .status(&self.session_id, self.dkg)
+                    .status(&self.session_id, self.dkg, 0)
                     .await
                     .map_err(|e| relay_err(&format!("{e:#}")))?;
                 match (status.state.as_str(), other) {
                     ("failed", _) => Err(PartyError::Relay(format!("the session failed: {}", status.json))),
-                    (_, Err(e)) => Err(relay_err(&e)),
-                    _ => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok(Vec::new())
+                    ("succeeded", _) => {
+                        tokio::time::sleep(crate::party::ENDED_GRACE).await;
+                        Err(crate::party::unfinished())
                     }
+                    (_, Err(e)) => Err(relay_err(&e)),
+                    _ => Ok(Vec::new()),
                 }
             }
         }

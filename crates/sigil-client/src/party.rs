@@ -302,6 +302,19 @@ impl PartySession {
     }
 }
 
+/// How long a relay's `fetch` waits once the session has succeeded and
+/// nothing is left to read: the party's protocol already holds every
+/// message it needs (the nodes could not have finished otherwise) and ends
+/// on its own, which ends the pump; after this long the relay gives up
+/// with [`unfinished`].
+pub const ENDED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The error of a party that did not finish although its session
+/// succeeded.
+pub fn unfinished() -> PartyError {
+    PartyError::Relay("the session succeeded but this party did not finish".into())
+}
+
 /// The `round_based` delivery the party's protocol runs over.
 pub type Delivery<M> = (
     futures::stream::Map<

@@ -355,10 +355,9 @@ impl Relay for SessionRelay<'_> {
                 let why = view.map(|v| v["error"].to_string()).unwrap_or_default();
                 Err(PartyError::Relay(format!("the session failed: {why}")))
             }
-            // Ended well, nothing new: the protocol ends on what it has.
             Some("succeeded") if messages.is_empty() => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok(messages)
+                tokio::time::sleep(crate::party::ENDED_GRACE).await;
+                Err(crate::party::unfinished())
             }
             _ => Ok(messages),
         }

@@ -281,13 +281,20 @@ impl Node {
         })
     }
 
-    /// The view of the relayed session `id` for `client`.
+    /// The view of the relayed session `id` for `client`, once it ended
+    /// or `wait` passed (a long poll; zero: at once).
     ///
     /// # Errors
     /// [`SubmitRefusal::UnknownSession`] (404) for no such session of
     /// this client here.
-    pub fn session_view(&self, id: &SessionId, client: &str) -> Result<SessionView, SubmitRefusal> {
+    pub async fn session_view(
+        &self,
+        id: &SessionId,
+        client: &str,
+        wait: Duration,
+    ) -> Result<SessionView, SubmitRefusal> {
         let m = self.relay.of_client(id, client)?;
+        m.wait_end(wait).await;
         Ok(self.view_of_mailbox(&m))
     }
 

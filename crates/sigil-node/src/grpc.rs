@@ -279,12 +279,14 @@ impl SignerService {
     ) -> Result<Response<SessionStatus>, Status> {
         let id = req.get_ref().session_id.clone();
         let sid = session_id(&id)?;
+        let wait = Duration::from_millis(u64::from(req.get_ref().wait_ms.min(30_000)));
         let auth = self
             .admit(&req, "GET", format!("/v1/sessions/{id}"), Vec::new())
             .await?;
         let view = self
             .node
-            .session_view(&sid, &auth.client)
+            .session_view(&sid, &auth.client, wait)
+            .await
             .map_err(|e| refusal_status(&e))?;
         if view.kind != kind {
             return Err(Status::not_found(format!("session {id} is not a {kind:?} session")));

@@ -506,6 +506,20 @@ impl Mailbox {
         }
     }
 
+    /// Waits up to `wait` (and never past the deadline plus a second) for
+    /// the session's end.
+    pub async fn wait_end(&self, wait: Duration) {
+        let until = (Instant::now() + wait).min(self.deadline + Duration::from_secs(1));
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.state().outcome.is_some() || tokio::time::timeout_at(until, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Ends the session with `outcome`; later submissions are refused.
     pub fn finish(&self, outcome: Outcome) {
         self.state().outcome = Some(outcome);

@@ -24,7 +24,7 @@ use sigil_store::KeyRecord;
 use utoipa::{OpenApi, ToSchema};
 
 mod sessions;
-pub use sessions::{MessagePage, MessagesQuery, NumberedMessage, Submitted};
+pub use sessions::{MessagePage, MessagesQuery, NumberedMessage, SessionQuery, Submitted};
 
 use crate::auth::Role;
 use crate::error::{ApiError, ErrorBody, NodeError};

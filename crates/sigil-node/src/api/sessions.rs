@@ -39,6 +39,14 @@ pub struct MessagesQuery {
     pub wait_ms: Option<u64>,
 }
 
+/// Query of `GET /v1/sessions/{session_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SessionQuery {
+    /// Wait up to this many milliseconds for the session to end (default
+    /// 0: answer at once; at most 30 000).
+    pub wait_ms: Option<u64>,
+}
+
 /// One message for the external party, with its sequence number.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NumberedMessage {
@@ -86,17 +94,23 @@ fn refusal(e: &SubmitRefusal) -> ApiError {
 }
 
 /// A relayed session: its parties, state, the round and parties it waits
-/// for, and its result (the key or the signature) once it succeeded.
-#[utoipa::path(get, path = "/v1/sessions/{session_id}", params(("session_id" = String, Path)),
+/// for, and its result (the key or the signature) once it succeeded
+/// (long poll: `wait_ms` waits for the end).
+#[utoipa::path(get, path = "/v1/sessions/{session_id}", params(("session_id" = String, Path), SessionQuery),
     responses((status = 200, body = SessionView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("client_token" = [])))]
 pub(super) async fn get_session(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
+    Query(q): Query<SessionQuery>,
     axum::Extension(auth): axum::Extension<RequestAuth>,
 ) -> Result<Json<SessionView>, ApiError> {
     let id = session_id(&id)?;
-    node.session_view(&id, &auth.client).map(Json).map_err(|e| refusal(&e))
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    node.session_view(&id, &auth.client, wait)
+        .await
+        .map(Json)
+        .map_err(|e| refusal(&e))
 }
 
 /// The messages for the session's external party after `after` (long
