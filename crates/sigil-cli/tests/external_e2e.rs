@@ -481,7 +481,7 @@ async fn grpc_signer_serves_the_external_party_health_and_reflection() {
     let e = g.submit(&forged).await.unwrap_err();
     let status = e.downcast_ref::<tonic::Status>().unwrap();
     assert_eq!(status.code(), tonic::Code::NotFound, "an unknown session: {status:?}");
-    let e = g.status(&hex::encode([5u8; 32]), true).await.unwrap_err();
+    let e = g.status(&hex::encode([5u8; 32]), true, 0).await.unwrap_err();
     assert_eq!(e.downcast_ref::<tonic::Status>().unwrap().code(), tonic::Code::NotFound);
     // Nodes-only signing of a 2-of-2 key is refused through gRPC too.
     let id = key["key_id"].as_str().unwrap();

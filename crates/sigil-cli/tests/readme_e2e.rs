@@ -31,10 +31,12 @@ async fn the_readme_walk_throughs_run() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let walk = blocks(&readme, "## Walk-through with curl");
     assert_eq!(walk.len(), 2, "the curl and the CLI walk-through");
+    let external = blocks(&readme, "## External parties");
+    assert_eq!(external.len(), 1, "the external party walk-through");
     let tmp = tempfile::tempdir().unwrap();
     let dev = DevCluster::start(3, &tmp.path().join(".sigil-dev"), &[]).await;
-    // The CLI block uses the functions the curl block defines.
-    let script = format!("set -euo pipefail\n{}\n{}", walk[0], walk[1]);
+    // The CLI blocks use the functions the curl block defines.
+    let script = format!("set -euo pipefail\n{}\n{}\n{}", walk[0], walk[1], external[0]);
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(&script)
@@ -42,6 +44,7 @@ async fn the_readme_walk_throughs_run() {
         .env("SIGIL_BIN", env!("CARGO_BIN_EXE_sigil"))
         .env("SIGIL_PORT", dev.http.to_string())
         .env("SIGIL_URL", dev.url(0))
+        .env("SIGIL_GRPC_PORT", dev.grpc.to_string())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -58,6 +61,11 @@ async fn the_readme_walk_throughs_run() {
         "attested by every party",
         r#"{"epoch":1,"history":[0]}"#,
         "audit chain intact",
+        r#"{"parties":[0,65535],"external":["admin"]}"#,
+        "[0,65535]",
+        "the nodes alone: refused",
+        "[0,1,65535]",
+        "signature OK (frost-ed25519)",
     ] {
         assert!(
             stdout.contains(want),

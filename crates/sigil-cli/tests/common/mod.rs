@@ -501,6 +501,8 @@ pub struct DevCluster {
     nodes: u16,
     /// Node 0's REST port; node `i` listens on `http + i`.
     pub http: u16,
+    /// Node 0's gRPC (`sigil.v1.Signer`) port; node `i` on `grpc + i`.
+    pub grpc: u16,
 }
 
 impl DevCluster {
@@ -508,7 +510,7 @@ impl DevCluster {
     /// `env`, and waits until every node answers /health.
     pub async fn start(nodes: u16, data_dir: &std::path::Path, env: &[(&str, String)]) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
-        let http = free_port();
+        let (http, grpc) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["dev", "--nodes", &nodes.to_string(), "--threshold", "2"])
             .args(["--prime-pool-size", "0", "--presign-pool-size", "0"])
@@ -517,6 +519,8 @@ impl DevCluster {
                 &http.to_string(),
                 "--peer-port",
                 &free_port().to_string(),
+                "--grpc-port",
+                &grpc.to_string(),
             ])
             .arg("--data-dir")
             .arg(data_dir)
@@ -530,6 +534,7 @@ impl DevCluster {
             data_dir: data_dir.to_path_buf(),
             nodes,
             http,
+            grpc,
         };
         let web = reqwest::Client::new();
         let start = Instant::now();
