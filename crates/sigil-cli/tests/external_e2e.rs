@@ -117,7 +117,10 @@ async fn external_party_keygen_and_sign_2of2_and_2of3() {
         assert_eq!(s, 403, "nodes alone: {v}");
         // Nor does a node that holds no share relay it.
         let e = external::sign(&client(&c, 1), &identities(&c), &f, &unlock(), b"x").await;
-        assert!(e.is_err_and(|e| e.to_string().contains("holds no share")));
+        assert!(
+            e.is_err_and(|e| e.to_string().contains("404")),
+            "node 1 keeps no such key"
+        );
 
         // 2-of-3: nodes 0 and 1 and the client; the client signs through
         // either node, and the two nodes may sign alone (no requirement).
@@ -134,13 +137,18 @@ async fn external_party_keygen_and_sign_2of2_and_2of3() {
         let (s, v) = c
             .api_as(
                 PARTY,
-                2,
+                1,
                 "POST",
                 &format!("/v1/keys/{id}/sign"),
                 json!({"message": "6e6f646573"}),
             )
             .await;
         assert_eq!(s, 200, "nodes only: {v}");
+        // Only the node parties keep a key with an external party (its
+        // record carries no word of the client's), so one node cannot
+        // plant such a record on the others.
+        let (s, _) = c.api_as(PARTY, 2, "GET", &format!("/v1/keys/{id}"), json!(null)).await;
+        assert_eq!(s, 404, "node 2 is no party");
         verify_independently(scheme, &pk, b"nodes", v["signature"].as_str().unwrap());
     }
 

@@ -100,13 +100,14 @@ impl Door for GrpcClient {
     }
 }
 
-/// Waits for session `id` to end and returns its result.
-async fn session_result<D: Door>(door: &D, id: &str, dkg: bool) -> anyhow::Result<Value> {
+/// Waits for session `id` to end: its result, or (inside) the error it
+/// failed with; the outer error is the door's (no answer).
+async fn session_end<D: Door>(door: &D, id: &str, dkg: bool) -> anyhow::Result<Result<Value, Value>> {
     loop {
         let view = door.session(id, dkg).await?;
         match view["state"].as_str() {
-            Some("succeeded") => return Ok(view["result"].clone()),
-            Some("failed") => bail!("session failed: {}", view["error"]),
+            Some("succeeded") => return Ok(Ok(view["result"].clone())),
+            Some("failed") => return Ok(Err(view["error"].clone())),
             _ => {}
         }
     }
@@ -205,6 +206,20 @@ pub async fn keygen<D: Door>(
     let bytes = serde_json::to_vec(&body)?;
     let view = client.start_dkg(bytes.clone()).await?;
     let s = started(&view)?;
+    // The relay's word is checked: the parties asked for (every node of
+    // identities.json by default), then this party.
+    let mut asked = match &args.parties {
+        Some(p) => p.clone(),
+        None => {
+            let mut all: Vec<u16> = identities.keys().copied().collect();
+            all.sort_unstable();
+            all
+        }
+    };
+    asked.push(sigil_crypto::relay::EXTERNAL_PARTY);
+    if s.parties != asked || view["threshold"].as_u64() != Some(u64::from(args.threshold)) {
+        bail!("the relay started another session than asked for: {view}");
+    }
     let sid = session_id_bytes(&s.session_id)?;
     let eid = sigil_crypto::execution_id(b"dkg", &s.key_id, &s.parties, s.coordinator, &sid, &bytes);
     let session = PartySession::new(sid, s.parties.clone(), identities, keys)?;
@@ -233,19 +248,27 @@ pub async fn keygen<D: Door>(
         args.unlock,
     );
     keyfile::write(args.key_file, &header, &share, args.unlock)?;
-    let committed = session_result(client, &s.session_id, true).await;
-    let key = match committed {
-        Ok(key) if key["public_key"].as_str() == Some(hex::encode(&public_key).as_str()) => key,
-        other => {
+    let end = session_end(client, &s.session_id, true).await.with_context(|| {
+        format!(
+            "the share is in {}, but the key's commit was not confirmed",
+            args.key_file.display()
+        )
+    })?;
+    let key = match end {
+        Ok(key) => key,
+        Err(e) => {
             let _ = std::fs::remove_file(args.key_file);
-            return match other {
-                Ok(key) => Err(anyhow!(
-                    "the cluster committed another public key than this party computed: {key}"
-                )),
-                Err(e) => Err(e.context("the key was not committed; the share file was removed")),
-            };
+            bail!("the key generation failed (share file removed): {e}");
         }
     };
+    let same = key["public_key"].as_str() == Some(hex::encode(&public_key).as_str())
+        && key["public_key_package"].as_str() == Some(hex::encode(&package).as_str())
+        && key["parties"] == json!(asked)
+        && key["threshold"].as_u64() == Some(u64::from(t));
+    if !same {
+        let _ = std::fs::remove_file(args.key_file);
+        bail!("the cluster committed another key than this party computed (share file removed): {key}");
+    }
     Ok(key)
 }
 
@@ -295,7 +318,9 @@ pub async fn sign<D: Door>(
             })
             .await?;
     }, other => bail!("{other} keys cannot have an external party yet"));
-    let result = session_result(client, &s.session_id, false).await?;
+    let result = session_end(client, &s.session_id, false)
+        .await?
+        .map_err(|e| anyhow!("the signature failed: {e}"))?;
     let signature = hex::decode(result["signature"].as_str().unwrap_or_default()).context("signature")?;
     let public_key = hex::decode(&header.public_key).context("public_key")?;
     scheme

@@ -112,6 +112,10 @@ fn sealing_key(kdf: &Kdf, unlock: &Unlock) -> Result<Zeroizing<[u8; 32]>, KeyFil
             Unlock::Passphrase(p),
         ) => {
             let salt = hex::decode(salt).map_err(|_| KeyFileError::Malformed("salt".into()))?;
+            // An edited file must not make the client allocate gigabytes.
+            if *m_cost_kib > 1 << 20 || *t_cost > 16 || *p_cost > 16 {
+                return Err(KeyFileError::Malformed("argon2 parameters out of range".into()));
+            }
             let params = argon2::Params::new(*m_cost_kib, *t_cost, *p_cost, Some(32))
                 .map_err(|e| KeyFileError::Malformed(format!("argon2 parameters: {e}")))?;
             let mut key = Zeroizing::new([0u8; 32]);

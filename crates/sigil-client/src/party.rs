@@ -30,6 +30,9 @@ use serde::Serialize;
 use sigil_crypto::relay::{RelayMessage, SessionSecret, EXTERNAL_PARTY, HELLO_ROUND};
 use sigil_crypto::{PartyIndex, SessionId};
 
+/// Most protocol messages read before every node's hello is in.
+const MAX_EARLY: usize = 1024;
+
 /// What the external party needs from its relay.
 pub trait Relay {
     /// The messages for the party after sequence number `after`, with
@@ -193,15 +196,19 @@ impl PartySession {
             for (seq, m) in relay.fetch(after).await? {
                 after = after.max(seq);
                 if m.round != HELLO_ROUND {
+                    if early.len() >= MAX_EARLY {
+                        return Err(PartyError::Relay("too many messages before the hellos".into()));
+                    }
                     early.push(m);
                     continue;
                 }
-                let (from, _, _, key) = self.open(&m)?;
-                let key: [u8; 32] = key.try_into().map_err(|_| PartyError::BadMessage {
-                    node: self.node_at(from),
-                    reason: "a hello carries a 32-byte key".into(),
-                })?;
-                keys.insert(from, key);
+                // What does not verify is dropped, not blamed on the node
+                // it names: the relay may have made it up.
+                if let Ok((from, _, _, key)) = self.open(&m) {
+                    if let Ok(key) = <[u8; 32]>::try_from(key) {
+                        keys.insert(from, key);
+                    }
+                }
             }
         }
         Ok((keys, early, after))
@@ -262,7 +269,8 @@ impl PartySession {
                 reason: e.to_string(),
             })
         });
-        let both = futures::future::join(run, send).map(|(r, s)| s.and(r));
+        // A failed submission ends the run at once.
+        let both = futures::future::try_join(run, send).map(|r| r.map(|(t, ())| t));
         futures::pin_mut!(both, receive);
         match futures::future::select(both, receive).await {
             futures::future::Either::Left((r, _)) => r,
@@ -342,13 +350,19 @@ impl<M> Default for Inbox<M> {
 }
 
 impl<M: ProtocolMessage + DeserializeOwned> Inbox<M> {
+    /// Hands `m` to the protocol once it verifies; a message whose
+    /// signature or encryption fails is dropped (the relay may have made
+    /// it up; a node that really sent nothing fails the session at its
+    /// deadline), one that verifies but does not decode blames its signer.
     fn take(
         &mut self,
         s: &PartySession,
         m: &RelayMessage,
         tx: &futures::channel::mpsc::UnboundedSender<Incoming<M>>,
     ) -> Result<(), PartyError> {
-        let (from, round, p2p, plaintext) = s.open(m)?;
+        let Ok((from, round, p2p, plaintext)) = s.open(m) else {
+            return Ok(());
+        };
         if !self.seen.insert((round, from)) {
             return Ok(());
         }

@@ -106,12 +106,16 @@ fn verify_parties(
     attestations: &[Attestation],
     identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
 ) -> Result<(), AttestError> {
-    if let Some(a) = attestations.iter().find(|a| !parties.contains(&a.node)) {
+    let external = sigil_crypto::relay::EXTERNAL_PARTY;
+    if let Some(a) = attestations
+        .iter()
+        .find(|a| !parties.contains(&a.node) || a.node == external)
+    {
         return Err(AttestError::NotAParty(a.node));
     }
     // The external party of a key (a client, `sigil-client`) attests
     // nothing: it checks the record against its own DKG output.
-    for &party in parties.iter().filter(|&&p| p != sigil_crypto::relay::EXTERNAL_PARTY) {
+    for &party in parties.iter().filter(|&&p| p != external) {
         let a = attestations
             .iter()
             .find(|a| a.node == party)

@@ -311,6 +311,11 @@ impl Node {
         if meta.key_id != key_id {
             return Err(SessionError::Invalid(format!("peer {peer} answered for another key")));
         }
+        let external = u32::from(sigil_crypto::relay::EXTERNAL_PARTY);
+        if local.is_none() && meta.parties.contains(&external) {
+            // Kept by its node parties only (see `Node::finalize_key`).
+            return Ok(());
+        }
         // The same checks as a commit: every party's attestation, a pending
         // record here equal to it, never a party without a share.
         let pending = local.is_some();

@@ -79,6 +79,12 @@ impl Node {
             None if record.epoch > 0 => Err(forbid(
                 "a later epoch of a key unknown here is taken only by a party of it",
             )),
+            // A key with an external party is kept by its node parties
+            // only: the external party attests nothing, so a record naming
+            // one node and the external slot carries a single node's word.
+            None if record.parties.contains(&sigil_crypto::relay::EXTERNAL_PARTY) => {
+                Err(forbid("a key with an external party is kept by its node parties only"))
+            }
             // Not a party: keep the attested metadata so this node can coordinate.
             None => self
                 .store

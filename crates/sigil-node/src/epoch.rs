@@ -426,6 +426,7 @@ impl Node {
             .parties
             .iter()
             .copied()
+            .filter(|&n| n != sigil_crypto::relay::EXTERNAL_PARTY)
             .filter(|n| !record.activations.iter().any(|a| a.node == *n))
             .collect();
         if !missing.is_empty() {
@@ -461,7 +462,12 @@ impl Node {
             commit: true,
             session_id: Vec::new(),
         };
-        let calls = record.parties.iter().map(|&node| {
+        let nodes = record
+            .parties
+            .iter()
+            .copied()
+            .filter(|&n| n != sigil_crypto::relay::EXTERNAL_PARTY);
+        let calls = nodes.map(|node| {
             let req = req.clone();
             async move {
                 let r = if node == self.cfg.node_id {

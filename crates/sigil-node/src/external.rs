@@ -78,6 +78,40 @@ pub struct SessionView {
     pub error: Option<ErrorDetail>,
 }
 
+/// Ends a relayed session (see [`Node::relay_guard`]).
+pub struct RelayGuard {
+    node: Arc<Node>,
+    mailbox: Arc<Mailbox>,
+    _place: limits::Place<String>,
+    done: bool,
+}
+
+impl RelayGuard {
+    /// Ends the session with `r` (the API's view of its result).
+    pub fn finish(mut self, r: Result<serde_json::Value, crate::error::ApiError>) {
+        let outcome = match r {
+            Ok(v) => Outcome::Succeeded(v),
+            Err(e) => Outcome::Failed(e.detail().1),
+        };
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        self.done = true;
+        self.mailbox.finish(outcome);
+        self.node.relay.close(&self.mailbox.session_id);
+    }
+}
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let e = crate::error::ApiError::internal("the relayed session ended without an outcome");
+            self.end(Outcome::Failed(e.detail().1));
+        }
+    }
+}
+
 /// A checked signature with the key's external party, ready to run
 /// ([`Node::run_relayed_sign`]).
 pub struct RelayedSign {
@@ -157,14 +191,37 @@ impl Node {
         )
     }
 
-    /// Ends a relayed session with `r` (the API's view of its result).
-    pub fn finish_relayed(&self, mailbox: &Mailbox, r: Result<serde_json::Value, crate::error::ApiError>) {
-        let outcome = match r {
-            Ok(v) => Outcome::Succeeded(v),
-            Err(e) => Outcome::Failed(e.detail().1),
+    /// The guard that ends relayed session `mailbox` (held by the task
+    /// that runs it, with the client's place): with the result handed to
+    /// [`RelayGuard::finish`], or, dropped without one (a panic, an
+    /// aborted task), failed, so no client waits on it forever.
+    ///
+    /// # Errors
+    /// [`SessionError::Busy`] (503) when `client` already runs
+    /// `limits.keygens_per_client` relayed sessions here.
+    pub fn relay_guard(self: &Arc<Self>, mailbox: Arc<Mailbox>) -> Result<RelayGuard, NodeError> {
+        let max = self.cfg.limits.keygens_per_client.max(1) * 4;
+        let place = match limits::Place::claim(&self.relayed, &mailbox.client, max) {
+            Ok(p) => p,
+            Err(n) => {
+                let busy = SessionError::Busy {
+                    node: self.cfg.node_id,
+                    reason: format!(
+                        "client {} runs {n} relayed sessions here (at most {max})",
+                        mailbox.client
+                    ),
+                };
+                mailbox.finish(Outcome::Failed(crate::error::ApiError::from(busy.clone()).detail().1));
+                self.relay.close(&mailbox.session_id);
+                return Err(NodeError::Session(busy));
+            }
         };
-        mailbox.finish(outcome);
-        self.relay.close(&mailbox.session_id);
+        Ok(RelayGuard {
+            node: self.clone(),
+            mailbox,
+            _place: place,
+            done: false,
+        })
     }
 
     /// Checks a signature of `message` with key `key_id` in which its

@@ -224,7 +224,14 @@ impl Node {
             tracing::warn!(key_id, error = ?e, "key generation failed");
             return Err(e);
         }
-        self.finalize_everywhere(&cluster, records::meta_of(&record), true, &[])
+        // A key with an external party is kept by its node parties only
+        // (see `Node::finalize_key`).
+        let commit_to = if parties.contains(&sigil_crypto::relay::EXTERNAL_PARTY) {
+            &parties
+        } else {
+            &cluster
+        };
+        self.finalize_everywhere(commit_to, records::meta_of(&record), true, &[])
             .await;
         metrics::histogram!("sigil_dkg_seconds", "scheme" => scheme.as_str()).record(started.elapsed().as_secs_f64());
         tracing::info!(key_id, %scheme, threshold, ?parties, "key created");

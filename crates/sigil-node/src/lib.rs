@@ -59,7 +59,7 @@ use zeroize::Zeroizing;
 pub use config::NodeConfig;
 use coordinator::{Outcomes, Run};
 use error::{NodeError, SessionError};
-pub use external::{RelayedRun, RelayedSign, SessionView};
+pub use external::{RelayGuard, RelayedRun, RelayedSign, SessionView};
 use family::{LoadedKey, Operation};
 pub use keygen::{KeygenPlan, KeygenRequest};
 use peer::PeerService;
@@ -128,6 +128,8 @@ pub struct Node {
     presig_seal: ecdsa::ephemeral::ProcessSeal,
     /// The mailboxes of the external parties this node relays.
     relay: relay::Relay,
+    /// Relayed sessions running per client (see [`Node::relay_guard`]).
+    relayed: limits::Counts<String>,
 }
 
 /// A client's checked request, as the node that took it forwards it.
@@ -358,6 +360,7 @@ impl Node {
             rotations: rotation::Backoff::default(),
             epoch_commits: rotation::Backoff::default(),
             relay: relay::Relay::default(),
+            relayed: limits::Counts::default(),
             cfg,
         }))
     }

@@ -477,10 +477,10 @@ impl Mailbox {
     }
 
     /// The messages for the party after sequence number `after`, with
-    /// their numbers; waits up to `wait` (and never past the deadline)
-    /// for one when there is none yet and the session runs.
+    /// their numbers; waits up to `wait` for one when there is none yet
+    /// and the session runs (its end wakes the wait).
     pub async fn messages_after(&self, after: u64, wait: Duration) -> Vec<(u64, RelayMessage)> {
-        let until = (Instant::now() + wait).min(self.deadline);
+        let until = Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -506,10 +506,9 @@ impl Mailbox {
         }
     }
 
-    /// Waits up to `wait` (and never past the deadline plus a second) for
-    /// the session's end.
+    /// Waits up to `wait` for the session's end.
     pub async fn wait_end(&self, wait: Duration) {
-        let until = (Instant::now() + wait).min(self.deadline + Duration::from_secs(1));
+        let until = Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -537,8 +536,9 @@ impl Mailbox {
     }
 }
 
-/// How long an ended session's mailbox is kept (for its status).
-const KEEP_ENDED: Duration = Duration::from_secs(600);
+/// How long an ended session's mailbox is kept (for its status, and the
+/// party's last reads).
+const KEEP_ENDED: Duration = Duration::from_secs(60);
 
 /// Each relayed session's mailbox, and when it ended.
 type Boxes = HashMap<SessionId, (Arc<Mailbox>, Option<Instant>)>;
@@ -550,8 +550,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Registers `mailbox`; forgets sessions ended more than ten minutes
-    /// ago.
+    /// Registers `mailbox`; forgets sessions ended more than a minute ago.
     pub fn open(&self, mailbox: Arc<Mailbox>) {
         let mut boxes = self.boxes.lock().unwrap_or_else(|p| p.into_inner());
         boxes.retain(|_, (_, ended)| ended.is_none_or(|t| t.elapsed() < KEEP_ENDED));

@@ -641,6 +641,106 @@ mod tests {
         assert_eq!(e.missing(), (0, vec![9]));
     }
 
+    /// What a test session delivered: `(from, round, payload)`.
+    type Delivered = Arc<Mutex<Vec<(u16, u16, Vec<u8>)>>>;
+
+    /// A DKG of nodes [5, 7] and an external party (index 2) relayed by
+    /// node 7, as node 5 (party 0) sees it.
+    fn external_entry(delivered: Delivered) -> (SessionEntry, ed25519_dalek::SigningKey, [u8; 32]) {
+        use rand::rngs::OsRng;
+        let party = ed25519_dalek::SigningKey::generate(&mut OsRng);
+        let party_secret = sigil_crypto::relay::SessionSecret::generate(&mut OsRng);
+        let keys = crate::relay::PartyKeys {
+            verifying_key: hex::encode(party.verifying_key().to_bytes()),
+            hpke_public_key: hex::encode(party_secret.public_key()),
+        };
+        let identity = ed25519_dalek::SigningKey::generate(&mut OsRng);
+        let x =
+            ExternalSession::new(2, 7, "alice".into(), &keys, identity, None).unwrap_or_else(|e| unreachable!("{e}"));
+        let hello = x.hello([0; 32], 0).unwrap_or_else(|e| unreachable!("{e}"));
+        let my_key: [u8; 32] = hello
+            .payload
+            .clone()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("hello key"));
+        let entry = SessionEntry {
+            parties: vec![5u16, 7, EXTERNAL_PARTY].into(),
+            me: 0,
+            expects: sigil_crypto::frost::dkg::expects,
+            seen: Mutex::new(HashSet::new()),
+            deliver: Box::new(move |from, round, _kind, payload| {
+                delivered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((from, round, payload.to_vec()));
+                Ok(())
+            }),
+            external: Some(Arc::new(x)),
+        };
+        (entry, party, my_key)
+    }
+
+    fn from_party(
+        key: &ed25519_dalek::SigningKey,
+        round: u16,
+        to: Option<u16>,
+        seal_to: Option<&[u8; 32]>,
+        payload: &[u8],
+    ) -> Envelope {
+        let m = sigil_crypto::relay::RelayMessage::new(
+            key,
+            [0; 32],
+            round,
+            2,
+            to,
+            payload,
+            seal_to,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        crate::relay::envelope(m, false)
+    }
+
+    #[test]
+    fn external_party_messages_come_only_from_its_relay_signed_and_sealed() {
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let (e, party, my_key) = external_entry(delivered.clone());
+        let forger = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let other_key = sigil_crypto::relay::SessionSecret::generate(&mut rand::rngs::OsRng).public_key();
+        let broadcast = from_party(&party, 0, None, None, b"commitment");
+        assert_eq!(e.accept(5, &broadcast), Err(Reject::WrongSender), "not from the relay");
+        let mut flagged = broadcast.clone();
+        flagged.to_external = true;
+        assert_eq!(e.accept(7, &flagged), Err(Reject::WrongSender), "a mailbox message");
+        assert!(matches!(
+            e.accept(7, &from_party(&forger, 0, None, None, b"commitment")),
+            Err(Reject::Unauthentic(_))
+        ));
+        assert_eq!(e.accept(7, &broadcast), Ok(()));
+        assert_eq!(e.accept(7, &broadcast), Err(Reject::Duplicate));
+        // Point to point: sealed to this node's session key only.
+        assert!(matches!(
+            e.accept(7, &from_party(&party, 1, Some(0), Some(&other_key), b"share")),
+            Err(Reject::Unauthentic(_))
+        ));
+        let mut altered = from_party(&party, 1, Some(0), Some(&my_key), b"share");
+        if let Some(b) = altered.payload.last_mut() {
+            *b ^= 1;
+        }
+        assert!(matches!(e.accept(7, &altered), Err(Reject::Unauthentic(_))));
+        assert_eq!(
+            e.accept(7, &from_party(&party, 1, Some(0), Some(&my_key), b"share")),
+            Ok(())
+        );
+        // The relay cannot speak for node 7's own slot with the party's key
+        // either: node slots keep their certificate rule.
+        let mut as_node = from_party(&party, 0, None, None, b"x");
+        as_node.from = 1;
+        assert_eq!(e.accept(5, &as_node), Err(Reject::WrongSender));
+        let got = delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(got, vec![(2, 0, b"commitment".to_vec()), (2, 1, b"share".to_vec())]);
+    }
+
     #[tokio::test]
     async fn early_message_is_held_until_its_session_registers() {
         let sessions = Arc::new(Sessions::default());

@@ -86,6 +86,7 @@ fn new_node_config(
     cfg.data_dir = dir;
     cfg.listen_http = port_plus(template.listen_http, id)?;
     cfg.listen_peer = port_plus(template.listen_peer, id)?;
+    cfg.listen_grpc = template.listen_grpc.map(|a| port_plus(a, id)).transpose()?;
     cfg.master_key_file = Some(mk);
     cfg.identity_key_file = sigil_node::certs::identity_key_path(&certs, id);
     cfg.tls.cert = paths.cert;

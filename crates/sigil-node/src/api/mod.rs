@@ -614,6 +614,7 @@ pub async fn start_keygen(
     if plan.party_keys.is_some() {
         // The external party runs it too: answer at once with the session.
         let (mailbox, run) = node.open_relayed_keygen(&plan)?;
+        let guard = node.relay_guard(mailbox.clone())?;
         let view = node.view_of_mailbox(&mailbox);
         tokio::spawn(async move {
             let _slot = slot;
@@ -624,7 +625,7 @@ pub async fn start_keygen(
                 .await
                 .map_err(ApiError::from);
             let r = audited(&node, &auth, "create_key", &key_id, &[], r).await;
-            node.finish_relayed(&mailbox, r.and_then(|k| json_value(crate::family::view_of(&k))));
+            guard.finish(r.and_then(|k| json_value(crate::family::view_of(&k))));
         });
         return Ok(KeygenStarted::Relayed(Box::new(view)));
     }
@@ -759,7 +760,10 @@ pub async fn start_sign(
 ) -> Result<SignStarted, ApiError> {
     let message = hex::decode(req.message.trim()).unwrap_or_default();
     if let Some(keys) = req.party_keys.clone() {
-        let r = sign_relayed(node.clone(), key_id, &auth, message, &keys).await;
+        let r = match hex::decode(req.message.trim()) {
+            Ok(message) => sign_relayed(node.clone(), key_id, &auth, message, &keys).await,
+            Err(e) => Err(ApiError::bad_request(format!("message must be hex: {e}"))),
+        };
         return audited_failure(&node, &auth, "sign", key_id, r).await;
     }
     let r = sign_inner(&node, key_id, &auth, req).await;
@@ -779,19 +783,17 @@ async fn sign_relayed(
 ) -> Result<SignStarted, ApiError> {
     let plan = node.plan_relayed_sign(key_id, message.clone(), auth, keys).await?;
     let mailbox = plan.mailbox.clone();
+    let guard = node.relay_guard(mailbox.clone())?;
     let view = node.view_of_mailbox(&mailbox);
     let (auth, key_id) = (auth.clone(), key_id.to_string());
     tokio::spawn(async move {
         let scheme = mailbox.scheme.clone();
         let r = node.run_relayed_sign(plan, &auth).await.map_err(ApiError::from);
         let r = audited(&node, &auth, "sign", &key_id, &message, r).await;
-        node.finish_relayed(
-            &mailbox,
-            r.and_then(|signed| {
-                metrics::counter!("sigil_signatures_total", "scheme" => scheme.clone()).increment(1);
-                json_value(sign_response(key_id, scheme, signed))
-            }),
-        );
+        guard.finish(r.and_then(|signed| {
+            metrics::counter!("sigil_signatures_total", "scheme" => scheme.clone()).increment(1);
+            json_value(sign_response(key_id, scheme, signed))
+        }));
     });
     Ok(SignStarted::Relayed(view))
 }
