@@ -42,6 +42,27 @@ pub enum PartyCmd {
         #[command(flatten)]
         party: PartyArgs,
     },
+    /// Make an X25519 recipient key for a user share (`"user_share":
+    /// {"recipient_public_key"}` in `POST /v1/keys`): writes the secret
+    /// key (64 hex, mode 0600) to --out and prints the public key.
+    RecipientKey {
+        /// Where the secret key goes (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import a user share: the answer of `POST /v1/keys` with
+    /// `user_share` (--key-json), opened with the recipient key, checked
+    /// against the key and sealed to --key-file.
+    Import {
+        /// The key JSON the node answered (with `user_share`).
+        #[arg(long)]
+        key_json: PathBuf,
+        /// The recipient's secret key (from `sigil party recipient-key`).
+        #[arg(long)]
+        recipient_key_file: PathBuf,
+        #[command(flatten)]
+        party: PartyArgs,
+    },
     /// Sign with the key whose share is in --key-file.
     Sign {
         #[command(flatten)]
@@ -157,6 +178,35 @@ pub async fn command(cmd: PartyCmd) -> anyhow::Result<()> {
             };
             eprintln!("share sealed in {}", party.key_file.display());
             print_json(&key);
+        }
+        PartyCmd::RecipientKey { out } => {
+            anyhow::ensure!(!out.exists(), "{} exists", out.display());
+            let secret = sigil_crypto::relay::SessionSecret::generate(&mut rand::rngs::OsRng);
+            sigil_node::certs::write_secret(&out, hex::encode(secret.secret_bytes().as_ref()).as_bytes())?;
+            println!("{}", hex::encode(secret.public_key()));
+        }
+        PartyCmd::Import {
+            key_json,
+            recipient_key_file,
+            party,
+        } => {
+            let unlock = party.unlock()?;
+            let key: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&key_json).with_context(|| key_json.display().to_string())?,
+            )?;
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&recipient_key_file)
+                    .with_context(|| recipient_key_file.display().to_string())?,
+            );
+            let bytes = Zeroizing::new(hex::decode(text.trim()).context("recipient key: not hex")?);
+            let secret: [u8; 32] = bytes.as_slice().try_into().context("recipient key: 32 bytes")?;
+            let recipient = sigil_crypto::relay::SessionSecret::from_bytes(&secret)?;
+            sigil_client::external::import_user_share(&key, &recipient, &party.key_file, &unlock)?;
+            eprintln!(
+                "user share of key {} sealed in {}",
+                key["key_id"],
+                party.key_file.display()
+            );
         }
         PartyCmd::Sign { msg, party } => {
             let unlock = party.unlock()?;

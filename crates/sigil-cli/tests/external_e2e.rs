@@ -174,6 +174,47 @@ async fn external_party_keygen_and_sign_2of2_and_2of3() {
         sig["signature"].as_str().unwrap(),
     );
 
+    // A user share: node 0 runs the party for the DKG only and answers
+    // with its share sealed to the caller's recipient key.
+    let recipient = SessionSecret::generate(&mut rand::rngs::OsRng);
+    let body = json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0],
+        "user_share": {"recipient_public_key": hex::encode(recipient.public_key())}});
+    let (s, key) = c.api_as(PARTY, 0, "POST", "/v1/keys", body).await;
+    assert_eq!(s, 201, "{key}");
+    assert_eq!(
+        (&key["parties"], &key["policy"]["external"]),
+        (&json!([0, 65535]), &json!([PARTY]))
+    );
+    let shared = files.path().join("user.json");
+    let other = SessionSecret::generate(&mut rand::rngs::OsRng);
+    assert!(
+        external::import_user_share(&key, &other, &shared, &unlock()).is_err(),
+        "another recipient"
+    );
+    external::import_user_share(&key, &recipient, &shared, &unlock()).unwrap();
+    let sig = party_sign(&c, 0, &shared, b"user share").await;
+    verify_independently(
+        "frost-ed25519",
+        key["public_key"].as_str().unwrap(),
+        b"user share",
+        sig["signature"].as_str().unwrap(),
+    );
+    let (s, v) = c
+        .api_as(
+            PARTY,
+            0,
+            "POST",
+            &format!("/v1/keys/{}/sign", key["key_id"].as_str().unwrap()),
+            json!({"message": "00"}),
+        )
+        .await;
+    assert_eq!(s, 403, "the node alone, although it saw the share once: {v}");
+    let both = json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0],
+        "external_parties": [{"client": PARTY}], "party_keys": raw_party().keys,
+        "user_share": {"recipient_public_key": hex::encode(recipient.public_key())}});
+    let (s, v) = c.api_as(PARTY, 0, "POST", "/v1/keys", both).await;
+    assert_eq!(s, 400, "user_share with external_parties: {v}");
+
     // The share file opens only with its passphrase.
     let wrong = Unlock::Passphrase(Zeroizing::new("wrong passphrase".into()));
     assert!(external::sign(&client(&c, 0), &identities(&c), &f, &wrong, b"x")

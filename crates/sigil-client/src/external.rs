@@ -328,3 +328,69 @@ pub async fn sign<D: Door>(
         .map_err(|e| anyhow!("the cluster's signature does not verify: {e}"))?;
     Ok(result)
 }
+
+/// Imports a user share: `key` is the answer of `POST /v1/keys` with
+/// `"user_share"` (the key, with `user_share` sealed to `recipient`);
+/// the share is opened, checked against the key's public package (its
+/// identifier is the external slot's, its verifying share the one the
+/// package lists, under the key's public key) and written sealed to
+/// `key_file`, for [`sign`].
+///
+/// # Errors
+/// Another recipient or an altered share, a share that does not belong
+/// to the key, or the file.
+pub fn import_user_share(
+    key: &Value,
+    recipient: &sigil_crypto::relay::SessionSecret,
+    key_file: &Path,
+    unlock: &Unlock,
+) -> anyhow::Result<()> {
+    let text = |f: &str| {
+        key[f]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {f} in the key"))
+    };
+    let (key_id, scheme) = (text("key_id")?, text("scheme")?.parse::<Scheme>()?);
+    let sealed = hex::decode(text("user_share")?).context("user_share")?;
+    let package = hex::decode(text("public_key_package")?).context("public_key_package")?;
+    let public_key = hex::decode(text("public_key")?).context("public_key")?;
+    let parties: Vec<u16> = serde_json::from_value(key["parties"].clone()).context("parties")?;
+    let threshold = key["threshold"]
+        .as_u64()
+        .and_then(|t| u16::try_from(t).ok())
+        .ok_or_else(|| anyhow!("no threshold"))?;
+    let index = parties
+        .iter()
+        .position(|&p| p == sigil_crypto::relay::EXTERNAL_PARTY)
+        .and_then(|i| u16::try_from(i).ok())
+        .ok_or_else(|| anyhow!("the key has no external party"))?;
+    let share = sigil_crypto::relay::open_user_share(recipient, &key_id, &sealed)
+        .map_err(|e| anyhow!("the user share does not open with this recipient key: {e}"))?;
+    anyhow::ensure!(
+        scheme.public_key(&package)? == public_key,
+        "public key and package disagree"
+    );
+    with_ciphersuite!(scheme, C => {
+        let kp = KeyPackage::<C>::deserialize(&share).map_err(|e| anyhow!("share: {e}"))?;
+        let pkp = PublicKeyPackage::<C>::deserialize(&package).map_err(|e| anyhow!("public package: {e}"))?;
+        let id = sigil_crypto::frost::identifier::<C>(index)?;
+        let listed = pkp.verifying_shares().get(&id);
+        anyhow::ensure!(
+            *kp.identifier() == id && listed == Some(kp.verifying_share()) && kp.verifying_key() == pkp.verifying_key(),
+            "the user share does not belong to key {key_id}'s external slot"
+        );
+    }, other => bail!("{other} keys have no user share"));
+    let header = Header::new(
+        &key_id,
+        scheme.as_str(),
+        threshold,
+        parties,
+        index,
+        &public_key,
+        &package,
+        unlock,
+    );
+    keyfile::write(key_file, &header, &share, unlock)?;
+    Ok(())
+}

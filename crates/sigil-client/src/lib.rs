@@ -36,8 +36,11 @@
 pub mod external;
 pub mod grpc;
 pub mod keyfile;
-pub mod party;
 pub mod rest;
+
+/// The external party's runner (`sigil_crypto::party`): the protocol
+/// over a [`party::Relay`].
+pub use sigil_crypto::party;
 
 pub use grpc::GrpcClient;
 pub use rest::{Client, KeyOptions, Tokens};

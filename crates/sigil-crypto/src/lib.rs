@@ -30,6 +30,7 @@
 pub mod ecdsa;
 pub mod error;
 pub mod frost;
+pub mod party;
 pub mod preparams;
 pub mod primes;
 pub mod relay;

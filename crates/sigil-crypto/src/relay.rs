@@ -222,6 +222,64 @@ impl SessionSecret {
     pub fn public_key(&self) -> [u8; 32] {
         self.pk
     }
+
+    /// The key pair of a stored 32-byte X25519 secret key (a user share's
+    /// recipient key).
+    ///
+    /// # Errors
+    /// [`RelayError::Malformed`] for bytes that are no X25519 secret key.
+    pub fn from_bytes(secret: &[u8; 32]) -> Result<Self, RelayError> {
+        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(secret)
+            .map_err(|_| RelayError::Malformed("not an X25519 secret key".into()))?;
+        let pk = <Kem as hpke::Kem>::sk_to_pk(&sk);
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&pk.to_bytes());
+        Ok(SessionSecret { sk, pk: bytes })
+    }
+
+    /// The secret key's 32 bytes, to store (secret: zeroized on drop).
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&self.sk.to_bytes());
+        out
+    }
+}
+
+/// Domain of a user share's HPKE `info`.
+const USER_SHARE_DOMAIN: &[u8] = b"sigil/user-share/v1";
+
+/// Seals a user share (the serialized key package of key `key_id`) to
+/// its recipient's X25519 key: HPKE base mode as [`seal_payload`], `info`
+/// = domain `||` key id, so a sealed share opens only as that key's.
+///
+/// # Errors
+/// As [`seal_payload`].
+pub fn seal_user_share<R: RngCore + CryptoRng>(
+    recipient: &[u8; 32],
+    key_id: &str,
+    share: &[u8],
+    rng: &mut R,
+) -> Result<Vec<u8>, RelayError> {
+    seal_payload(recipient, &user_share_info(key_id), share, rng)
+}
+
+/// Opens what [`seal_user_share`] made.
+///
+/// # Errors
+/// [`RelayError::Undecryptable`] for another recipient, key or an
+/// altered share.
+pub fn open_user_share(
+    recipient: &SessionSecret,
+    key_id: &str,
+    sealed: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, RelayError> {
+    open_payload(recipient, &user_share_info(key_id), sealed).map(zeroize::Zeroizing::new)
+}
+
+fn user_share_info(key_id: &str) -> Vec<u8> {
+    let mut info = USER_SHARE_DOMAIN.to_vec();
+    info.extend_from_slice(key_id.as_bytes());
+    info
 }
 
 impl std::fmt::Debug for SessionSecret {

@@ -101,46 +101,69 @@ pub fn resolve_policy(
     Ok(policy)
 }
 
-/// Checks the external parties of a new key and writes their clients into
+/// What a create request says of its external party.
+pub struct External<'a> {
+    /// `external_parties`.
+    pub parties: &'a [crate::relay::ExternalParty],
+    /// `party_keys`.
+    pub party_keys: Option<&'a crate::relay::PartyKeys>,
+    /// `user_share`.
+    pub user_share: Option<&'a crate::relay::UserShareRequest>,
+}
+
+/// Checks the external party of a new key and writes its client into
 /// `policy.external`: at most one, run by the requesting `client` itself
-/// with the session keys of its request (`party_keys`), for a scheme whose
-/// family runs external parties, on a key that does not rotate; and
+/// with the session keys of its request (`party_keys`), or by the node
+/// that takes the request with its share sealed to the client
+/// (`user_share`, instead of both); for a scheme whose family runs
+/// external parties, on a key that does not rotate; and
 /// `require_external` only with one. The error is the client-facing
 /// reason.
 pub fn check_external(
     scheme: sigil_crypto::Scheme,
-    external: &[crate::relay::ExternalParty],
-    party_keys: Option<&crate::relay::PartyKeys>,
+    x: &External<'_>,
     client: &str,
     policy: &mut KeyPolicy,
 ) -> Result<(), String> {
-    let [party] = external else {
-        if external.len() > 1 {
-            return Err("external_parties: at most one external party per key".into());
+    let external = match (x.parties, x.user_share) {
+        ([], Some(u)) => {
+            if x.party_keys.is_some() {
+                return Err("party_keys is for external_parties, not user_share".into());
+            }
+            sigil_crypto::relay::key_from_hex("user_share.recipient_public_key", &u.recipient_public_key)
+                .map_err(|e| e.to_string())?;
+            client.to_string()
         }
-        if party_keys.is_some() {
-            return Err("party_keys is for keys with external_parties".into());
+        (_, Some(_)) => return Err("user_share and external_parties exclude each other".into()),
+        ([], None) => {
+            if x.party_keys.is_some() {
+                return Err("party_keys is for keys with external_parties".into());
+            }
+            if policy.require_external {
+                return Err("policy.require_external needs external_parties or user_share".into());
+            }
+            return Ok(());
         }
-        if policy.require_external {
-            return Err("policy.require_external needs external_parties".into());
+        ([party], None) => {
+            if party.client != client {
+                return Err(format!(
+                    "external_parties: the external party's client must be the requesting client {client} (it runs the party)"
+                ));
+            }
+            x.party_keys
+                .ok_or("party_keys: the session keys of the external party are required")?
+                .parse()?;
+            party.client.clone()
         }
-        return Ok(());
+        (_, None) => return Err("external_parties: at most one external party per key".into()),
     };
-    if party.client != client {
-        return Err(format!(
-            "external_parties: the external party's client must be the requesting client {client} (it runs the party)"
-        ));
-    }
     if !crate::family::of(scheme).runs_external_parties() {
         return Err(format!("{scheme} keys cannot have external parties yet"));
     }
     if policy.rotation_interval_s.is_some() {
         return Err("keys with an external party do not rotate".into());
     }
-    party_keys
-        .ok_or("party_keys: the session keys of the external party are required")?
-        .parse()?;
-    policy.external = vec![party.client.clone()];
+    policy.external = vec![external];
     Ok(())
 }
 
@@ -239,7 +262,7 @@ impl Node {
     /// its external party ([`sigil_crypto::relay::EXTERNAL_PARTY`]) if any.
     fn requested_parties(&self, req: &CreateKeyRequest) -> Vec<u16> {
         let mut parties = req.parties.clone().unwrap_or_else(|| self.members().ids());
-        if req.external_parties.as_ref().is_some_and(|x| !x.is_empty()) {
+        if req.external_parties.as_ref().is_some_and(|x| !x.is_empty()) || req.user_share.is_some() {
             parties.push(sigil_crypto::relay::EXTERNAL_PARTY);
         }
         parties
@@ -278,14 +301,18 @@ impl Node {
         }
         let mut policy = resolve_policy(req.policy.as_ref(), client, req.rotate, &self.cfg.rotation)
             .map_err(Refusal::BodyMismatch)?;
-        check_external(
-            scheme,
-            req.external_parties.as_deref().unwrap_or_default(),
-            req.party_keys.as_ref(),
-            client,
-            &mut policy,
-        )
-        .map_err(Refusal::BodyMismatch)?;
+        let external = External {
+            parties: req.external_parties.as_deref().unwrap_or_default(),
+            party_keys: req.party_keys.as_ref(),
+            user_share: req.user_share.as_ref(),
+        };
+        check_external(scheme, &external, client, &mut policy).map_err(Refusal::BodyMismatch)?;
+        // The user party's keys come from the coordinator (it runs the
+        // party) when, and only when, the client asked for a user share.
+        let user_party = !d.user_party_verifying_key.is_empty() || !d.user_party_hpke_key.is_empty();
+        if user_party != req.user_share.is_some() {
+            return Err(mismatch("user party"));
+        }
         if policy.rotation_interval_s.is_some() {
             // A coordinator that skipped its own check cannot make this
             // node keep a key that rotates when its scheme must not.

@@ -11,6 +11,7 @@ use crate::error::ErrorDetail;
 use crate::relay::{Mailbox, MailboxSpec, Outcome, PartyKeys, SessionKindView, SubmitRefusal};
 use serde::Serialize;
 use sigil_crypto::relay::{RelayMessage, EXTERNAL_PARTY};
+use sigil_crypto::with_ciphersuite;
 
 /// A relayed session's id and deadline.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +110,32 @@ impl Drop for RelayGuard {
             let e = crate::error::ApiError::internal("the relayed session ended without an outcome");
             self.end(Outcome::Failed(e.detail().1));
         }
+    }
+}
+
+/// The relay of an external party this node runs itself (a user share):
+/// its own mailbox, through the same checks as a client's submissions.
+struct MailboxRelay<'a> {
+    node: &'a Node,
+    mailbox: &'a Mailbox,
+    auth: &'a RequestAuth,
+}
+
+impl sigil_crypto::party::Relay for MailboxRelay<'_> {
+    async fn fetch(&self, after: u64) -> Result<Vec<(u64, RelayMessage)>, sigil_crypto::party::PartyError> {
+        let messages = self.mailbox.messages_after(after, Duration::from_secs(5)).await;
+        if messages.is_empty() && self.mailbox.outcome().is_some() {
+            return Err(sigil_crypto::party::PartyError::Relay("the session ended".into()));
+        }
+        Ok(messages)
+    }
+
+    async fn submit(&self, m: &RelayMessage) -> Result<(), sigil_crypto::party::PartyError> {
+        self.node
+            .submit_from_party(self.auth, m.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| sigil_crypto::party::PartyError::Relay(e.to_string()))
     }
 }
 
@@ -336,6 +363,100 @@ impl Node {
             signers: plan.signers,
             extras,
         })
+    }
+
+    /// A key generation with a user share: this node runs the external
+    /// party (the requesting client's) itself, in memory, with fresh
+    /// session keys it names in the proposal (`DkgProposal.user_party_*`,
+    /// which every participant takes only when the client's signed body
+    /// asks for a user share), beside its own part, and answers with the
+    /// key and the party's share HPKE-sealed to the client's recipient
+    /// key. The share is never stored; it is zeroized once sealed.
+    ///
+    /// Trust: this node sees the user share during the DKG.
+    ///
+    /// # Errors
+    /// The key generation's failure, or the user party's.
+    pub async fn run_user_share_keygen(
+        self: &Arc<Self>,
+        mut plan: KeygenPlan,
+        auth: &RequestAuth,
+    ) -> Result<crate::views::KeyView, NodeError> {
+        use futures::future::Either;
+        use sigil_crypto::party::{PartySession, SessionKeys};
+        let recipient = plan.user_share.ok_or_else(|| NodeError::bad_request("no user_share"))?;
+        let keys = SessionKeys::generate();
+        let public = PartyKeys {
+            verifying_key: hex::encode(keys.signing.verifying_key().to_bytes()),
+            hpke_public_key: hex::encode(keys.secret.public_key()),
+        };
+        if let Kind::Dkg(d) = &mut plan.kind {
+            d.user_party_verifying_key = public.verifying_key.clone();
+            d.user_party_hpke_key = public.hpke_public_key.clone();
+        }
+        plan.party_keys = Some(public);
+        let (mailbox, run) = self.open_relayed_keygen(&plan)?;
+        let guard = self.relay_guard(mailbox.clone())?;
+        let members = self.members();
+        let identities = plan
+            .parties
+            .iter()
+            .filter_map(|&p| members.identity(p).map(|k| (p, k)))
+            .collect();
+        let session = PartySession::new(mailbox.session_id, plan.parties.clone(), &identities, keys)
+            .map_err(NodeError::internal)?;
+        let eid = authority::execution_id(
+            &plan.kind,
+            &plan.parties,
+            self.cfg.node_id,
+            &run.session_id,
+            &auth.proto.body,
+        );
+        let (i, n, t, scheme, key_id) = (
+            session.index,
+            session.n(),
+            plan.threshold,
+            plan.scheme,
+            plan.key_id.clone(),
+        );
+        let relay = MailboxRelay {
+            node: self,
+            mailbox: &mailbox,
+            auth,
+        };
+        let party = async {
+            with_ciphersuite!(scheme, C => {
+                let out = session
+                    .run(&relay, |p| async move {
+                        sigil_crypto::frost::dkg::run::<C, _, _>(p, &eid, i, n, t, &mut rand::rngs::OsRng).await
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.key_package.serialize().map(Zeroizing::new).map_err(|e| e.to_string())
+            }, other => Err(format!("{other} has no user share")))
+        };
+        let progress = operations::KeygenProgress::default();
+        let keygen = self.run_keygen_in(plan, &progress, Some(run));
+        futures::pin_mut!(party, keygen);
+        let (record, share) = match futures::future::select(keygen, party).await {
+            Either::Left((record, party)) => {
+                let record = record?;
+                (
+                    record,
+                    tokio::time::timeout(Duration::from_secs(5), party)
+                        .await
+                        .map_err(internal)?,
+                )
+            }
+            Either::Right((share, keygen)) => (keygen.await?, share),
+        };
+        let mut view = family::view_of(&record);
+        guard.finish(serde_json::to_value(&view).map_err(crate::error::ApiError::internal));
+        let share = share.map_err(|e| NodeError::internal(format!("the user's party failed: {e}")))?;
+        let sealed = sigil_crypto::relay::seal_user_share(&recipient, &key_id, &share, &mut rand::rngs::OsRng)
+            .map_err(NodeError::internal)?;
+        view.user_share = Some(hex::encode(sealed));
+        Ok(view)
     }
 
     /// The view of the relayed session `id` for `client`, once it ended

@@ -29,6 +29,8 @@ pub struct KeygenRequest {
     pub external_parties: Vec<relay::ExternalParty>,
     /// Their session keys.
     pub party_keys: Option<relay::PartyKeys>,
+    /// Run the external party here and seal its share to the caller.
+    pub user_share: Option<relay::UserShareRequest>,
 }
 
 /// A checked key generation ([`Node::plan_keygen`]), ready to run.
@@ -41,12 +43,14 @@ pub struct KeygenPlan {
     pub(crate) threshold: u16,
     pub(crate) parties: Vec<u16>,
     label: Option<String>,
-    kind: Kind,
+    pub(crate) kind: Kind,
     policy: KeyPolicy,
     pub(crate) auth: RequestAuth,
     /// The external party's session keys, when the key has one (its DKG
-    /// is relayed by this node: [`Node::start_relayed_keygen`]).
+    /// is relayed by this node).
     pub(crate) party_keys: Option<relay::PartyKeys>,
+    /// The recipient of a user share (this node runs the external party).
+    pub(crate) user_share: Option<[u8; 32]>,
 }
 
 impl Node {
@@ -68,17 +72,16 @@ impl Node {
             rotate,
             external_parties,
             party_keys,
+            user_share,
         } = req;
         let mut policy = authority::resolve_policy(policy.as_ref(), &auth.client, rotate, &self.cfg.rotation)
             .map_err(NodeError::bad_request)?;
-        authority::check_external(
-            scheme,
-            &external_parties,
-            party_keys.as_ref(),
-            &auth.client,
-            &mut policy,
-        )
-        .map_err(NodeError::bad_request)?;
+        let external = authority::External {
+            parties: &external_parties,
+            party_keys: party_keys.as_ref(),
+            user_share: user_share.as_ref(),
+        };
+        authority::check_external(scheme, &external, &auth.client, &mut policy).map_err(NodeError::bad_request)?;
         if policy.rotation_interval_s.is_some() {
             family::of(scheme)
                 .rotates()
@@ -135,6 +138,7 @@ impl Node {
             label: label.clone().unwrap_or_default(),
             bits,
             prime_threshold,
+            ..DkgProposal::default()
         });
         Ok(KeygenPlan {
             key_id,
@@ -146,6 +150,10 @@ impl Node {
             policy,
             auth,
             party_keys,
+            user_share: user_share
+                .map(|u| sigil_crypto::relay::key_from_hex("user_share.recipient_public_key", &u.recipient_public_key))
+                .transpose()
+                .map_err(|e| NodeError::bad_request(e.to_string()))?,
         })
     }
 
@@ -181,6 +189,7 @@ impl Node {
             policy,
             auth,
             party_keys: _,
+            user_share: _,
         } = plan;
         let cluster = self.members().ids();
         let started = Instant::now();

@@ -141,7 +141,14 @@ impl Node {
         let keys = match part {
             Part::Dkg { scheme, .. } | Part::Sign { scheme, .. } if family::of(*scheme).runs_external_parties() => {
                 let keys = match part {
-                    Part::Dkg { .. } => serde_json::from_slice::<api::CreateKeyRequest>(&a.body).map(|r| r.party_keys),
+                    Part::Dkg { d, .. } => serde_json::from_slice::<api::CreateKeyRequest>(&a.body).map(|r| {
+                        // A user share: the coordinator runs the party.
+                        let user = r.user_share.is_some().then(|| relay::PartyKeys {
+                            verifying_key: d.user_party_verifying_key.clone(),
+                            hpke_public_key: d.user_party_hpke_key.clone(),
+                        });
+                        r.party_keys.or(user)
+                    }),
                     _ => serde_json::from_slice::<api::SignRequest>(&a.body).map(|r| r.party_keys),
                 };
                 keys.ok().flatten()

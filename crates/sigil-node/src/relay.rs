@@ -81,6 +81,17 @@ pub struct ExternalParty {
     pub client: String,
 }
 
+/// `"user_share"` in `POST /v1/keys`: the coordinator runs the external
+/// party for the DKG only, in memory, and answers with its share sealed
+/// to this key (never storing it); the requesting client is the party's
+/// client and later signs with `sigil-client`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserShareRequest {
+    /// X25519 public key (64 hex characters) the share is sealed to.
+    pub recipient_public_key: String,
+}
+
 /// What a node party of a session knows of its external party.
 pub struct ExternalSession {
     /// The party's session index.

@@ -67,6 +67,12 @@ pub struct KeyView {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub history: Vec<sigil_store::EpochEntry>,
+    /// Only in the answer that created a key with `"user_share"`: the
+    /// user's share (the serialized FROST key package of the external
+    /// slot), HPKE-sealed to the request's `recipient_public_key`
+    /// (`sigil_crypto::relay::seal_user_share`), hex. Never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_share: Option<String>,
 }
 
 /// What the API shows of a key beyond its record.
@@ -110,6 +116,7 @@ impl KeyView {
             record_hash: crate::attest::record_hash(k),
             attestations: k.attestations.clone(),
             history: Vec::new(),
+            user_share: None,
         }
     }
 }

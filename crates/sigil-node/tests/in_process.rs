@@ -140,6 +140,7 @@ impl Cluster {
             rotate: false,
             external_parties: Vec::new(),
             party_keys: None,
+            user_share: None,
         };
         let node = &self.nodes[door];
         let plan = node.plan_keygen(req, auth).unwrap();
@@ -289,6 +290,7 @@ async fn the_same_seed_primes_on_every_node_are_refused() {
         rotate: false,
         external_parties: Vec::new(),
         party_keys: None,
+        user_share: None,
     };
     let plan = c.nodes[0].plan_keygen(req, auth).unwrap();
     let e = c.nodes[0]
@@ -486,6 +488,7 @@ impl Cluster {
             rotate: false,
             external_parties: Vec::new(),
             party_keys: None,
+            user_share: None,
         };
         let node = &self.nodes[door];
         let plan = node.plan_keygen(req, auth).unwrap();
@@ -589,6 +592,7 @@ async fn bad_reshares_are_refused_before_any_session() {
         rotate: false,
         external_parties: Vec::new(),
         party_keys: None,
+        user_share: None,
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap();
     let other = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
@@ -925,6 +929,7 @@ async fn rotating_keys_are_refreshed_when_due_and_only_then() {
         rotate: false,
         external_parties: Vec::new(),
         party_keys: None,
+        user_share: None,
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", &body)).unwrap();
     let key = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
@@ -1011,6 +1016,7 @@ async fn paillier_keys_reshare_over_the_integers_and_still_decrypt() {
         rotate: false,
         external_parties: Vec::new(),
         party_keys: None,
+        user_share: None,
     };
     let plan = c.nodes[0].plan_keygen(req, c.auth("POST", "/v1/keys", body)).unwrap();
     let key = c.nodes[0].run_keygen(plan, &KeygenProgress::default()).await.unwrap();
@@ -1064,6 +1070,7 @@ async fn paillier_keys_reshare_over_the_integers_and_still_decrypt() {
         rotate: true,
         external_parties: Vec::new(),
         party_keys: None,
+        user_share: None,
     };
     let e = c.nodes[0]
         .plan_keygen(req, c.auth("POST", "/v1/keys", body))

@@ -101,6 +101,13 @@ pub struct CreateKeyRequest {
     /// With `external_parties`: the external party's session keys.
     #[serde(default)]
     pub party_keys: Option<crate::relay::PartyKeys>,
+    /// Instead of `external_parties`: the node that takes the request runs
+    /// the external party (the requesting client's) for the DKG only, in
+    /// memory, and answers with its share HPKE-sealed to
+    /// `recipient_public_key` (`user_share` in the key). Trust trade-off:
+    /// during that DKG this one node saw the user share.
+    #[serde(default)]
+    pub user_share: Option<crate::relay::UserShareRequest>,
 }
 
 /// Query of `POST /v1/keys`.
@@ -606,11 +613,23 @@ pub async fn start_keygen(
             rotate: req.rotate,
             external_parties: req.external_parties.unwrap_or_default(),
             party_keys: req.party_keys,
+            user_share: req.user_share,
         },
         auth.clone(),
     )?;
     // Held until the key generation ends, in whichever task runs it.
     let slot = node.keygen_slot(&auth.client)?;
+    if plan.user_share.is_some() {
+        let key = tokio::spawn(async move {
+            let _slot = slot;
+            let key_id = plan.key_id.clone();
+            let r = node.run_user_share_keygen(plan, &auth).await;
+            audited(&node, &auth, "create_key", &key_id, &[], r.map_err(ApiError::from)).await
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        return Ok(KeygenStarted::Created(Box::new(key)));
+    }
     if plan.party_keys.is_some() {
         // The external party runs it too: answer at once with the session.
         let (mailbox, run) = node.open_relayed_keygen(&plan)?;

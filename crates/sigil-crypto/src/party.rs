@@ -1,10 +1,11 @@
-//! The external party: the very `sigil_crypto::frost` functions the nodes
+//! The external party: the very [`crate::frost`] functions the nodes
 //! run, driven over a [`Relay`] (the node that relays the session) with
 //! every message checked and protected end to end
-//! ([`sigil_crypto::relay`]).
+//! ([`crate::relay`]).
 //!
 //! Free of tokio, sockets and files: the transport is the [`Relay`]
-//! trait (`crate::rest` implements it over HTTP), and the protocol and
+//! trait (`sigil-client` implements it over REST and gRPC; the node, over
+//! its own mailbox for a user share), and the protocol and
 //! the message pump run in one task (`futures::select`), so this module
 //! can later build for `wasm32-unknown-unknown` with a browser `fetch`
 //! relay. (The crate as a whole cannot yet: `sigil-crypto` links
@@ -22,13 +23,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 
+use crate::relay::{RelayMessage, SessionSecret, EXTERNAL_PARTY, HELLO_ROUND};
+use crate::{PartyIndex, SessionId};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use futures::{FutureExt, StreamExt};
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sigil_crypto::relay::{RelayMessage, SessionSecret, EXTERNAL_PARTY, HELLO_ROUND};
-use sigil_crypto::{PartyIndex, SessionId};
 
 /// Most protocol messages read before every node's hello is in.
 const MAX_EARLY: usize = 1024;
@@ -214,7 +215,7 @@ impl PartySession {
         Ok((keys, early, after))
     }
 
-    /// Runs `protocol` (one of `sigil_crypto::frost`'s, as party
+    /// Runs `protocol` (one of `crate::frost`'s, as party
     /// [`PartySession::index`]) over `relay`: waits for the hellos, then
     /// pumps messages both ways until the protocol ends and its last
     /// message is submitted.
@@ -227,7 +228,7 @@ impl PartySession {
         M: ProtocolMessage + Serialize + DeserializeOwned + Send + 'static,
         R: Relay,
         F: FnOnce(MpcParty<M, Delivery<M>>) -> Fut,
-        Fut: Future<Output = Result<T, sigil_crypto::Error>>,
+        Fut: Future<Output = Result<T, crate::Error>>,
     {
         let (hpke, early, after) = self.hellos(relay).await?;
         let (in_tx, in_rx) = futures::channel::mpsc::unbounded::<Incoming<M>>();
@@ -402,7 +403,7 @@ pub fn parse_identities(json: &str) -> Result<HashMap<u16, VerifyingKey>, PartyE
             let id: u16 = id
                 .parse()
                 .map_err(|_| PartyError::Invalid(format!("identities: node id {id:?}")))?;
-            let key = sigil_crypto::relay::verifying_key_from_hex(&format!("identity of node {id}"), &key)
+            let key = crate::relay::verifying_key_from_hex(&format!("identity of node {id}"), &key)
                 .map_err(|e| PartyError::Invalid(e.to_string()))?;
             Ok((id, key))
         })
