@@ -30,6 +30,26 @@ pub(crate) struct Outcomes {
     pub(crate) by_party: Vec<Option<SessionOutcome>>,
 }
 
+impl Outcomes {
+    /// The signature party 0 (the aggregator) reported.
+    ///
+    /// # Errors
+    /// Internal, when it reported none.
+    pub(crate) fn aggregate_signature(self) -> Result<Vec<u8>, NodeError> {
+        let signature = self
+            .by_party
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|o| o.signature)
+            .unwrap_or_default();
+        if signature.is_empty() {
+            return Err(NodeError::internal("aggregator returned no signature"));
+        }
+        Ok(signature)
+    }
+}
+
 /// How long a node that failed to answer is tried last, in milliseconds.
 const DOWN_PENALTY_MS: u64 = 5_000;
 

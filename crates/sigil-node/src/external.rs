@@ -343,16 +343,7 @@ impl Node {
         let o = self
             .coordinate_inner(&plan.signers, plan.kind, plan.run.run(false, &auth.proto))
             .await?;
-        let signature = o
-            .by_party
-            .into_iter()
-            .next()
-            .flatten()
-            .map(|o| o.signature)
-            .unwrap_or_default();
-        if signature.is_empty() {
-            return Err(NodeError::internal("aggregator returned no signature"));
-        }
+        let signature = o.aggregate_signature()?;
         let extras = plan
             .key
             .family()

@@ -144,16 +144,7 @@ impl Node {
         let (o, signers) = self
             .coordinate_quorum(&key.record, kind, false, "signers", Some(&auth.proto), &[])
             .await?;
-        let signature = o
-            .by_party
-            .into_iter()
-            .next()
-            .flatten()
-            .map(|o| o.signature)
-            .unwrap_or_default();
-        if signature.is_empty() {
-            return Err(NodeError::internal("aggregator returned no signature"));
-        }
+        let signature = o.aggregate_signature()?;
         Ok(Signed {
             signature,
             signers,
