@@ -446,38 +446,7 @@ async fn grpc_signer_serves_the_external_party_health_and_reflection() {
         .connect()
         .await
         .unwrap();
-    let health = tonic_health::pb::health_client::HealthClient::new(ch.clone())
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "sigil.v1.Signer".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        health.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
-    {
-        use tonic_reflection::pb::v1::{
-            server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-            server_reflection_response::MessageResponse, ServerReflectionRequest,
-        };
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = ServerReflectionClient::new(ch.clone())
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
-        let resp = stream.message().await.unwrap().unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
-            panic!("reflection: {resp:?}")
-        };
-        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(names.iter().any(|n| n == "sigil.v1.Signer"), "{names:?}");
-    }
+    common::assert_served_with_health_and_reflection(ch.clone(), "sigil.v1.Signer").await;
 
     // 2-of-2 with node 0, over gRPC end to end.
     let files = tempfile::tempdir().unwrap();

@@ -178,38 +178,7 @@ async fn prime_service_serves_each_set_once_and_survives_kill9() {
         .connect()
         .await
         .unwrap();
-    let health = tonic_health::pb::health_client::HealthClient::new(ch.clone())
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "prime.v1.PrimeService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        health.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
-    {
-        use tonic_reflection::pb::v1::{
-            server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-            server_reflection_response::MessageResponse, ServerReflectionRequest,
-        };
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = ServerReflectionClient::new(ch)
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
-        let resp = stream.message().await.unwrap().unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
-            panic!("reflection: {resp:?}")
-        };
-        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(names.iter().any(|n| n == "prime.v1.PrimeService"), "{names:?}");
-    }
+    common::assert_served_with_health_and_reflection(ch, "prime.v1.PrimeService").await;
 
     // Bad requests: clear InvalidArgument.
     for (count, kind) in [(0, "cggmp21"), (17, "cggmp21"), (3, "cggmp21"), (1, "rsa")] {
