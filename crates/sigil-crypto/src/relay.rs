@@ -40,6 +40,16 @@ use crate::{PartyIndex, SessionId};
 /// session's party list (node ids are below it).
 pub const EXTERNAL_PARTY: u16 = u16::MAX;
 
+/// The node ids of a party list: every party but the external one.
+pub fn node_parties(parties: &[u16]) -> impl Iterator<Item = u16> + '_ {
+    parties.iter().copied().filter(|&p| p != EXTERNAL_PARTY)
+}
+
+/// Whether a party list has an external party.
+pub fn has_external(parties: &[u16]) -> bool {
+    parties.contains(&EXTERNAL_PARTY)
+}
+
 /// The pseudo-round of a node's *hello*: its payload is the node's
 /// 32-byte X25519 public key for the session, signed with its identity
 /// key, sent to the external party before any protocol message.

@@ -82,7 +82,7 @@ impl Node {
             // A key with an external party is kept by its node parties
             // only: the external party attests nothing, so a record naming
             // one node and the external slot carries a single node's word.
-            None if record.parties.contains(&sigil_crypto::relay::EXTERNAL_PARTY) => {
+            None if sigil_crypto::relay::has_external(&record.parties) => {
                 Err(forbid("a key with an external party is kept by its node parties only"))
             }
             // Not a party: keep the attested metadata so this node can coordinate.
@@ -155,11 +155,7 @@ impl Node {
         let commit = req.commit;
         // An external party keeps nothing at a node (its client learns the
         // outcome from its relay).
-        let nodes: Vec<u16> = nodes
-            .iter()
-            .copied()
-            .filter(|&n| n != sigil_crypto::relay::EXTERNAL_PARTY)
-            .collect();
+        let nodes: Vec<u16> = sigil_crypto::relay::node_parties(nodes).collect();
         let nodes = nodes.as_slice();
         for &node in nodes.iter().filter(|n| detach.contains(n) && **n != self.cfg.node_id) {
             let (peers, r) = (self.peers.clone(), req.clone());

@@ -271,11 +271,8 @@ impl Node {
         let mut last_reason = String::new();
         loop {
             // Without its client, an external party cannot sign.
-            let candidates: Vec<u16> = key
-                .parties
-                .iter()
-                .copied()
-                .filter(|p| !excluded.contains(p) && *p != sigil_crypto::relay::EXTERNAL_PARTY)
+            let candidates: Vec<u16> = sigil_crypto::relay::node_parties(&key.parties)
+                .filter(|p| !excluded.contains(p))
                 .collect();
             if candidates.len() < usize::from(key.threshold) {
                 return Err(SessionError::Unavailable {

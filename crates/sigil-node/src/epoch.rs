@@ -422,11 +422,7 @@ impl Node {
         let mut record = record.clone();
         record.status = KeyStatus::Active;
         record.activations = self.acknowledge_committee(&record).await;
-        let missing: Vec<u16> = record
-            .parties
-            .iter()
-            .copied()
-            .filter(|&n| n != sigil_crypto::relay::EXTERNAL_PARTY)
+        let missing: Vec<u16> = sigil_crypto::relay::node_parties(&record.parties)
             .filter(|n| !record.activations.iter().any(|a| a.node == *n))
             .collect();
         if !missing.is_empty() {
@@ -462,12 +458,7 @@ impl Node {
             commit: true,
             session_id: Vec::new(),
         };
-        let nodes = record
-            .parties
-            .iter()
-            .copied()
-            .filter(|&n| n != sigil_crypto::relay::EXTERNAL_PARTY);
-        let calls = nodes.map(|node| {
+        let calls = sigil_crypto::relay::node_parties(&record.parties).map(|node| {
             let req = req.clone();
             async move {
                 let r = if node == self.cfg.node_id {

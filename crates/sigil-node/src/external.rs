@@ -289,12 +289,8 @@ impl Node {
                 "node {me} holds no share of key {key_id}: ask one of its node parties, which relays the external party"
             )));
         }
-        let others: Vec<u16> = key
-            .parties
-            .nodes()
-            .iter()
-            .copied()
-            .filter(|&p| p != me && p != EXTERNAL_PARTY)
+        let others: Vec<u16> = sigil_crypto::relay::node_parties(key.parties.nodes())
+            .filter(|&p| p != me)
             .collect();
         let need = usize::from(key.record.threshold).saturating_sub(2);
         let mut signers = vec![me, EXTERNAL_PARTY];

@@ -235,7 +235,7 @@ impl Node {
         }
         // A key with an external party is kept by its node parties only
         // (see `Node::finalize_key`).
-        let commit_to = if parties.contains(&sigil_crypto::relay::EXTERNAL_PARTY) {
+        let commit_to = if sigil_crypto::relay::has_external(&parties) {
             &parties
         } else {
             &cluster

@@ -89,7 +89,9 @@ impl Node {
             .ok_or_else(|| SessionError::Invalid("this node is not a party of the session".into()))?;
         let cap = match &p.kind {
             Some(Kind::Aux(_)) => Duration::from_millis(self.cfg.aux_timeout_ms),
-            _ if parties.contains(&EXTERNAL_PARTY) => Duration::from_millis(self.cfg.external_session_timeout_ms),
+            _ if sigil_crypto::relay::has_external(&parties) => {
+                Duration::from_millis(self.cfg.external_session_timeout_ms)
+            }
             _ => self.timeout(),
         };
         let budget = Duration::from_millis(u64::from(p.deadline_ms)).min(cap);

@@ -149,7 +149,7 @@ impl Plan {
 /// Checks a requested committee and threshold for a key of `current`
 /// against the cluster `cluster`. The error is the client-facing reason.
 pub(crate) fn check_committee(current: &KeyRecord, parties: &[u16], t: u16, cluster: &[u16]) -> Result<(), String> {
-    if current.parties.contains(&sigil_crypto::relay::EXTERNAL_PARTY) {
+    if sigil_crypto::relay::has_external(&current.parties) {
         return Err("keys with an external party cannot be refreshed or reshared yet".into());
     }
     let mut sorted = parties.to_vec();

@@ -113,12 +113,7 @@ impl Node {
             return false;
         }
         let me = self.cfg.node_id;
-        let lowest_live = key
-            .parties
-            .iter()
-            .copied()
-            .filter(|&p| p != sigil_crypto::relay::EXTERNAL_PARTY)
-            .find(|&p| p == me || !self.recently_down(p));
+        let lowest_live = sigil_crypto::relay::node_parties(&key.parties).find(|&p| p == me || !self.recently_down(p));
         let age = u64::try_from(now_unix().saturating_sub(key.created_at)).unwrap_or(0);
         let due = age >= interval.saturating_add(jitter(key, interval));
         let wait = Duration::from_secs(interval);

@@ -293,7 +293,7 @@ pub struct SessionSpec {
 impl SessionSpec {
     /// Whether the session has an external party.
     pub fn has_external(&self) -> bool {
-        self.parties.contains(&EXTERNAL_PARTY)
+        sigil_crypto::relay::has_external(&self.parties)
     }
 }
 

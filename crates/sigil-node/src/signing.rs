@@ -47,12 +47,7 @@ impl Node {
                 auth.client
             ))));
         }
-        let nodes = key
-            .parties
-            .nodes()
-            .iter()
-            .filter(|&&p| p != sigil_crypto::relay::EXTERNAL_PARTY)
-            .count();
+        let nodes = sigil_crypto::relay::node_parties(key.parties.nodes()).count();
         if key.record.policy.require_external || nodes < usize::from(key.record.threshold) {
             return Err(NodeError::refused(&auth::Refusal::Forbidden(format!(
                 "key {key_id} signs only with its external party: its client signs through sigil-client (party_keys)"
