@@ -86,6 +86,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A block of `len` consecutive ports that are free now (nodes of a dev
+/// cluster listen on `base + i`; separate random ports could overlap
+/// another range's `+ i`). Drawn below Linux's ephemeral range (32768 and
+/// up), where no outgoing connection takes a port between this check and
+/// the nodes' bind.
+pub fn free_port_block(len: u16) -> u16 {
+    use rand::Rng;
+    loop {
+        let base: u16 = rand::thread_rng().gen_range(20_000..32_000 - len);
+        let held: Vec<_> = (base..base + len)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(len) {
+            return base;
+        }
+    }
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub configs: Vec<PathBuf>,
@@ -510,7 +528,10 @@ impl DevCluster {
     /// `env`, and waits until every node answers /health.
     pub async fn start(nodes: u16, data_dir: &std::path::Path, env: &[(&str, String)]) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
-        let (http, grpc) = (free_port(), free_port());
+        // REST, peer and gRPC ranges of 8 nodes each (room to add nodes),
+        // in one block of free ports.
+        let http = free_port_block(24);
+        let (peer, grpc) = (http + 8, http + 16);
         let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["dev", "--nodes", &nodes.to_string(), "--threshold", "2"])
             .args(["--prime-pool-size", "0", "--presign-pool-size", "0"])
@@ -518,7 +539,7 @@ impl DevCluster {
                 "--http-port",
                 &http.to_string(),
                 "--peer-port",
-                &free_port().to_string(),
+                &peer.to_string(),
                 "--grpc-port",
                 &grpc.to_string(),
             ])
