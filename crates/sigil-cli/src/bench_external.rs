@@ -4,7 +4,9 @@
 //! 2-of-3 figures measured in the same run, against a running cluster
 //! (`sigil dev`). Each measured operation is the client's whole call:
 //! start the session, run the party over the relay, and read the
-//! committed key or the signature (checked) from the session.
+//! committed key or the signature (checked) from the session. An ECDSA
+//! party's two safe primes are made before each key generation and
+//! measured on their own row (a client may make them ahead of time).
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +34,8 @@ pub struct ExternalArgs {
     /// The cluster's `identities.json`.
     #[arg(long, default_value = ".sigil-dev/certs/identities.json")]
     pub identities: std::path::PathBuf,
-    /// A FROST scheme.
+    /// frost-ed25519, frost-secp256k1-tr, frost-p256, ecdsa-secp256k1 or
+    /// ecdsa-p256 (ECDSA signs the SHA-256 of each message).
     #[arg(long, default_value = "frost-ed25519")]
     pub scheme: String,
     /// Key generations per door.
@@ -106,11 +109,21 @@ async fn measure<D: Door>(
     keygens: usize,
     signs: usize,
 ) -> anyhow::Result<Vec<Row>> {
+    let scheme: sigil_crypto::Scheme = ctx.scheme.parse()?;
     let mut h = hist()?;
-    let start = Instant::now();
+    let mut primes_h = hist()?;
+    let mut busy = Duration::ZERO;
     let mut file = None;
     for k in 0..keygens.max(1) {
         let f = ctx.dir.join(format!("{name}-{k}.json"));
+        let primes = if scheme.is_ecdsa() {
+            let t = Instant::now();
+            let p = external::generate_primes().await?;
+            primes_h.record(micros(t.elapsed()))?;
+            Some(p)
+        } else {
+            None
+        };
         let t = Instant::now();
         external::keygen(
             door,
@@ -123,47 +136,65 @@ async fn measure<D: Door>(
                 require_external: false,
                 key_file: &f,
                 unlock: ctx.unlock,
+                primes,
             },
         )
         .await?;
         h.record(micros(t.elapsed()))?;
+        busy += t.elapsed();
         file = Some(f);
     }
-    let keygen = row(
-        format!("{name} keygen 2-of-2 (node + external party)"),
-        &h,
-        start.elapsed(),
-    );
+    let mut rows = Vec::new();
+    if scheme.is_ecdsa() {
+        rows.push(row(format!("{name} the party's two safe primes"), &primes_h, busy));
+    }
+    rows.push(row(format!("{name} keygen 2-of-2 (node + external party)"), &h, busy));
     let file = file.ok_or_else(|| anyhow!("no key"))?;
     let mut h = hist()?;
     let start = Instant::now();
     for i in 0..signs {
         let t = Instant::now();
-        external::sign(door, ctx.identities, &file, ctx.unlock, format!("bench {i}").as_bytes()).await?;
+        external::sign(door, ctx.identities, &file, ctx.unlock, &message(scheme, i), &[]).await?;
         h.record(micros(t.elapsed()))?;
     }
-    let sign = row(
+    rows.push(row(
         format!("{name} sign 2-of-2 (node + external party)"),
         &h,
         start.elapsed(),
-    );
-    Ok(vec![keygen, sign])
+    ));
+    Ok(rows)
+}
+
+/// The `i`-th message signed: `bench i`, or its SHA-256 for ECDSA.
+fn message(scheme: sigil_crypto::Scheme, i: usize) -> Vec<u8> {
+    let m = format!("bench {i}").into_bytes();
+    if scheme.is_ecdsa() {
+        use sha2::Digest;
+        sha2::Sha256::digest(&m).to_vec()
+    } else {
+        m
+    }
 }
 
 /// The same scheme's 2-of-3 node-only key generation and signing, in the
 /// same run, through REST.
 async fn node_only(
     rest: &sigil_client::Client,
-    scheme: &str,
+    scheme_name: &str,
     keygens: usize,
     signs: usize,
 ) -> anyhow::Result<Vec<Row>> {
+    let scheme: sigil_crypto::Scheme = scheme_name.parse()?;
+    if scheme.is_ecdsa() {
+        // The set's aux info, made once per party set, is not measured.
+        rest.create_key(scheme_name, 2, Some(vec![0, 1, 2]), None).await?;
+    }
     let mut h = hist()?;
     let start = Instant::now();
     let mut key = None;
     for _ in 0..keygens.max(1) {
         let t = Instant::now();
-        let k = rest.create_key(scheme, 2, Some(vec![0, 1, 2]), None).await?;
+        let k = rest.create_key(scheme_name, 2, Some(vec![0, 1, 2]), None).await?;
         h.record(micros(t.elapsed()))?;
         key = k["key_id"].as_str().map(str::to_string);
     }
@@ -175,7 +206,7 @@ async fn node_only(
         let t = Instant::now();
         rest.post(
             &format!("/v1/keys/{key}/sign"),
-            &json!({"message": hex::encode(format!("bench {i}"))}),
+            &json!({"message": hex::encode(message(scheme, i))}),
         )
         .await?;
         h.record(micros(t.elapsed()))?;

@@ -24,9 +24,19 @@ use crate::ApiArgs;
 pub enum PartyCmd {
     /// Make a key with this process as its external party.
     Keygen {
-        /// A FROST scheme: frost-ed25519, frost-secp256k1-tr, frost-p256.
+        /// frost-ed25519, frost-secp256k1-tr, frost-p256, ecdsa-secp256k1
+        /// or ecdsa-p256.
         #[arg(long, default_value = "frost-ed25519")]
         scheme: String,
+        /// ECDSA: a file of decimal 1536-bit safe primes, one per line;
+        /// this party uses the pair at --primes-pair for the key's aux
+        /// info (default: make two here, seconds of CPU). Never give the
+        /// same pair twice, or one a node has.
+        #[arg(long)]
+        primes: Option<PathBuf>,
+        /// The pair of --primes to use (0: the first two lines).
+        #[arg(long, default_value_t = 0, requires = "primes")]
+        primes_pair: usize,
         /// Signers needed, t, counting this party.
         #[arg(long, default_value_t = 2)]
         threshold: u16,
@@ -67,6 +77,9 @@ pub enum PartyCmd {
     Sign {
         #[command(flatten)]
         msg: MessageArgs,
+        /// ECDSA: BIP-32 non-hardened derivation path (m/0/1).
+        #[arg(long)]
+        derivation_path: Option<String>,
         #[command(flatten)]
         party: PartyArgs,
     },
@@ -159,10 +172,15 @@ pub async fn command(cmd: PartyCmd) -> anyhow::Result<()> {
             parties,
             label,
             require_external,
+            primes,
+            primes_pair,
             party,
         } => {
             let unlock = party.unlock()?;
             let (client, identities) = party.context()?;
+            let primes = primes
+                .map(|f| sigil_client::external::primes_from_file(&f, primes_pair))
+                .transpose()?;
             let args = sigil_client::external::KeygenArgs {
                 scheme: scheme.parse()?,
                 threshold,
@@ -171,6 +189,7 @@ pub async fn command(cmd: PartyCmd) -> anyhow::Result<()> {
                 require_external,
                 key_file: &party.key_file,
                 unlock: &unlock,
+                primes,
             };
             let key = match &client {
                 Door::Rest(c) => sigil_client::external::keygen(c, &identities, args).await?,
@@ -208,14 +227,23 @@ pub async fn command(cmd: PartyCmd) -> anyhow::Result<()> {
                 party.key_file.display()
             );
         }
-        PartyCmd::Sign { msg, party } => {
+        PartyCmd::Sign {
+            msg,
+            derivation_path,
+            party,
+        } => {
             let unlock = party.unlock()?;
             let (client, identities) = party.context()?;
             let message = msg.bytes()?;
+            let path = derivation_path
+                .as_deref()
+                .map(sigil_crypto::ecdsa::parse_derivation_path)
+                .transpose()?
+                .unwrap_or_default();
             let (file, ids) = (&party.key_file, &identities);
             let sig = match &client {
-                Door::Rest(c) => sigil_client::external::sign(c, ids, file, &unlock, &message).await?,
-                Door::Grpc(c) => sigil_client::external::sign(c, ids, file, &unlock, &message).await?,
+                Door::Rest(c) => sigil_client::external::sign(c, ids, file, &unlock, &message, &path).await?,
+                Door::Grpc(c) => sigil_client::external::sign(c, ids, file, &unlock, &message, &path).await?,
             };
             print_json(&sig);
         }

@@ -1,9 +1,10 @@
 //! External parties end to end: real `sigil node` processes on loopback,
 //! the `sigil-client` party in this test process, talking through the
-//! REST relay. Keys 2-of-2 (one node and the client) and 2-of-3 (two
-//! nodes and the client) for `frost-ed25519` and `frost-secp256k1-tr`,
-//! signatures checked with `ed25519-dalek` and `k256`'s BIP-340 verifier;
-//! then every relay refusal, a silent party and what the nodes keep.
+//! REST relay and gRPC. Keys 2-of-2 (one node and the client) and 2-of-3
+//! (two nodes and the client) for `frost-ed25519`, `frost-secp256k1-tr`
+//! and `ecdsa-secp256k1` (with a BIP-32 child), signatures checked with
+//! `ed25519-dalek`, `k256`'s BIP-340 verifier and `k256` ECDSA; then
+//! every relay refusal, a silent party and what the nodes keep.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
@@ -70,6 +71,7 @@ async fn keygen(c: &Cluster, via: u16, scheme: &str, nodes: &[u16], t: u16, file
             require_external: require,
             key_file: file,
             unlock: &unlock(),
+            primes: None,
         },
     )
     .await
@@ -77,7 +79,7 @@ async fn keygen(c: &Cluster, via: u16, scheme: &str, nodes: &[u16], t: u16, file
 }
 
 async fn party_sign(c: &Cluster, via: u16, file: &Path, msg: &[u8]) -> Value {
-    external::sign(&client(c, via), &identities(c), file, &unlock(), msg)
+    external::sign(&client(c, via), &identities(c), file, &unlock(), msg, &[])
         .await
         .unwrap()
 }
@@ -116,7 +118,7 @@ async fn external_party_keygen_and_sign_2of2_and_2of3() {
             .await;
         assert_eq!(s, 403, "nodes alone: {v}");
         // Nor does a node that holds no share relay it.
-        let e = external::sign(&client(&c, 1), &identities(&c), &f, &unlock(), b"x").await;
+        let e = external::sign(&client(&c, 1), &identities(&c), &f, &unlock(), b"x", &[]).await;
         assert!(
             e.is_err_and(|e| e.to_string().contains("404")),
             "node 1 keeps no such key"
@@ -217,7 +219,7 @@ async fn external_party_keygen_and_sign_2of2_and_2of3() {
 
     // The share file opens only with its passphrase.
     let wrong = Unlock::Passphrase(Zeroizing::new("wrong passphrase".into()));
-    assert!(external::sign(&client(&c, 0), &identities(&c), &f, &wrong, b"x")
+    assert!(external::sign(&client(&c, 0), &identities(&c), &f, &wrong, b"x", &[])
         .await
         .is_err());
     // Keys with an external party are not reshared (yet).
@@ -281,8 +283,8 @@ async fn relay_refuses_what_it_must_and_a_silent_party_fails_the_session() {
             "the relay is no party",
         ),
         (
-            json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0], "external_parties": [{"client": PARTY}], "party_keys": p.keys}),
-            "not yet for ECDSA",
+            json!({"scheme": "paillier", "threshold": 2, "bits": 2048, "parties": [0], "external_parties": [{"client": PARTY}], "party_keys": p.keys}),
+            "not for Paillier",
         ),
         (
             json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0], "external_parties": [{"client": PARTY}, {"client": PARTY}], "party_keys": p.keys}),
@@ -462,11 +464,12 @@ async fn grpc_signer_serves_the_external_party_health_and_reflection() {
             require_external: false,
             key_file: &f,
             unlock: &unlock(),
+            primes: None,
         },
     )
     .await
     .unwrap();
-    let sig = external::sign(&g, &identities(&c), &f, &unlock(), b"over grpc")
+    let sig = external::sign(&g, &identities(&c), &f, &unlock(), b"over grpc", &[])
         .await
         .unwrap();
     verify_independently(
@@ -508,4 +511,138 @@ async fn grpc_signer_serves_the_external_party_health_and_reflection() {
         e.downcast_ref::<tonic::Status>().unwrap().code(),
         tonic::Code::PermissionDenied
     );
+}
+
+/// `sig` (64 bytes hex) over `digest` verifies under the SEC1 key `pk`
+/// with `k256` ECDSA (prehash, low `s`), and `recovery_id` recovers `pk`.
+fn verify_secp256k1(pk: &str, digest: &[u8], sig: &Value) {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&hex::decode(pk).unwrap()).unwrap();
+    let s = k256::ecdsa::Signature::from_slice(&hex::decode(sig["signature"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(s.normalize_s().is_none(), "low s");
+    vk.verify_prehash(digest, &s).expect("ECDSA over the digest");
+    let rid = k256::ecdsa::RecoveryId::from_byte(u8::try_from(sig["recovery_id"].as_u64().unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        k256::ecdsa::VerifyingKey::recover_from_prehash(digest, &s, rid).unwrap(),
+        vk
+    );
+}
+
+/// CGGMP21 ECDSA with an external party: 2-of-2 (node 0 and the client)
+/// over gRPC and 2-of-3 (nodes 0, 1 and the client) over REST on
+/// secp256k1. Each key makes its own aux info in its key generation (the
+/// party's primes from a fixture, the nodes' from their seeds), so its
+/// record pins the aux fingerprint. Signatures at the key and at a BIP-32
+/// child verify with `k256`; the nodes alone cannot sign the 2-of-2 key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ecdsa_external_party_2of2_over_grpc_and_2of3_with_a_bip32_child() {
+    use sha2::Digest;
+    let a = common::fixture_primes("primes-1536.txt");
+    let b = common::fixture_primes("primes-1536-b.txt");
+    let party_primes =
+        |k: usize| sigil_crypto::ecdsa::primes_from(b[2 * k].parse().unwrap(), b[2 * k + 1].parse().unwrap()).unwrap();
+    let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+    let c = Cluster::with_seeds_and_config(2, vec![a[0..4].to_vec(), a[4..6].to_vec()], &|cfg| {
+        cfg.listen_grpc = Some(
+            format!("127.0.0.1:{}", ports[usize::from(cfg.node_id)])
+                .parse()
+                .unwrap(),
+        );
+    });
+    for i in 0..2 {
+        c.wait_healthy(i).await;
+    }
+    let key = c.dir.path().join(format!("clients/{PARTY}.key"));
+    let tokens = sigil_client::Tokens::load(PARTY, &key, common::CLUSTER_ID).unwrap();
+    let g = sigil_client::GrpcClient::connect(&format!("http://127.0.0.1:{}", ports[0]), None, tokens).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    fn args(nodes: Vec<u16>, file: &Path, primes: sigil_crypto::ecdsa::PregeneratedPrimes) -> KeygenArgs<'_> {
+        KeygenArgs {
+            scheme: "ecdsa-secp256k1".parse().unwrap(),
+            threshold: 2,
+            parties: Some(nodes),
+            label: None,
+            require_external: false,
+            key_file: file,
+            unlock: &UNLOCK,
+            primes: Some(primes),
+        }
+    }
+    static UNLOCK: std::sync::LazyLock<Unlock> = std::sync::LazyLock::new(unlock);
+
+    // 2-of-2 over gRPC.
+    let f2 = files.path().join("ecdsa-2of2.json");
+    let key = external::keygen(&g, &identities(&c), args(vec![0], &f2, party_primes(0)))
+        .await
+        .unwrap();
+    assert_eq!(key["parties"], json!([0, 65535]));
+    let package: Value =
+        serde_json::from_slice(&hex::decode(key["public_key_package"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(package["aux_fingerprint"].as_str().map(str::len), Some(64), "{package}");
+    let pk = key["public_key"].as_str().unwrap();
+    let digest = sha2::Sha256::digest(b"two of two ecdsa").to_vec();
+    let sig = external::sign(&g, &identities(&c), &f2, &UNLOCK, &digest, &[])
+        .await
+        .unwrap();
+    assert_eq!(sig["signers"], json!([0, 65535]));
+    verify_secp256k1(pk, &digest, &sig);
+    let id = key["key_id"].as_str().unwrap();
+    let (s, v) = c
+        .api_as(
+            PARTY,
+            0,
+            "POST",
+            &format!("/v1/keys/{id}/sign"),
+            json!({"message": hex::encode(&digest)}),
+        )
+        .await;
+    assert_eq!(s, 403, "nodes alone: {v}");
+
+    // 2-of-3 over REST, at the key and at the child m/0/7 (the node's view
+    // of the child key, derived from the attested chain code).
+    let f3 = files.path().join("ecdsa-2of3.json");
+    let key = external::keygen(&client(&c, 1), &identities(&c), args(vec![0, 1], &f3, party_primes(1)))
+        .await
+        .unwrap();
+    assert_eq!(key["parties"], json!([0, 1, 65535]));
+    let id = key["key_id"].as_str().unwrap();
+    let (s, child) = c
+        .api_as(
+            PARTY,
+            0,
+            "GET",
+            &format!("/v1/keys/{id}?derivation_path=m/0/7"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, 200, "{child}");
+    let digest = sha2::Sha256::digest(b"two of three ecdsa").to_vec();
+    let sig = external::sign(&client(&c, 0), &identities(&c), &f3, &UNLOCK, &digest, &[0, 7])
+        .await
+        .unwrap();
+    verify_secp256k1(child["public_key"].as_str().unwrap(), &digest, &sig);
+    let sig = external::sign(&client(&c, 1), &identities(&c), &f3, &UNLOCK, &digest, &[])
+        .await
+        .unwrap();
+    assert_eq!(sig["signers"], json!([1, 65535]));
+    verify_secp256k1(key["public_key"].as_str().unwrap(), &digest, &sig);
+    // Both nodes may sign without the party (no requirement), in full:
+    // there are no presignatures with an external party.
+    let (s, v) = c
+        .api_as(
+            PARTY,
+            1,
+            "POST",
+            &format!("/v1/keys/{id}/sign"),
+            json!({"message": hex::encode(&digest), "derivation_path": "m/0/7"}),
+        )
+        .await;
+    assert_eq!(s, 200, "nodes only: {v}");
+    verify_secp256k1(child["public_key"].as_str().unwrap(), &digest, &v);
+    // A user share is for FROST keys only.
+    let recipient = SessionSecret::generate(&mut rand::rngs::OsRng);
+    let body = json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0],
+        "user_share": {"recipient_public_key": hex::encode(recipient.public_key())}});
+    let (s, v) = c.api_as(PARTY, 0, "POST", "/v1/keys", body).await;
+    assert_eq!(s, 400, "{v}");
 }

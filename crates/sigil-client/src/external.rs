@@ -14,11 +14,12 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use ed25519_dalek::VerifyingKey;
+use rand::SeedableRng;
 use serde_json::{json, Value};
-use sigil_crypto::frost::{dkg, sign as frost_sign};
+use sigil_crypto::ecdsa;
+use sigil_crypto::party::protocols::{self, KeyMaterial};
 use sigil_crypto::scheme::frost_core::keys::{KeyPackage, PublicKeyPackage};
 use sigil_crypto::{with_ciphersuite, Scheme};
-use zeroize::Zeroizing;
 
 use crate::grpc::{status_json, GrpcClient, GrpcRelay};
 use crate::keyfile::{self, Header, Unlock};
@@ -153,7 +154,7 @@ fn session_id_bytes(hex_id: &str) -> anyhow::Result<[u8; 32]> {
 
 /// What [`keygen`] asks for.
 pub struct KeygenArgs<'a> {
-    /// A FROST scheme.
+    /// A FROST or ECDSA scheme.
     pub scheme: Scheme,
     /// Signers needed, `t`, counting this party.
     pub threshold: u16,
@@ -167,6 +168,9 @@ pub struct KeygenArgs<'a> {
     pub key_file: &'a Path,
     /// What seals it.
     pub unlock: &'a Unlock,
+    /// ECDSA: this party's two 1536-bit safe primes for the key's aux
+    /// info (single use); `None` generates them here (seconds of CPU).
+    pub primes: Option<ecdsa::PregeneratedPrimes>,
 }
 
 /// Makes a key with `client` as its external party: the DKG runs among
@@ -224,18 +228,13 @@ pub async fn keygen<D: Door>(
     let eid = sigil_crypto::execution_id(b"dkg", &s.key_id, &s.parties, s.coordinator, &sid, &bytes);
     let session = PartySession::new(sid, s.parties.clone(), identities, keys)?;
     let relay = client.relay(&s.session_id, true);
-    let (i, n, t) = (session.index, session.n(), args.threshold);
-    let (share, package) = with_ciphersuite!(args.scheme, C => {
-        let out = session
-            .run(&relay, |party| async move {
-                dkg::run::<C, _, _>(party, &eid, i, n, t, &mut rand::rngs::OsRng).await
-            })
-            .await?;
-        (
-            Zeroizing::new(out.key_package.serialize().map_err(|e| anyhow!("{e}"))?),
-            out.public_key_package.serialize().map_err(|e| anyhow!("{e}"))?,
-        )
-    }, other => bail!("{other} keys cannot have an external party yet"));
+    let (i, t) = (session.index, args.threshold);
+    let primes = match args.primes {
+        Some(p) => Some(p),
+        None if args.scheme.is_ecdsa() => Some(generate_primes().await?),
+        None => None,
+    };
+    let KeyMaterial { share, package } = protocols::keygen(&session, &relay, args.scheme, &eid, t, primes).await?;
     let public_key = args.scheme.public_key(&package)?;
     let header = Header::new(
         &s.key_id,
@@ -272,9 +271,44 @@ pub async fn keygen<D: Door>(
     Ok(key)
 }
 
-/// Signs `message` with the key whose share is in `key_file` (opened with
-/// `unlock`), through `client`'s node; the signature is checked with the
-/// scheme's ordinary verifier before it is returned.
+/// Two fresh 1536-bit safe primes for an ECDSA key's aux info, made on a
+/// blocking thread (seconds of CPU).
+///
+/// # Errors
+/// The generator's.
+pub async fn generate_primes() -> anyhow::Result<ecdsa::PregeneratedPrimes> {
+    tokio::task::spawn_blocking(|| {
+        let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)?;
+        Ok(ecdsa::generate_primes(&mut rng)?)
+    })
+    .await?
+}
+
+/// Two primes from a file of decimal 1536-bit safe primes, one per line
+/// (the format of `crates/sigil-cli/tests/fixtures/primes-1536.txt`):
+/// the pair at `pair` (0: the first two lines). Each pair must be used
+/// once only, and never by another party.
+///
+/// # Errors
+/// An unreadable file, too few primes, or numbers that are not 1536-bit
+/// safe primes.
+pub fn primes_from_file(path: &Path, pair: usize) -> anyhow::Result<ecdsa::PregeneratedPrimes> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty()).skip(2 * pair);
+    let mut next = || -> anyhow::Result<ecdsa::cggmp21::rug::Integer> {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow!("{}: too few primes", path.display()))?;
+        line.parse().map_err(|e| anyhow!("{}: {e}", path.display()))
+    };
+    let (p, q) = (next()?, next()?);
+    Ok(ecdsa::primes_from(p, q)?)
+}
+
+/// Signs `message` (ECDSA: a 32-byte digest, at BIP-32 `path`) with the
+/// key whose share is in `key_file` (opened with `unlock`), through
+/// `client`'s node; the signature is checked with the scheme's ordinary
+/// verifier (under the derived key for a path) before it is returned.
 ///
 /// # Errors
 /// The file, a refused request, a failed session, or a signature that
@@ -285,13 +319,19 @@ pub async fn sign<D: Door>(
     key_file: &Path,
     unlock: &Unlock,
     message: &[u8],
+    path: &[u32],
 ) -> anyhow::Result<Value> {
     let (header, share) = keyfile::read(key_file, unlock).context("the share file")?;
     let scheme: Scheme = header.scheme.parse()?;
     let package = hex::decode(&header.public_package).context("public_package")?;
     let keys = SessionKeys::generate();
-    let body = json!({"message": hex::encode(message), "party_keys": keys.public_json()});
-    let view = client.start_sign(&header.key_id, serde_json::to_vec(&body)?).await?;
+    let mut body = json!({"message": hex::encode(message), "party_keys": keys.public_json()});
+    if !path.is_empty() {
+        let steps: Vec<String> = path.iter().map(u32::to_string).collect();
+        body["derivation_path"] = json!(format!("m/{}", steps.join("/")));
+    }
+    let body = serde_json::to_vec(&body)?;
+    let view = client.start_sign(&header.key_id, body.clone()).await?;
     let s = started(&view)?;
     let signers = s
         .parties
@@ -305,24 +345,21 @@ pub async fn sign<D: Door>(
         })
         .collect::<Option<Vec<u16>>>()
         .ok_or_else(|| anyhow!("the session's parties {:?} are not all the key's", s.parties))?;
-    let session = PartySession::new(session_id_bytes(&s.session_id)?, s.parties, identities, keys)?;
+    let sid = session_id_bytes(&s.session_id)?;
+    let eid = sigil_crypto::execution_id(b"sign", &s.key_id, &s.parties, s.coordinator, &sid, &body);
+    let session = PartySession::new(sid, s.parties, identities, keys)?;
     let relay = client.relay(&s.session_id, false);
-    let i = session.index;
-    with_ciphersuite!(scheme, C => {
-        let kp = KeyPackage::<C>::deserialize(&share).map_err(|e| anyhow!("share: {e}"))?;
-        let pkp = PublicKeyPackage::<C>::deserialize(&package).map_err(|e| anyhow!("public package: {e}"))?;
-        let (kp, pkp, signers) = (&kp, &pkp, &signers);
-        session
-            .run(&relay, |party| async move {
-                frost_sign::run::<C, _, _>(party, i, signers, kp, pkp, message, &mut rand::rngs::OsRng).await
-            })
-            .await?;
-    }, other => bail!("{other} keys cannot have an external party yet"));
+    let key = KeyMaterial { share, package };
+    protocols::sign(&session, &relay, scheme, &eid, &key, &signers, message, path).await?;
     let result = session_end(client, &s.session_id, false)
         .await?
         .map_err(|e| anyhow!("the signature failed: {e}"))?;
     let signature = hex::decode(result["signature"].as_str().unwrap_or_default()).context("signature")?;
-    let public_key = hex::decode(&header.public_key).context("public_key")?;
+    let public_key = if path.is_empty() {
+        hex::decode(&header.public_key).context("public_key")?
+    } else {
+        scheme.derive_public_key(&key.package, path)?
+    };
     scheme
         .verify(&public_key, message, &signature)
         .map_err(|e| anyhow!("the cluster's signature does not verify: {e}"))?;

@@ -21,8 +21,9 @@
 //!     require_external: false,
 //!     key_file: "alice-share.json".as_ref(),
 //!     unlock: &unlock,
+//!     primes: None, // ECDSA only: made here when not given
 //! }).await?;
-//! let sig = external::sign(&client, &identities, "alice-share.json".as_ref(), &unlock, b"hello").await?;
+//! let sig = external::sign(&client, &identities, "alice-share.json".as_ref(), &unlock, b"hello", &[]).await?;
 //! # let _ = (key, sig); Ok(()) }
 //! ```
 //!

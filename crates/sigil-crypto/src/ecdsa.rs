@@ -90,6 +90,16 @@ pub mod expects {
     pub fn sign(round: u16, from: PartyIndex, me: PartyIndex, n: u16) -> Option<MessageType> {
         kind(&[Broadcast, P2P, P2P, P2P, Broadcast, Broadcast], round, from, me, n)
     }
+
+    /// Key generation with its own aux info ([`super::keygen_with_aux`]):
+    /// the aux-info rounds as rounds 0 to 3, then the keygen rounds as
+    /// rounds 4 to 8.
+    pub fn keygen_with_aux(round: u16, from: PartyIndex, me: PartyIndex, n: u16) -> Option<MessageType> {
+        match round.checked_sub(super::AUX_ROUNDS) {
+            None => aux_info(round, from, me, n),
+            Some(r) => keygen(r, from, me, n),
+        }
+    }
 }
 
 fn protocol_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -206,6 +216,217 @@ pub fn shared_factor_of(ns: &[&cggmp21::rug::Integer]) -> Option<(usize, usize)>
 pub fn complete<E: Curve>(share: IncompleteKeyShare<E>, aux: AuxInfo) -> Result<KeyShare<E>, Error> {
     cggmp21::KeyShare::from_parts((share, aux))
         .map_err(|e| Error::InvalidParameters(format!("key share and aux info: {e}")))
+}
+
+/// The number of rounds of aux info generation (Round1, Round2, Round3,
+/// ReliabilityCheck): [`KeygenAuxMsg`] numbers keygen's rounds after them.
+pub const AUX_ROUNDS: u16 = 4;
+
+/// A message of [`keygen_with_aux`]: one of aux info generation (rounds 0
+/// to 3) or one of keygen (rounds 4 to 8), postcard-encoded as the enum.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
+#[allow(clippy::large_enum_variant)]
+pub enum KeygenAuxMsg<E: Curve> {
+    /// Aux info generation.
+    Aux(AuxMsg),
+    /// Threshold keygen.
+    Keygen(KeygenMsg<E>),
+}
+
+impl<E: Curve> round_based::ProtocolMessage for KeygenAuxMsg<E> {
+    fn round(&self) -> u16 {
+        match self {
+            KeygenAuxMsg::Aux(m) => m.round(),
+            KeygenAuxMsg::Keygen(m) => AUX_ROUNDS.saturating_add(m.round()),
+        }
+    }
+}
+
+/// The execution id of one of [`keygen_with_aux`]'s two protocols:
+/// SHA-256 of `sigil/keygen-with-aux/v1`, `tag` and the session's id.
+fn sub_execution_id(tag: &[u8], session_id: &SessionId) -> SessionId {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(b"sigil/keygen-with-aux/v1");
+    h.update([u8::try_from(tag.len()).unwrap_or(u8::MAX)]);
+    h.update(tag);
+    h.update(session_id);
+    h.finalize().into()
+}
+
+/// Key generation of a key that has its own aux info: aux info generation
+/// ([`aux_info`], from this party's `primes`) and then threshold keygen
+/// ([`keygen`]), as one session of `n` parties with one message type
+/// ([`KeygenAuxMsg`], schedule [`expects::keygen_with_aux`]); each runs
+/// under its own execution id derived from `session_id`.
+///
+/// This is how a key with an external party is made: the party set
+/// includes a client, so its aux info cannot be shared with other keys
+/// the way a node-only set's is (CGGMP21 Fig. 6 is run for the key).
+/// Aux info whose Paillier moduli share a factor is refused
+/// ([`shared_factor`]).
+///
+/// # Errors
+/// [`Error::InvalidParameters`] as [`keygen`]; the failure of either
+/// protocol; a shared factor.
+pub async fn keygen_with_aux<E, M, R>(
+    party: M,
+    session_id: &SessionId,
+    i: PartyIndex,
+    n: u16,
+    t: u16,
+    primes: PregeneratedPrimes,
+    rng: &mut R,
+) -> Result<(IncompleteKeyShare<E>, AuxInfo), Error>
+where
+    E: Curve,
+    M: Mpc<ProtocolMessage = KeygenAuxMsg<E>>,
+    R: RngCore + CryptoRng,
+{
+    use futures::channel::mpsc::unbounded;
+    use futures::{SinkExt, StreamExt};
+    use round_based::{Delivery, Incoming, MpcParty, Outgoing};
+    use std::convert::Infallible;
+
+    if t < 2 || t > n || i >= n {
+        return Err(Error::InvalidParameters(format!(
+            "need 2 <= t <= n and i < n, got t={t}, n={n}, i={i}"
+        )));
+    }
+    let (mut incoming, mut outgoing) = party.into_party().delivery.split();
+    let (aux_in, aux_rx) = unbounded::<Incoming<AuxMsg>>();
+    let (keygen_in, keygen_rx) = unbounded::<Incoming<KeygenMsg<E>>>();
+    let (aux_out, aux_out_rx) = unbounded::<Outgoing<AuxMsg>>();
+    let (keygen_out, keygen_out_rx) = unbounded::<Outgoing<KeygenMsg<E>>>();
+    // Incoming messages to the protocol of their round (keygen's wait in
+    // their channel until aux info is done); ends only on a failure.
+    let route_in = async move {
+        while let Some(m) = incoming.next().await {
+            let Incoming {
+                id,
+                sender,
+                msg_type,
+                msg,
+            } = match m {
+                Ok(m) => m,
+                Err(e) => return Error::transport(e),
+            };
+            // A closed channel: that protocol is over, its late messages
+            // have no reader.
+            let _ = match msg {
+                KeygenAuxMsg::Aux(msg) => aux_in
+                    .unbounded_send(Incoming {
+                        id,
+                        sender,
+                        msg_type,
+                        msg,
+                    })
+                    .is_ok(),
+                KeygenAuxMsg::Keygen(msg) => keygen_in
+                    .unbounded_send(Incoming {
+                        id,
+                        sender,
+                        msg_type,
+                        msg,
+                    })
+                    .is_ok(),
+            };
+        }
+        Error::transport("the session's incoming messages ended")
+    };
+    // Outgoing messages of both protocols; ends once both are done.
+    let route_out = async move {
+        let aux = aux_out_rx.map(|o: Outgoing<AuxMsg>| Outgoing {
+            recipient: o.recipient,
+            msg: KeygenAuxMsg::Aux(o.msg),
+        });
+        let keygen = keygen_out_rx.map(|o: Outgoing<KeygenMsg<E>>| Outgoing {
+            recipient: o.recipient,
+            msg: KeygenAuxMsg::Keygen(o.msg),
+        });
+        let mut all = futures::stream::select(aux, keygen);
+        while let Some(o) = all.next().await {
+            outgoing.send(o).await.map_err(Error::transport)?;
+        }
+        Ok::<(), Error>(())
+    };
+    let protocol = async move {
+        let ok = Ok::<_, Infallible> as fn(_) -> _;
+        let party = MpcParty::connected((aux_rx.map(ok), aux_out));
+        let aux = aux_info(party, &sub_execution_id(b"aux", session_id), i, n, primes, rng).await?;
+        if let Some((a, b)) = shared_factor(&aux) {
+            return Err(Error::Frost(format!(
+                "aux info: the Paillier moduli of parties {a} and {b} share a prime factor"
+            )));
+        }
+        let ok = Ok::<_, Infallible> as fn(_) -> _;
+        let party = MpcParty::connected((keygen_rx.map(ok), keygen_out));
+        let share = keygen::<E, _, _>(party, &sub_execution_id(b"keygen", session_id), i, n, t, rng).await?;
+        Ok((share, aux))
+    };
+    let both = futures::future::try_join(protocol, route_out);
+    futures::pin_mut!(both, route_in);
+    match futures::future::select(both, route_in).await {
+        futures::future::Either::Left((r, _)) => r.map(|(out, ())| out),
+        futures::future::Either::Right((e, _)) => Err(e),
+    }
+}
+
+/// The public package of an ECDSA key: the group key, chain code and
+/// every party's verifying share of `share`, and (for a key made with its
+/// own aux info, [`keygen_with_aux`]) the fingerprint of `aux`'s public
+/// part ([`aux_fingerprint`]). Every party computes the same package;
+/// its JSON is what the key record stores and attests.
+pub fn public_package<E: Curve>(share: &IncompleteKeyShare<E>, aux: Option<&AuxInfo>) -> crate::scheme::EcdsaPublic {
+    crate::scheme::EcdsaPublic {
+        public_key: hex::encode(share.shared_public_key.to_bytes(true)),
+        chain_code: hex::encode(share.chain_code.unwrap_or_default()),
+        public_shares: reshare::public_shares(share).iter().map(hex::encode).collect(),
+        aux_fingerprint: aux.map(|a| hex::encode(aux_fingerprint(a))),
+    }
+}
+
+/// Two 1536-bit safe primes for aux info from Sigil's sieve
+/// ([`crate::primes`]), as an external party makes them: seconds of CPU,
+/// blocking.
+///
+/// # Errors
+/// The generator's.
+pub fn generate_primes<R: RngCore + CryptoRng>(rng: &mut R) -> Result<PregeneratedPrimes, Error> {
+    let mut one = || {
+        crate::primes::safe_prime(
+            PRIME_BITS,
+            rng,
+            crate::primes::SieveTable::shared(),
+            &std::sync::atomic::AtomicBool::new(false),
+            &crate::primes::Stats::default(),
+        )?
+        .ok_or_else(|| Error::InvalidParameters("prime search stopped".into()))
+    };
+    let (p, q) = (one()?, one()?);
+    primes_from(p, q)
+}
+
+/// Bit length of the safe primes of aux info at 128-bit security.
+pub const PRIME_BITS: u32 = 1536;
+
+/// `p` and `q` as aux-info primes.
+///
+/// # Errors
+/// [`Error::InvalidParameters`] for equal primes, or primes that are not
+/// [`PRIME_BITS`]-bit safe primes.
+pub fn primes_from(p: cggmp21::rug::Integer, q: cggmp21::rug::Integer) -> Result<PregeneratedPrimes, Error> {
+    let bad = |m: &str| Error::InvalidParameters(m.into());
+    if p == q {
+        return Err(bad("the two primes are equal"));
+    }
+    for x in [&p, &q] {
+        if x.significant_bits() != PRIME_BITS || !crate::primes::is_safe_prime(x) {
+            return Err(bad("aux info needs 1536-bit safe primes"));
+        }
+    }
+    PregeneratedPrimes::new(p, q).ok_or_else(|| bad("primes too small for the security level"))
 }
 
 /// CGGMP21 key shares through the verifiable resharing of

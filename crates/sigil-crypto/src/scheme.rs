@@ -80,6 +80,14 @@ pub struct EcdsaPublic {
     /// old party's own key share).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub public_shares: Vec<String>,
+    /// For a key made with its own aux info (a key with an external
+    /// party, [`crate::ecdsa::keygen_with_aux`]): the SHA-256 fingerprint
+    /// of every party's Paillier and ring-Pedersen parameters
+    /// ([`crate::ecdsa::aux_fingerprint`]), hex; so the attested record
+    /// pins the aux info every party signs with. Absent otherwise (the
+    /// party set's aux info is committed on its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux_fingerprint: Option<String>,
 }
 
 /// Runs `$body` with `$c` bound to the FROST ciphersuite type of
@@ -465,6 +473,7 @@ mod tests {
             public_key: pk.into(),
             chain_code: cc.into(),
             public_shares: Vec::new(),
+            aux_fingerprint: None,
         })
         .unwrap_or_default()
     }

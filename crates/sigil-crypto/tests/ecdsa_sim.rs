@@ -267,6 +267,7 @@ fn ecdsa_public(share: &ecdsa::IncompleteKeyShare<Secp256k1>) -> Vec<u8> {
         public_key: hex::encode(share.shared_public_key.to_bytes(true)),
         chain_code: hex::encode(share.chain_code.unwrap()),
         public_shares: Vec::new(),
+        aux_fingerprint: None,
     })
     .unwrap()
 }
@@ -432,4 +433,63 @@ fn aux_info_with_a_shared_factor_is_found() {
     let p = cggmp21::rug::Integer::from(1_000_003u32);
     let (a, b) = (p.clone() * 1_000_033u32, p * 1_000_037u32);
     assert_eq!(ecdsa::shared_factor_of(&[ns[0], &a, &b]), Some((1, 2)));
+}
+
+/// Key generation with the key's own aux info (how a key with an external
+/// party is made): both protocols in one session under the combined
+/// schedule, every party with the same public package (aux fingerprint
+/// included), shares that sign, at a BIP-32 child too, verified by `k256`;
+/// and every message fits a relay payload.
+#[tokio::test]
+async fn keygen_with_aux_makes_a_key_that_signs() {
+    use futures::SinkExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // The fixture's primes (aux info made with them before; a fresh run
+    // with the same primes gives fresh ring-Pedersen parameters).
+    let primes: Vec<ecdsa::PregeneratedPrimes> = load_aux(3)
+        .into_iter()
+        .take(2)
+        .map(|a| ecdsa::primes_from(a.p.clone(), a.q.clone()).unwrap())
+        .collect();
+    let largest = Arc::new(AtomicUsize::new(0));
+    let sid = [21u8; 32];
+    let out = async_env::run_with_setup(primes, |i, party, primes| {
+        let largest = largest.clone();
+        async move {
+            let mut rng = StdRng::seed_from_u64(70 + u64::from(i));
+            let round_based::MpcParty { delivery, .. } = party;
+            let (incoming, outgoing) = round_based::Delivery::split(delivery);
+            let outgoing = outgoing.with(move |out: round_based::Outgoing<ecdsa::KeygenAuxMsg<Secp256k1>>| {
+                let size = postcard::to_allocvec(&out.msg).unwrap().len();
+                largest.fetch_max(size, Ordering::Relaxed);
+                futures::future::ready(Ok::<_, tokio::sync::broadcast::error::SendError<()>>(out))
+            });
+            let party = round_based::MpcParty::connected((incoming, outgoing));
+            let party = checked(party, i, 2, ecdsa::expects::keygen_with_aux);
+            ecdsa::keygen_with_aux::<Secp256k1, _, _>(party, &sid, i, 2, 2, primes, &mut rng).await
+        }
+    })
+    .await
+    .expect_ok()
+    .into_vec();
+    let largest = largest.load(Ordering::Relaxed);
+    eprintln!("largest keygen-with-aux message: {largest} bytes");
+    assert!(largest <= sigil_crypto::relay::MAX_PAYLOAD_BYTES, "{largest} bytes");
+    let packages: Vec<Vec<u8>> = out
+        .iter()
+        .map(|(s, a)| serde_json::to_vec(&ecdsa::public_package(s, Some(a))).unwrap())
+        .collect();
+    assert_eq!(packages[0], packages[1], "one package for every party");
+    let public: sigil_crypto::scheme::EcdsaPublic = serde_json::from_slice(&packages[0]).unwrap();
+    assert!(public.aux_fingerprint.is_some());
+    let shares: Vec<KeyShare<Secp256k1>> = out.into_iter().map(|(s, a)| ecdsa::complete(s, a).unwrap()).collect();
+    let digest = sha2_digest(b"keygen with aux");
+    let sig = sign(&shares, &[0, 1], digest, vec![]).await;
+    verify_secp256k1(&public_key(&shares[0]), &digest, &sig);
+    let child = sigil_crypto::Scheme::EcdsaSecp256k1
+        .derive_public_key(&packages[0], &[7, 1])
+        .unwrap();
+    let sig = sign(&shares, &[1, 0], digest, vec![7, 1]).await;
+    verify_secp256k1(&child, &digest, &sig);
 }

@@ -146,6 +146,7 @@ pub struct RelayedSign {
     kind: Kind,
     signers: Vec<u16>,
     message: Vec<u8>,
+    path: Vec<u32>,
     /// The mailbox.
     pub mailbox: Arc<Mailbox>,
     run: RelayedRun,
@@ -214,7 +215,7 @@ impl Node {
             &plan.parties,
             plan.threshold,
             keys,
-            family::of(plan.scheme).keygen_schedule(),
+            family::of(plan.scheme).keygen_schedule(&plan.parties),
         )
     }
 
@@ -251,8 +252,9 @@ impl Node {
         })
     }
 
-    /// Checks a signature of `message` with key `key_id` in which its
-    /// external party takes part with session `keys`, chooses the signers
+    /// Checks a signature of `message` (at BIP-32 `path`, ECDSA only) with
+    /// key `key_id` in which its external party takes part with session
+    /// `keys`, chooses the signers
     /// (this node first: it aggregates; the party; other node parties up
     /// to `t`) and opens the mailbox.
     ///
@@ -264,6 +266,7 @@ impl Node {
         &self,
         key_id: &str,
         message: Vec<u8>,
+        path: Vec<u32>,
         auth: &RequestAuth,
         keys: &PartyKeys,
     ) -> Result<RelayedSign, NodeError> {
@@ -281,7 +284,7 @@ impl Node {
             )));
         }
         key.family()
-            .check_message(key.scheme, &message, &[])
+            .check_message(key.scheme, &message, &path)
             .map_err(NodeError::bad_request)?;
         let me = self.cfg.node_id;
         if !key.parties.contains(me) {
@@ -306,7 +309,7 @@ impl Node {
             message: message.clone(),
             epoch: key.record.epoch,
             scheme: key.record.scheme.clone(),
-            derivation_path: Vec::new(),
+            derivation_path: path.clone(),
             presignature_id: String::new(),
         };
         let expects = key.family().sign_schedule(&proposal);
@@ -326,6 +329,7 @@ impl Node {
             kind,
             signers,
             message,
+            path,
             mailbox,
             run,
         })
@@ -343,7 +347,7 @@ impl Node {
         let extras = plan
             .key
             .family()
-            .signature_extras(&plan.key, &plan.message, &[], &signature)
+            .signature_extras(&plan.key, &plan.message, &plan.path, &signature)
             .map_err(NodeError::internal)?;
         Ok(Signed {
             signature,

@@ -121,7 +121,27 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// The largest relay message body a door takes (`POST
+/// /v1/sessions/{id}/messages`, gRPC `SubmitProtocolMessage`), whatever
+/// `max_body_bytes` says: a relay payload of up to
+/// [`sigil_crypto::relay::MAX_PAYLOAD_BYTES`] (an ECDSA key generation's
+/// aux-info messages are about 200 KB), hex in JSON, with room for the
+/// rest of the message. The schedule bounds how many a session takes.
+pub const RELAY_BODY_BYTES: usize = 2 * sigil_crypto::relay::MAX_PAYLOAD_BYTES + 64 * 1024;
+
 impl Node {
+    /// The largest body a client may send to `method path`:
+    /// [`RELAY_BODY_BYTES`] for a relay message, `max_body_bytes` for
+    /// everything else.
+    pub fn body_limit(&self, method: &str, path: &str) -> usize {
+        let relay = method == "POST" && path.starts_with("/v1/sessions/") && path.ends_with("/messages");
+        if relay {
+            self.cfg.max_body_bytes.max(RELAY_BODY_BYTES)
+        } else {
+            self.cfg.max_body_bytes
+        }
+    }
+
     /// The door's check of a client request, whichever API it came
     /// through (REST or gRPC): the token (signature with this node's copy
     /// of the client key, audience, lifetime, method, path, the body's

@@ -73,6 +73,13 @@ impl SignerService {
             .map(str::trim)
             .unwrap_or_default()
             .to_string();
+        let limit = self.node.body_limit(method, &path);
+        if body.len() > limit {
+            return Err(Status::invalid_argument(format!(
+                "payload_too_large: a body of {} bytes is over the limit of {limit} bytes",
+                body.len()
+            )));
+        }
         let role = api::required_role(method, &path);
         let operation = api::operation_of(method, &path);
         self.node

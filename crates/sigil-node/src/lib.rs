@@ -414,7 +414,10 @@ async fn serve_signer(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let limit = cfg.max_body_bytes.saturating_add(4096);
+    let limit = cfg
+        .max_body_bytes
+        .max(crate::front::RELAY_BODY_BYTES)
+        .saturating_add(4096);
     let server = builder
         .add_service(health)
         .add_service(reflection)

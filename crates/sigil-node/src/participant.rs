@@ -103,7 +103,7 @@ impl Node {
         let body = p.authorization.as_ref().map(|a| a.body.as_slice()).unwrap_or_default();
         let eid = authority::execution_id(&kind, &parties, coordinator, &id, body);
         let part = Part::parse(kind)?;
-        let (expects, session_kind) = part.schedule();
+        let (expects, session_kind) = part.schedule(&parties);
         let spec = SessionSpec {
             id,
             eid,

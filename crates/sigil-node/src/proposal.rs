@@ -64,12 +64,12 @@ impl Part {
     }
 
     /// The round schedule the session enforces on incoming messages, and
-    /// the kind its admission counts.
-    pub(crate) fn schedule(&self) -> (ExpectFn, SessionKind) {
+    /// the kind its admission counts, among `parties` (session order).
+    pub(crate) fn schedule(&self, parties: &[u16]) -> (ExpectFn, SessionKind) {
         match self {
             Part::Dkg { scheme, .. } => {
                 let f = family::of(*scheme);
-                (f.keygen_schedule(), f.keygen_kind())
+                (f.keygen_schedule(parties), f.keygen_kind())
             }
             Part::Sign { scheme, s } => {
                 let f = family::of(*scheme);

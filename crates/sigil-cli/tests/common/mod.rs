@@ -143,7 +143,12 @@ impl Cluster {
     /// `n` SQLite nodes without presignature pools, node `i` seeded with
     /// the safe primes `seeds[i]` (decimal).
     pub fn with_seeds(n: u16, seeds: Vec<Vec<String>>) -> Self {
-        Self::build(n, 0, vec![Default::default(); usize::from(n)], seeds, &|_| {})
+        Self::with_seeds_and_config(n, seeds, &|_| {})
+    }
+
+    /// [`Cluster::with_seeds`], each config changed by `tweak` first.
+    pub fn with_seeds_and_config(n: u16, seeds: Vec<Vec<String>>, tweak: &dyn Fn(&mut NodeConfig)) -> Self {
+        Self::build(n, 0, vec![Default::default(); usize::from(n)], seeds, tweak)
     }
 
     fn build(

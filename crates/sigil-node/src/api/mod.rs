@@ -359,7 +359,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(node.cfg.max_body_bytes))
+        // Per route (`Node::body_limit`) in `reject_oversized` and
+        // `authenticate`; this bounds the extractors.
+        .layer(DefaultBodyLimit::max(
+            node.cfg.max_body_bytes.max(crate::front::RELAY_BODY_BYTES),
+        ))
         .layer(axum::middleware::from_fn_with_state(node.clone(), reject_oversized))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
@@ -375,7 +379,7 @@ const DRAIN_CAP_BYTES: usize = 1024 * 1024;
 
 /// Answers 413 for a declared `Content-Length` above the limit.
 async fn reject_oversized(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    let limit = node.cfg.max_body_bytes;
+    let limit = node.body_limit(req.method().as_str(), req.uri().path());
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -430,7 +434,8 @@ pub(crate) fn operation_of(method: &str, path: &str) -> &'static str {
 /// 401/403.
 async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, node.cfg.max_body_bytes).await {
+    let limit = node.body_limit(parts.method.as_str(), parts.uri.path());
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
             return ApiError::new(
@@ -779,9 +784,10 @@ pub async fn start_sign(
 ) -> Result<SignStarted, ApiError> {
     let message = hex::decode(req.message.trim()).unwrap_or_default();
     if let Some(keys) = req.party_keys.clone() {
-        let r = match hex::decode(req.message.trim()) {
-            Ok(message) => sign_relayed(node.clone(), key_id, &auth, message, &keys).await,
-            Err(e) => Err(ApiError::bad_request(format!("message must be hex: {e}"))),
+        let r = match (hex::decode(req.message.trim()), derivation_path(&req)) {
+            (Ok(message), Ok(path)) => sign_relayed(node.clone(), key_id, &auth, message, path, &keys).await,
+            (Err(e), _) => Err(ApiError::bad_request(format!("message must be hex: {e}"))),
+            (_, Err(e)) => Err(e),
         };
         return audited_failure(&node, &auth, "sign", key_id, r).await;
     }
@@ -798,9 +804,12 @@ async fn sign_relayed(
     key_id: &str,
     auth: &RequestAuth,
     message: Vec<u8>,
+    path: Vec<u32>,
     keys: &crate::relay::PartyKeys,
 ) -> Result<SignStarted, ApiError> {
-    let plan = node.plan_relayed_sign(key_id, message.clone(), auth, keys).await?;
+    let plan = node
+        .plan_relayed_sign(key_id, message.clone(), path, auth, keys)
+        .await?;
     let mailbox = plan.mailbox.clone();
     let guard = node.relay_guard(mailbox.clone())?;
     let view = node.view_of_mailbox(&mailbox);
@@ -835,6 +844,14 @@ fn sign_response(key_id: String, scheme: String, signed: crate::Signed) -> SignR
     }
 }
 
+/// The request's BIP-32 path (`m/0/1`), empty without one.
+fn derivation_path(req: &SignRequest) -> Result<Vec<u32>, ApiError> {
+    match &req.derivation_path {
+        Some(p) => sigil_crypto::ecdsa::parse_derivation_path(p).map_err(|e| ApiError::bad_request(e.to_string())),
+        None => Ok(Vec::new()),
+    }
+}
+
 async fn sign_inner(
     node: &Node,
     key_id: &str,
@@ -844,10 +861,7 @@ async fn sign_inner(
     let key_id = key_id.to_string();
     let message =
         hex::decode(req.message.trim()).map_err(|e| ApiError::bad_request(format!("message must be hex: {e}")))?;
-    let path = match &req.derivation_path {
-        Some(p) => sigil_crypto::ecdsa::parse_derivation_path(p).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => Vec::new(),
-    };
+    let path = derivation_path(&req)?;
     let key = node.loaded_key(&key_id).await?;
     let signed = node.sign(&key_id, message, &path, auth).await?;
     metrics::counter!("sigil_signatures_total", "scheme" => key.scheme.as_str()).increment(1);

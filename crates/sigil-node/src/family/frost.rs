@@ -73,7 +73,7 @@ impl Family for Frost {
         Operation::Sign
     }
 
-    fn keygen_schedule(&self) -> ExpectFn {
+    fn keygen_schedule(&self, _parties: &[u16]) -> ExpectFn {
         dkg::expects
     }
 

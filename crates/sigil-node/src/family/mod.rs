@@ -115,8 +115,9 @@ pub(crate) trait Family: Send + Sync {
         }
     }
 
-    /// The round schedule of this family's key generation.
-    fn keygen_schedule(&self) -> ExpectFn;
+    /// The round schedule of this family's key generation among
+    /// `parties` (session order).
+    fn keygen_schedule(&self, parties: &[u16]) -> ExpectFn;
 
     /// The round schedule of the sign or decrypt session `s`.
     fn sign_schedule(&self, s: &SignProposal) -> ExpectFn;
@@ -157,7 +158,9 @@ pub(crate) trait Family: Send + Sync {
         _progress: &KeygenProgress,
         auth: &ClientAuthorization,
     ) -> Result<Outcomes, NodeError> {
-        if self.uses_aux_info() {
+        // A set with an external party makes the key's own aux info in
+        // the key generation session itself.
+        if self.uses_aux_info() && !sigil_crypto::relay::has_external(parties) {
             node.ensure_aux(parties, auth).await?;
         }
         node.coordinate(parties, kind, true, Some(auth))

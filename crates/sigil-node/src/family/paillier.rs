@@ -239,7 +239,7 @@ impl Family for Paillier {
         crate::limits::SessionKind::PaillierAttempt
     }
 
-    fn keygen_schedule(&self) -> ExpectFn {
+    fn keygen_schedule(&self, _parties: &[u16]) -> ExpectFn {
         protocol::expects
     }
 

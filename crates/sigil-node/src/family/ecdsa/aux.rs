@@ -21,7 +21,7 @@ use crate::{internal, Node};
 impl Node {
     /// Takes two primes from the pool, or generates them now if the pool
     /// is short (slow: seconds to tens of seconds).
-    async fn primes_for_aux(&self) -> Result<ecdsa::PregeneratedPrimes, SessionError> {
+    pub(crate) async fn primes_for_aux(&self) -> Result<ecdsa::PregeneratedPrimes, SessionError> {
         if let Some(remote) = &self.remote_primes {
             let (p, q) = remote.take(Duration::from_millis(self.cfg.aux_timeout_ms)).await?;
             if p == q {

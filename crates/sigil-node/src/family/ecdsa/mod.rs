@@ -30,6 +30,7 @@ pub mod primes;
 
 use rand::SeedableRng;
 use sigil_crypto::ecdsa::{self, cggmp21};
+use sigil_crypto::relay::has_external;
 use sigil_crypto::scheme::EcdsaPublic;
 use sigil_crypto::{with_curve, Scheme};
 use sigil_proto::peer::{ClientAuthorization, DkgProposal, SessionOutcome, SignProposal};
@@ -117,10 +118,6 @@ impl Family for Ecdsa {
         true
     }
 
-    fn keygen_schedule(&self) -> ExpectFn {
-        ecdsa::expects::keygen
-    }
-
     fn sign_schedule(&self, s: &SignProposal) -> ExpectFn {
         if s.presignature_id.is_empty() {
             ecdsa::expects::sign
@@ -141,6 +138,18 @@ impl Family for Ecdsa {
             .map_err(|e| e.to_string())
     }
 
+    fn keygen_schedule(&self, parties: &[u16]) -> ExpectFn {
+        if has_external(parties) {
+            ecdsa::expects::keygen_with_aux
+        } else {
+            ecdsa::expects::keygen
+        }
+    }
+
+    /// Keygen among a node-only set uses the set's committed aux info; a
+    /// set with an external party makes the key's own aux info in the same
+    /// session ([`ecdsa::keygen_with_aux`], two primes from this node's
+    /// pool), and the share is stored complete (with that aux info).
     async fn keygen_part(
         &self,
         node: &Node,
@@ -150,19 +159,29 @@ impl Family for Ecdsa {
         t: u16,
     ) -> Result<KeygenPart, SessionError> {
         let n = u16::try_from(spec.parties.len()).map_err(|_| SessionError::Invalid("too many parties".into()))?;
-        let aux = node.load_aux(&spec.parties).await?;
         let (me, sid) = (spec.me, spec.eid);
+        if has_external(&spec.parties) {
+            let primes = node.primes_for_aux().await?;
+            let (share, package) = with_curve!(scheme, E => {
+                let (share, aux) = session::run_heavy::<ecdsa::KeygenAuxMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
+                    let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(|e| sigil_crypto::Error::Frost(e.to_string()))?;
+                    ecdsa::keygen_with_aux::<E, _, _>(party, &sid, me, n, t, primes, &mut rng).await
+                })
+                .await?;
+                let package = serde_json::to_vec(&ecdsa::public_package(&share, Some(&aux))).map_err(internal)?;
+                let complete = ecdsa::complete(share, aux).map_err(internal)?;
+                (Zeroizing::new(serde_json::to_vec(&complete).map_err(internal)?), package)
+            }, other => return Err(not_ecdsa(other)));
+            return Ok(KeygenPart::found(share, package));
+        }
+        let aux = node.load_aux(&spec.parties).await?;
         let (share, package) = with_curve!(scheme, E => {
             let share = session::run_heavy::<ecdsa::KeygenMsg<E>, _, _, _>(&node.sessions, &node.peers, spec, |party| async move {
                 let mut rng = rand::rngs::OsRng;
                 ecdsa::keygen::<E, _, _>(party, &sid, me, n, t, &mut rng).await
             })
             .await?;
-            let public = EcdsaPublic {
-                public_key: hex::encode(share.shared_public_key.to_bytes(true)),
-                chain_code: hex::encode(share.chain_code.unwrap_or_default()),
-                public_shares: ecdsa::reshare::public_shares(&share).iter().map(hex::encode).collect(),
-            };
+            let public = ecdsa::public_package(&share, None);
             let bytes = Zeroizing::new(serde_json::to_vec(&share).map_err(internal)?);
             // Check now that the share and our aux info fit together.
             ecdsa::complete(share, aux).map_err(internal)?;
@@ -206,6 +225,13 @@ impl Family for Ecdsa {
     }
 
     fn reshares(&self) -> bool {
+        true
+    }
+
+    /// The external party runs the same `sigil_crypto::ecdsa` functions
+    /// in `sigil-client` (`sigil_crypto::party::protocols`), with its own
+    /// primes.
+    fn runs_external_parties(&self) -> bool {
         true
     }
 
@@ -268,6 +294,7 @@ impl Family for Ecdsa {
                     .iter()
                     .map(hex::encode)
                     .collect(),
+                aux_fingerprint: None,
             };
             let package = serde_json::to_vec(&next).map_err(internal)?;
             let share = match roles.receiver.get(usize::from(me)).copied().flatten() {
@@ -294,6 +321,13 @@ impl Family for Ecdsa {
         key: &LoadedKey,
         share: Zeroizing<Vec<u8>>,
     ) -> Result<super::Material, SessionError> {
+        if has_external(key.parties.nodes()) {
+            // Stored complete: the key's own aux info.
+            let m = with_curve!(key.scheme, E => {
+                E::wrap(serde_json::from_slice::<ecdsa::KeyShare<E>>(&share).map_err(internal)?)
+            }, other => return Err(not_ecdsa(other)));
+            return Ok(super::Material::Ecdsa(Box::new(m)));
+        }
         let aux = node.load_aux(key.parties.nodes()).await?;
         let m = with_curve!(key.scheme, E => {
             let incomplete: ecdsa::IncompleteKeyShare<E> = serde_json::from_slice(&share).map_err(internal)?;

@@ -379,7 +379,8 @@ pub fn signer_sets(key: &sigil_store::KeyRecord, refiller: Option<u16>) -> Vec<V
             acc.pop();
         }
     }
-    let mut parties = key.parties.clone();
+    // Only node parties presign: the external party signs in full.
+    let mut parties: Vec<u16> = sigil_crypto::relay::node_parties(&key.parties).collect();
     parties.sort_unstable();
     let mut all = Vec::new();
     choose(&parties, usize::from(key.threshold), &mut Vec::new(), &mut all);

@@ -1,15 +1,17 @@
-//! The external party: the very [`crate::frost`] functions the nodes
-//! run, driven over a [`Relay`] (the node that relays the session) with
-//! every message checked and protected end to end
+//! The external party: the very [`crate::frost`] and [`crate::ecdsa`]
+//! functions the nodes run ([`protocols`], the one place that picks them
+//! by scheme), driven over a [`Relay`] (the node that relays the session)
+//! with every message checked and protected end to end
 //! ([`crate::relay`]).
 //!
 //! Free of tokio, sockets and files: the transport is the [`Relay`]
 //! trait (`sigil-client` implements it over REST and gRPC; the node, over
 //! its own mailbox for a user share), and the protocol and
 //! the message pump run in one task (`futures::select`), so this module
-//! can later build for `wasm32-unknown-unknown` with a browser `fetch`
-//! relay. (The crate as a whole cannot yet: `sigil-crypto` links
-//! `cggmp21`, which needs GMP.)
+//! and the FROST party can later build for `wasm32-unknown-unknown` with
+//! a browser `fetch` relay. (The crate as a whole cannot yet:
+//! `sigil-crypto` links `cggmp21`, which needs GMP, so an ECDSA party
+//! never can.)
 //!
 //! What the party checks on every message it reads: the session id, a
 //! sender that is a node party of the session, that node's identity
@@ -18,6 +20,8 @@
 //! party's session key. Before the protocol starts it waits for every
 //! node's signed *hello*, which carries the X25519 key its point-to-point
 //! messages are sealed to.
+
+pub mod protocols;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
