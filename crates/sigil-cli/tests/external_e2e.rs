@@ -421,6 +421,62 @@ async fn relay_refuses_what_it_must_and_a_silent_party_fails_the_session() {
         .filter(|r| r["operation"] == "relay_message" && r["outcome"].as_str().unwrap_or("").starts_with("refused:"))
         .count();
     assert!(refused >= 7, "relay refusals audited: {refused}");
+
+    a_key_its_party_does_not_confirm_is_not_committed(&c).await;
+}
+
+/// The party runs its whole DKG but does not confirm the record: a
+/// confirmation under another record or to a node is refused, and at the
+/// deadline the session fails naming the party, with nothing kept.
+async fn a_key_its_party_does_not_confirm_is_not_committed(c: &Cluster) {
+    use sigil_client::external::Door;
+    use sigil_client::party::{protocols, PartySession, SessionKeys};
+    let keys = SessionKeys::generate();
+    let body = serde_json::to_vec(&json!({"scheme": "frost-ed25519", "threshold": 2, "parties": [0],
+        "external_parties": [{"client": PARTY}], "party_keys": keys.public_json()}))
+    .unwrap();
+    let door = client(c, 0);
+    let view = door.start_dkg(body.clone()).await.unwrap();
+    let sid = view["session_id"].as_str().unwrap().to_string();
+    let key_id = view["key_id"].as_str().unwrap().to_string();
+    let session_id: [u8; 32] = hex::decode(&sid).unwrap().try_into().unwrap();
+    let parties = vec![0, sigil_crypto::relay::EXTERNAL_PARTY];
+    let eid = sigil_crypto::execution_id(b"dkg", &key_id, &parties, 0, &session_id, &body);
+    let session = PartySession::new(session_id, parties, &identities(c), keys).unwrap();
+    let relay = door.relay(&sid, true);
+    let scheme = sigil_crypto::Scheme::FrostEd25519;
+    let key = protocols::keygen(&session, &relay, scheme, &eid, 2, None)
+        .await
+        .unwrap();
+    let view = door.session(&sid, true).await.unwrap();
+    assert_eq!(view["state"], "confirming", "{view}");
+    assert_eq!(
+        view["record"]["key"]["public_key_package"],
+        json!(hex::encode(&key.package))
+    );
+    let (s, v) = submit(c, PARTY, 0, &sid, &session.confirmation(b"another record").unwrap()).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("unauthentic")), "{v}");
+    let mut to_node = session.confirmation(b"x").unwrap();
+    to_node.to = Some(0);
+    let (s, v) = submit(c, PARTY, 0, &sid, &to_node).await;
+    assert!(s == 400 || s == 409, "a confirmation to a node: {v}");
+    let view = loop {
+        let v = door.session(&sid, true).await.unwrap();
+        if v["state"] == "failed" || v["state"] == "succeeded" {
+            break v;
+        }
+    };
+    assert_eq!(view["state"], "failed", "{view}");
+    assert!(
+        view["error"]["nodes"].as_array().unwrap().contains(&json!(65535)),
+        "names the external party: {view}"
+    );
+    for i in 0..3 {
+        let (s, v) = c
+            .api_as(PARTY, i, "GET", &format!("/v1/keys/{key_id}"), json!(null))
+            .await;
+        assert_eq!(s, 404, "node {i} keeps nothing of an unconfirmed key: {v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -114,6 +114,95 @@ async fn session_end<D: Door>(door: &D, id: &str, dkg: bool) -> anyhow::Result<R
     }
 }
 
+/// What a party knows of the key it made, to check the record it is
+/// asked to confirm.
+struct Made<'a> {
+    key_id: &'a str,
+    scheme: Scheme,
+    threshold: u16,
+    parties: &'a [u16],
+    public_key: &'a [u8],
+    package: &'a [u8],
+    client_id: &'a str,
+    require_external: bool,
+}
+
+/// Waits for key generation `id` to end; when the relay puts the new
+/// key's record to this party (`confirming`), checks it
+/// ([`record_to_confirm`]) and confirms it, once.
+async fn confirm_and_end<D: Door, R: Relay>(
+    door: &D,
+    relay: &R,
+    session: &PartySession,
+    id: &str,
+    made: &Made<'_>,
+) -> anyhow::Result<Result<Value, Value>> {
+    let mut confirmed = false;
+    loop {
+        let view = door.session(id, true).await?;
+        match view["state"].as_str() {
+            Some("succeeded") => return Ok(Ok(view["result"].clone())),
+            Some("failed") => return Ok(Err(view["error"].clone())),
+            Some("confirming") if !confirmed => {
+                let record = record_to_confirm(&view["record"], made, &session.verifying_key_hex())?;
+                relay.submit(&session.confirmation(&record)?).await?;
+                confirmed = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The canonical bytes (`sigil_api::record`) of the record `view` puts to
+/// the party, built from what the party itself knows (key id, scheme,
+/// threshold, parties, public key and package, epoch 0) and the view's
+/// `policy_json`, `created_by` and `create_jti`, after checking those: the
+/// key was created by this client, its policy names this client as its
+/// external party with this session's key (`verifying_key`), and requires
+/// the party as asked. The view's `record_hash` must be the hash of those
+/// bytes (else the nodes hold another record, which this party's
+/// signature would not cover anyway).
+///
+/// # Errors
+/// A record this party must not confirm.
+fn record_to_confirm(view: &Value, made: &Made<'_>, verifying_key: &str) -> anyhow::Result<Vec<u8>> {
+    use sigil_api::record::{record_bytes, record_hash, RecordFields};
+    let key = &view["key"];
+    let text = |v: &Value, f: &str| {
+        v[f].as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {f} in the record to confirm"))
+    };
+    let policy_json = text(view, "policy_json")?;
+    let (created_by, create_jti) = (text(key, "created_by")?, text(key, "create_jti")?);
+    anyhow::ensure!(
+        created_by == made.client_id,
+        "the record names another creator: {created_by}"
+    );
+    let policy: Value = serde_json::from_str(&policy_json).context("policy_json")?;
+    let ours = policy["external"] == json!([made.client_id])
+        && policy["external_keys"] == json!([verifying_key])
+        && policy["require_external"].as_bool().unwrap_or(false) == made.require_external;
+    anyhow::ensure!(ours, "the record's policy is not this party's: {policy_json}");
+    let fields = RecordFields {
+        key_id: made.key_id,
+        scheme: made.scheme.as_str(),
+        threshold: made.threshold,
+        parties: made.parties,
+        public_key: made.public_key,
+        public_package: made.package,
+        epoch: 0,
+        policy_json: &policy_json,
+        created_by: &created_by,
+        create_jti: &create_jti,
+    };
+    anyhow::ensure!(
+        key["record_hash"].as_str() == Some(record_hash(&fields).as_str()),
+        "the record to confirm is not the key this party made"
+    );
+    Ok(record_bytes(&fields))
+}
+
 /// How long one read of a session's view waits for its end (long poll),
 /// in milliseconds.
 const SESSION_WAIT_MS: u32 = 20_000;
@@ -190,6 +279,12 @@ pub async fn keygen<D: Door>(
     if args.key_file.exists() {
         bail!("{} exists: a share file is never overwritten", args.key_file.display());
     }
+    // Made before the session starts: the nodes would wait meanwhile.
+    let primes = match args.primes {
+        Some(p) => Some(p),
+        None if args.scheme.is_ecdsa() => Some(generate_primes().await?),
+        None => None,
+    };
     let keys = SessionKeys::generate();
     let mut body = json!({
         "scheme": args.scheme.as_str(),
@@ -229,11 +324,6 @@ pub async fn keygen<D: Door>(
     let session = PartySession::new(sid, s.parties.clone(), identities, keys)?;
     let relay = client.relay(&s.session_id, true);
     let (i, t) = (session.index, args.threshold);
-    let primes = match args.primes {
-        Some(p) => Some(p),
-        None if args.scheme.is_ecdsa() => Some(generate_primes().await?),
-        None => None,
-    };
     let KeyMaterial { share, package } = protocols::keygen(&session, &relay, args.scheme, &eid, t, primes).await?;
     let public_key = args.scheme.public_key(&package)?;
     let header = Header::new(
@@ -247,12 +337,24 @@ pub async fn keygen<D: Door>(
         args.unlock,
     );
     keyfile::write(args.key_file, &header, &share, args.unlock)?;
-    let end = session_end(client, &s.session_id, true).await.with_context(|| {
-        format!(
-            "the share is in {}, but the key's commit was not confirmed",
-            args.key_file.display()
-        )
-    })?;
+    let made = Made {
+        key_id: &s.key_id,
+        scheme: args.scheme,
+        threshold: t,
+        parties: &asked,
+        public_key: &public_key,
+        package: &package,
+        client_id: client.client_id(),
+        require_external: args.require_external,
+    };
+    let end = confirm_and_end(client, &relay, &session, &s.session_id, &made)
+        .await
+        .with_context(|| {
+            format!(
+                "the share is in {}, but the key's commit was not confirmed",
+                args.key_file.display()
+            )
+        })?;
     let key = match end {
         Ok(key) => key,
         Err(e) => {

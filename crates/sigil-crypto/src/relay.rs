@@ -55,6 +55,15 @@ pub fn has_external(parties: &[u16]) -> bool {
 /// key, sent to the external party before any protocol message.
 pub const HELLO_ROUND: u16 = u16::MAX;
 
+/// The pseudo-round of an external party's *confirmation* of a new key's
+/// record, broadcast to its relay after the key generation: its payload
+/// is the party's 64-byte Ed25519 signature (session key) over the
+/// record's canonical bytes (`sigil_api::record`), which becomes the
+/// record's attestation of the external slot. The nodes commit the key
+/// only with it, so a key whose external share does not exist (a relay
+/// that withheld the party's messages) is never committed.
+pub const CONFIRM_ROUND: u16 = u16::MAX - 1;
+
 /// Domain of [`RelayMessage::signed_bytes`].
 const SIGN_DOMAIN: &[u8] = b"sigil/relay/message/v1";
 /// Domain of the HPKE `info`.

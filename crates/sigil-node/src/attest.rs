@@ -2,13 +2,8 @@
 //! with its node identity key (Ed25519), and a record counts only with the
 //! signatures of all its parties.
 //!
-//! The canonical record ([`record_bytes`]) is, in this order, with
-//! `lp(x)` = `x`'s length as a big-endian `u32` then `x`:
-//! `lp("sigil/key-record/v1")`, `lp(key_id)`, `lp(scheme)`, `t` (`u16`
-//! BE), `n` (`u16` BE), each party's node id (`u16` BE),
-//! `lp(public_key)`, `SHA-256(public_key_package)`, `epoch` (`u32` BE),
-//! `lp(policy as JSON)`, `lp(created_by)`, `lp(create_jti)`. The label and
-//! the creation time are not part of it (they authorize nothing).
+//! The canonical record is [`sigil_api::record::record_bytes`] of the
+//! record's fields ([`record_bytes`]).
 //!
 //! Nodes accept a key record from a peer (`FinalizeKey`, catch-up) only
 //! if every party's signature verifies under the identity key *their own
@@ -17,37 +12,37 @@
 
 use ed25519_dalek::{Signer, Verifier as _};
 use sha2::Digest;
+use sigil_crypto::relay::EXTERNAL_PARTY;
 use sigil_store::{Attestation, KeyRecord};
-
-/// Domain separation tag of the canonical record.
-pub const DOMAIN: &[u8] = b"sigil/key-record/v1";
 
 fn lp(out: &mut Vec<u8>, x: &[u8]) {
     out.extend_from_slice(&u32::try_from(x.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(x);
 }
 
-/// The canonical bytes of `k`'s record (see the module docs).
+/// The canonical bytes of `k`'s record ([`sigil_api::record`]).
 pub fn record_bytes(k: &KeyRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    lp(&mut out, DOMAIN);
-    lp(&mut out, k.key_id.as_bytes());
-    lp(&mut out, k.scheme.as_bytes());
-    out.extend_from_slice(&k.threshold.to_be_bytes());
-    out.extend_from_slice(&u16::try_from(k.parties.len()).unwrap_or(u16::MAX).to_be_bytes());
-    for p in &k.parties {
-        out.extend_from_slice(&p.to_be_bytes());
+    sigil_api::record::record_bytes(&fields(k, &policy_json(k)))
+}
+
+/// The policy of `k` as its canonical bytes cover it.
+pub fn policy_json(k: &KeyRecord) -> String {
+    serde_json::to_string(&k.policy).unwrap_or_default()
+}
+
+fn fields<'a>(k: &'a KeyRecord, policy_json: &'a str) -> sigil_api::record::RecordFields<'a> {
+    sigil_api::record::RecordFields {
+        key_id: &k.key_id,
+        scheme: &k.scheme,
+        threshold: k.threshold,
+        parties: &k.parties,
+        public_key: &k.public_key,
+        public_package: &k.public_package,
+        epoch: k.epoch,
+        policy_json,
+        created_by: &k.created_by,
+        create_jti: &k.create_jti,
     }
-    lp(&mut out, &k.public_key);
-    out.extend_from_slice(&sha2::Sha256::digest(&k.public_package));
-    out.extend_from_slice(&k.epoch.to_be_bytes());
-    lp(
-        &mut out,
-        serde_json::to_string(&k.policy).unwrap_or_default().as_bytes(),
-    );
-    lp(&mut out, k.created_by.as_bytes());
-    lp(&mut out, k.create_jti.as_bytes());
-    out
 }
 
 /// Hex SHA-256 of the canonical record (shown by the API as `record_hash`).
@@ -87,7 +82,11 @@ pub enum AttestError {
 }
 
 /// Checks that `k.attestations` hold a valid signature of every party of
-/// `k` (and nothing else) under the identity keys `identity_of` gives.
+/// `k` (and nothing else) under the identity keys `identity_of` gives,
+/// and of its external party, when the record names that party's session
+/// key (`policy.external_keys`), under that key: the party's confirmation
+/// that it holds its share of this very record. (Records made before
+/// external parties confirmed carry none.)
 ///
 /// # Errors
 /// The first [`AttestError`].
@@ -95,32 +94,71 @@ pub fn verify_all(
     k: &KeyRecord,
     identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
 ) -> Result<(), AttestError> {
-    verify_parties(&record_bytes(k), &k.parties, &k.attestations, identity_of)
+    let external = external_key(k);
+    let key_of = |p: u16| {
+        if p == EXTERNAL_PARTY {
+            external
+        } else {
+            identity_of(p)
+        }
+    };
+    verify_parties(
+        &record_bytes(k),
+        &k.parties,
+        &k.attestations,
+        key_of,
+        external.is_some(),
+    )
+}
+
+/// [`verify_all`] for the node parties only: the coordinator's check of
+/// the nodes' attestations before it asks the external party to confirm.
+///
+/// # Errors
+/// The first [`AttestError`].
+pub fn verify_nodes(
+    k: &KeyRecord,
+    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+) -> Result<(), AttestError> {
+    verify_parties(&record_bytes(k), &k.parties, &k.attestations, identity_of, false)
+}
+
+/// The session key of `k`'s external party that its confirmation
+/// verifies under (`policy.external_keys[0]`), if the record names one.
+pub fn external_key(k: &KeyRecord) -> Option<ed25519_dalek::VerifyingKey> {
+    let hex_key = k.policy.external_keys.first()?;
+    sigil_crypto::relay::verifying_key_from_hex("external key", hex_key).ok()
+}
+
+/// The external party's confirmation of `k` as an attestation of the
+/// external slot: its session key's Ed25519 signature over the record.
+pub fn external_attestation(signature: Vec<u8>) -> Attestation {
+    attestation(EXTERNAL_PARTY, signature)
 }
 
 /// Checks that `attestations` hold a valid signature over `bytes` of every
-/// node in `parties` (and of no other node).
+/// party in `parties` under the key `key_of` gives (and of no one else);
+/// the external slot ([`EXTERNAL_PARTY`]) signs only when `external`.
 fn verify_parties(
     bytes: &[u8],
     parties: &[u16],
     attestations: &[Attestation],
-    identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+    key_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
+    external: bool,
 ) -> Result<(), AttestError> {
-    let external = sigil_crypto::relay::EXTERNAL_PARTY;
+    let signs = |p: u16| p != EXTERNAL_PARTY || external;
     if let Some(a) = attestations
         .iter()
-        .find(|a| !parties.contains(&a.node) || a.node == external)
+        .find(|a| !parties.contains(&a.node) || !signs(a.node))
     {
         return Err(AttestError::NotAParty(a.node));
     }
-    // The external party of a key (a client, `sigil-client`) attests
-    // nothing: it checks the record against its own DKG output.
-    for &party in parties.iter().filter(|&&p| p != external) {
+    for &party in parties.iter().filter(|&&p| signs(p)) {
         let a = attestations
             .iter()
             .find(|a| a.node == party)
             .ok_or(AttestError::Missing(party))?;
-        let key = identity_of(party).ok_or(AttestError::UnknownNode(party))?;
+        let key = key_of(party).ok_or(AttestError::UnknownNode(party))?;
         if !signed_by(&key, bytes, a) {
             return Err(AttestError::Invalid(party));
         }
@@ -225,7 +263,7 @@ pub fn verify_activations(
     k: &KeyRecord,
     identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
 ) -> Result<(), AttestError> {
-    verify_parties(&activation_bytes(k), &k.parties, &k.activations, identity_of)
+    verify_parties(&activation_bytes(k), &k.parties, &k.activations, identity_of, false)
 }
 
 /// Domain separation tag of an aux info attestation.
@@ -259,7 +297,7 @@ pub fn verify_aux(
     identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
 ) -> Result<(), AttestError> {
     let set = parties.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    verify_parties(&aux_bytes(&set, fingerprint), parties, attestations, identity_of)
+    verify_parties(&aux_bytes(&set, fingerprint), parties, attestations, identity_of, false)
 }
 
 /// One attestation.
@@ -314,6 +352,47 @@ mod tests {
         let mut other = k.clone();
         other.label = None;
         verify_all(&other, of).unwrap();
+    }
+
+    /// A record with an external slot whose policy names the party's
+    /// session key needs the party's signature under that key too; the
+    /// coordinator's check before it asks (`verify_nodes`) does not; a
+    /// record without the key takes no signature of the slot.
+    #[test]
+    fn the_external_party_confirms_its_record_under_its_session_key() {
+        use ed25519_dalek::Signer as _;
+        let node = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let party = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let of = |n: u16| (n == 0).then(|| node.verifying_key());
+        let mut k = sigil_store::conformance::sample_key("k");
+        k.parties = vec![0, EXTERNAL_PARTY];
+        k.policy.external = vec!["alice".into()];
+        k.policy.external_keys = vec![hex::encode(party.verifying_key().to_bytes())];
+        k.attestations = vec![attestation(0, sign(&node, &k))];
+        verify_nodes(&k, of).unwrap();
+        assert_eq!(verify_all(&k, of), Err(AttestError::Missing(EXTERNAL_PARTY)));
+        let confirmed = external_attestation(party.sign(&record_bytes(&k)).to_bytes().to_vec());
+        k.attestations.push(confirmed.clone());
+        verify_all(&k, of).unwrap();
+        assert_eq!(
+            verify_nodes(&k, of),
+            Err(AttestError::NotAParty(EXTERNAL_PARTY)),
+            "not yet asked"
+        );
+        let mut other = k.clone();
+        other.attestations[1] = external_attestation(node.sign(&record_bytes(&k)).to_bytes().to_vec());
+        assert_eq!(verify_all(&other, of), Err(AttestError::Invalid(EXTERNAL_PARTY)));
+        // The key is part of the record: another key breaks every signature.
+        let mut other = k.clone();
+        other.policy.external_keys = vec![hex::encode(node.verifying_key().to_bytes())];
+        assert_eq!(verify_all(&other, of), Err(AttestError::Invalid(0)));
+        // Without the key (records before confirmations), the slot signs nothing.
+        let mut old = k.clone();
+        old.policy.external_keys.clear();
+        old.attestations = vec![attestation(0, sign(&node, &old))];
+        verify_all(&old, of).unwrap();
+        old.attestations.push(confirmed);
+        assert_eq!(verify_all(&old, of), Err(AttestError::NotAParty(EXTERNAL_PARTY)));
     }
 
     #[test]

@@ -81,10 +81,12 @@ pub fn resolve_policy(
                     return Err("policy: at most 64 client ids per list, each 1 to 64 characters".into());
                 }
             }
-            // The nodes set `external` from the request's
-            // `external_parties` ([`check_external`]), never a client.
+            // The nodes set `external` and `external_keys` from the
+            // request's `external_parties` and `party_keys`
+            // ([`check_external`]), never a client.
             KeyPolicy {
                 external: Vec::new(),
+                external_keys: Vec::new(),
                 ..p.clone()
             }
         }
@@ -112,7 +114,9 @@ pub struct External<'a> {
 }
 
 /// Checks the external party of a new key and writes its client into
-/// `policy.external`: at most one, run by the requesting `client` itself
+/// `policy.external` (and its session verifying key into
+/// `policy.external_keys`; for a user share the coordinator's proposal
+/// names it, see `check_dkg`): at most one, run by the requesting `client` itself
 /// with the session keys of its request (`party_keys`), or by the node
 /// that takes the request with its share sealed to the client
 /// (`user_share`, instead of both); for a scheme whose family runs
@@ -155,9 +159,11 @@ pub fn check_external(
                     "external_parties: the external party's client must be the requesting client {client} (it runs the party)"
                 ));
             }
-            x.party_keys
-                .ok_or("party_keys: the session keys of the external party are required")?
-                .parse()?;
+            let keys = x
+                .party_keys
+                .ok_or("party_keys: the session keys of the external party are required")?;
+            keys.parse()?;
+            policy.external_keys = vec![keys.verifying_key.clone()];
             party.client.clone()
         }
         (_, None) => return Err("external_parties: at most one external party per key".into()),
@@ -317,6 +323,9 @@ impl Node {
         let user_party = !d.user_party_verifying_key.is_empty() || !d.user_party_hpke_key.is_empty();
         if user_party != req.user_share.is_some() {
             return Err(mismatch("user party"));
+        }
+        if user_party {
+            policy.external_keys = vec![d.user_party_verifying_key.clone()];
         }
         if policy.rotation_interval_s.is_some() {
             // A coordinator that skipped its own check cannot make this

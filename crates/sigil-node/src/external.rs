@@ -11,7 +11,6 @@ use crate::error::ErrorDetail;
 use crate::relay::{Mailbox, MailboxSpec, Outcome, PartyKeys, SessionKindView, SubmitRefusal};
 use serde::Serialize;
 use sigil_crypto::relay::{RelayMessage, EXTERNAL_PARTY};
-use sigil_crypto::with_ciphersuite;
 
 /// A relayed session's id and deadline.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +55,8 @@ pub struct SessionView {
     pub coordinator: u16,
     /// The key's threshold `t`.
     pub threshold: u16,
-    /// `running`, `succeeded` or `failed`.
+    /// `running`, `confirming` (a key generation waits for the external
+    /// party to confirm `record`), `succeeded` or `failed`.
     pub state: &'static str,
     /// While running: the earliest round this node still waits in, and
     /// the parties it waits for (65535: the external party).
@@ -77,6 +77,16 @@ pub struct SessionView {
     /// `failed`: the error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
+    /// `confirming`: the new key's record, attested by every node party,
+    /// for the external party to check and sign: `key` (the key as
+    /// `GET /v1/keys/{key_id}` shows it, with `created_by`, `create_jti`
+    /// and `record_hash`) and `policy_json` (the policy exactly as the
+    /// canonical record covers it). The party confirms with a `CONFIRM_ROUND` message
+    /// (`sigil_crypto::relay::CONFIRM_ROUND`) carrying its session key's
+    /// signature over the canonical record (`sigil_api::record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub record: Option<serde_json::Value>,
 }
 
 /// Ends a relayed session (see [`Node::relay_guard`]).
@@ -385,6 +395,7 @@ impl Node {
             d.user_party_verifying_key = public.verifying_key.clone();
             d.user_party_hpke_key = public.hpke_public_key.clone();
         }
+        plan.policy.external_keys = vec![public.verifying_key.clone()];
         plan.party_keys = Some(public);
         let (mailbox, run) = self.open_relayed_keygen(&plan)?;
         let guard = self.relay_guard(mailbox.clone())?;
@@ -403,28 +414,36 @@ impl Node {
             &run.session_id,
             &auth.proto.body,
         );
-        let (i, n, t, scheme, key_id) = (
-            session.index,
-            session.n(),
-            plan.threshold,
-            plan.scheme,
-            plan.key_id.clone(),
-        );
+        let (t, scheme, key_id) = (plan.threshold, plan.scheme, plan.key_id.clone());
         let relay = MailboxRelay {
             node: self,
             mailbox: &mailbox,
             auth,
         };
         let party = async {
-            with_ciphersuite!(scheme, C => {
-                let out = session
-                    .run(&relay, |p| async move {
-                        sigil_crypto::frost::dkg::run::<C, _, _>(p, &eid, i, n, t, &mut rand::rngs::OsRng).await
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                out.key_package.serialize().map(Zeroizing::new).map_err(|e| e.to_string())
-            }, other => Err(format!("{other} has no user share")))
+            let key = sigil_crypto::party::protocols::keygen(&session, &relay, scheme, &eid, t, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Confirm the record as a client's party does, once it names
+            // this key.
+            let record = loop {
+                if let Some((bytes, view)) = mailbox.to_confirm() {
+                    let package = view.pointer("/key/public_key_package").and_then(|p| p.as_str());
+                    if package != Some(hex::encode(&key.package).as_str()) {
+                        return Err("the record to confirm is not the user party's key".to_string());
+                    }
+                    break bytes;
+                }
+                if mailbox.outcome().is_some() {
+                    return Err("the session ended before the user party confirmed".to_string());
+                }
+                mailbox.wait_end(Duration::from_secs(5)).await;
+            };
+            let confirmation = session.confirmation(&record).map_err(|e| e.to_string())?;
+            sigil_crypto::party::Relay::submit(&relay, &confirmation)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(key.share)
         };
         let progress = operations::KeygenProgress::default();
         let keygen = self.run_keygen_in(plan, &progress, Some(run));
@@ -469,7 +488,9 @@ impl Node {
 
     /// The view of mailbox `m`.
     pub fn view_of_mailbox(&self, m: &Mailbox) -> SessionView {
+        let record = m.to_confirm().map(|(_, view)| view);
         let (state, result, error) = match m.outcome() {
+            None if record.is_some() => ("confirming", None, None),
             None => ("running", None, None),
             Some(Outcome::Succeeded(v)) => ("succeeded", Some(v), None),
             Some(Outcome::Failed(e)) => ("failed", None, Some(e)),
@@ -495,7 +516,37 @@ impl Node {
                 .unwrap_or(u64::MAX),
             result,
             error,
+            record,
         }
+    }
+
+    /// Puts `record` (a new key attested by its node parties) to the
+    /// external party of the relayed key generation `run` and waits for
+    /// its confirmation, the attestation of the external slot
+    /// ([`attest::external_attestation`]).
+    ///
+    /// # Errors
+    /// [`SessionError::Timeout`] naming the party (65535) when it does not
+    /// confirm before the session's deadline.
+    pub(crate) async fn external_confirmation(
+        &self,
+        run: &RelayedRun,
+        record: &KeyRecord,
+    ) -> Result<sigil_store::Attestation, SessionError> {
+        let mailbox = self
+            .relay
+            .get(&run.session_id)
+            .ok_or_else(|| internal("no mailbox for the external party"))?;
+        let view = serde_json::json!({
+            "key": family::view_of(record),
+            "policy_json": attest::policy_json(record),
+        });
+        mailbox.ask_confirmation(attest::record_bytes(record), view);
+        let signature = mailbox.confirmation().await.ok_or_else(|| SessionError::Timeout {
+            missing: vec![EXTERNAL_PARTY],
+            round: sigil_crypto::relay::CONFIRM_ROUND,
+        })?;
+        Ok(attest::external_attestation(signature))
     }
 
     /// Relays a message the external party's `client` submitted: checked

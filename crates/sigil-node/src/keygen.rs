@@ -44,7 +44,7 @@ pub struct KeygenPlan {
     pub(crate) parties: Vec<u16>,
     label: Option<String>,
     pub(crate) kind: Kind,
-    policy: KeyPolicy,
+    pub(crate) policy: KeyPolicy,
     pub(crate) auth: RequestAuth,
     /// The external party's session keys, when the key has one (its DKG
     /// is relayed by this node).
@@ -222,10 +222,19 @@ impl Node {
             endorsements: vec![],
             activations: vec![],
         };
-        let attested = result.and_then(|o| {
+        let mut attested = result.and_then(|o| {
             self.attested_record(scheme, &mut record, &parties, o)
                 .map_err(NodeError::from)
         });
+        // A key with an external party is committed only on the party's
+        // own confirmation of the record (`Node::external_confirmation`).
+        if let (Ok(()), Some(run)) = (&attested, relayed.filter(|_| !record.policy.external_keys.is_empty())) {
+            attested = self
+                .external_confirmation(&run, &record)
+                .await
+                .map(|a| record.attestations.push(a))
+                .map_err(NodeError::from);
+        }
         if let Err(e) = attested {
             let named = e.nodes();
             self.finalize_everywhere(&parties, records::meta_of(&record), false, &named)
@@ -306,7 +315,7 @@ impl Node {
             .iter()
             .map(|&(node, x)| attest::attestation(node, x.map(|x| x.attestation.clone()).unwrap_or_default()))
             .collect();
-        attest::verify_all(record, self.identities()).map_err(|e| {
+        attest::verify_nodes(record, self.identities()).map_err(|e| {
             let culprits = match e {
                 attest::AttestError::Invalid(n) | attest::AttestError::Missing(n) => vec![n],
                 _ => vec![],

@@ -36,7 +36,7 @@ use std::time::Duration;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use round_based::MessageType;
 use serde::{Deserialize, Serialize};
-use sigil_crypto::relay::{RelayError, RelayMessage, SessionSecret, EXTERNAL_PARTY, HELLO_ROUND};
+use sigil_crypto::relay::{RelayError, RelayMessage, SessionSecret, CONFIRM_ROUND, EXTERNAL_PARTY, HELLO_ROUND};
 use sigil_crypto::{PartyIndex, SessionId};
 use sigil_proto::peer::Envelope;
 use tokio::time::Instant;
@@ -320,7 +320,19 @@ struct MailboxState {
     from_nodes: HashSet<(u16, PartyIndex)>,
     /// The signature accepted per (round, recipient) from the party.
     from_party: HashMap<(u16, Option<PartyIndex>), Vec<u8>>,
+    /// A new key's record the party is asked to confirm.
+    confirm: Option<Confirm>,
     outcome: Option<Outcome>,
+}
+
+/// A record put to the party for its confirmation ([`CONFIRM_ROUND`]).
+struct Confirm {
+    /// Its canonical bytes.
+    record: Vec<u8>,
+    /// What the party is shown (the session view's `record`).
+    view: serde_json::Value,
+    /// The party's signature over `record`, once it confirmed.
+    signature: Option<Vec<u8>>,
 }
 
 /// What a mailbox is made of ([`Mailbox::new`]).
@@ -446,6 +458,9 @@ impl Mailbox {
                 self.index
             )));
         }
+        if m.round == CONFIRM_ROUND {
+            return self.submit_confirmation(m).map(|fresh| fresh.then(Vec::new));
+        }
         let recipients: Vec<PartyIndex> = match m.to {
             Some(to) if to == self.index || to >= self.n() => {
                 return Err(SubmitRefusal::NotAMember(format!("no party {to} in the session")))
@@ -487,6 +502,89 @@ impl Mailbox {
         ))
     }
 
+    /// Takes the party's confirmation of the record put to it: a
+    /// [`CONFIRM_ROUND`] broadcast signed by the party, whose payload is
+    /// its session key's signature over the record's canonical bytes.
+    /// Returns whether it is new (else an exact repeat). It goes to no
+    /// node: the coordinator adds it to the record as the external slot's
+    /// attestation, which every node verifies before it commits.
+    fn submit_confirmation(&self, m: &RelayMessage) -> Result<bool, SubmitRefusal> {
+        use ed25519_dalek::Verifier as _;
+        if m.to.is_some() {
+            return Err(SubmitRefusal::OutOfSchedule(
+                "a confirmation goes to the relay only".into(),
+            ));
+        }
+        m.verify(&self.verifying_key)
+            .map_err(|e| SubmitRefusal::Unauthentic(e.to_string()))?;
+        let mut state = self.state();
+        if state.outcome.is_some() {
+            return Err(SubmitRefusal::Ended);
+        }
+        let Some(confirm) = state.confirm.as_mut() else {
+            return Err(SubmitRefusal::OutOfSchedule("no record to confirm yet".into()));
+        };
+        let valid = ed25519_dalek::Signature::from_slice(&m.payload)
+            .is_ok_and(|sig| self.verifying_key.verify(&confirm.record, &sig).is_ok());
+        if !valid {
+            return Err(SubmitRefusal::Unauthentic(
+                "the confirmation is not the party's signature over the record".into(),
+            ));
+        }
+        match &confirm.signature {
+            Some(sig) if *sig == m.payload => return Ok(false),
+            Some(_) => return Err(SubmitRefusal::Conflict(CONFIRM_ROUND)),
+            None => confirm.signature = Some(m.payload.clone()),
+        }
+        drop(state);
+        self.notify.notify_waiters();
+        Ok(true)
+    }
+
+    /// Puts a new key's record to the party: its canonical bytes, and
+    /// what the session view shows of it (`record`).
+    pub fn ask_confirmation(&self, record: Vec<u8>, view: serde_json::Value) {
+        self.state().confirm = Some(Confirm {
+            record,
+            view,
+            signature: None,
+        });
+        self.notify.notify_waiters();
+    }
+
+    /// The party's signature over the record put to it, once it confirmed;
+    /// `None` if the session ends or its deadline passes first.
+    pub async fn confirmation(&self) -> Option<Vec<u8>> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.state();
+                if let Some(sig) = state.confirm.as_ref().and_then(|c| c.signature.clone()) {
+                    return Some(sig);
+                }
+                if state.outcome.is_some() {
+                    return None;
+                }
+            }
+            if tokio::time::timeout_at(self.deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The record put to the party while it has not confirmed it: its
+    /// canonical bytes and its view.
+    pub fn to_confirm(&self) -> Option<(Vec<u8>, serde_json::Value)> {
+        let state = self.state();
+        state
+            .confirm
+            .as_ref()
+            .filter(|c| c.signature.is_none() && state.outcome.is_none())
+            .map(|c| (c.record.clone(), c.view.clone()))
+    }
+
     /// The messages for the party after sequence number `after`, with
     /// their numbers; waits up to `wait` for one when there is none yet
     /// and the session runs (its end wakes the wait).
@@ -517,14 +615,18 @@ impl Mailbox {
         }
     }
 
-    /// Waits up to `wait` for the session's end.
+    /// Waits up to `wait` for the session's end, or for a record the
+    /// party must confirm.
     pub async fn wait_end(&self, wait: Duration) {
         let until = Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.state().outcome.is_some() || tokio::time::timeout_at(until, notified).await.is_err() {
+            if self.state().outcome.is_some() || self.to_confirm().is_some() {
+                return;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
                 return;
             }
         }
@@ -716,6 +818,55 @@ mod tests {
             Err(SubmitRefusal::Ended),
             "replayed after the end"
         );
+    }
+
+    /// The party's confirmation of a record: refused before the record is
+    /// put, to a node, or as anything but the party's signature over that
+    /// record; accepted once (repeats idempotent, another signature a
+    /// conflict), relayed to no node; it ends the `confirming` state and
+    /// wakes the coordinator's wait.
+    #[tokio::test]
+    async fn confirmations_are_the_partys_signature_over_the_record_put_to_it() {
+        use ed25519_dalek::Signer as _;
+        let f = fixture();
+        let mb = &f.mailbox;
+        let record = b"canonical record".to_vec();
+        let confirm = |key: &SigningKey, signed: &[u8], to: Option<u16>| {
+            let sig = key.sign(signed).to_bytes();
+            RelayMessage::new(&f.party, [9; 32], CONFIRM_ROUND, 2, to, &sig, None, &mut OsRng).unwrap()
+        };
+        assert!(
+            matches!(
+                mb.submit(&confirm(&f.party, &record, None)),
+                Err(SubmitRefusal::OutOfSchedule(_))
+            ),
+            "nothing to confirm yet"
+        );
+        mb.ask_confirmation(record.clone(), serde_json::json!({"key": {}}));
+        assert!(mb.to_confirm().is_some());
+        assert!(matches!(
+            mb.submit(&confirm(&f.party, &record, Some(0))),
+            Err(SubmitRefusal::OutOfSchedule(_))
+        ));
+        assert!(
+            matches!(
+                mb.submit(&confirm(&f.party, b"another record", None)),
+                Err(SubmitRefusal::Unauthentic(_))
+            ),
+            "over another record"
+        );
+        assert!(
+            matches!(
+                mb.submit(&confirm(&f.node7, &record, None)),
+                Err(SubmitRefusal::Unauthentic(_))
+            ),
+            "by another key"
+        );
+        let good = confirm(&f.party, &record, None);
+        assert_eq!(mb.submit(&good), Ok(Some(vec![])), "to no node");
+        assert_eq!(mb.submit(&good), Ok(None), "a repeat");
+        assert!(mb.to_confirm().is_none());
+        assert_eq!(mb.confirmation().await, Some(good.payload.clone()));
     }
 
     #[tokio::test]

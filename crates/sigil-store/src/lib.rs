@@ -198,6 +198,13 @@ pub struct KeyPolicy {
     /// policy). Empty (and absent from the record's JSON) for node-only keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external: Vec<String>,
+    /// The Ed25519 session key (64 hex characters) of each external party
+    /// in the key generation, in the order of `external` (set by the
+    /// nodes from the creating request): the record's attestation of the
+    /// external slot is the party's signature under it, its confirmation
+    /// that it holds its share of this record. Empty for node-only keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_keys: Vec<String>,
     /// Every signature needs the external party (else `t` nodes may sign
     /// alone when the key has that many).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

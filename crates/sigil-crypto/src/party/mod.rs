@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 
-use crate::relay::{RelayMessage, SessionSecret, EXTERNAL_PARTY, HELLO_ROUND};
+use crate::relay::{RelayMessage, SessionSecret, CONFIRM_ROUND, EXTERNAL_PARTY, HELLO_ROUND};
 use crate::{PartyIndex, SessionId};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use futures::{FutureExt, StreamExt};
@@ -156,6 +156,36 @@ impl PartySession {
             signing: keys.signing,
             secret: keys.secret,
         })
+    }
+
+    /// This party's confirmation of a new key's record, whose canonical
+    /// bytes (`sigil_api::record`) are `record_bytes`: a
+    /// [`CONFIRM_ROUND`] message to the relay carrying the session key's
+    /// signature over them. Call it only after checking the record
+    /// against this party's own key generation.
+    ///
+    /// # Errors
+    /// [`PartyError::Invalid`] if the message cannot be made.
+    pub fn confirmation(&self, record_bytes: &[u8]) -> Result<RelayMessage, PartyError> {
+        use ed25519_dalek::Signer as _;
+        let signature = self.signing.sign(record_bytes).to_bytes();
+        RelayMessage::new(
+            &self.signing,
+            self.session_id,
+            CONFIRM_ROUND,
+            self.index,
+            None,
+            &signature,
+            None,
+            &mut rand::rngs::OsRng,
+        )
+        .map_err(|e| PartyError::Invalid(e.to_string()))
+    }
+
+    /// The hex Ed25519 key this party's messages (and confirmation) verify
+    /// under, as `policy.external_keys` names it.
+    pub fn verifying_key_hex(&self) -> String {
+        hex::encode(self.signing.verifying_key().to_bytes())
     }
 
     /// The number of parties.
