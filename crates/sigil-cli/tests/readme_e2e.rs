@@ -66,6 +66,7 @@ async fn the_readme_walk_throughs_run() {
         "the nodes alone: refused",
         "[0,1,65535]",
         "signature OK (frost-ed25519)",
+        "signature OK (ecdsa-secp256k1)",
     ] {
         assert!(
             stdout.contains(want),
