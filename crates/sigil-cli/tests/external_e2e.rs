@@ -152,6 +152,7 @@ async fn external_party_keygen_and_sign_2of2_and_2of3() {
         let (s, _) = c.api_as(PARTY, 2, "GET", &format!("/v1/keys/{id}"), json!(null)).await;
         assert_eq!(s, 404, "node 2 is no party");
         verify_independently(scheme, &pk, b"nodes", v["signature"].as_str().unwrap());
+        reshare_away_from_the_party(&c, id, &pk, scheme, &f).await;
     }
 
     // A key whose policy requires the party on every signature.
@@ -227,6 +228,31 @@ async fn external_party_keygen_and_sign_2of2_and_2of3() {
         .api_as(PARTY, 0, "POST", &format!("/v1/keys/{id}/refresh"), json!({}))
         .await;
     assert!(s == 400 || s == 403, "refresh: {s} {v}");
+}
+
+/// A client that lost its share file of 2-of-3 key `id` has the two nodes
+/// reshare the key away from it (it deals nothing): the same public key,
+/// a committee of nodes, a policy without the party; its old share no
+/// longer signs. Refresh, or a committee with the party, is refused.
+async fn reshare_away_from_the_party(c: &Cluster, id: &str, pk: &str, scheme: &str, share: &Path) {
+    let path = format!("/v1/keys/{id}/refresh");
+    let (s, v) = c.api_as(PARTY, 0, "POST", &path, json!({})).await;
+    assert_eq!(s, 400, "refresh with the party: {v}");
+    let path = format!("/v1/keys/{id}/reshare");
+    let (s, v) = c
+        .api_as(PARTY, 1, "POST", &path, json!({"parties": [0, 1, 2], "threshold": 2}))
+        .await;
+    assert_eq!(s, 200, "reshare away: {v}");
+    assert_eq!((&v["epoch"], &v["parties"]), (&json!(1), &json!([0, 1, 2])), "{v}");
+    assert_eq!(v["public_key"].as_str(), Some(pk));
+    assert!(v["policy"].get("external").is_none(), "{v}");
+    let body = json!({"message": "6e6f646573"});
+    let sign = format!("/v1/keys/{id}/sign");
+    let (s, v) = c.api_as(PARTY, 2, "POST", &sign, body).await;
+    assert_eq!(s, 200, "the new committee signs: {v}");
+    verify_independently(scheme, pk, b"nodes", v["signature"].as_str().unwrap());
+    let old = external::sign(&client(c, 0), &identities(c), share, &unlock(), b"x", &[]).await;
+    assert!(old.is_err(), "the old share is of no use");
 }
 
 /// A party key pair and the `party_keys` of a request.
@@ -642,13 +668,13 @@ async fn ecdsa_external_party_2of2_over_grpc_and_2of3_with_a_bip32_child() {
         .unwrap();
     assert_eq!(sig["signers"], json!([0, 65535]));
     verify_secp256k1(pk, &digest, &sig);
-    let id = key["key_id"].as_str().unwrap();
+    let key2_id = key["key_id"].as_str().unwrap().to_string();
     let (s, v) = c
         .api_as(
             PARTY,
             0,
             "POST",
-            &format!("/v1/keys/{id}/sign"),
+            &format!("/v1/keys/{key2_id}/sign"),
             json!({"message": hex::encode(&digest)}),
         )
         .await;
@@ -695,6 +721,28 @@ async fn ecdsa_external_party_2of2_over_grpc_and_2of3_with_a_bip32_child() {
         .await;
     assert_eq!(s, 200, "nodes only: {v}");
     verify_secp256k1(child["public_key"].as_str().unwrap(), &digest, &v);
+    // Reshared away from the party to nodes 0 and 1 (their set's aux info
+    // is made first): the same key and the same child.
+    let path = format!("/v1/keys/{id}/reshare");
+    let (s, v) = c
+        .api_as(PARTY, 0, "POST", &path, json!({"parties": [0, 1], "threshold": 2}))
+        .await;
+    assert_eq!(s, 200, "reshare away: {v}");
+    assert_eq!((&v["parties"], &v["public_key"]), (&json!([0, 1]), &key["public_key"]));
+    let body = json!({"message": hex::encode(&digest), "derivation_path": "m/0/7"});
+    let (s, v) = c.api_as(PARTY, 1, "POST", &format!("/v1/keys/{id}/sign"), body).await;
+    assert_eq!(s, 200, "the new committee signs: {v}");
+    verify_secp256k1(child["public_key"].as_str().unwrap(), &digest, &v);
+    let (s, v) = c
+        .api_as(
+            PARTY,
+            0,
+            "POST",
+            &format!("/v1/keys/{}/reshare", key2_id),
+            json!({"parties": [0, 1]}),
+        )
+        .await;
+    assert_eq!(s, 400, "a 2-of-2 key cannot lose its party: {v}");
     // A user share is for FROST keys only.
     let recipient = SessionSecret::generate(&mut rand::rngs::OsRng);
     let body = json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0],

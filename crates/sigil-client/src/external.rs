@@ -101,6 +101,36 @@ impl Door for GrpcClient {
     }
 }
 
+/// A relay's reads once its session has succeeded: the nodes may finish
+/// before their last messages to the party reach the mailbox (ECDSA
+/// signing: the party still needs every partial signature), so a relay
+/// that finds nothing reads again, every 100 ms, for up to
+/// [`crate::party::ENDED_GRACE`] after the first empty read, and then
+/// gives up with [`crate::party::unfinished`].
+#[derive(Default)]
+pub struct Ended(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl Ended {
+    /// After an empty read of a succeeded session: nothing yet (read
+    /// again), after a short pause; or, once the grace has passed, the
+    /// error.
+    ///
+    /// # Errors
+    /// [`crate::party::unfinished`] after the grace.
+    pub async fn read_again(&self) -> Result<Vec<(u64, sigil_crypto::relay::RelayMessage)>, crate::party::PartyError> {
+        let first = *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(std::time::Instant::now);
+        if first.elapsed() >= crate::party::ENDED_GRACE {
+            return Err(crate::party::unfinished());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok(Vec::new())
+    }
+}
+
 /// Waits for session `id` to end: its result, or (inside) the error it
 /// failed with; the outer error is the door's (no answer).
 async fn session_end<D: Door>(door: &D, id: &str, dkg: bool) -> anyhow::Result<Result<Value, Value>> {

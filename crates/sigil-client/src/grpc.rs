@@ -170,6 +170,7 @@ pub struct GrpcRelay<'a> {
     session_id: String,
     dkg: bool,
     stream: tokio::sync::Mutex<Option<tonic::Streaming<RelayedMessage>>>,
+    ended: crate::external::Ended,
 }
 
 impl<'a> GrpcRelay<'a> {
@@ -180,6 +181,7 @@ impl<'a> GrpcRelay<'a> {
             session_id: session_id.to_string(),
             dkg,
             stream: tokio::sync::Mutex::new(None),
+            ended: crate::external::Ended::default(),
         }
     }
 }
@@ -218,10 +220,7 @@ impl Relay for GrpcRelay<'_> {
                     .map_err(|e| relay_err(&format!("{e:#}")))?;
                 match (status.state.as_str(), other) {
                     ("failed", _) => Err(PartyError::Relay(format!("the session failed: {}", status.json))),
-                    ("succeeded", _) => {
-                        tokio::time::sleep(crate::party::ENDED_GRACE).await;
-                        Err(crate::party::unfinished())
-                    }
+                    ("succeeded", _) => self.ended.read_again().await,
                     (_, Err(e)) => Err(relay_err(&e)),
                     _ => Ok(Vec::new()),
                 }

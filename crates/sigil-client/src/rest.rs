@@ -318,6 +318,7 @@ impl Client {
 pub struct SessionRelay<'a> {
     client: &'a Client,
     session_id: String,
+    ended: crate::external::Ended,
 }
 
 impl<'a> SessionRelay<'a> {
@@ -326,6 +327,7 @@ impl<'a> SessionRelay<'a> {
         SessionRelay {
             client,
             session_id: session_id.to_string(),
+            ended: crate::external::Ended::default(),
         }
     }
 }
@@ -355,10 +357,7 @@ impl Relay for SessionRelay<'_> {
                 let why = view.map(|v| v["error"].to_string()).unwrap_or_default();
                 Err(PartyError::Relay(format!("the session failed: {why}")))
             }
-            Some("succeeded") if messages.is_empty() => {
-                tokio::time::sleep(crate::party::ENDED_GRACE).await;
-                Err(crate::party::unfinished())
-            }
+            Some("succeeded") if messages.is_empty() => self.ended.read_again().await,
             _ => Ok(messages),
         }
     }

@@ -56,7 +56,7 @@ impl Node {
         };
         let same_key = local.scheme == record.scheme
             && local.public_key == record.public_key
-            && local.policy == record.policy
+            && crate::reshare::next_policy(&local.policy, &record.parties) == record.policy
             && local.created_by == record.created_by
             && local.create_jti == record.create_jti;
         if !same_key {

@@ -129,9 +129,11 @@ impl Plan {
     }
 
     /// The record of the new epoch (pending, unattested) with
-    /// `public_package`.
+    /// `public_package`. A key reshared away from its external party (to a
+    /// committee of nodes) loses the party from its policy too.
     fn next_record(&self, public_package: Vec<u8>) -> KeyRecord {
         KeyRecord {
+            policy: next_policy(&self.current.policy, &self.new_parties),
             parties: self.new_parties.clone(),
             threshold: self.threshold,
             public_package,
@@ -146,11 +148,39 @@ impl Plan {
     }
 }
 
+/// The policy of a key's next epoch among `new_parties`: the current one,
+/// without the external party when the new committee has none (a key
+/// reshared away from its external party).
+pub(crate) fn next_policy(current: &sigil_store::KeyPolicy, new_parties: &[u16]) -> sigil_store::KeyPolicy {
+    let mut policy = current.clone();
+    if !sigil_crypto::relay::has_external(new_parties) {
+        policy.external.clear();
+        policy.external_keys.clear();
+        policy.require_external = false;
+    }
+    policy
+}
+
 /// Checks a requested committee and threshold for a key of `current`
-/// against the cluster `cluster`. The error is the client-facing reason.
+/// against the cluster `cluster`. A key with an external party can only
+/// be reshared away from it, to a committee of nodes, by `t` of its node
+/// parties (the party deals nothing: what a client that lost its share
+/// file does with a 2-of-3 key). The error is the client-facing reason.
 pub(crate) fn check_committee(current: &KeyRecord, parties: &[u16], t: u16, cluster: &[u16]) -> Result<(), String> {
     if sigil_crypto::relay::has_external(&current.parties) {
-        return Err("keys with an external party cannot be refreshed or reshared yet".into());
+        if sigil_crypto::relay::has_external(parties) {
+            return Err(
+                "a key with an external party is only reshared away from it: give a committee of nodes (parties)"
+                    .into(),
+            );
+        }
+        let nodes = sigil_crypto::relay::node_parties(&current.parties).count();
+        if nodes < usize::from(current.threshold) {
+            return Err(format!(
+                "only {nodes} node(s) hold shares of this key, fewer than t = {}: it cannot be reshared without its external party",
+                current.threshold
+            ));
+        }
     }
     let mut sorted = parties.to_vec();
     sorted.sort_unstable();
@@ -315,7 +345,10 @@ impl Node {
     /// The dealing quorum: `t` old parties, this node first when it is
     /// one, nodes recently down last, none of `avoid`.
     fn quorum_of(&self, current: &KeyRecord, avoid: &[u16]) -> Result<Vec<u16>, NodeError> {
-        let mut old: Vec<u16> = current.parties.iter().copied().filter(|n| !avoid.contains(n)).collect();
+        // Node parties only: an external party never deals.
+        let mut old: Vec<u16> = sigil_crypto::relay::node_parties(&current.parties)
+            .filter(|n| !avoid.contains(n))
+            .collect();
         old.sort_by_key(|&n| (n != self.cfg.node_id, self.recently_down(n), n));
         if old.len() < usize::from(current.threshold) {
             return Err(NodeError::Session(SessionError::Unavailable {

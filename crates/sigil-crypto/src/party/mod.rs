@@ -345,11 +345,12 @@ impl PartySession {
     }
 }
 
-/// How long a relay's `fetch` waits once the session has succeeded and
-/// nothing is left to read: the party's protocol already holds every
-/// message it needs (the nodes could not have finished otherwise) and ends
-/// on its own, which ends the pump; after this long the relay gives up
-/// with [`unfinished`].
+/// How long a relay's `fetch` keeps reading once the session has
+/// succeeded and nothing is left to read: the nodes' last messages to the
+/// party may still be on their way to the mailbox (a node finishes once
+/// it has what it needs; ECDSA's party still needs every partial
+/// signature), and then the party's protocol ends on its own, which ends
+/// the pump; after this long the relay gives up with [`unfinished`].
 pub const ENDED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The error of a party that did not finish although its session

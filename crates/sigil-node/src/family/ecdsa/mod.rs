@@ -99,6 +99,22 @@ fn digest(message: &[u8]) -> Result<[u8; 32], SessionError> {
     sigil_crypto::scheme::ecdsa_digest(message).map_err(|e| SessionError::Invalid(e.to_string()))
 }
 
+/// The incomplete key share (the DKG output) in a stored share: stored
+/// as such for a node-only set; the core of the complete share for a key
+/// with its own aux info (`own_aux`: a key with an external party).
+fn incomplete_share<E: Curve>(stored: &[u8], own_aux: bool) -> Result<ecdsa::IncompleteKeyShare<E>, SessionError> {
+    if !own_aux {
+        return serde_json::from_slice(stored).map_err(internal);
+    }
+    use cggmp21::key_share::Validate as _;
+    let complete: ecdsa::KeyShare<E> = serde_json::from_slice(stored).map_err(internal)?;
+    complete
+        .into_inner()
+        .core
+        .validate()
+        .map_err(|e| internal(e.into_error()))
+}
+
 /// The complete key share (share joined with aux info) of curve `E` in
 /// `m`, the material [`Node::material`] loaded.
 pub(crate) fn share_of<E: Curve>(m: &super::Material) -> Result<&ecdsa::KeyShare<E>, SessionError> {
@@ -254,10 +270,10 @@ impl Family for Ecdsa {
         let deals = roles.dealer.get(usize::from(me)).copied().flatten().is_some();
         let public: EcdsaPublic = serde_json::from_slice(&key.record.public_package).map_err(internal)?;
         let out = with_curve!(key.scheme, E => {
+            let own_aux = has_external(key.parties.nodes());
             let own: Option<ecdsa::IncompleteKeyShare<E>> = old_share
-                .map(|s| serde_json::from_slice(&s))
-                .transpose()
-                .map_err(internal)?;
+                .map(|s| incomplete_share::<E>(&s, own_aux))
+                .transpose()?;
             let old = if public.public_shares.is_empty() {
                 // A key made before its record listed the verifying shares:
                 // only an old party's own share has them.
