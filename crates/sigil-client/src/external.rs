@@ -159,24 +159,26 @@ struct Made<'a> {
 
 /// Waits for key generation `id` to end; when the relay puts the new
 /// key's record to this party (`confirming`), checks it
-/// ([`record_to_confirm`]) and confirms it, once.
+/// ([`record_to_confirm`]) and confirms it, once (then `confirmed`).
 async fn confirm_and_end<D: Door, R: Relay>(
     door: &D,
     relay: &R,
     session: &PartySession,
     id: &str,
     made: &Made<'_>,
+    confirmed: &std::cell::Cell<bool>,
 ) -> anyhow::Result<Result<Value, Value>> {
-    let mut confirmed = false;
     loop {
         let view = door.session(id, true).await?;
         match view["state"].as_str() {
             Some("succeeded") => return Ok(Ok(view["result"].clone())),
             Some("failed") => return Ok(Err(view["error"].clone())),
-            Some("confirming") if !confirmed => {
+            Some("confirming") if !confirmed.get() => {
                 let record = record_to_confirm(&view["record"], made, &session.verifying_key_hex())?;
-                relay.submit(&session.confirmation(&record)?).await?;
-                confirmed = true;
+                let confirmation = session.confirmation(&record)?;
+                // Submitted, maybe: from here on the share is kept.
+                confirmed.set(true);
+                relay.submit(&confirmation).await?;
             }
             _ => {}
         }
@@ -377,7 +379,8 @@ pub async fn keygen<D: Door>(
         client_id: client.client_id(),
         require_external: args.require_external,
     };
-    let end = confirm_and_end(client, &relay, &session, &s.session_id, &made)
+    let confirmed = std::cell::Cell::new(false);
+    let end = confirm_and_end(client, &relay, &session, &s.session_id, &made, &confirmed)
         .await
         .with_context(|| {
             format!(
@@ -385,20 +388,29 @@ pub async fn keygen<D: Door>(
                 args.key_file.display()
             )
         })?;
-    let key = match end {
-        Ok(key) => key,
-        Err(e) => {
+    // Once this party confirmed the record, the nodes may have committed
+    // the key whatever the relay says next: the share is kept.
+    let unknown = |what: String| {
+        if confirmed.get() {
+            anyhow!(
+                "{what}; this party had confirmed the key, so its share stays in {}: ask another node party for key {}",
+                args.key_file.display(),
+                s.key_id
+            )
+        } else {
             let _ = std::fs::remove_file(args.key_file);
-            bail!("the key generation failed (share file removed): {e}");
+            anyhow!("{what} (share file removed)")
         }
     };
+    let key = end.map_err(|e| unknown(format!("the key generation failed: {e}")))?;
     let same = key["public_key"].as_str() == Some(hex::encode(&public_key).as_str())
         && key["public_key_package"].as_str() == Some(hex::encode(&package).as_str())
         && key["parties"] == json!(asked)
         && key["threshold"].as_u64() == Some(u64::from(t));
     if !same {
-        let _ = std::fs::remove_file(args.key_file);
-        bail!("the cluster committed another key than this party computed (share file removed): {key}");
+        return Err(unknown(format!(
+            "the relay reports another key than this party computed: {key}"
+        )));
     }
     Ok(key)
 }
@@ -426,7 +438,11 @@ pub async fn generate_primes() -> anyhow::Result<ecdsa::PregeneratedPrimes> {
 /// safe primes.
 pub fn primes_from_file(path: &Path, pair: usize) -> anyhow::Result<ecdsa::PregeneratedPrimes> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty()).skip(2 * pair);
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .skip(pair.saturating_mul(2));
     let mut next = || -> anyhow::Result<ecdsa::cggmp21::rug::Integer> {
         let line = lines
             .next()
@@ -562,4 +578,80 @@ pub fn import_user_share(
     );
     keyfile::write(key_file, &header, &share, unlock)?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sigil_api::record::{record_hash, RecordFields};
+
+    const VK: &str = "aa11";
+
+    fn made() -> Made<'static> {
+        Made {
+            key_id: "k1",
+            scheme: Scheme::FrostEd25519,
+            threshold: 2,
+            parties: &[0, sigil_crypto::relay::EXTERNAL_PARTY],
+            public_key: b"pk",
+            package: b"package",
+            client_id: "alice",
+            require_external: false,
+        }
+    }
+
+    /// The view a relay shows, hashed over `policy_json` and `creator`.
+    fn view(policy_json: &str, creator: &str) -> Value {
+        let m = made();
+        let hash = record_hash(&RecordFields {
+            key_id: m.key_id,
+            scheme: m.scheme.as_str(),
+            threshold: m.threshold,
+            parties: m.parties,
+            public_key: m.public_key,
+            public_package: m.package,
+            epoch: 0,
+            policy_json,
+            created_by: creator,
+            create_jti: "jti-1",
+        });
+        json!({"policy_json": policy_json,
+            "key": {"created_by": creator, "create_jti": "jti-1", "record_hash": hash}})
+    }
+
+    /// The party confirms its own record only: itself as creator and
+    /// external party with this session's key, the requirement it asked
+    /// for, and a hash of what it rebuilt from its own DKG output.
+    #[test]
+    fn a_party_confirms_only_its_own_record() {
+        let ours = r#"{"sign":["alice"],"external":["alice"],"external_keys":["aa11"]}"#;
+        let bytes = record_to_confirm(&view(ours, "alice"), &made(), VK).unwrap();
+        assert!(!bytes.is_empty());
+        let refused = [
+            (view(ours, "mallory"), "another creator"),
+            (
+                view(r#"{"external":["mallory"],"external_keys":["aa11"]}"#, "alice"),
+                "another party's client",
+            ),
+            (
+                view(r#"{"external":["alice"],"external_keys":["bb22"]}"#, "alice"),
+                "another session key",
+            ),
+            (
+                view(
+                    r#"{"external":["alice"],"external_keys":["aa11"],"require_external":true}"#,
+                    "alice",
+                ),
+                "a requirement not asked for",
+            ),
+        ];
+        for (v, what) in refused {
+            assert!(record_to_confirm(&v, &made(), VK).is_err(), "{what}");
+        }
+        // A record of another key (its hash is not of ours).
+        let mut v = view(ours, "alice");
+        v["key"]["record_hash"] = json!("00");
+        assert!(record_to_confirm(&v, &made(), VK).is_err(), "another record");
+    }
 }

@@ -94,7 +94,12 @@ pub fn verify_all(
     k: &KeyRecord,
     identity_of: impl Fn(u16) -> Option<ed25519_dalek::VerifyingKey>,
 ) -> Result<(), AttestError> {
+    let confirms = !k.policy.external_keys.is_empty();
     let external = external_key(k);
+    if confirms && (external.is_none() || k.policy.external_keys.len() != k.policy.external.len()) {
+        // Named but unusable: never read as "no confirmation needed".
+        return Err(AttestError::UnknownNode(EXTERNAL_PARTY));
+    }
     let key_of = |p: u16| {
         if p == EXTERNAL_PARTY {
             external
@@ -102,13 +107,7 @@ pub fn verify_all(
             identity_of(p)
         }
     };
-    verify_parties(
-        &record_bytes(k),
-        &k.parties,
-        &k.attestations,
-        key_of,
-        external.is_some(),
-    )
+    verify_parties(&record_bytes(k), &k.parties, &k.attestations, key_of, confirms)
 }
 
 /// [`verify_all`] for the node parties only: the coordinator's check of
@@ -393,6 +392,10 @@ mod tests {
         verify_all(&old, of).unwrap();
         old.attestations.push(confirmed);
         assert_eq!(verify_all(&old, of), Err(AttestError::NotAParty(EXTERNAL_PARTY)));
+        // A key named but unusable never means "no confirmation needed".
+        let mut bad = k.clone();
+        bad.policy.external_keys = vec!["not hex".into()];
+        assert_eq!(verify_all(&bad, of), Err(AttestError::UnknownNode(EXTERNAL_PARTY)));
     }
 
     #[test]

@@ -458,7 +458,14 @@ impl Node {
                         .map_err(internal)?,
                 )
             }
-            Either::Right((share, keygen)) => (keygen.await?, share),
+            Either::Right((share, keygen)) => {
+                if let Err(e) = &share {
+                    // No confirmation will come: end the wait for it now.
+                    let e = crate::error::ApiError::internal(format!("the user's party failed: {e}"));
+                    mailbox.finish(Outcome::Failed(e.detail().1));
+                }
+                (keygen.await?, share)
+            }
         };
         let mut view = family::view_of(&record);
         guard.finish(serde_json::to_value(&view).map_err(crate::error::ApiError::internal));

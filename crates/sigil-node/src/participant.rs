@@ -158,7 +158,9 @@ impl Node {
             _ => None,
         }
         .ok_or_else(|| {
-            invalid("only FROST key generation and signing sessions have an external party, with its party_keys")
+            invalid(
+                "only FROST and ECDSA key generation and signing sessions have an external party, with its party_keys",
+            )
         })?;
         let mailbox = if spec.coordinator == self.cfg.node_id {
             Some(

@@ -69,7 +69,7 @@ impl Part {
         match self {
             Part::Dkg { scheme, .. } => {
                 let f = family::of(*scheme);
-                (f.keygen_schedule(parties), f.keygen_kind())
+                (f.keygen_schedule(parties), f.keygen_kind(parties))
             }
             Part::Sign { scheme, s } => {
                 let f = family::of(*scheme);

@@ -598,11 +598,19 @@ impl Mailbox {
             let ready = {
                 let state = self.state();
                 let skip = usize::try_from(after).unwrap_or(usize::MAX);
+                // At most MAX_PAGE_BYTES of payload per page (at least one
+                // message): the party reads on from the last number.
+                let mut bytes = 0usize;
                 let out: Vec<(u64, RelayMessage)> = state
                     .outbox
                     .iter()
                     .enumerate()
                     .skip(skip)
+                    .take_while(|(_, m)| {
+                        let first = bytes == 0;
+                        bytes = bytes.saturating_add(m.payload.len().max(1));
+                        first || bytes <= MAX_PAGE_BYTES
+                    })
                     .map(|(i, m)| (u64::try_from(i).unwrap_or(u64::MAX).saturating_add(1), m.clone()))
                     .collect();
                 (out, state.outcome.is_some())
@@ -649,6 +657,10 @@ impl Mailbox {
         u64::try_from(self.state().outbox.len()).unwrap_or(u64::MAX)
     }
 }
+
+/// The most payload bytes one read of a mailbox returns (more wait for the
+/// next read), so a page stays small whatever a session queued.
+const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// How long an ended session's mailbox is kept (for its status, and the
 /// party's last reads).

@@ -579,10 +579,12 @@ impl Node {
         quorum.dedup();
         if quorum.len() != plan.quorum.len()
             || quorum.len() < usize::from(plan.current.threshold)
-            || quorum.iter().any(|n| !plan.current.parties.contains(n))
+            || quorum
+                .iter()
+                .any(|&n| !plan.current.parties.contains(&n) || n == sigil_crypto::relay::EXTERNAL_PARTY)
         {
             return Err(SessionError::Invalid(
-                "the quorum must be t distinct old parties".into(),
+                "the quorum must be t distinct old node parties".into(),
             ));
         }
         if spec.parties.to_vec() != plan.session() {

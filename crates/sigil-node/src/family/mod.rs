@@ -102,8 +102,9 @@ pub(crate) trait Family: Send + Sync {
         false
     }
 
-    /// The admission kind of this family's key generation sessions.
-    fn keygen_kind(&self) -> SessionKind {
+    /// The admission kind of this family's key generation sessions among
+    /// `parties`.
+    fn keygen_kind(&self, _parties: &[u16]) -> SessionKind {
         SessionKind::Dkg
     }
 

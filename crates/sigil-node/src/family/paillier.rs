@@ -235,7 +235,7 @@ impl Family for Paillier {
         Operation::Decrypt
     }
 
-    fn keygen_kind(&self) -> crate::limits::SessionKind {
+    fn keygen_kind(&self, _parties: &[u16]) -> crate::limits::SessionKind {
         crate::limits::SessionKind::PaillierAttempt
     }
 

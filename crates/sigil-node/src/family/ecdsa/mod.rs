@@ -154,6 +154,16 @@ impl Family for Ecdsa {
             .map_err(|e| e.to_string())
     }
 
+    /// A key generation with its own aux info costs what an aux session
+    /// costs, and is admitted as one.
+    fn keygen_kind(&self, parties: &[u16]) -> crate::limits::SessionKind {
+        if has_external(parties) {
+            crate::limits::SessionKind::Aux
+        } else {
+            crate::limits::SessionKind::Dkg
+        }
+    }
+
     fn keygen_schedule(&self, parties: &[u16]) -> ExpectFn {
         if has_external(parties) {
             ecdsa::expects::keygen_with_aux
