@@ -743,10 +743,19 @@ async fn ecdsa_external_party_2of2_over_grpc_and_2of3_with_a_bip32_child() {
         )
         .await;
     assert_eq!(s, 400, "a 2-of-2 key cannot lose its party: {v}");
-    // A user share is for FROST keys only.
+    // A user share: node 0 runs the party (with primes of its own) and
+    // seals the party's complete share to the recipient; it signs through
+    // sigil-client, and its aux info is the key's own.
     let recipient = SessionSecret::generate(&mut rand::rngs::OsRng);
     let body = json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0],
         "user_share": {"recipient_public_key": hex::encode(recipient.public_key())}});
-    let (s, v) = c.api_as(PARTY, 0, "POST", "/v1/keys", body).await;
-    assert_eq!(s, 400, "{v}");
+    let (s, key) = c.api_as(PARTY, 0, "POST", "/v1/keys", body).await;
+    assert_eq!(s, 201, "{key}");
+    let shared = files.path().join("ecdsa-user.json");
+    external::import_user_share(&key, &recipient, &shared, &UNLOCK).unwrap();
+    let digest = sha2::Sha256::digest(b"user share ecdsa").to_vec();
+    let sig = external::sign(&client(&c, 0), &identities(&c), &shared, &UNLOCK, &digest, &[])
+        .await
+        .unwrap();
+    verify_secp256k1(key["public_key"].as_str().unwrap(), &digest, &sig);
 }

@@ -18,8 +18,7 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 use sigil_crypto::ecdsa;
 use sigil_crypto::party::protocols::{self, KeyMaterial};
-use sigil_crypto::scheme::frost_core::keys::{KeyPackage, PublicKeyPackage};
-use sigil_crypto::{with_ciphersuite, Scheme};
+use sigil_crypto::Scheme;
 
 use crate::grpc::{status_json, GrpcClient, GrpcRelay};
 use crate::keyfile::{self, Header, Unlock};
@@ -556,16 +555,9 @@ pub fn import_user_share(
         scheme.public_key(&package)? == public_key,
         "public key and package disagree"
     );
-    with_ciphersuite!(scheme, C => {
-        let kp = KeyPackage::<C>::deserialize(&share).map_err(|e| anyhow!("share: {e}"))?;
-        let pkp = PublicKeyPackage::<C>::deserialize(&package).map_err(|e| anyhow!("public package: {e}"))?;
-        let id = sigil_crypto::frost::identifier::<C>(index)?;
-        let listed = pkp.verifying_shares().get(&id);
-        anyhow::ensure!(
-            *kp.identifier() == id && listed == Some(kp.verifying_share()) && kp.verifying_key() == pkp.verifying_key(),
-            "the user share does not belong to key {key_id}'s external slot"
-        );
-    }, other => bail!("{other} keys have no user share"));
+    let key = KeyMaterial { share, package };
+    protocols::check_share(scheme, &key, index).with_context(|| format!("the user share of key {key_id}"))?;
+    let KeyMaterial { share, package } = key;
     let header = Header::new(
         &key_id,
         scheme.as_str(),

@@ -171,7 +171,7 @@ where
 /// by its `u32` BE byte length), after the domain tag `sigil/aux-public/v1`.
 /// Every party of one aux session computes the same value; the node commits
 /// aux info only when all parties attest to the same fingerprint.
-pub fn aux_fingerprint(aux: &AuxInfo) -> [u8; 32] {
+pub fn aux_fingerprint(aux: &cggmp21::key_share::DirtyAuxInfo<Level>) -> [u8; 32] {
     use sha2::Digest;
     let mut h = Sha256::new();
     let mut lp = |x: &[u8]| {
@@ -378,7 +378,10 @@ where
 /// own aux info, [`keygen_with_aux`]) the fingerprint of `aux`'s public
 /// part ([`aux_fingerprint`]). Every party computes the same package;
 /// its JSON is what the key record stores and attests.
-pub fn public_package<E: Curve>(share: &IncompleteKeyShare<E>, aux: Option<&AuxInfo>) -> crate::scheme::EcdsaPublic {
+pub fn public_package<E: Curve>(
+    share: &cggmp21::key_share::DirtyIncompleteKeyShare<E>,
+    aux: Option<&cggmp21::key_share::DirtyAuxInfo<Level>>,
+) -> crate::scheme::EcdsaPublic {
     crate::scheme::EcdsaPublic {
         public_key: hex::encode(share.shared_public_key.to_bytes(true)),
         chain_code: hex::encode(share.chain_code.unwrap_or_default()),
@@ -487,7 +490,7 @@ pub mod reshare {
     }
 
     /// The verifying shares of `share`'s key, SEC1 compressed, in key order.
-    pub fn public_shares<E: Curve>(share: &IncompleteKeyShare<E>) -> Vec<Vec<u8>> {
+    pub fn public_shares<E: Curve>(share: &cggmp21::key_share::DirtyIncompleteKeyShare<E>) -> Vec<Vec<u8>> {
         share.public_shares.iter().map(|p| p.to_bytes(true).to_vec()).collect()
     }
 

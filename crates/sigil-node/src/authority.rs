@@ -136,11 +136,6 @@ pub fn check_external(
             }
             sigil_crypto::relay::key_from_hex("user_share.recipient_public_key", &u.recipient_public_key)
                 .map_err(|e| e.to_string())?;
-            if scheme.is_ecdsa() {
-                return Err(format!(
-                    "user_share is for FROST keys; a {scheme} key's external party runs sigil-client (external_parties)"
-                ));
-            }
             client.to_string()
         }
         (_, Some(_)) => return Err("user_share and external_parties exclude each other".into()),

@@ -149,6 +149,55 @@ impl sigil_crypto::party::Relay for MailboxRelay<'_> {
     }
 }
 
+/// The user's party of a user-share key generation, which this node runs
+/// for the client ([`Node::run_user_share_keygen`]).
+struct UserParty {
+    node: Arc<Node>,
+    mailbox: Arc<Mailbox>,
+    auth: RequestAuth,
+    session: sigil_crypto::party::PartySession,
+}
+
+impl UserParty {
+    /// Runs the party as a client's party runs: its key generation, then
+    /// its confirmation of the record once the relay puts it and it names
+    /// this key. Returns the party's share.
+    async fn run(
+        self,
+        scheme: Scheme,
+        eid: SessionId,
+        t: u16,
+        primes: Option<sigil_crypto::ecdsa::PregeneratedPrimes>,
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
+        let relay = MailboxRelay {
+            node: &self.node,
+            mailbox: &self.mailbox,
+            auth: &self.auth,
+        };
+        let key = sigil_crypto::party::protocols::keygen(&self.session, &relay, scheme, &eid, t, primes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let record = loop {
+            if let Some((bytes, view)) = self.mailbox.to_confirm() {
+                let package = view.pointer("/key/public_key_package").and_then(|p| p.as_str());
+                if package != Some(hex::encode(&key.package).as_str()) {
+                    return Err("the record to confirm is not the user party's key".to_string());
+                }
+                break bytes;
+            }
+            if self.mailbox.outcome().is_some() {
+                return Err("the session ended before the user party confirmed".to_string());
+            }
+            self.mailbox.wait_end(Duration::from_secs(5)).await;
+        };
+        let confirmation = self.session.confirmation(&record).map_err(|e| e.to_string())?;
+        sigil_crypto::party::Relay::submit(&relay, &confirmation)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(key.share)
+    }
+}
+
 /// A checked signature with the key's external party, ready to run
 /// ([`Node::run_relayed_sign`]).
 pub struct RelayedSign {
@@ -386,6 +435,11 @@ impl Node {
         use futures::future::Either;
         use sigil_crypto::party::{PartySession, SessionKeys};
         let recipient = plan.user_share.ok_or_else(|| NodeError::bad_request("no user_share"))?;
+        // An ECDSA user party's primes for the key's aux info: this node's.
+        let primes = match plan.scheme.is_ecdsa() {
+            true => Some(self.primes_for_aux().await?),
+            false => None,
+        };
         let keys = SessionKeys::generate();
         let public = PartyKeys {
             verifying_key: hex::encode(keys.signing.verifying_key().to_bytes()),
@@ -415,36 +469,14 @@ impl Node {
             &auth.proto.body,
         );
         let (t, scheme, key_id) = (plan.threshold, plan.scheme, plan.key_id.clone());
-        let relay = MailboxRelay {
-            node: self,
-            mailbox: &mailbox,
-            auth,
+        let user = UserParty {
+            node: self.clone(),
+            mailbox: mailbox.clone(),
+            auth: auth.clone(),
+            session,
         };
-        let party = async {
-            let key = sigil_crypto::party::protocols::keygen(&session, &relay, scheme, &eid, t, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            // Confirm the record as a client's party does, once it names
-            // this key.
-            let record = loop {
-                if let Some((bytes, view)) = mailbox.to_confirm() {
-                    let package = view.pointer("/key/public_key_package").and_then(|p| p.as_str());
-                    if package != Some(hex::encode(&key.package).as_str()) {
-                        return Err("the record to confirm is not the user party's key".to_string());
-                    }
-                    break bytes;
-                }
-                if mailbox.outcome().is_some() {
-                    return Err("the session ended before the user party confirmed".to_string());
-                }
-                mailbox.wait_end(Duration::from_secs(5)).await;
-            };
-            let confirmation = session.confirmation(&record).map_err(|e| e.to_string())?;
-            sigil_crypto::party::Relay::submit(&relay, &confirmation)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(key.share)
-        };
+        let party = tokio::spawn(session::off_the_workers(user.run(scheme, eid, t, primes)));
+        let party = async { party.await.unwrap_or_else(|e| Err(e.to_string())) };
         let progress = operations::KeygenProgress::default();
         let keygen = self.run_keygen_in(plan, &progress, Some(run));
         futures::pin_mut!(party, keygen);

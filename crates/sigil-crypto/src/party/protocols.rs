@@ -81,6 +81,35 @@ pub async fn keygen<R: Relay>(
     }, other => Err(invalid(format!("{other} keys cannot have an external party")))))
 }
 
+/// Checks that `key.share` is the share of session slot `index` of the key
+/// whose public package is `key.package` (a user share, received sealed,
+/// before it is kept): FROST, its identifier is the slot's and its
+/// verifying share the one the package lists, under the package's key;
+/// ECDSA, its index is the slot's and the package its complete share
+/// gives (aux fingerprint included) is `key.package`.
+///
+/// # Errors
+/// [`PartyError::Invalid`] naming what does not fit.
+pub fn check_share(scheme: Scheme, key: &KeyMaterial, index: u16) -> Result<(), PartyError> {
+    let fits = with_ciphersuite!(scheme, C => {
+        let kp = KeyPackage::<C>::deserialize(&key.share).map_err(|e| invalid(format!("share: {e}")))?;
+        let pkp = PublicKeyPackage::<C>::deserialize(&key.package).map_err(|e| invalid(format!("public package: {e}")))?;
+        let id = frost::identifier::<C>(index).map_err(invalid)?;
+        *kp.identifier() == id
+            && pkp.verifying_shares().get(&id) == Some(kp.verifying_share())
+            && kp.verifying_key() == pkp.verifying_key()
+    }, other => with_curve!(other, E => {
+        let share: ecdsa::KeyShare<E> = serde_json::from_slice(&key.share).map_err(|e| invalid(format!("share: {e}")))?;
+        let package = serde_json::to_vec(&ecdsa::public_package(&share.core, Some(&share.aux))).map_err(invalid)?;
+        share.core.i == index && package == key.package
+    }, other => return Err(invalid(format!("{other} keys have no external party")))));
+    if fits {
+        Ok(())
+    } else {
+        Err(invalid("the share does not belong to the key's external slot"))
+    }
+}
+
 /// The party's part of a signature of `message` with `key` (a key of
 /// `scheme`) among `signers` (the key-level indices of the session's
 /// parties, in session order), under execution id `eid`; ECDSA signs the
