@@ -1,6 +1,7 @@
 //! What an external party (or a node, for it) sends the relay: the
-//! message JSON, then the relay's checks (membership, schedule, signature)
-//! on both paths into a mailbox, and the party-side open.
+//! message JSON, then the relay's checks (membership, schedule, signature;
+//! a confirmation of the record put to the party) on both paths into a
+//! mailbox, and the party-side open.
 #![no_main]
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ fn fixture() -> &'static Fixture {
             deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
         })
         .unwrap_or_else(|e| panic!("{e}"));
+        mailbox.ask_confirmation(b"record".to_vec(), serde_json::json!({}));
         Fixture { mailbox, node, secret }
     })
 }

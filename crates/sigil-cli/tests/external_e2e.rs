@@ -612,7 +612,7 @@ fn verify_secp256k1(pk: &str, digest: &[u8], sig: &Value) {
 
 /// CGGMP21 ECDSA with an external party: 2-of-2 (node 0 and the client)
 /// over gRPC and 2-of-3 (nodes 0, 1 and the client) over REST on
-/// secp256k1. Each key makes its own aux info in its key generation (the
+/// secp256k1, and a P-256 user share. Each key makes its own aux info in its key generation (the
 /// party's primes from a fixture, the nodes' from their seeds), so its
 /// record pins the aux fingerprint. Signatures at the key and at a BIP-32
 /// child verify with `k256`; the nodes alone cannot sign the 2-of-2 key.
@@ -743,11 +743,11 @@ async fn ecdsa_external_party_2of2_over_grpc_and_2of3_with_a_bip32_child() {
         )
         .await;
     assert_eq!(s, 400, "a 2-of-2 key cannot lose its party: {v}");
-    // A user share: node 0 runs the party (with primes of its own) and
-    // seals the party's complete share to the recipient; it signs through
-    // sigil-client, and its aux info is the key's own.
+    // A user share on the other curve: node 0 runs the party (with primes
+    // of its own) and seals the party's complete share to the recipient;
+    // it signs through sigil-client, and its aux info is the key's own.
     let recipient = SessionSecret::generate(&mut rand::rngs::OsRng);
-    let body = json!({"scheme": "ecdsa-secp256k1", "threshold": 2, "parties": [0],
+    let body = json!({"scheme": "ecdsa-p256", "threshold": 2, "parties": [0],
         "user_share": {"recipient_public_key": hex::encode(recipient.public_key())}});
     let (s, key) = c.api_as(PARTY, 0, "POST", "/v1/keys", body).await;
     assert_eq!(s, 201, "{key}");
@@ -757,5 +757,10 @@ async fn ecdsa_external_party_2of2_over_grpc_and_2of3_with_a_bip32_child() {
     let sig = external::sign(&client(&c, 0), &identities(&c), &shared, &UNLOCK, &digest, &[])
         .await
         .unwrap();
-    verify_secp256k1(key["public_key"].as_str().unwrap(), &digest, &sig);
+    assert_eq!(sig["signers"], json!([0, 65535]));
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let vk =
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&hex::decode(key["public_key"].as_str().unwrap()).unwrap()).unwrap();
+    let s = p256::ecdsa::Signature::from_slice(&hex::decode(sig["signature"].as_str().unwrap()).unwrap()).unwrap();
+    vk.verify_prehash(&digest, &s).expect("P-256 ECDSA over the digest");
 }
