@@ -352,6 +352,26 @@ async fn relay_refuses_what_it_must_and_a_silent_party_fails_the_session() {
         .api_as(PARTY, 1, "GET", &format!("/v1/sessions/{sid}"), json!(null))
         .await;
     assert_eq!(s, 404, "another node relays no such session");
+    // A relay message may be large (an aux-info message is about 200 KB),
+    // other bodies stay within max_body_bytes (64 KiB here), and a large
+    // body is read only with a token that checks out for it.
+    let post = |path: String, body: Vec<u8>| {
+        c.http_client
+            .post(format!("{}{path}", c.url(0)))
+            .header("authorization", "Bearer not.a.token")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let big = vec![b' '; 200 * 1024];
+    let r = post(format!("/v1/sessions/{sid}/messages"), big.clone()).await.unwrap();
+    assert_eq!(r.status(), 401, "a large relay body without a valid token");
+    let r = post("/v1/keys".into(), big).await.unwrap();
+    assert_eq!(r.status(), 413, "a large body elsewhere");
+    let huge = vec![b' '; sigil_node::front::RELAY_BODY_BYTES + 1];
+    let r = post(format!("/v1/sessions/{sid}/messages"), huge).await.unwrap();
+    assert_eq!(r.status(), 413, "over the relay limit");
+
     // The nodes' hellos are queued for the party.
     let (s, page) = c
         .api_as(

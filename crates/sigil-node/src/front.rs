@@ -186,19 +186,56 @@ impl Node {
                     body,
                 },
             }),
-            Err(refusal) => {
-                metrics::counter!("sigil_auth_refusals_total", "reason" => refusal.reason()).increment(1);
-                tracing::warn!(method, path, reason = refusal.reason(), "request refused");
-                self.audit()
-                    .record(crate::audit::Entry {
-                        role: "door",
-                        operation,
-                        outcome: format!("refused:{}", refusal.reason()),
-                        ..Default::default()
-                    })
-                    .await;
-                Err(refusal)
-            }
+            Err(refusal) => Err(self.refused_at_door(refusal, method, &path, operation).await),
         }
+    }
+
+    /// Before a body larger than `max_body_bytes` is read (a relay
+    /// message, [`Node::body_limit`]): the token checks out but for its
+    /// body hash (signature, audience, client, method, path, lifetime), so
+    /// only a client with a valid token for this very request makes the
+    /// door hold that much. [`Node::admit_request`] checks all of it once
+    /// the body is in.
+    ///
+    /// # Errors
+    /// The [`crate::auth::Refusal`], counted, logged and audited.
+    pub async fn precheck_token(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        operation: &'static str,
+    ) -> Result<(), crate::auth::Refusal> {
+        let checked = if token.is_empty() {
+            Err(crate::auth::Refusal::MissingToken)
+        } else {
+            self.verifier().check(token, method, path, None).map(|_| ())
+        };
+        match checked {
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(self.refused_at_door(refusal, method, path, operation).await),
+        }
+    }
+
+    /// Counts (`sigil_auth_refusals_total{reason}`), logs and audits a
+    /// refusal at the door, and hands it back.
+    async fn refused_at_door(
+        &self,
+        refusal: crate::auth::Refusal,
+        method: &str,
+        path: &str,
+        operation: &'static str,
+    ) -> crate::auth::Refusal {
+        metrics::counter!("sigil_auth_refusals_total", "reason" => refusal.reason()).increment(1);
+        tracing::warn!(method, path, reason = refusal.reason(), "request refused");
+        self.audit()
+            .record(crate::audit::Entry {
+                role: "door",
+                operation,
+                outcome: format!("refused:{}", refusal.reason()),
+                ..Default::default()
+            })
+            .await;
+        refusal
     }
 }

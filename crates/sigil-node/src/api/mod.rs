@@ -434,18 +434,6 @@ pub(crate) fn operation_of(method: &str, path: &str) -> &'static str {
 /// 401/403.
 async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let limit = node.body_limit(parts.method.as_str(), parts.uri.path());
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body over the limit",
-            )
-            .into_response()
-        }
-    };
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let token = parts
@@ -458,6 +446,23 @@ async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -
         .to_string();
     let role = required_role(method.as_str(), &path);
     let operation = operation_of(method.as_str(), &path);
+    let limit = node.body_limit(method.as_str(), &path);
+    if limit > node.cfg.max_body_bytes {
+        if let Err(refusal) = node.precheck_token(&token, method.as_str(), &path, operation).await {
+            return ApiError::refused(&refusal).into_response();
+        }
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body over the limit",
+            )
+            .into_response()
+        }
+    };
     let auth = match node
         .admit_request(token, method.as_str(), path.clone(), body.to_vec(), role, operation)
         .await
