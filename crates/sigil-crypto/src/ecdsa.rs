@@ -106,6 +106,16 @@ fn protocol_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Frost(format!("{what}: {e}"))
 }
 
+/// `2 <= t <= n` and `i < n`, or [`Error::InvalidParameters`].
+fn check_keygen(i: PartyIndex, n: u16, t: u16) -> Result<(), Error> {
+    if t < 2 || t > n || i >= n {
+        return Err(Error::InvalidParameters(format!(
+            "need 2 <= t <= n and i < n, got t={t}, n={n}, i={i}"
+        )));
+    }
+    Ok(())
+}
+
 /// Threshold keygen as party `i` of `n`, threshold `t` (CGGMP21 keygen with
 /// `cggmp21`'s threshold extension), HD wallet enabled.
 ///
@@ -125,11 +135,7 @@ where
     M: Mpc<ProtocolMessage = KeygenMsg<E>>,
     R: RngCore + CryptoRng,
 {
-    if t < 2 || t > n || i >= n {
-        return Err(Error::InvalidParameters(format!(
-            "need 2 <= t <= n and i < n, got t={t}, n={n}, i={i}"
-        )));
-    }
+    check_keygen(i, n, t)?;
     let eid = cggmp21::ExecutionId::new(session_id);
     cggmp21::keygen::<E>(eid, i, n)
         .set_threshold(t)
@@ -289,11 +295,7 @@ where
     use round_based::{Delivery, Incoming, MpcParty, Outgoing};
     use std::convert::Infallible;
 
-    if t < 2 || t > n || i >= n {
-        return Err(Error::InvalidParameters(format!(
-            "need 2 <= t <= n and i < n, got t={t}, n={n}, i={i}"
-        )));
-    }
+    check_keygen(i, n, t)?;
     let (mut incoming, mut outgoing) = party.into_party().delivery.split();
     let (aux_in, aux_rx) = unbounded::<Incoming<AuxMsg>>();
     let (keygen_in, keygen_rx) = unbounded::<Incoming<KeygenMsg<E>>>();
