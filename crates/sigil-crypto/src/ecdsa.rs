@@ -305,48 +305,29 @@ where
     // their channel until aux info is done); ends only on a failure.
     let route_in = async move {
         while let Some(m) = incoming.next().await {
-            let Incoming {
-                id,
-                sender,
-                msg_type,
-                msg,
-            } = match m {
+            let m = match m {
                 Ok(m) => m,
                 Err(e) => return Error::transport(e),
             };
+            let head = Incoming {
+                id: m.id,
+                sender: m.sender,
+                msg_type: m.msg_type,
+                msg: (),
+            };
             // A closed channel: that protocol is over, its late messages
             // have no reader.
-            let _ = match msg {
-                KeygenAuxMsg::Aux(msg) => aux_in
-                    .unbounded_send(Incoming {
-                        id,
-                        sender,
-                        msg_type,
-                        msg,
-                    })
-                    .is_ok(),
-                KeygenAuxMsg::Keygen(msg) => keygen_in
-                    .unbounded_send(Incoming {
-                        id,
-                        sender,
-                        msg_type,
-                        msg,
-                    })
-                    .is_ok(),
+            let _ = match m.msg {
+                KeygenAuxMsg::Aux(msg) => aux_in.unbounded_send(head.map(|()| msg)).is_ok(),
+                KeygenAuxMsg::Keygen(msg) => keygen_in.unbounded_send(head.map(|()| msg)).is_ok(),
             };
         }
         Error::transport("the session's incoming messages ended")
     };
     // Outgoing messages of both protocols; ends once both are done.
     let route_out = async move {
-        let aux = aux_out_rx.map(|o: Outgoing<AuxMsg>| Outgoing {
-            recipient: o.recipient,
-            msg: KeygenAuxMsg::Aux(o.msg),
-        });
-        let keygen = keygen_out_rx.map(|o: Outgoing<KeygenMsg<E>>| Outgoing {
-            recipient: o.recipient,
-            msg: KeygenAuxMsg::Keygen(o.msg),
-        });
+        let aux = aux_out_rx.map(|o| o.map(KeygenAuxMsg::Aux));
+        let keygen = keygen_out_rx.map(|o| o.map(KeygenAuxMsg::Keygen));
         let mut all = futures::stream::select(aux, keygen);
         while let Some(o) = all.next().await {
             outgoing.send(o).await.map_err(Error::transport)?;

@@ -24,6 +24,8 @@
 //! | relay -> node (`Deliver`, `from` = the party) | the session's relay only (its certificate) | as any envelope ([`crate::session`]), and the party's signature; p2p payloads must decrypt with this node's session key |
 //! | node -> relay (`Deliver`, `to_external`) | a node party of the session (its certificate names the `from` slot) | the relay's mailbox: schedule, once per (round, sender), and the node's identity signature |
 //! | relay -> party (the mailbox) | | the client checks every node's identity signature against its own `identities.json`, and decrypts p2p payloads with its session key |
+//! | party -> relay, `CONFIRM_ROUND` (the party's confirmation of a new key) | the session's client, once the relay has put the record to it | the relay: a broadcast signed by the party's session key whose payload is that key's signature over the canonical record put to it (else refused, nothing relayed); every node at commit: the record's external attestation under `policy.external_keys`, the key its own copy of the client's signed request named |
+//! | relay -> party, the record to confirm (session view `record`) | the coordinator, after every node party attested the record | the client rebuilds the canonical record from its own key generation and checks creator, policy and hash before it signs |
 //!
 //! A relay that drops a message makes the session fail at its deadline
 //! naming the party that waits in vain; one that alters a message makes
